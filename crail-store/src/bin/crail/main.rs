@@ -1,0 +1,129 @@
+//! `crail`: the operator's command. Each subcommand parses its flags and calls the library.
+
+mod iobench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crail_store::{ByteSize, Config};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "crail",
+    version,
+    about = "crail: a tiered store for ephemeral data (namenode, datanodes, tools)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the metadata server (namespace, block placement, datanode registry).
+    Namenode(NamenodeArgs),
+    /// Measure metadata operations against a running namenode.
+    Iobench(iobench::Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct NamenodeArgs {
+    /// Configuration file (TOML); also from CRAIL_CONF.
+    #[arg(long, env = "CRAIL_CONF")]
+    config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:9060].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Block size, a multiple of 4KiB [default: 1MiB].
+    #[arg(long)]
+    block_size: Option<ByteSize>,
+}
+
+/// Loads the configuration file if one is named, else the defaults.
+pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::from_file(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn namenode(args: NamenodeArgs) -> anyhow::Result<()> {
+    let mut config = load_config(args.config.as_ref())?.namenode;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(block_size) = args.block_size {
+        config.block_size = block_size;
+    }
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Scripts and tests read this line to learn the port.
+    println!("namenode listening on {}", listener.local_addr()?);
+    crail_store::namenode::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let ctrl_c = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Namenode(_) => "info",
+        Command::Iobench(_) => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("crail: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Namenode(args) => namenode(args).await,
+            Command::Iobench(args) => iobench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crail: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

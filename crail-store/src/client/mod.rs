@@ -1,0 +1,423 @@
+//! The async client: [`Store`] and the typed node handles it returns.
+
+mod handles;
+mod rpc;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use handles::{Directory, File, KeyValue, MultiFile, Node, Table, WriteLease};
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::path;
+use crate::proto as pb;
+use crate::types::{
+    BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DirEntry, NodeType, Stat,
+};
+use rpc::{Connection, Endpoint};
+
+/// A connection to a crail store. Cheap to clone; clones share one pipelined connection, so
+/// many tasks can issue requests at once. The connection closes when the last clone drops.
+///
+/// ```no_run
+/// # async fn demo() -> crail_store::Result<()> {
+/// use crail_store::{ClientConfig, CreateOptions, Store};
+///
+/// let store = Store::connect(&ClientConfig::for_namenode("127.0.0.1:9060")).await?;
+/// store.create_dir("/data", &CreateOptions::default()).await?;
+/// let lease = store.create_file("/data/part-0", &CreateOptions::default()).await?;
+/// let blocks = lease.allocate(0, 2).await?; // where to write the first two blocks
+/// lease.close(2 * store.block_size()).await?;
+/// assert_eq!(store.stat("/data/part-0").await?.size, 2 * store.block_size());
+/// # let _ = blocks;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    config: ClientConfig,
+    block_size: u64,
+    max_blocks_per_request: u64,
+}
+
+impl Store {
+    /// Connects to the namenode in `config` (handshake included) and learns the block size.
+    pub async fn connect(config: &ClientConfig) -> Result<Self> {
+        let endpoint = Endpoint {
+            addr: config.namenode.clone(),
+            local_host: config.local_host,
+            secret: config.secret.clone(),
+            name: config.name.clone(),
+            connect_timeout: config.connect_timeout,
+            rpc_timeout: config.rpc_timeout,
+            max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
+        };
+        let conn = Connection::open(&endpoint).await?;
+        let info = conn.call(&pb::ClusterInfoRequest {}).await?;
+        if info.block_size == 0 {
+            return Err(Error::malformed("cluster info", "block size 0"));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                config: config.clone(),
+                block_size: info.block_size,
+                max_blocks_per_request: info.max_blocks_per_request.max(1),
+            }),
+        })
+    }
+
+    /// The configuration this store was opened with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Size of every block, in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.inner.block_size
+    }
+
+    /// The namenode's address.
+    pub fn namenode(&self) -> &str {
+        self.inner.conn.addr()
+    }
+
+    pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {
+        self.inner.conn.call(request).await
+    }
+
+    /// Checks path syntax before sending, so obviously bad paths fail without a round trip.
+    /// Length and depth limits are the namenode's to enforce (its configuration decides).
+    fn path_bytes(path: &str) -> Result<Bytes> {
+        let syntax_only = path::PathLimits {
+            max_path_len: usize::MAX,
+            max_name_len: usize::MAX,
+            max_depth: usize::MAX,
+        };
+        path::check(path, &syntax_only)
+            .map_err(|problem| Error::invalid_path(path.as_bytes(), problem))?;
+        Ok(Bytes::copy_from_slice(path.as_bytes()))
+    }
+
+    async fn create_raw(
+        &self,
+        path: &str,
+        node_type: NodeType,
+        options: &CreateOptions,
+    ) -> Result<(Stat, u64)> {
+        let reply = self
+            .call(&pb::CreateRequest {
+                path: Self::path_bytes(path)?,
+                r#type: pb::NodeType::from(node_type) as i32,
+                placement: Some(pb::Placement::from(&options.placement)),
+                enumerable: options.enumerable,
+            })
+            .await?;
+        Ok((stat_of(reply.node)?, reply.lease))
+    }
+
+    /// Creates a node of any type and returns its handle. A file or keyvalue made this way is
+    /// committed empty at once; use [`Store::create_file`] or [`Store::put`] to write one.
+    pub async fn create(
+        &self,
+        path: &str,
+        node_type: NodeType,
+        options: &CreateOptions,
+    ) -> Result<Node> {
+        let (mut stat, lease) = self.create_raw(path, node_type, options).await?;
+        if lease != 0 {
+            let reply = self
+                .call(&pb::CloseRequest {
+                    file_id: stat.file_id,
+                    lease,
+                    size: 0,
+                })
+                .await?;
+            stat = stat_of(reply.node)?;
+        }
+        Ok(Node::new(self.clone(), path.to_owned(), stat, 0))
+    }
+
+    /// Creates a directory.
+    pub async fn create_dir(&self, path: &str, options: &CreateOptions) -> Result<Directory> {
+        let (stat, _) = self.create_raw(path, NodeType::Directory, options).await?;
+        Ok(Directory::new(self.clone(), path.to_owned(), stat))
+    }
+
+    /// Creates a multifile: a container whose children are written concurrently and read back
+    /// as one stream.
+    pub async fn create_multifile(&self, path: &str, options: &CreateOptions) -> Result<MultiFile> {
+        let (stat, _) = self.create_raw(path, NodeType::MultiFile, options).await?;
+        Ok(MultiFile::new(self.clone(), path.to_owned(), stat))
+    }
+
+    /// Creates a table: a container of keyvalues.
+    pub async fn create_table(&self, path: &str, options: &CreateOptions) -> Result<Table> {
+        let (stat, _) = self.create_raw(path, NodeType::Table, options).await?;
+        Ok(Table::new(self.clone(), path.to_owned(), stat))
+    }
+
+    /// Creates an empty file and returns the lease to write it.
+    pub async fn create_file(&self, path: &str, options: &CreateOptions) -> Result<WriteLease> {
+        let (stat, lease) = self.create_raw(path, NodeType::File, options).await?;
+        Ok(WriteLease::new(self.clone(), path.to_owned(), stat, lease))
+    }
+
+    /// Starts writing a keyvalue's value (creating the keyvalue if needed). The value replaces
+    /// the current one when the lease closes; the last writer to close wins.
+    pub async fn put(&self, path: &str, options: &CreateOptions) -> Result<WriteLease> {
+        let (stat, lease) = self.create_raw(path, NodeType::KeyValue, options).await?;
+        Ok(WriteLease::new(self.clone(), path.to_owned(), stat, lease))
+    }
+
+    /// Takes the write lease of an existing file, to append or overwrite.
+    pub async fn open_write(&self, path: &str) -> Result<WriteLease> {
+        let reply = self
+            .call(&pb::OpenWriteRequest {
+                path: Self::path_bytes(path)?,
+            })
+            .await?;
+        Ok(WriteLease::new(
+            self.clone(),
+            path.to_owned(),
+            stat_of(reply.node)?,
+            reply.lease,
+        ))
+    }
+
+    async fn lookup_raw(&self, path: &str, hold: bool) -> Result<(Stat, u64)> {
+        let reply = self
+            .call(&pb::LookupRequest {
+                path: Self::path_bytes(path)?,
+                hold,
+            })
+            .await?;
+        Ok((stat_of(reply.node)?, reply.hold))
+    }
+
+    /// The node at `path`, as a typed handle. A keyvalue handle from here holds nothing: use
+    /// [`Store::get`] to read a value safely while it may be replaced.
+    pub async fn lookup(&self, path: &str) -> Result<Node> {
+        let (stat, _) = self.lookup_raw(path, false).await?;
+        Ok(Node::new(self.clone(), path.to_owned(), stat, 0))
+    }
+
+    /// The current value of a keyvalue, held (its blocks stay valid even if it is replaced)
+    /// until the handle is released or dropped.
+    pub async fn get(&self, path: &str) -> Result<KeyValue> {
+        let (stat, hold) = self.lookup_raw(path, true).await?;
+        if stat.node_type != NodeType::KeyValue {
+            return Err(Error::WrongType {
+                path: path.to_owned(),
+                expected: NodeType::KeyValue,
+                actual: stat.node_type,
+            });
+        }
+        Ok(KeyValue::new(self.clone(), path.to_owned(), stat, hold))
+    }
+
+    /// Type, size, times and block count of the node at `path`.
+    pub async fn stat(&self, path: &str) -> Result<Stat> {
+        Ok(self.lookup_raw(path, false).await?.0)
+    }
+
+    /// Deletes the node at `path`; a container with children only when `recursive`.
+    pub async fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        self.call(&pb::DeleteRequest {
+            path: Self::path_bytes(path)?,
+            recursive,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Moves `from` to `to` atomically; `to` must not exist.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.call(&pb::RenameRequest {
+            from: Self::path_bytes(from)?,
+            to: Self::path_bytes(to)?,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every enumerable child of a container, in name order (fetched page by page).
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = self.list_page(path, &after, 0).await?;
+            if let Some(last) = page.last() {
+                after = last.name.clone();
+            }
+            all.extend(page);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of a listing: up to `limit` entries (0: the server's page size) after the
+    /// name `start_after` (empty: from the start), and whether more follow.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        start_after: &str,
+        limit: u32,
+    ) -> Result<(Vec<DirEntry>, bool)> {
+        let reply = self
+            .call(&pb::ListRequest {
+                path: Self::path_bytes(path)?,
+                start_after: start_after.to_owned(),
+                limit,
+            })
+            .await?;
+        let entries = reply
+            .entries
+            .into_iter()
+            .map(|e| {
+                Ok(DirEntry {
+                    stat: stat_of(e.node)?,
+                    name: e.name,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, reply.more))
+    }
+
+    /// Locations of blocks `[first, first + count)` of a data object (file id from a stat).
+    /// Blocks on dead datanodes fail the call with [`Error::LostBlocks`].
+    pub async fn block_locations(
+        &self,
+        file_id: u64,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<BlockLocation>> {
+        self.block_range(first, count, |first, count| pb::LocateRequest {
+            file_id,
+            first,
+            count,
+        })
+        .await
+    }
+
+    /// Runs a block request over `[first, first + count)` in pieces the namenode accepts.
+    pub(crate) async fn block_range<R>(
+        &self,
+        first: u64,
+        count: u64,
+        request: impl Fn(u64, u64) -> R,
+    ) -> Result<Vec<BlockLocation>>
+    where
+        R: crate::wire::kind::Rpc<Reply = pb::BlocksReply>,
+    {
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
+        let end = first.saturating_add(count);
+        let mut at = first;
+        while at < end {
+            let n = (end - at).min(self.inner.max_blocks_per_request);
+            for b in self.call(&request(at, n)).await?.blocks {
+                out.push(BlockLocation::try_from(b)?);
+            }
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Extends a write lease or read hold.
+    pub(crate) async fn renew_token(&self, file_id: u64, token: u64) -> Result<()> {
+        self.call(&pb::RenewRequest { file_id, token }).await?;
+        Ok(())
+    }
+
+    /// Drops a read hold, or aborts a write.
+    pub(crate) async fn release_token(&self, file_id: u64, token: u64) -> Result<()> {
+        self.call(&pb::ReleaseRequest { file_id, token }).await?;
+        Ok(())
+    }
+
+    /// [`Store::release_token`] from a destructor: in the background if a runtime is around,
+    /// otherwise the token simply expires.
+    pub(crate) fn release_in_background(&self, file_id: u64, token: u64) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.clone();
+            runtime.spawn(async move {
+                let _ = store.release_token(file_id, token).await;
+            });
+        }
+    }
+
+    /// Datanodes, block size and namespace counts as the namenode sees them.
+    pub async fn cluster_info(&self) -> Result<ClusterInfo> {
+        let reply = self.call(&pb::ClusterInfoRequest {}).await?;
+        let block_size = reply.block_size;
+        Ok(ClusterInfo {
+            block_size,
+            datanodes: reply
+                .datanodes
+                .into_iter()
+                .map(|d| d.into_status(block_size))
+                .collect::<Result<_>>()?,
+            nodes: reply.nodes,
+            files: reply.files,
+            lease_timeout: Duration::from_millis(reply.lease_timeout_ms),
+            heartbeat_interval: Duration::from_millis(reply.heartbeat_interval_ms),
+        })
+    }
+
+    /// Registers a datanode tier (datanode side). Returns its id for heartbeats.
+    pub async fn register_datanode(&self, spec: &DatanodeSpec) -> Result<DatanodeId> {
+        let reply = self
+            .call(&pb::RegisterDatanodeRequest {
+                host: spec.host.to_string(),
+                address: spec.address.to_string(),
+                tier: spec.tier.clone(),
+                storage_class: spec.storage_class,
+                capacity_bytes: spec.capacity,
+            })
+            .await?;
+        Ok(DatanodeId(reply.id))
+    }
+
+    /// Tells the namenode a datanode is alive. [`Error::UnknownDatanode`] means it was declared
+    /// dead (or the namenode restarted) and must register again.
+    pub async fn heartbeat(&self, id: DatanodeId) -> Result<()> {
+        self.call(&pb::HeartbeatRequest { id: id.0 }).await?;
+        Ok(())
+    }
+
+    /// Takes a datanode out of service (its blocks are lost).
+    pub async fn deregister_datanode(&self, id: DatanodeId) -> Result<()> {
+        self.call(&pb::DeregisterDatanodeRequest { id: id.0 })
+            .await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn stat_of(node: Option<pb::NodeInfo>) -> Result<Stat> {
+    Stat::try_from(node.ok_or_else(|| Error::malformed("reply", "missing node"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_paths_fail_before_any_round_trip() {
+        for bad in ["", "x", "/a//b", "/a/../b", "/a/"] {
+            assert!(
+                matches!(Store::path_bytes(bad), Err(Error::InvalidPath { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(Store::path_bytes("/a/b").is_ok());
+    }
+}

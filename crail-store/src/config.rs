@@ -1,0 +1,325 @@
+//! Typed configuration with defaults in code. One TOML file holds every section:
+//!
+//! ```toml
+//! [namenode]
+//! listen = "127.0.0.1:9060"
+//! block_size = "1MiB"
+//!
+//! [client]
+//! namenode = "127.0.0.1:9060"
+//!
+//! [security]
+//! secret = "change me"   # optional; both sides must agree
+//! ```
+//!
+//! Libraries take the typed structs (built in code or loaded here); only binaries read files.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::path::PathLimits;
+use crate::units::{ByteSize, duration_text};
+use crate::wire::handshake::Secret;
+
+/// Default namenode port (Crail's).
+pub const DEFAULT_NAMENODE_PORT: u16 = 9060;
+
+/// Everything one TOML file can hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The metadata server.
+    pub namenode: NamenodeConfig,
+    /// Clients (and datanodes, which are namenode clients).
+    pub client: ClientConfig,
+    /// Shared secret for every connection.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Shared secret every connection must prove; unset means open.
+    pub secret: Option<String>,
+}
+
+/// `[namenode]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamenodeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Size of every block (a multiple of 4 KiB).
+    pub block_size: ByteSize,
+    /// How long a write lease or keyvalue read hold lives without renewal.
+    #[serde(with = "duration_text")]
+    pub lease_timeout: Duration,
+    /// How often datanodes heartbeat.
+    #[serde(with = "duration_text")]
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats after which a datanode is dead: no new blocks, its blocks are lost.
+    pub heartbeat_misses: u32,
+    /// Client connections served at once; more are refused with "server busy".
+    pub max_connections: usize,
+    /// Largest frame body accepted or sent.
+    pub max_frame: ByteSize,
+    /// Entries per listing page.
+    pub list_page: u32,
+    /// Blocks a single file may have.
+    pub max_blocks_per_file: u64,
+    /// Blocks one allocate or locate request may cover.
+    pub max_blocks_per_request: u64,
+    /// Bytes in a path.
+    pub max_path_len: usize,
+    /// Bytes in a path component.
+    pub max_name_len: usize,
+    /// Components in a path.
+    pub max_depth: usize,
+    /// Time a new connection has to complete the handshake.
+    #[serde(with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// Filled from `[security] secret` when loaded from a file.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+impl Default for NamenodeConfig {
+    fn default() -> Self {
+        let limits = PathLimits::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_NAMENODE_PORT)),
+            block_size: ByteSize(1 << 20),
+            lease_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_misses: 8,
+            max_connections: 4096,
+            max_frame: ByteSize(4 << 20),
+            list_page: 1000,
+            max_blocks_per_file: 1 << 22,
+            max_blocks_per_request: 16384,
+            max_path_len: limits.max_path_len,
+            max_name_len: limits.max_name_len,
+            max_depth: limits.max_depth,
+            handshake_timeout: Duration::from_secs(5),
+            secret: None,
+        }
+    }
+}
+
+impl NamenodeConfig {
+    /// Path limits as one value.
+    pub fn path_limits(&self) -> PathLimits {
+        PathLimits {
+            max_path_len: self.max_path_len,
+            max_name_len: self.max_name_len,
+            max_depth: self.max_depth,
+        }
+    }
+
+    /// Time without heartbeat after which a datanode is dead.
+    pub fn dead_after(&self) -> Duration {
+        self.heartbeat_interval * self.heartbeat_misses.max(1)
+    }
+
+    /// Checks values that would make the namenode misbehave.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Config {
+                key: format!("namenode.{key}"),
+                reason,
+            })
+        };
+        let bs = self.block_size.bytes();
+        if bs < 4096 || !bs.is_multiple_of(4096) {
+            return bad(
+                "block_size",
+                format!("{} is not a positive multiple of 4KiB", self.block_size),
+            );
+        }
+        if self.lease_timeout.is_zero() {
+            return bad("lease_timeout", "must be positive".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat_interval", "must be positive".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1".into());
+        }
+        if self.max_frame.bytes() < 4096 || self.max_frame.bytes() > u64::from(u32::MAX) {
+            return bad("max_frame", "must be between 4KiB and 4GiB".into());
+        }
+        if self.list_page == 0 {
+            return bad("list_page", "must be at least 1".into());
+        }
+        if self.max_blocks_per_request == 0 || self.max_blocks_per_request > 1 << 20 {
+            return bad(
+                "max_blocks_per_request",
+                "must be between 1 and 1048576".into(),
+            );
+        }
+        if self.max_depth == 0 || self.max_name_len == 0 || self.max_path_len < 2 {
+            return bad("max_depth", "path limits must allow at least /x".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[client]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Namenode address, `host:port`.
+    pub namenode: String,
+    /// Local address to connect from. On a single machine each simulated node uses its own
+    /// 127.0.0.x, and the namenode places blocks near the address it sees.
+    pub local_host: Option<IpAddr>,
+    /// Time to establish a connection, handshake included.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// Time a metadata request may take.
+    #[serde(with = "duration_text")]
+    pub rpc_timeout: Duration,
+    /// Largest frame body accepted.
+    pub max_frame: ByteSize,
+    /// Name sent at the handshake (shows in server logs).
+    pub name: String,
+    /// Filled from `[security] secret` when loaded from a file.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            namenode: format!("127.0.0.1:{DEFAULT_NAMENODE_PORT}"),
+            local_host: None,
+            connect_timeout: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(30),
+            max_frame: ByteSize(16 << 20),
+            name: "crail-client".into(),
+            secret: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// A default config for the namenode at `addr`.
+    pub fn for_namenode(addr: impl ToString) -> Self {
+        Self {
+            namenode: addr.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the shared secret.
+    pub fn with_secret(mut self, secret: Option<Secret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// Sets the local address to connect from.
+    pub fn with_local_host(mut self, host: IpAddr) -> Self {
+        self.local_host = Some(host);
+        self
+    }
+}
+
+impl Config {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            key: "config".into(),
+            reason: e.message().to_owned(),
+        })?;
+        config.apply_secret()?;
+        config.namenode.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            key: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::Config { key, reason } if key == "config" => Error::Config {
+                key: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Renders the config as TOML (for `--config-out` files and docs).
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of strings and numbers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Copies `[security] secret` into the sections that use it.
+    pub fn apply_secret(&mut self) -> Result<()> {
+        let secret = match &self.security.secret {
+            Some(text) => Some(Secret::new(text).ok_or_else(|| Error::Config {
+                key: "security.secret".into(),
+                reason: "must not be empty".into(),
+            })?),
+            None => None,
+        };
+        self.namenode.secret = secret.clone();
+        self.client.secret = secret;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let config = Config::default();
+        config.namenode.validate().unwrap();
+        let text = config.to_toml();
+        let back = Config::from_toml(&text).unwrap();
+        assert_eq!(back.namenode.block_size, ByteSize(1 << 20));
+        assert_eq!(back.namenode.lease_timeout, Duration::from_secs(10));
+        assert_eq!(back.client.namenode, "127.0.0.1:9060");
+    }
+
+    #[test]
+    fn reads_human_units_and_the_secret() {
+        let config = Config::from_toml(
+            r#"
+            [namenode]
+            block_size = "256KiB"
+            lease_timeout = "500ms"
+            [client]
+            namenode = "127.0.0.2:9999"
+            [security]
+            secret = "xyz"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.namenode.block_size.bytes(), 256 << 10);
+        assert_eq!(config.namenode.lease_timeout, Duration::from_millis(500));
+        assert_eq!(config.namenode.secret, Secret::new("xyz"));
+        assert_eq!(config.client.secret, Secret::new("xyz"));
+    }
+
+    #[test]
+    fn refuses_bad_values_with_the_key() {
+        let err = Config::from_toml("[namenode]\nblock_size = \"1000\"").unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "namenode.block_size"));
+        let err = Config::from_toml("[namenode]\nblok_size = 1").unwrap_err();
+        assert!(err.to_string().contains("blok_size"), "{err}");
+        let err = Config::from_toml("[security]\nsecret = \"\"").unwrap_err();
+        assert!(matches!(&err, Error::Config { key, .. } if key == "security.secret"));
+    }
+}

@@ -1,0 +1,326 @@
+//! The crate's one error type. Errors the namenode raises travel to the client as an
+//! `ErrorReply` and come back as the same variant, so callers match on them wherever they ran.
+
+use std::io;
+use std::net::IpAddr;
+
+mod wire;
+
+use crate::path::PathProblem;
+use crate::types::NodeType;
+
+/// Result of every fallible call in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong talking to or inside the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No node at the path (or a component on the way is missing).
+    #[error("{path}: no such file or directory")]
+    NotFound {
+        /// The path looked up.
+        path: String,
+    },
+    /// Create or rename onto a path that exists.
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// The existing path.
+        path: String,
+    },
+    /// A path component that should be a container is not.
+    #[error("{path}: is a {actual}, not a container")]
+    NotAContainer {
+        /// The component's path.
+        path: String,
+        /// Its type.
+        actual: NodeType,
+    },
+    /// The node has another type than the operation needs.
+    #[error("{path}: is a {actual}, expected a {expected}")]
+    WrongType {
+        /// The node's path.
+        path: String,
+        /// The type the operation needs.
+        expected: NodeType,
+        /// The node's type.
+        actual: NodeType,
+    },
+    /// The container may not hold a node of this type (a table holds only keyvalues, a
+    /// multifile only files, keyvalues live only in tables).
+    #[error("{path}: a {parent} cannot hold a {child}")]
+    InvalidChild {
+        /// The child's path.
+        path: String,
+        /// The container's type.
+        parent: NodeType,
+        /// The child's type.
+        child: NodeType,
+    },
+    /// Non-recursive delete of a container with children.
+    #[error("{path}: not empty (delete it recursively)")]
+    NotEmpty {
+        /// The container's path.
+        path: String,
+    },
+    /// Malformed path.
+    #[error("invalid path {path:?}: {problem}")]
+    InvalidPath {
+        /// The path as given (lossy if it was not UTF-8).
+        path: String,
+        /// What is wrong with it.
+        problem: PathProblem,
+    },
+    /// Rename of a container into its own subtree.
+    #[error("cannot move {from} into itself ({to})")]
+    MoveIntoItself {
+        /// Source path.
+        from: String,
+        /// Destination path.
+        to: String,
+    },
+    /// Create, delete or rename of the root.
+    #[error("the root directory cannot be {operation}")]
+    RootNotAllowed {
+        /// "created", "deleted" or "renamed".
+        operation: String,
+    },
+    /// Another writer holds the file's write lease.
+    #[error("{path}: another writer holds the lease for {remaining_ms} more ms")]
+    LeaseHeld {
+        /// The file's path.
+        path: String,
+        /// Time until the lease expires unless renewed.
+        remaining_ms: u64,
+    },
+    /// The caller's lease (or read hold) is gone: expired and taken by another writer, closed,
+    /// or never valid.
+    #[error("{path}: write lease or read hold lost (expired, taken over or closed)")]
+    LeaseLost {
+        /// The file's path.
+        path: String,
+    },
+    /// A block index past the end of the file (or leaving a hole when allocating).
+    #[error("{path}: block {index} out of range (the file has {blocks} blocks)")]
+    BlockOutOfRange {
+        /// The file's path.
+        path: String,
+        /// The index asked for.
+        index: u64,
+        /// Blocks the file has.
+        blocks: u64,
+    },
+    /// A file would get more blocks than the namenode allows per file.
+    #[error("{path}: {blocks} blocks exceed the limit of {max} blocks per file")]
+    TooManyBlocks {
+        /// The file's path.
+        path: String,
+        /// Blocks asked for.
+        blocks: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// One request covers more blocks than the namenode answers at once.
+    #[error("{count} blocks in one request exceed the limit of {max}")]
+    BatchTooLarge {
+        /// Blocks asked for.
+        count: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Close with a size beyond the file's allocated blocks.
+    #[error("{path}: size {size} exceeds the {capacity} bytes of its allocated blocks")]
+    SizeBeyondBlocks {
+        /// The file's path.
+        path: String,
+        /// The size given.
+        size: u64,
+        /// Bytes of allocated blocks.
+        capacity: u64,
+    },
+    /// No datanode allowed by the placement has a free block; nothing was allocated.
+    #[error("store full: no room for {blocks} block(s){}{}", class_suffix(*storage_class), location_suffix(location))]
+    StoreFull {
+        /// Blocks asked for.
+        blocks: u64,
+        /// The storage class asked for, if any.
+        storage_class: Option<u32>,
+        /// The host asked for, if any.
+        location: Option<IpAddr>,
+    },
+    /// Blocks of the file live on datanodes that are gone.
+    #[error("{path}: blocks {blocks:?} lost with dead datanode(s) {datanodes:?}")]
+    LostBlocks {
+        /// The file's path.
+        path: String,
+        /// Indexes of the lost blocks.
+        blocks: Vec<u64>,
+        /// Ids of the dead datanodes that held them.
+        datanodes: Vec<u64>,
+    },
+    /// A file id that does not exist (deleted, or replaced keyvalue value already freed).
+    #[error("file {file_id} does not exist (deleted or replaced)")]
+    UnknownFile {
+        /// The file id.
+        file_id: u64,
+    },
+    /// A datanode id the namenode does not know (never registered, declared dead, or the
+    /// namenode restarted): the datanode must register again.
+    #[error("unknown datanode {id}: register again")]
+    UnknownDatanode {
+        /// The id.
+        id: u64,
+    },
+    /// A registration the namenode refuses.
+    #[error("invalid datanode registration: {reason}")]
+    InvalidDatanode {
+        /// Why.
+        reason: String,
+    },
+    /// Client and server speak different protocol versions.
+    #[error("protocol version mismatch: this side speaks {ours}, the peer speaks {theirs}")]
+    VersionMismatch {
+        /// Our version.
+        ours: u32,
+        /// The peer's version.
+        theirs: u32,
+    },
+    /// The shared-secret challenge failed.
+    #[error("authentication failed: {reason}")]
+    AuthFailed {
+        /// Why (never the secret).
+        reason: String,
+    },
+    /// A frame longer than the limit.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced body length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A frame with a message kind the receiver does not know.
+    #[error("unknown message kind {kind}")]
+    UnknownMessage {
+        /// The kind number.
+        kind: u32,
+    },
+    /// A frame or message body that does not decode.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being decoded.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A well-formed message that makes no sense at this point of the conversation.
+    #[error("unexpected message: expected {expected}, got kind {kind}")]
+    UnexpectedMessage {
+        /// What was expected.
+        expected: String,
+        /// The kind received.
+        kind: u32,
+    },
+    /// The server refused the connection because it is at its connection limit.
+    #[error("server busy: connection limit of {limit} reached")]
+    ServerBusy {
+        /// The limit.
+        limit: u64,
+    },
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// An error code this client does not know (a newer server).
+    #[error("server error {code}: {message}")]
+    Remote {
+        /// The raw code.
+        code: i32,
+        /// The server's rendering.
+        message: String,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The cause (in the message, not chained, so one line says it all).
+        cause: io::Error,
+    },
+    /// The connection closed or broke while requests were outstanding.
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        /// The peer's address.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Something got no answer in time.
+    #[error("{what} timed out after {after_ms} ms")]
+    Timeout {
+        /// What timed out ("request to 127.0.0.1:9060", "handshake").
+        what: String,
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// Bad configuration.
+    #[error("configuration: {key}: {reason}")]
+    Config {
+        /// The key (or file) at fault.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Local or socket I/O.
+    #[error("i/o: {cause}")]
+    Io {
+        /// The cause.
+        cause: io::Error,
+    },
+}
+
+impl From<io::Error> for Error {
+    fn from(cause: io::Error) -> Self {
+        Self::Io { cause }
+    }
+}
+
+fn class_suffix(class: Option<u32>) -> String {
+    class.map_or_else(String::new, |c| format!(" in storage class {c}"))
+}
+
+fn location_suffix(location: &Option<IpAddr>) -> String {
+    location
+        .as_ref()
+        .map_or_else(String::new, |l| format!(" on host {l}"))
+}
+
+impl Error {
+    pub(crate) fn malformed(what: impl Into<String>, detail: impl ToString) -> Self {
+        Self::Malformed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn invalid_path(path: &[u8], problem: PathProblem) -> Self {
+        Self::InvalidPath {
+            path: String::from_utf8_lossy(path).into_owned(),
+            problem,
+        }
+    }
+
+    /// True when the connection cannot be used after this error (the peer closed it or will).
+    pub fn is_fatal_to_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::VersionMismatch { .. }
+                | Self::AuthFailed { .. }
+                | Self::FrameTooLarge { .. }
+                | Self::ServerBusy { .. }
+                | Self::ShuttingDown
+                | Self::Connect { .. }
+                | Self::ConnectionLost { .. }
+                | Self::Io { .. }
+        )
+    }
+}

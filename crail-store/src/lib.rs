@@ -1,0 +1,121 @@
+//! # crail-store
+//!
+//! A tiered store for ephemeral data, after Apache Crail: a namenode holds the namespace and
+//! places blocks on datanodes (DRAM first, then flash); clients talk to both over a lean framed
+//! protocol. This crate knows nothing about shuffles; the layers above build on [`Store`].
+//!
+//! - [`Store`]: the async client, with typed handles for the five node types ([`File`],
+//!   [`Directory`], [`MultiFile`], [`Table`], [`KeyValue`]) and the [`WriteLease`] that
+//!   writes a file's blocks.
+//! - [`namenode::run`]: the metadata server (`crail namenode` is a thin wrapper around it).
+//! - [`Config`]: typed configuration with defaults in code, loadable from one TOML file.
+//! - [`Error`]: every failure, typed, with the same variant on the client as on the server.
+
+mod client;
+mod config;
+mod error;
+mod path;
+mod proto;
+mod types;
+mod units;
+mod wire;
+
+pub mod namenode;
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+pub use client::{Directory, File, KeyValue, MultiFile, Node, Store, Table, WriteLease};
+pub use config::{ClientConfig, Config, DEFAULT_NAMENODE_PORT, NamenodeConfig, SecurityConfig};
+pub use error::{Error, Result};
+pub use path::{PathLimits, PathProblem};
+pub use types::{
+    BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DatanodeStatus, DirEntry,
+    NodeType, Placement, Stat,
+};
+pub use units::{ByteSize, UnitError, format_duration, parse_duration};
+pub use wire::PROTOCOL_VERSION;
+pub use wire::handshake::Secret;
+
+/// Raw-protocol entry points for the fuzz targets and protocol tests. Not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::namenode::fuzz_requests;
+
+    /// Decodes arbitrary bytes as a client decodes replies: frames, then error bodies turned
+    /// into typed errors. Used by the fuzz target for the client side of the frame decoder.
+    pub fn fuzz_replies(data: &[u8]) {
+        let mut input = bytes::BytesMut::from(data);
+        while let Ok(Some(frame)) = crate::wire::frame::decode(&mut input, 1 << 16) {
+            let _ = frame.decode_body::<crate::proto::BlocksReply>("blocks reply");
+            let _ = frame.decode_body::<crate::proto::ListReply>("list reply");
+            let _ = frame.into_error().to_string();
+        }
+    }
+
+    /// Encodes one request frame as a client would send it: `kind`, `id` and a raw body.
+    pub fn raw_frame(kind: u16, flags: u16, id: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + body.len());
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Message kind numbers, for hand-made frames.
+    pub const KIND_HELLO: u16 = crate::wire::kind::Kind::Hello as u16;
+    /// See [`KIND_HELLO`].
+    pub const KIND_LOOKUP: u16 = crate::wire::kind::Kind::Lookup as u16;
+
+    /// A Hello body claiming protocol `version`.
+    pub fn hello_body(version: u32) -> Vec<u8> {
+        use prost::Message;
+        crate::proto::Hello {
+            protocol_version: version,
+            client_nonce: bytes::Bytes::from_static(&[7; 32]),
+            client_name: "raw test client".into(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Runs a client handshake without a secret on a raw socket, so the test can send
+    /// hand-made frames afterwards.
+    pub async fn handshake(stream: &mut tokio::net::TcpStream) -> crate::Result<()> {
+        let mut buf = bytes::BytesMut::new();
+        crate::wire::handshake::client(
+            stream,
+            &mut buf,
+            None,
+            "raw test client",
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Encodes a lookup request body for `path` (raw bytes, not checked).
+    pub fn lookup_body(path: &[u8]) -> Vec<u8> {
+        use prost::Message;
+        crate::proto::LookupRequest {
+            path: bytes::Bytes::copy_from_slice(path),
+            hold: false,
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes a reply frame from `buf`: `Ok(Some((kind, id, error)))` with the typed error of
+    /// an error frame.
+    pub fn decode_reply(
+        buf: &mut bytes::BytesMut,
+    ) -> crate::Result<Option<(u16, u64, Option<crate::Error>)>> {
+        Ok(crate::wire::frame::decode(buf, 1 << 24)?.map(|f| {
+            let (kind, id) = (f.kind, f.id);
+            let error = f.is_error().then(|| f.into_error());
+            (kind, id, error)
+        }))
+    }
+}

@@ -1,0 +1,443 @@
+//! Datanodes, their free blocks, liveness, and block placement.
+//!
+//! Placement walks storage classes fastest first (horizontal tiering: class 0 fills across the
+//! whole cluster before class 1 gets a block). Inside a class it prefers datanodes on the
+//! requesting client's host, then takes the others round robin. An explicit class or host in the
+//! placement is a hard requirement. A request for several blocks gets all of them or none.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::proto as pb;
+use crate::types::{DatanodeSpec, Placement};
+
+/// Where one block lives: a datanode and a block number inside its storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockAddr {
+    pub(crate) datanode: u64,
+    pub(crate) block: u64,
+}
+
+#[derive(Debug)]
+struct Datanode {
+    host: IpAddr,
+    address: SocketAddr,
+    tier: String,
+    class: u32,
+    capacity: u64,
+    /// Blocks below this number have been handed out at least once.
+    fresh: u64,
+    /// Blocks handed out and returned.
+    free: Vec<u64>,
+    alive: bool,
+    last_heartbeat: Instant,
+}
+
+impl Datanode {
+    fn free_blocks(&self) -> u64 {
+        self.capacity - self.fresh + self.free.len() as u64
+    }
+
+    fn take(&mut self) -> Option<u64> {
+        if let Some(block) = self.free.pop() {
+            return Some(block);
+        }
+        (self.fresh < self.capacity).then(|| {
+            self.fresh += 1;
+            self.fresh - 1
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClassGroup {
+    members: Vec<u64>,
+    cursor: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    block_size: u64,
+    datanodes: BTreeMap<u64, Datanode>,
+    classes: BTreeMap<u32, ClassGroup>,
+    next_id: u64,
+}
+
+impl Registry {
+    pub(crate) fn new(block_size: u64) -> Self {
+        Self {
+            block_size,
+            datanodes: BTreeMap::new(),
+            classes: BTreeMap::new(),
+            next_id: 1,
+        }
+    }
+
+    pub(crate) fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Registers a datanode tier. A live datanode already registered at the same address is
+    /// taken to have restarted: it is declared dead (its old blocks are lost) and replaced.
+    pub(crate) fn register(&mut self, spec: &DatanodeSpec, now: Instant) -> Result<u64> {
+        let capacity = spec.capacity / self.block_size;
+        if capacity == 0 {
+            return Err(Error::InvalidDatanode {
+                reason: format!(
+                    "capacity of {} bytes is less than one block of {} bytes",
+                    spec.capacity, self.block_size
+                ),
+            });
+        }
+        if spec.tier.is_empty() || spec.tier.len() > 64 {
+            return Err(Error::InvalidDatanode {
+                reason: "tier name must have 1 to 64 bytes".into(),
+            });
+        }
+        let restarted: Vec<u64> = self
+            .datanodes
+            .iter()
+            .filter(|(_, d)| d.alive && d.address == spec.address)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in restarted {
+            tracing::warn!(datanode = id, address = %spec.address, "datanode re-registered: old blocks are lost");
+            self.kill(id);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.datanodes.insert(
+            id,
+            Datanode {
+                host: spec.host,
+                address: spec.address,
+                tier: spec.tier.clone(),
+                class: spec.storage_class,
+                capacity,
+                fresh: 0,
+                free: Vec::new(),
+                alive: true,
+                last_heartbeat: now,
+            },
+        );
+        self.classes
+            .entry(spec.storage_class)
+            .or_default()
+            .members
+            .push(id);
+        tracing::info!(datanode = id, host = %spec.host, address = %spec.address, tier = %spec.tier, class = spec.storage_class, blocks = capacity, "datanode registered");
+        Ok(id)
+    }
+
+    pub(crate) fn heartbeat(&mut self, id: u64, now: Instant) -> Result<()> {
+        match self.datanodes.get_mut(&id) {
+            Some(d) if d.alive => {
+                d.last_heartbeat = now;
+                Ok(())
+            }
+            _ => Err(Error::UnknownDatanode { id }),
+        }
+    }
+
+    pub(crate) fn deregister(&mut self, id: u64) -> Result<()> {
+        match self.datanodes.get(&id) {
+            Some(d) if d.alive => {
+                tracing::info!(datanode = id, "datanode left");
+                self.kill(id);
+                Ok(())
+            }
+            _ => Err(Error::UnknownDatanode { id }),
+        }
+    }
+
+    /// Declares dead every live datanode silent for longer than `dead_after`; returns their ids.
+    pub(crate) fn reap(&mut self, now: Instant, dead_after: std::time::Duration) -> Vec<u64> {
+        let silent: Vec<u64> = self
+            .datanodes
+            .iter()
+            .filter(|(_, d)| {
+                d.alive && now.saturating_duration_since(d.last_heartbeat) > dead_after
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &silent {
+            tracing::warn!(
+                datanode = id,
+                "datanode missed its heartbeats: declared dead, its blocks are lost"
+            );
+            self.kill(*id);
+        }
+        silent
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(d) = self.datanodes.get_mut(&id) {
+            d.alive = false;
+            d.free = Vec::new();
+            if let Some(group) = self.classes.get_mut(&d.class) {
+                group.members.retain(|m| *m != id);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn is_alive(&self, id: u64) -> bool {
+        self.datanodes.get(&id).is_some_and(|d| d.alive)
+    }
+
+    /// Allocates `count` blocks as the placement allows, preferring `requester`'s host.
+    pub(crate) fn allocate(
+        &mut self,
+        count: u64,
+        placement: &Placement,
+        requester: IpAddr,
+    ) -> Result<Vec<BlockAddr>> {
+        let mut taken = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for _ in 0..count {
+            match self.pick(placement, requester) {
+                Some(addr) => taken.push(addr),
+                None => {
+                    self.free(&taken);
+                    return Err(Error::StoreFull {
+                        blocks: count,
+                        storage_class: placement.storage_class,
+                        location: placement.location,
+                    });
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    fn pick(&mut self, placement: &Placement, requester: IpAddr) -> Option<BlockAddr> {
+        let classes: Vec<u32> = match placement.storage_class {
+            Some(class) => vec![class],
+            None => self.classes.keys().copied().collect(),
+        };
+        for class in classes {
+            let Some(group) = self.classes.get_mut(&class) else {
+                continue;
+            };
+            let len = group.members.len();
+            let preferred = placement.location.unwrap_or(requester);
+            // Pass 0: the preferred host. Pass 1 (only without an explicit host): anyone.
+            let passes = if placement.location.is_some() { 1 } else { 2 };
+            for pass in 0..passes {
+                for step in 0..len {
+                    let slot = (group.cursor + step) % len;
+                    let id = group.members[slot];
+                    let Some(d) = self.datanodes.get_mut(&id) else {
+                        continue;
+                    };
+                    if pass == 0 && d.host != preferred {
+                        continue;
+                    }
+                    if let Some(block) = d.take() {
+                        group.cursor = slot + 1;
+                        return Some(BlockAddr {
+                            datanode: id,
+                            block,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Returns blocks to their datanodes (blocks of dead datanodes are simply forgotten).
+    pub(crate) fn free(&mut self, blocks: &[BlockAddr]) {
+        for b in blocks {
+            if let Some(d) = self.datanodes.get_mut(&b.datanode)
+                && d.alive
+            {
+                d.free.push(b.block);
+            }
+        }
+    }
+
+    /// The wire form of a block's location, or the id of the dead datanode that held it.
+    pub(crate) fn locate(&self, index: u64, addr: BlockAddr) -> Result<pb::BlockLocation, u64> {
+        match self.datanodes.get(&addr.datanode) {
+            Some(d) if d.alive => Ok(pb::BlockLocation {
+                index,
+                datanode: addr.datanode,
+                address: d.address.to_string(),
+                host: d.host.to_string(),
+                offset: addr.block * self.block_size,
+                storage_class: d.class,
+            }),
+            _ => Err(addr.datanode),
+        }
+    }
+
+    pub(crate) fn info(&self, now: Instant) -> Vec<pb::DatanodeInfo> {
+        self.datanodes
+            .iter()
+            .map(|(id, d)| pb::DatanodeInfo {
+                id: *id,
+                host: d.host.to_string(),
+                address: d.address.to_string(),
+                tier: d.tier.clone(),
+                storage_class: d.class,
+                capacity_blocks: d.capacity,
+                used_blocks: if d.alive {
+                    d.capacity - d.free_blocks()
+                } else {
+                    0
+                },
+                alive: d.alive,
+                last_heartbeat_ms_ago: now
+                    .saturating_duration_since(d.last_heartbeat)
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BS: u64 = 1 << 20;
+
+    fn spec(host: &str, port: u16, class: u32, blocks: u64) -> DatanodeSpec {
+        let host: IpAddr = host.parse().unwrap();
+        DatanodeSpec {
+            host,
+            address: SocketAddr::new(host, port),
+            tier: if class == 0 { "dram" } else { "flash" }.into(),
+            storage_class: class,
+            capacity: blocks * BS,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn fills_class_zero_everywhere_before_class_one() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS);
+        let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
+        let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
+        let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap();
+        let got = r
+            .allocate(6, &Placement::default(), ip("127.0.0.2"))
+            .unwrap();
+        let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
+        // Local class 0 first, then remote class 0, then class 1.
+        assert_eq!(owners, [a0, a0, b0, b0, a1, a1]);
+    }
+
+    #[test]
+    fn spreads_round_robin_when_the_requester_has_no_datanode() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS);
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
+        let got = r
+            .allocate(4, &Placement::default(), ip("127.0.0.9"))
+            .unwrap();
+        let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
+        assert_eq!(owners, [a, b, a, b]);
+    }
+
+    #[test]
+    fn explicit_class_and_host_are_hard_requirements() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS);
+        r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap();
+        let placement = Placement::default().storage_class(1);
+        let got = r.allocate(1, &placement, ip("127.0.0.2")).unwrap();
+        assert_eq!(got[0].datanode, flash);
+        let err = r.allocate(1, &placement, ip("127.0.0.2")).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::StoreFull {
+                storage_class: Some(1),
+                ..
+            }
+        ));
+        let on_host = Placement::default().location(ip("127.0.0.4"));
+        assert!(matches!(
+            r.allocate(1, &on_host, ip("127.0.0.2")),
+            Err(Error::StoreFull {
+                location: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn store_full_allocates_nothing() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS);
+        let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap();
+        assert!(
+            r.allocate(4, &Placement::default(), ip("127.0.0.2"))
+                .is_err()
+        );
+        let info = r.info(now);
+        assert_eq!(info[0].used_blocks, 0);
+        let got = r
+            .allocate(3, &Placement::default(), ip("127.0.0.2"))
+            .unwrap();
+        assert!(got.iter().all(|b| b.datanode == id));
+        let mut numbers: Vec<u64> = got.iter().map(|b| b.block).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, [0, 1, 2]);
+    }
+
+    #[test]
+    fn dead_datanodes_get_no_blocks_and_report_lost_locations() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(BS);
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap();
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap();
+        let block = r
+            .allocate(1, &Placement::default(), ip("127.0.0.2"))
+            .unwrap()[0];
+        assert_eq!(block.datanode, a);
+        let later = t0 + std::time::Duration::from_secs(5);
+        r.heartbeat(b, later).unwrap();
+        assert_eq!(r.reap(later, std::time::Duration::from_secs(1)), [a]);
+        assert_eq!(r.locate(0, block), Err(a));
+        let next = r
+            .allocate(1, &Placement::default(), ip("127.0.0.2"))
+            .unwrap();
+        assert_eq!(next[0].datanode, b);
+        assert!(matches!(
+            r.heartbeat(a, later),
+            Err(Error::UnknownDatanode { .. })
+        ));
+    }
+
+    #[test]
+    fn re_registering_an_address_replaces_the_old_datanode() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS);
+        let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        assert_ne!(old, new);
+        assert!(!r.is_alive(old));
+        assert!(r.is_alive(new));
+    }
+
+    #[test]
+    fn refuses_datanodes_smaller_than_a_block() {
+        let mut r = Registry::new(BS);
+        let mut tiny = spec("127.0.0.2", 1, 0, 1);
+        tiny.capacity = BS - 1;
+        assert!(matches!(
+            r.register(&tiny, Instant::now()),
+            Err(Error::InvalidDatanode { .. })
+        ));
+    }
+}

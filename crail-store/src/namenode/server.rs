@@ -1,0 +1,273 @@
+//! Sockets: the accept loop, one task per connection, the periodic reaper, shutdown.
+//!
+//! A connection task decodes every whole frame in its receive buffer, answers each into one
+//! send buffer, and writes that buffer with a single call: a client that pipelines N requests
+//! costs the server one read and one write, not N of each.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+
+use crate::config::NamenodeConfig;
+use crate::error::{Error, Result};
+use crate::namenode::service::Core;
+use crate::wire::handshake::{self, Secret};
+use crate::wire::{frame, io};
+
+const READ_BUFFER: usize = 64 << 10;
+/// Replies are flushed once this many bytes are pending, so a client pipelining many large
+/// requests (listings) cannot make the server buffer without bound.
+const FLUSH_AT: usize = 1 << 20;
+
+/// Serves the namenode on `listener` until `shutdown` completes, then closes every connection
+/// and returns once they are gone.
+pub async fn run(
+    listener: TcpListener,
+    config: NamenodeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    config.validate()?;
+    let core = Arc::new(Core::new(&config));
+    serve_core(listener, core, &config, shutdown).await
+}
+
+/// [`run`] over an existing core (tests and benchmarks share one namespace between servers).
+pub(crate) async fn serve_core(
+    listener: TcpListener,
+    core: Arc<Core>,
+    config: &NamenodeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let (stop_tx, _) = broadcast::channel::<()>(1);
+    // Every task holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let settings = Arc::new(Settings {
+        secret: config.secret.clone(),
+        handshake_timeout: config.handshake_timeout,
+        max_connections: config.max_connections,
+    });
+
+    tokio::spawn(reaper(
+        core.clone(),
+        tick_interval(config),
+        stop_tx.subscribe(),
+        done_tx.clone(),
+    ));
+
+    tracing::info!(address = %listener.local_addr()?, "namenode serving");
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = limit.clone().try_acquire_owned().ok();
+        tokio::spawn(connection(
+            stream,
+            peer,
+            core.clone(),
+            settings.clone(),
+            permit,
+            stop_tx.subscribe(),
+            done_tx.clone(),
+        ));
+    }
+    tracing::info!("namenode shutting down");
+    drop(stop_tx);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Settings {
+    secret: Option<Secret>,
+    handshake_timeout: Duration,
+    max_connections: usize,
+}
+
+fn tick_interval(config: &NamenodeConfig) -> Duration {
+    (config.heartbeat_interval.min(config.lease_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+async fn reaper(
+    core: Arc<Core>,
+    every: Duration,
+    mut stop: broadcast::Receiver<()>,
+    _done: mpsc::Sender<()>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => core.tick(),
+            _ = stop.recv() => return,
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    core: Arc<Core>,
+    settings: Arc<Settings>,
+    permit: Option<OwnedSemaphorePermit>,
+    mut stop: broadcast::Receiver<()>,
+    _done: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    if permit.is_none() {
+        tracing::warn!(%peer, limit = settings.max_connections, "connection refused: server busy");
+        handshake::send_error(
+            &mut stream,
+            &Error::ServerBusy {
+                limit: settings.max_connections as u64,
+            },
+        )
+        .await;
+        return;
+    }
+    let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
+    let handshake = handshake::server(
+        &mut stream,
+        &mut rbuf,
+        settings.secret.as_ref(),
+        "namenode",
+        settings.handshake_timeout,
+    );
+    let client = tokio::select! {
+        result = handshake => match result {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "handshake failed");
+                return;
+            }
+        },
+        _ = stop.recv() => return,
+    };
+    tracing::debug!(%peer, %client, "client connected");
+    match serve(&mut stream, &mut rbuf, peer, &core, &mut stop).await {
+        Ok(()) => tracing::debug!(%peer, %client, "client disconnected"),
+        Err(e) => tracing::warn!(%peer, %client, error = %e, "connection closed"),
+    }
+}
+
+async fn serve(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    peer: SocketAddr,
+    core: &Core,
+    stop: &mut broadcast::Receiver<()>,
+) -> Result<()> {
+    let mut out = BytesMut::with_capacity(READ_BUFFER);
+    loop {
+        loop {
+            match frame::decode(rbuf, core.max_frame()) {
+                Ok(Some(frame)) => {
+                    core.handle(&frame, peer.ip(), &mut out);
+                    if out.len() >= FLUSH_AT {
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A bad header leaves no way to find the next frame: say why and close.
+                    frame::encode_error(&mut out, 0, &e);
+                    stream.write_all(&out).await?;
+                    return Err(e);
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        tokio::select! {
+            read = io::read_some(stream, rbuf) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            _ = stop.recv() => {
+                frame::encode_error(&mut out, 0, &Error::ShuttingDown);
+                let _ = stream.write_all(&out).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A namenode running on the current tokio runtime: its address, and a way to stop it.
+#[derive(Debug)]
+pub struct RunningNamenode {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningNamenode {
+    /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
+    pub async fn start(config: NamenodeConfig) -> Result<Self> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|cause| Error::Connect {
+                addr: config.listen.to_string(),
+                cause,
+            })?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits until every connection is closed.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Io {
+                cause: std::io::Error::other(e.to_string()),
+            }),
+        }
+    }
+}
+
+impl Drop for RunningNamenode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Request dispatch: decode a frame's body, run the operation on the namespace, encode the
+//! reply or the typed error. Nothing here awaits, so the namespace lock is never held across a
+//! suspension point, and nothing a client sends can stop other clients being served.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+
+use crate::config::NamenodeConfig;
+use crate::error::{Error, Result};
+use crate::namenode::namespace::{Ctx, Namespace, PathRef};
+use crate::path::{self, PathLimits};
+use crate::proto as pb;
+use crate::types::{DatanodeSpec, NodeType, Placement};
+use crate::wire::frame::{self, FLAG_RESPONSE, Frame};
+use crate::wire::kind::{Kind, Rpc};
+
+/// The namenode minus its sockets: state and request handling.
+#[derive(Debug)]
+pub(crate) struct Core {
+    ns: Mutex<Namespace>,
+    limits: PathLimits,
+    max_frame: usize,
+    block_size: u64,
+    max_blocks_per_request: u64,
+    lease_timeout: Duration,
+    heartbeat_interval: Duration,
+    dead_after: Duration,
+}
+
+type Op<R> = fn(&Core, R, &Ctx) -> Result<<R as Rpc>::Reply>;
+
+impl Core {
+    pub(crate) fn new(config: &NamenodeConfig) -> Self {
+        Self {
+            ns: Mutex::new(Namespace::new(config)),
+            limits: config.path_limits(),
+            max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
+            block_size: config.block_size.bytes(),
+            max_blocks_per_request: config.max_blocks_per_request,
+            lease_timeout: config.lease_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+            dead_after: config.dead_after(),
+        }
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Answers one request frame into `out` (a reply or an error frame, never nothing).
+    pub(crate) fn handle(&self, frame: &Frame, peer: IpAddr, out: &mut BytesMut) {
+        let result = match Kind::from_u16(frame.kind) {
+            _ if frame.flags & FLAG_RESPONSE != 0 => Err(Error::UnexpectedMessage {
+                expected: "a request".into(),
+                kind: u32::from(frame.kind),
+            }),
+            None => Err(Error::UnknownMessage {
+                kind: u32::from(frame.kind),
+            }),
+            Some(kind) => match kind {
+                Kind::Create => self.serve(frame, out, peer, Self::create),
+                Kind::Lookup => self.serve(frame, out, peer, Self::lookup),
+                Kind::Delete => self.serve(frame, out, peer, Self::delete),
+                Kind::Rename => self.serve(frame, out, peer, Self::rename),
+                Kind::List => self.serve(frame, out, peer, Self::list),
+                Kind::OpenWrite => self.serve(frame, out, peer, Self::open_write),
+                Kind::Allocate => self.serve(frame, out, peer, Self::allocate),
+                Kind::Locate => self.serve(frame, out, peer, Self::locate),
+                Kind::Close => self.serve(frame, out, peer, Self::close),
+                Kind::Renew => self.serve(frame, out, peer, Self::renew),
+                Kind::Release => self.serve(frame, out, peer, Self::release),
+                Kind::ClusterInfo => self.serve(frame, out, peer, Self::cluster_info),
+                Kind::RegisterDatanode => self.serve(frame, out, peer, Self::register_datanode),
+                Kind::Heartbeat => self.serve(frame, out, peer, Self::heartbeat),
+                Kind::DeregisterDatanode => self.serve(frame, out, peer, Self::deregister_datanode),
+                Kind::Error | Kind::Hello | Kind::Challenge | Kind::Auth | Kind::Welcome => {
+                    Err(Error::UnexpectedMessage {
+                        expected: "a request".into(),
+                        kind: u32::from(frame.kind),
+                    })
+                }
+            },
+        };
+        if let Err(error) = result {
+            frame::encode_error(out, frame.id, &error);
+        }
+    }
+
+    fn serve<R: Rpc>(
+        &self,
+        frame: &Frame,
+        out: &mut BytesMut,
+        peer: IpAddr,
+        op: Op<R>,
+    ) -> Result<()> {
+        let request: R = frame.decode_body(R::KIND.name())?;
+        let reply = op(self, request, &Ctx::new(peer))?;
+        frame::encode(
+            out,
+            R::KIND,
+            FLAG_RESPONSE,
+            frame.id,
+            &reply,
+            self.max_frame,
+        )
+    }
+
+    /// Expires leases and holds, declares silent datanodes dead. Called periodically.
+    pub(crate) fn tick(&self) {
+        let now = Instant::now();
+        let mut ns = self.ns.lock();
+        let expired = ns.expire(now);
+        if expired > 0 {
+            tracing::debug!(expired, "write leases and read holds expired");
+        }
+        ns.registry().reap(now, self.dead_after);
+    }
+
+    fn path<'a>(&self, raw: &'a [u8]) -> Result<RequestPath<'a>> {
+        let components =
+            path::parse(raw, &self.limits).map_err(|problem| Error::invalid_path(raw, problem))?;
+        // parse() has checked UTF-8.
+        let text = std::str::from_utf8(raw).unwrap_or_default();
+        Ok(RequestPath { text, components })
+    }
+
+    fn create(&self, req: pb::CreateRequest, ctx: &Ctx) -> Result<pb::CreateReply> {
+        let path = self.path(&req.path)?;
+        let ty = NodeType::try_from(req.r#type)?;
+        let placement = Placement::try_from(req.placement)?;
+        let (node, lease) =
+            self.ns
+                .lock()
+                .create(path.as_ref(), ty, placement, req.enumerable, ctx)?;
+        Ok(pb::CreateReply {
+            node: Some(node),
+            lease,
+        })
+    }
+
+    fn lookup(&self, req: pb::LookupRequest, ctx: &Ctx) -> Result<pb::LookupReply> {
+        let path = self.path(&req.path)?;
+        let (node, hold) = self.ns.lock().lookup(path.as_ref(), req.hold, ctx)?;
+        Ok(pb::LookupReply {
+            node: Some(node),
+            hold,
+        })
+    }
+
+    fn delete(&self, req: pb::DeleteRequest, ctx: &Ctx) -> Result<pb::DeleteReply> {
+        let path = self.path(&req.path)?;
+        self.ns.lock().delete(path.as_ref(), req.recursive, ctx)?;
+        Ok(pb::DeleteReply {})
+    }
+
+    fn rename(&self, req: pb::RenameRequest, ctx: &Ctx) -> Result<pb::RenameReply> {
+        let from = self.path(&req.from)?;
+        let to = self.path(&req.to)?;
+        self.ns.lock().rename(from.as_ref(), to.as_ref(), ctx)?;
+        Ok(pb::RenameReply {})
+    }
+
+    fn list(&self, req: pb::ListRequest, _ctx: &Ctx) -> Result<pb::ListReply> {
+        let path = self.path(&req.path)?;
+        let (entries, more) = self
+            .ns
+            .lock()
+            .list(path.as_ref(), &req.start_after, req.limit)?;
+        Ok(pb::ListReply { entries, more })
+    }
+
+    fn open_write(&self, req: pb::OpenWriteRequest, ctx: &Ctx) -> Result<pb::OpenWriteReply> {
+        let path = self.path(&req.path)?;
+        let (node, lease) = self.ns.lock().open_write(path.as_ref(), ctx)?;
+        Ok(pb::OpenWriteReply {
+            node: Some(node),
+            lease,
+        })
+    }
+
+    fn allocate(&self, req: pb::AllocateRequest, ctx: &Ctx) -> Result<pb::BlocksReply> {
+        let blocks = self
+            .ns
+            .lock()
+            .allocate(req.file_id, req.lease, req.first, req.count, ctx)?;
+        Ok(pb::BlocksReply {
+            blocks,
+            block_size: self.block_size,
+        })
+    }
+
+    fn locate(&self, req: pb::LocateRequest, _ctx: &Ctx) -> Result<pb::BlocksReply> {
+        let blocks = self.ns.lock().locate(req.file_id, req.first, req.count)?;
+        Ok(pb::BlocksReply {
+            blocks,
+            block_size: self.block_size,
+        })
+    }
+
+    fn close(&self, req: pb::CloseRequest, ctx: &Ctx) -> Result<pb::CloseReply> {
+        let node = self
+            .ns
+            .lock()
+            .close(req.file_id, req.lease, req.size, ctx)?;
+        Ok(pb::CloseReply { node: Some(node) })
+    }
+
+    fn renew(&self, req: pb::RenewRequest, ctx: &Ctx) -> Result<pb::RenewReply> {
+        self.ns.lock().renew(req.file_id, req.token, ctx)?;
+        Ok(pb::RenewReply {})
+    }
+
+    fn release(&self, req: pb::ReleaseRequest, ctx: &Ctx) -> Result<pb::ReleaseReply> {
+        self.ns.lock().release(req.file_id, req.token, ctx)?;
+        Ok(pb::ReleaseReply {})
+    }
+
+    fn cluster_info(
+        &self,
+        _req: pb::ClusterInfoRequest,
+        ctx: &Ctx,
+    ) -> Result<pb::ClusterInfoReply> {
+        let mut ns = self.ns.lock();
+        let (nodes, files) = ns.counts();
+        let datanodes = ns.registry().info(ctx.now);
+        Ok(pb::ClusterInfoReply {
+            block_size: self.block_size,
+            datanodes,
+            nodes,
+            files,
+            lease_timeout_ms: millis(self.lease_timeout),
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+            max_blocks_per_request: self.max_blocks_per_request,
+        })
+    }
+
+    fn register_datanode(
+        &self,
+        req: pb::RegisterDatanodeRequest,
+        ctx: &Ctx,
+    ) -> Result<pb::RegisterDatanodeReply> {
+        let invalid = |reason: String| Error::InvalidDatanode { reason };
+        let host = req
+            .host
+            .parse()
+            .map_err(|_| invalid(format!("host {:?} is not an IP address", req.host)))?;
+        let address = req
+            .address
+            .parse()
+            .map_err(|_| invalid(format!("address {:?} is not ip:port", req.address)))?;
+        let spec = DatanodeSpec {
+            host,
+            address,
+            tier: req.tier,
+            storage_class: req.storage_class,
+            capacity: req.capacity_bytes,
+        };
+        let id = self.ns.lock().registry().register(&spec, ctx.now)?;
+        Ok(pb::RegisterDatanodeReply {
+            id,
+            block_size: self.block_size,
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+        })
+    }
+
+    fn heartbeat(&self, req: pb::HeartbeatRequest, ctx: &Ctx) -> Result<pb::HeartbeatReply> {
+        self.ns.lock().registry().heartbeat(req.id, ctx.now)?;
+        Ok(pb::HeartbeatReply {})
+    }
+
+    fn deregister_datanode(
+        &self,
+        req: pb::DeregisterDatanodeRequest,
+        _ctx: &Ctx,
+    ) -> Result<pb::DeregisterDatanodeReply> {
+        self.ns.lock().registry().deregister(req.id)?;
+        Ok(pb::DeregisterDatanodeReply {})
+    }
+}
+
+/// A checked request path: its text and components.
+#[derive(Debug)]
+struct RequestPath<'a> {
+    text: &'a str,
+    components: Vec<&'a str>,
+}
+
+impl RequestPath<'_> {
+    fn as_ref(&self) -> PathRef<'_> {
+        PathRef {
+            text: self.text,
+            components: &self.components,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}

@@ -1,0 +1,234 @@
+//! Plain data types of the public API: node types, placement, stat records, block locations and
+//! datanode descriptions.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+/// The kind of a namespace node, with Crail's semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    /// Bytes written by one writer at a time (an expiring lease); append and overwrite.
+    File,
+    /// A container of any node type but keyvalues.
+    Directory,
+    /// A container of files written concurrently, one child per writer, read back as one stream
+    /// (children in name order).
+    MultiFile,
+    /// A container of keyvalues only; tables do not nest.
+    Table,
+    /// A value in a table: a re-put replaces it (the last writer to close wins); the old value's
+    /// blocks are freed once no reader holds them.
+    KeyValue,
+}
+
+impl NodeType {
+    /// True for the node types that hold children.
+    pub fn is_container(self) -> bool {
+        matches!(self, Self::Directory | Self::MultiFile | Self::Table)
+    }
+
+    /// True for the node types that hold data blocks.
+    pub fn has_data(self) -> bool {
+        matches!(self, Self::File | Self::KeyValue)
+    }
+
+    /// Whether a container of this type may hold a child of type `child`.
+    pub fn may_hold(self, child: NodeType) -> bool {
+        match self {
+            Self::Directory => child != Self::KeyValue,
+            Self::MultiFile => child == Self::File,
+            Self::Table => child == Self::KeyValue,
+            Self::File | Self::KeyValue => false,
+        }
+    }
+}
+
+impl fmt::Display for NodeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::File => "file",
+            Self::Directory => "directory",
+            Self::MultiFile => "multifile",
+            Self::Table => "table",
+            Self::KeyValue => "keyvalue",
+        })
+    }
+}
+
+/// Where a node's blocks may go.
+///
+/// The default is what most callers want: horizontal tiering (storage class 0 across the whole
+/// cluster before class 1) and, inside a class, the requesting client's host first, then the
+/// other hosts in turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Only this storage class (0 is the fastest tier); `None` tries classes fastest first.
+    pub storage_class: Option<u32>,
+    /// Only datanodes on this host; `None` prefers the requesting client's host, then spreads.
+    pub location: Option<IpAddr>,
+}
+
+impl Placement {
+    /// Restrict blocks to one storage class.
+    pub fn storage_class(mut self, class: u32) -> Self {
+        self.storage_class = Some(class);
+        self
+    }
+
+    /// Restrict blocks to datanodes on one host.
+    pub fn location(mut self, host: IpAddr) -> Self {
+        self.location = Some(host);
+        self
+    }
+}
+
+/// Options of a create call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Where the node's blocks go (for containers: nothing; children carry their own).
+    pub placement: Placement,
+    /// Non-enumerable nodes can be looked up by path but do not appear in listings (cheaper for
+    /// large numbers of internal files).
+    pub enumerable: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        Self {
+            placement: Placement::default(),
+            enumerable: true,
+        }
+    }
+}
+
+impl CreateOptions {
+    /// Set the placement.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Set whether the node appears in listings.
+    pub fn enumerable(mut self, enumerable: bool) -> Self {
+        self.enumerable = enumerable;
+        self
+    }
+}
+
+/// What the namenode knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Node id, stable for the node's life (renames keep it).
+    pub id: u64,
+    /// The node's type.
+    pub node_type: NodeType,
+    /// Bytes of data: the committed size of a file or keyvalue, the sum of the children of a
+    /// multifile, 0 for directories and tables.
+    pub size: u64,
+    /// Blocks of a file or keyvalue value.
+    pub block_count: u64,
+    /// The data object behind a file or keyvalue value (0 for containers).
+    pub file_id: u64,
+    /// Placement given at create.
+    pub placement: Placement,
+    /// Whether the node appears in its parent's listing.
+    pub enumerable: bool,
+    /// Creation time.
+    pub created: SystemTime,
+    /// Last change of data (close) or of the children of a container.
+    pub modified: SystemTime,
+    /// Entries of a container, enumerable or not.
+    pub children: u64,
+}
+
+/// One entry of a container listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The child's name (last path component).
+    pub name: String,
+    /// The child's stat.
+    pub stat: Stat,
+}
+
+/// Identifier the namenode gives a datanode (one per registered tier) at registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatanodeId(pub u64);
+
+impl fmt::Display for DatanodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "datanode {}", self.0)
+    }
+}
+
+/// Where block `index` of a file lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockLocation {
+    /// Block index inside the file.
+    pub index: u64,
+    /// The datanode holding it.
+    pub datanode: DatanodeId,
+    /// The datanode's data plane address.
+    pub address: SocketAddr,
+    /// The datanode's host (for same-host fast paths).
+    pub host: IpAddr,
+    /// Byte offset of the block inside the datanode's storage.
+    pub offset: u64,
+    /// Storage class of the datanode.
+    pub storage_class: u32,
+}
+
+/// What a datanode tells the namenode when it registers one of its tiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatanodeSpec {
+    /// The host clients on the same machine connect from (placement affinity).
+    pub host: IpAddr,
+    /// Data plane address.
+    pub address: SocketAddr,
+    /// Tier name ("dram", "flash", ...), informational.
+    pub tier: String,
+    /// Storage class: 0 is the fastest.
+    pub storage_class: u32,
+    /// Bytes the tier offers; the namenode uses whole blocks of it.
+    pub capacity: u64,
+}
+
+/// A datanode as the namenode sees it (`crail status`, `crail fs -df`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatanodeStatus {
+    /// Registration id.
+    pub id: DatanodeId,
+    /// Host (location).
+    pub host: IpAddr,
+    /// Data plane address.
+    pub address: SocketAddr,
+    /// Tier name.
+    pub tier: String,
+    /// Storage class.
+    pub storage_class: u32,
+    /// Capacity in bytes (whole blocks).
+    pub capacity: u64,
+    /// Bytes in allocated blocks.
+    pub used: u64,
+    /// False once it missed its heartbeats or left: no new blocks, its blocks are lost.
+    pub alive: bool,
+    /// Time since its last heartbeat.
+    pub last_heartbeat: Duration,
+}
+
+/// The cluster as the namenode sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Block size of every file, in bytes.
+    pub block_size: u64,
+    /// Registered datanodes, live and dead.
+    pub datanodes: Vec<DatanodeStatus>,
+    /// Namespace nodes (including the root).
+    pub nodes: u64,
+    /// Data objects (files and keyvalue values, including old values still held by readers).
+    pub files: u64,
+    /// How long a write lease or read hold lives without renewal.
+    pub lease_timeout: Duration,
+    /// How often datanodes are expected to heartbeat.
+    pub heartbeat_interval: Duration,
+}

@@ -1,0 +1,536 @@
+//! Every node type and namespace operation against a real namenode on 127.0.0.1:0.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{BLOCK, Beating, client, datanode, heartbeats, start, start_with, used_blocks};
+use crail_store::{CreateOptions, Error, NodeType, PathProblem, Store};
+
+fn opts() -> CreateOptions {
+    CreateOptions::default()
+}
+
+/// A namenode with one live datanode of `blocks` blocks, and a client.
+async fn cluster(blocks: u64) -> (crail_store::namenode::RunningNamenode, Store, Beating) {
+    let nn = start().await;
+    let store = client(&nn).await;
+    let id = datanode(&store, "127.0.0.1", 7000, 0, blocks).await;
+    let beat = Beating(heartbeats(store.clone(), vec![id]));
+    (nn, store, beat)
+}
+
+#[tokio::test]
+async fn files_and_directories_with_stat() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let dir = store.create_dir("/a", &opts()).await.unwrap();
+    assert_eq!(dir.stat().node_type, NodeType::Directory);
+
+    let lease = store.create_file("/a/f", &opts()).await.unwrap();
+    let blocks = lease.allocate(0, 2).await.unwrap();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks.iter().map(|b| b.index).collect::<Vec<_>>(), [0, 1]);
+    let size = BLOCK + BLOCK / 2;
+    let stat = lease.close(size).await.unwrap();
+    assert_eq!((stat.size, stat.block_count), (size, 2));
+
+    let stat = store.stat("/a/f").await.unwrap();
+    assert_eq!(stat.node_type, NodeType::File);
+    assert_eq!((stat.size, stat.block_count), (size, 2));
+    assert!(stat.created <= stat.modified);
+    let file = store.lookup("/a/f").await.unwrap().into_file().unwrap();
+    assert_eq!(file.all_block_locations().await.unwrap(), blocks);
+
+    let dir_stat = store.stat("/a").await.unwrap();
+    assert_eq!(dir_stat.children, 1);
+    assert!(store.lookup("/a").await.unwrap().into_file().is_err());
+
+    let err = store.create_dir("/a", &opts()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::AlreadyExists { path } if path == "/a"),
+        "{err}"
+    );
+    let err = store.create_file("/missing/f", &opts()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { path } if path == "/missing"),
+        "{err}"
+    );
+    let err = store.create_file("/a/f/g", &opts()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotAContainer { path, actual: NodeType::File } if path == "/a/f"),
+        "{err}"
+    );
+    let err = store.lookup("/a/f/g").await.unwrap_err();
+    assert!(matches!(err, Error::NotAContainer { .. }), "{err}");
+    let err = store.create_dir("/", &opts()).await.unwrap_err();
+    assert!(matches!(err, Error::RootNotAllowed { .. }), "{err}");
+    let err = store.stat("/nothing").await.unwrap_err();
+    assert_eq!(err.to_string(), "/nothing: no such file or directory");
+}
+
+#[tokio::test]
+async fn a_file_has_one_writer_at_a_time_and_leases_expire() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let first = store.create_file("/f", &opts()).await.unwrap();
+    let err = store.open_write("/f").await.unwrap_err();
+    assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+
+    // Renewing keeps it; uncommitted blocks are the writer's until it closes or the lease ends.
+    first.allocate(0, 3).await.unwrap();
+    first.renew().await.unwrap();
+    assert_eq!(used_blocks(&store).await, 3);
+
+    // The writer goes silent: its lease expires, its uncommitted blocks are freed.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(used_blocks(&store).await, 0);
+    assert_eq!(store.stat("/f").await.unwrap().block_count, 0);
+    let err = first.allocate(0, 1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::LeaseLost { path } if path == "/f"),
+        "{err}"
+    );
+
+    // Someone else may now write.
+    let second = store.open_write("/f").await.unwrap();
+    second.allocate(0, 1).await.unwrap();
+    second.close(10).await.unwrap();
+    let err = first.close(5).await.unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+    assert_eq!(store.stat("/f").await.unwrap().size, 10);
+}
+
+#[tokio::test]
+async fn append_overwrite_and_truncate() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let lease = store.create_file("/f", &opts()).await.unwrap();
+    let first = lease.allocate(0, 1).await.unwrap();
+    lease.close(BLOCK).await.unwrap();
+
+    // Append: block 0 comes back unchanged, block 1 is new.
+    let lease = store.open_write("/f").await.unwrap();
+    assert_eq!(lease.stat().size, BLOCK);
+    let blocks = lease.allocate(0, 2).await.unwrap();
+    assert_eq!(blocks[0], first[0]);
+    lease.close(BLOCK + 10).await.unwrap();
+    assert_eq!(used_blocks(&store).await, 2);
+
+    // Overwrite shorter: blocks past the new size are freed.
+    let lease = store.open_write("/f").await.unwrap();
+    lease.close(100).await.unwrap();
+    let stat = store.stat("/f").await.unwrap();
+    assert_eq!((stat.size, stat.block_count), (100, 1));
+    assert_eq!(used_blocks(&store).await, 1);
+
+    // Out of range: a hole, a size past the blocks, a read past the end.
+    let lease = store.open_write("/f").await.unwrap();
+    let err = lease.allocate(5, 1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::BlockOutOfRange { path, index: 5, blocks: 1 } if path == "/f"),
+        "{err}"
+    );
+    let file = store.lookup("/f").await.unwrap().into_file().unwrap();
+    let err = file.block_locations(0, 2).await.unwrap_err();
+    assert!(
+        matches!(err, Error::BlockOutOfRange { index: 1, .. }),
+        "{err}"
+    );
+    let err = lease.close(2 * BLOCK).await.unwrap_err();
+    assert!(
+        matches!(err, Error::SizeBeyondBlocks { size, capacity, .. } if size == 2 * BLOCK && capacity == BLOCK),
+        "{err}"
+    );
+    // The failed close dropped the lease handle, which aborts: the file is writable again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .open_write("/f")
+        .await
+        .unwrap()
+        .close(100)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn multifile_children_are_written_concurrently_and_read_in_name_order() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let multi = store.create_multifile("/m", &opts()).await.unwrap();
+    let mut writers = Vec::new();
+    for i in 0..4u64 {
+        let multi = multi.clone();
+        writers.push(tokio::spawn(async move {
+            let lease = multi
+                .create_child(&format!("part-{i}"), &CreateOptions::default())
+                .await
+                .unwrap();
+            lease.allocate(0, 1).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            lease.close(100 * (i + 1)).await.unwrap();
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let stat = store.stat("/m").await.unwrap();
+    assert_eq!(stat.node_type, NodeType::MultiFile);
+    assert_eq!((stat.size, stat.children), (100 + 200 + 300 + 400, 4));
+    let children = multi.children().await.unwrap();
+    let names: Vec<&str> = children.iter().map(|c| c.path()).collect();
+    assert_eq!(names, ["/m/part-0", "/m/part-1", "/m/part-2", "/m/part-3"]);
+    let err = store.create_dir("/m/sub", &opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidChild {
+                parent: NodeType::MultiFile,
+                child: NodeType::Directory,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tables_hold_only_keyvalues_and_do_not_nest() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let table = store.create_table("/t", &opts()).await.unwrap();
+    for (ty, path) in [
+        (NodeType::File, "/t/f"),
+        (NodeType::Table, "/t/inner"),
+        (NodeType::Directory, "/t/d"),
+        (NodeType::MultiFile, "/t/m"),
+    ] {
+        let err = store.create(path, ty, &opts()).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidChild { parent: NodeType::Table, child, .. } if child == ty),
+            "{err}"
+        );
+    }
+    store.create_dir("/d", &opts()).await.unwrap();
+    let err = store.put("/d/k", &opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidChild {
+                parent: NodeType::Directory,
+                child: NodeType::KeyValue,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    for key in ["b", "a", "c"] {
+        let lease = table.put(key, &opts()).await.unwrap();
+        lease.allocate(0, 1).await.unwrap();
+        lease.close(1).await.unwrap();
+    }
+    assert_eq!(table.keys().await.unwrap(), ["a", "b", "c"]);
+    let err = store.open_write("/t/a").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongType {
+                expected: NodeType::File,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Puts a value of `blocks` blocks under `key` and commits it.
+async fn put_value(store: &Store, path: &str, blocks: u64) {
+    let lease = store.put(path, &opts()).await.unwrap();
+    lease.allocate(0, blocks).await.unwrap();
+    lease.close(blocks * BLOCK).await.unwrap();
+}
+
+#[tokio::test]
+async fn keyvalue_last_writer_wins_and_readers_keep_the_old_value() {
+    let (_nn, store, _beat) = cluster(64).await;
+    store.create_table("/t", &opts()).await.unwrap();
+
+    // Not visible before its first commit; an aborted first put leaves nothing.
+    let lease = store.put("/t/k", &opts()).await.unwrap();
+    lease.allocate(0, 2).await.unwrap();
+    assert!(matches!(
+        store.get("/t/k").await,
+        Err(Error::NotFound { .. })
+    ));
+    lease.abort().await.unwrap();
+    assert_eq!(used_blocks(&store).await, 0);
+
+    put_value(&store, "/t/k", 1).await;
+    let reader = store.get("/t/k").await.unwrap();
+    assert!(reader.is_held());
+    let old_blocks = reader.block_locations(0, 1).await.unwrap();
+
+    // Two overlapping re-puts: B starts first, C closes first, B closes last and wins.
+    let b = store.put("/t/k", &opts()).await.unwrap();
+    let c = store.put("/t/k", &opts()).await.unwrap();
+    b.allocate(0, 2).await.unwrap();
+    c.allocate(0, 3).await.unwrap();
+    c.close(3 * BLOCK).await.unwrap();
+    assert_eq!(store.stat("/t/k").await.unwrap().size, 3 * BLOCK);
+    b.close(2 * BLOCK).await.unwrap();
+    assert_eq!(store.stat("/t/k").await.unwrap().size, 2 * BLOCK);
+
+    // C's value was replaced unread and is gone; the reader's old value is still there.
+    assert_eq!(used_blocks(&store).await, 2 + 1);
+    assert_eq!(reader.block_locations(0, 1).await.unwrap(), old_blocks);
+    reader.release().await.unwrap();
+    assert_eq!(used_blocks(&store).await, 2);
+
+    // A reader that vanishes without releasing: its hold expires with the lease timeout.
+    let ghost = store.get("/t/k").await.unwrap();
+    std::mem::forget(ghost);
+    put_value(&store, "/t/k", 1).await;
+    assert_eq!(used_blocks(&store).await, 2 + 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(used_blocks(&store).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_puts_leave_exactly_one_value_and_no_leaked_blocks() {
+    let (_nn, store, _beat) = cluster(256).await;
+    store.create_table("/t", &opts()).await.unwrap();
+    let mut puts = Vec::new();
+    for blocks in 1..=8u64 {
+        let store = store.clone();
+        puts.push(tokio::spawn(async move {
+            let lease = store.put("/t/k", &CreateOptions::default()).await.unwrap();
+            lease.allocate(0, blocks).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(blocks * 7 % 5)).await;
+            lease.close(blocks * BLOCK).await.unwrap();
+        }));
+    }
+    for p in puts {
+        p.await.unwrap();
+    }
+    let value = store.get("/t/k").await.unwrap();
+    let blocks = value.size() / BLOCK;
+    assert!((1..=8).contains(&blocks));
+    assert_eq!(used_blocks(&store).await, blocks);
+    value.release().await.unwrap();
+    store.delete("/t", true).await.unwrap();
+    assert_eq!(used_blocks(&store).await, 0);
+}
+
+#[tokio::test]
+async fn delete_is_recursive_only_when_asked_and_frees_blocks() {
+    let (_nn, store, _beat) = cluster(64).await;
+    store.create_dir("/d", &opts()).await.unwrap();
+    store.create_dir("/d/e", &opts()).await.unwrap();
+    store.create_table("/d/t", &opts()).await.unwrap();
+    for i in 0..3 {
+        let lease = store
+            .create_file(&format!("/d/e/f{i}"), &opts())
+            .await
+            .unwrap();
+        lease.allocate(0, 2).await.unwrap();
+        lease.close(2 * BLOCK).await.unwrap();
+    }
+    put_value(&store, "/d/t/k", 1).await;
+    let writer = store.create_file("/d/open", &opts()).await.unwrap();
+    writer.allocate(0, 1).await.unwrap();
+    assert_eq!(used_blocks(&store).await, 8);
+
+    let err = store.delete("/d", false).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotEmpty { path } if path == "/d"),
+        "{err}"
+    );
+    store.delete("/d", true).await.unwrap();
+    assert_eq!(used_blocks(&store).await, 0);
+    assert!(matches!(
+        store.stat("/d/e/f0").await,
+        Err(Error::NotFound { .. })
+    ));
+    let err = writer.allocate(1, 1).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownFile { .. }), "{err}");
+    assert!(matches!(
+        store.delete("/d", false).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete("/", true).await,
+        Err(Error::RootNotAllowed { .. })
+    ));
+    assert_eq!(store.stat("/").await.unwrap().children, 0);
+}
+
+#[tokio::test]
+async fn rename_moves_atomically_within_the_rules() {
+    let (_nn, store, _beat) = cluster(64).await;
+    store.create_dir("/a", &opts()).await.unwrap();
+    store.create_dir("/a/sub", &opts()).await.unwrap();
+    store.create_dir("/b", &opts()).await.unwrap();
+    let lease = store.create_file("/a/sub/f", &opts()).await.unwrap();
+    lease.allocate(0, 1).await.unwrap();
+    let before = store.stat("/a/sub/f").await.unwrap();
+
+    store.rename("/a/sub", "/b/moved").await.unwrap();
+    assert!(matches!(
+        store.stat("/a/sub/f").await,
+        Err(Error::NotFound { .. })
+    ));
+    let after = store.stat("/b/moved/f").await.unwrap();
+    assert_eq!((after.id, after.file_id), (before.id, before.file_id));
+    // The writer does not notice: block operations address the data, not the path.
+    lease.allocate(1, 1).await.unwrap();
+    lease.close(2 * BLOCK).await.unwrap();
+    assert_eq!(store.stat("/b/moved/f").await.unwrap().size, 2 * BLOCK);
+    assert_eq!(store.stat("/a").await.unwrap().children, 0);
+
+    let err = store.rename("/b", "/b/moved/inside").await.unwrap_err();
+    assert!(matches!(err, Error::MoveIntoItself { .. }), "{err}");
+    store.create_dir("/c", &opts()).await.unwrap();
+    let err = store.rename("/c", "/b").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::AlreadyExists { path } if path == "/b"),
+        "{err}"
+    );
+    store.create_table("/t", &opts()).await.unwrap();
+    put_value(&store, "/t/k", 1).await;
+    let err = store.rename("/t/k", "/c/k").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidChild { .. }), "{err}");
+    store.create_table("/t2", &opts()).await.unwrap();
+    store.rename("/t/k", "/t2/k").await.unwrap();
+    assert_eq!(store.get("/t2/k").await.unwrap().size(), BLOCK);
+    let err = store.rename("/", "/x").await.unwrap_err();
+    assert!(matches!(err, Error::RootNotAllowed { .. }), "{err}");
+    let err = store.rename("/nope", "/x").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    store.rename("/c", "/c").await.unwrap();
+}
+
+#[tokio::test]
+async fn rename_refuses_moves_that_break_path_limits() {
+    let nn = start_with(crail_store::NamenodeConfig {
+        max_depth: 4,
+        ..common::fast_config()
+    })
+    .await;
+    let store = client(&nn).await;
+    store.create_dir("/a", &opts()).await.unwrap();
+    store.create_dir("/a/b", &opts()).await.unwrap();
+    store.create_dir("/a/b/c", &opts()).await.unwrap();
+    store.create_dir("/x", &opts()).await.unwrap();
+    store.create_dir("/x/y", &opts()).await.unwrap();
+    let err = store.rename("/a", "/x/y/a").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidPath {
+                problem: PathProblem::TooDeep { depth: 5, max: 4 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store.create_dir("/a/b/c/d/e", &opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidPath {
+                problem: PathProblem::TooDeep { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn listings_page_in_name_order_and_skip_non_enumerable_nodes() {
+    let (_nn, store, _beat) = cluster(8).await;
+    store.create_dir("/d", &opts()).await.unwrap();
+    let mut creates = Vec::new();
+    for i in 0..2500 {
+        let store = store.clone();
+        creates.push(tokio::spawn(async move {
+            store
+                .create(
+                    &format!("/d/f{i:05}"),
+                    NodeType::File,
+                    &CreateOptions::default(),
+                )
+                .await
+                .unwrap();
+        }));
+    }
+    for c in creates {
+        c.await.unwrap();
+    }
+    let hidden = CreateOptions::default().enumerable(false);
+    store
+        .create("/d/hidden", NodeType::File, &hidden)
+        .await
+        .unwrap();
+    assert!(!store.stat("/d/hidden").await.unwrap().enumerable);
+
+    let all = store.list("/d").await.unwrap();
+    assert_eq!(all.len(), 2500);
+    let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+    assert_eq!(names.iter().collect::<HashSet<_>>().len(), 2500);
+    assert!(!names.contains(&"hidden"));
+    assert_eq!(store.stat("/d").await.unwrap().children, 2501);
+
+    let (page, more) = store.list_page("/d", "f00009", 3).await.unwrap();
+    let names: Vec<&str> = page.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["f00010", "f00011", "f00012"]);
+    assert!(more);
+    let (page, more) = store.list_page("/d", "f02498", 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(!more);
+    let err = store.list("/d/f00001").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotAContainer {
+                actual: NodeType::File,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_paths_are_typed_errors() {
+    let (_nn, store, _beat) = cluster(8).await;
+    for (path, problem) in [
+        ("relative", PathProblem::NotAbsolute),
+        ("", PathProblem::NotAbsolute),
+        ("/a//b", PathProblem::EmptyComponent),
+        ("/a/", PathProblem::EmptyComponent),
+        ("/a/./b", PathProblem::DotComponent),
+        ("/a/../b", PathProblem::DotComponent),
+        ("/nul\0byte", PathProblem::Nul),
+    ] {
+        let err = store.stat(path).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidPath { problem: p, .. } if *p == problem),
+            "{path:?}: {err}"
+        );
+    }
+    // Limits are the namenode's to enforce.
+    let long = format!("/{}", "n".repeat(300));
+    let err = store.create_dir(&long, &opts()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidPath {
+                problem: PathProblem::NameTooLong { len: 300, max: 255 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,318 @@
+//! Bad input at the protocol level: versions, secrets, oversized and malformed frames, unknown
+//! messages, connection limits, silent and hostile clients, shutdown. The namenode must answer
+//! each with a typed error and keep serving everyone else.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{client, client_config, fast_config, start, start_with};
+use crail_store::testing::{self, KIND_HELLO, KIND_LOOKUP};
+use crail_store::{Error, NamenodeConfig, PathProblem, Secret, Store};
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads one reply frame: (kind, id, error).
+async fn reply(stream: &mut TcpStream, buf: &mut BytesMut) -> (u16, u64, Option<Error>) {
+    loop {
+        if let Some(frame) = testing::decode_reply(buf).unwrap() {
+            return frame;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(buf))
+            .await
+            .expect("no reply within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before a reply");
+    }
+}
+
+/// Asserts the server closes the connection.
+async fn closed(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "connection still open");
+}
+
+async fn raw(nn: &crail_store::namenode::RunningNamenode) -> TcpStream {
+    let mut stream = TcpStream::connect(nn.addr()).await.unwrap();
+    testing::handshake(&mut stream).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_wrong_protocol_version_gets_a_clear_error_and_a_closed_connection() {
+    let nn = start().await;
+    let mut stream = TcpStream::connect(nn.addr()).await.unwrap();
+    let hello = testing::raw_frame(KIND_HELLO, 1, 0, &testing::hello_body(99));
+    stream.write_all(&hello).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (_, _, error) = reply(&mut stream, &mut buf).await;
+    let error = error.unwrap();
+    assert!(
+        matches!(
+            error,
+            Error::VersionMismatch {
+                ours: 99,
+                theirs: 1
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "protocol version mismatch: this side speaks 99, the peer speaks 1"
+    );
+    closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn the_shared_secret_is_checked_both_ways() {
+    let nn = start_with(NamenodeConfig {
+        secret: Secret::new("s3cret"),
+        ..fast_config()
+    })
+    .await;
+    let good = client_config(&nn).with_secret(Secret::new("s3cret"));
+    let store = Store::connect(&good).await.unwrap();
+    store.stat("/").await.unwrap();
+
+    let wrong = client_config(&nn).with_secret(Secret::new("guess"));
+    let err = Store::connect(&wrong).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "authentication failed: wrong shared secret"
+    );
+    let err = Store::connect(&client_config(&nn)).await.unwrap_err();
+    assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
+
+    // And a client with a secret refuses a server without one.
+    let open = start().await;
+    let err = Store::connect(&client_config(&open).with_secret(Secret::new("s3cret")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
+    // The authenticated client was never disturbed.
+    store.stat("/").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_that_connection() {
+    let nn = start().await;
+    let good = client(&nn).await;
+    let mut stream = raw(&nn).await;
+    let mut header = testing::raw_frame(KIND_LOOKUP, 0, 9, &[]);
+    header[..4].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    stream.write_all(&header).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (_, id, error) = reply(&mut stream, &mut buf).await;
+    assert_eq!(id, 0);
+    assert!(
+        matches!(error, Some(Error::FrameTooLarge { len, .. }) if len == 1 << 30),
+        "{error:?}"
+    );
+    closed(&mut stream).await;
+    good.stat("/").await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_kinds_bad_bodies_and_bad_paths_are_answered_and_the_connection_lives_on() {
+    let nn = start().await;
+    let mut stream = raw(&nn).await;
+    let mut buf = BytesMut::new();
+
+    stream
+        .write_all(&testing::raw_frame(999, 0, 1, b"??"))
+        .await
+        .unwrap();
+    let (_, id, error) = reply(&mut stream, &mut buf).await;
+    assert_eq!(id, 1);
+    assert!(
+        matches!(error, Some(Error::UnknownMessage { kind: 999 })),
+        "{error:?}"
+    );
+
+    let garbage = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    stream
+        .write_all(&testing::raw_frame(KIND_LOOKUP, 0, 2, &garbage))
+        .await
+        .unwrap();
+    let (_, id, error) = reply(&mut stream, &mut buf).await;
+    assert_eq!(id, 2);
+    assert!(
+        matches!(&error, Some(Error::Malformed { what, .. }) if what == "lookup"),
+        "{error:?}"
+    );
+
+    let not_utf8 = testing::lookup_body(b"/\xff\xfe");
+    stream
+        .write_all(&testing::raw_frame(KIND_LOOKUP, 0, 3, &not_utf8))
+        .await
+        .unwrap();
+    let (_, id, error) = reply(&mut stream, &mut buf).await;
+    assert_eq!(id, 3);
+    assert!(
+        matches!(
+            error,
+            Some(Error::InvalidPath {
+                problem: PathProblem::NotUtf8,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+
+    stream
+        .write_all(&testing::raw_frame(
+            KIND_HELLO,
+            0,
+            4,
+            &testing::hello_body(1),
+        ))
+        .await
+        .unwrap();
+    let (_, id, error) = reply(&mut stream, &mut buf).await;
+    assert_eq!(id, 4);
+    assert!(
+        matches!(error, Some(Error::UnexpectedMessage { .. })),
+        "{error:?}"
+    );
+
+    // Pipelined: three requests in one write, three answers by id.
+    let mut batch = Vec::new();
+    for id in 10..13 {
+        batch.extend(testing::raw_frame(
+            KIND_LOOKUP,
+            0,
+            id,
+            &testing::lookup_body(b"/"),
+        ));
+    }
+    stream.write_all(&batch).await.unwrap();
+    for id in 10..13 {
+        let (kind, got, error) = reply(&mut stream, &mut buf).await;
+        assert_eq!((kind, got), (KIND_LOOKUP, id));
+        assert!(error.is_none(), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_header_flags_close_the_connection() {
+    let nn = start().await;
+    let mut stream = raw(&nn).await;
+    stream
+        .write_all(&testing::raw_frame(
+            KIND_LOOKUP,
+            0x40,
+            1,
+            &testing::lookup_body(b"/"),
+        ))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let (_, _, error) = reply(&mut stream, &mut buf).await;
+    assert!(matches!(error, Some(Error::Malformed { .. })), "{error:?}");
+    closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn hostile_clients_do_not_disturb_the_others() {
+    let nn = start().await;
+    let addr = nn.addr();
+    let vandal = tokio::spawn(async move {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for round in 0..200u64 {
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                continue;
+            };
+            if round % 2 == 0 {
+                let _ = testing::handshake(&mut stream).await;
+            }
+            let mut junk = vec![0u8; 512];
+            for byte in &mut junk {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *byte = seed as u8;
+            }
+            let _ = stream.write_all(&junk).await;
+        }
+    });
+    let store = client(&nn).await;
+    store.create_dir("/ok", &Default::default()).await.unwrap();
+    for _ in 0..2000 {
+        store.stat("/ok").await.unwrap();
+    }
+    vandal.await.unwrap();
+    store.stat("/ok").await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_refused_as_busy() {
+    let nn = start_with(NamenodeConfig {
+        max_connections: 2,
+        ..fast_config()
+    })
+    .await;
+    let a = client(&nn).await;
+    let _b = client(&nn).await;
+    let err = Store::connect(&client_config(&nn)).await.unwrap_err();
+    assert!(matches!(err, Error::ServerBusy { limit: 2 }), "{err}");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Store::connect(&client_config(&nn)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_handshake_is_dropped() {
+    let nn = start_with(NamenodeConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..fast_config()
+    })
+    .await;
+    let mut stream = TcpStream::connect(nn.addr()).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (_, _, error) = reply(&mut stream, &mut buf).await;
+    assert!(matches!(error, Some(Error::Timeout { .. })), "{error:?}");
+    closed(&mut stream).await;
+}
+
+#[tokio::test]
+async fn shutdown_fails_outstanding_clients_fast_instead_of_hanging() {
+    let nn = start().await;
+    let store = client(&nn).await;
+    store.stat("/").await.unwrap();
+    nn.shutdown().await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(2), store.stat("/"))
+        .await
+        .expect("a call after shutdown must fail fast")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ShuttingDown | Error::ConnectionLost { .. }),
+        "{err}"
+    );
+    let err = Store::connect(&store.config().clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary bytes through the frame decoder and every handler of a fresh namenode.
+    #[test]
+    fn arbitrary_bytes_never_break_the_namenode(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        testing::fuzz_requests(&bytes);
+    }
+
+    /// Well-framed requests of every kind with arbitrary bodies.
+    #[test]
+    fn arbitrary_bodies_of_every_kind_get_answers(
+        kind in prop_oneof![1u16..=5, 16u16..=27, 48u16..=50, any::<u16>()],
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+    ) {
+        testing::fuzz_requests(&testing::raw_frame(kind, 0, 1, &body));
+    }
+}
