@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, clippy (warnings are errors), all unit,
+# integration and doc tests, and a short run of each fuzz target. Installs what it needs
+# (cargo-fuzz) itself. CI (.ci/run) runs exactly this.
+#
+#   FUZZ_SECONDS=0 ./scripts/test.sh    # skip the fuzz run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+fuzz_seconds=${FUZZ_SECONDS:-15}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  step "fuzz targets, ${fuzz_seconds}s each"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+  fi
+  # No sanitizer: it needs a nightly compiler, and panics are what safe Rust can fail with.
+  (
+    cd crail-store/fuzz
+    for target in $(cargo fuzz list); do
+      cargo fuzz run -s none -O "$target" -- -max_total_time="$fuzz_seconds" -print_final_stats=0 2>&1 |
+        grep -E '^(Done|==|ERROR|thread)' || true
+      [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target failed"; exit 1; }
+    done
+  )
+fi
+
+step "all checks passed"
