@@ -66,6 +66,10 @@ pub struct NamenodeConfig {
     pub heartbeat_misses: u32,
     /// Client connections served at once; more are refused with "server busy".
     pub max_connections: usize,
+    /// Live datanode tiers the registry accepts.
+    pub max_datanodes: usize,
+    /// Values of one keyvalue being written at once (concurrent re-puts).
+    pub max_writers_per_key: usize,
     /// Largest frame body accepted or sent.
     pub max_frame: ByteSize,
     /// Entries per listing page.
@@ -98,6 +102,8 @@ impl Default for NamenodeConfig {
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_misses: 8,
             max_connections: 4096,
+            max_datanodes: 4096,
+            max_writers_per_key: 1024,
             max_frame: ByteSize(4 << 20),
             list_page: 1000,
             max_blocks_per_file: 1 << 22,
@@ -149,6 +155,12 @@ impl NamenodeConfig {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1".into());
+        }
+        if self.max_datanodes == 0 || self.max_writers_per_key == 0 {
+            return bad(
+                "max_datanodes",
+                "max_datanodes and max_writers_per_key must be at least 1".into(),
+            );
         }
         if self.max_frame.bytes() < 4096 || self.max_frame.bytes() > u64::from(u32::MAX) {
             return bad("max_frame", "must be between 4KiB and 4GiB".into());

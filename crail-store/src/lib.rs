@@ -70,6 +70,19 @@ pub mod testing {
     pub const KIND_HELLO: u16 = crate::wire::kind::Kind::Hello as u16;
     /// See [`KIND_HELLO`].
     pub const KIND_LOOKUP: u16 = crate::wire::kind::Kind::Lookup as u16;
+    /// See [`KIND_HELLO`].
+    pub const KIND_LIST: u16 = crate::wire::kind::Kind::List as u16;
+
+    /// Encodes a list request body for `path` (first page).
+    pub fn list_body(path: &[u8]) -> Vec<u8> {
+        use prost::Message;
+        crate::proto::ListRequest {
+            path: bytes::Bytes::copy_from_slice(path),
+            start_after: String::new(),
+            limit: 0,
+        }
+        .encode_to_vec()
+    }
 
     /// A Hello body claiming protocol `version`.
     pub fn hello_body(version: u32) -> Vec<u8> {

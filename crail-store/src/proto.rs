@@ -63,13 +63,21 @@ impl TryFrom<Option<Placement>> for types::Placement {
 }
 
 pub(crate) fn parse_ip(s: &str) -> Result<IpAddr> {
-    s.parse()
-        .map_err(|_| Error::malformed("host address", format!("{s:?} is not an IP address")))
+    s.parse().map_err(|_| {
+        Error::malformed(
+            "host address",
+            format!("{:?} is not an IP address", crate::error::clipped(s, 64)),
+        )
+    })
 }
 
 pub(crate) fn parse_socket(s: &str) -> Result<SocketAddr> {
-    s.parse()
-        .map_err(|_| Error::malformed("socket address", format!("{s:?} is not ip:port")))
+    s.parse().map_err(|_| {
+        Error::malformed(
+            "socket address",
+            format!("{:?} is not ip:port", crate::error::clipped(s, 64)),
+        )
+    })
 }
 
 pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {

@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::{BLOCK, Beating, client, datanode, heartbeats, start, start_with, used_blocks};
 use crail_store::{CreateOptions, Error, NodeType, PathProblem, Store};
 
+/// Longer than the test namenode's lease timeout plus a reaper tick.
+const LEASE_EXPIRED: Duration = Duration::from_millis(1600);
+
 fn opts() -> CreateOptions {
     CreateOptions::default()
 }
@@ -84,7 +87,7 @@ async fn a_file_has_one_writer_at_a_time_and_leases_expire() {
     assert_eq!(used_blocks(&store).await, 3);
 
     // The writer goes silent: its lease expires, its uncommitted blocks are freed.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(LEASE_EXPIRED).await;
     assert_eq!(used_blocks(&store).await, 0);
     assert_eq!(store.stat("/f").await.unwrap().block_count, 0);
     let err = first.allocate(0, 1).await.unwrap_err();
@@ -228,6 +231,16 @@ async fn tables_hold_only_keyvalues_and_do_not_nest() {
         lease.close(1).await.unwrap();
     }
     assert_eq!(table.keys().await.unwrap(), ["a", "b", "c"]);
+    // create() never replaces a value; only put() does.
+    let err = store
+        .create("/t/a", NodeType::KeyValue, &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::AlreadyExists { path } if path == "/t/a"),
+        "{err}"
+    );
+    assert_eq!(store.stat("/t/a").await.unwrap().size, 1);
     let err = store.open_write("/t/a").await.unwrap_err();
     assert!(
         matches!(
@@ -289,8 +302,28 @@ async fn keyvalue_last_writer_wins_and_readers_keep_the_old_value() {
     std::mem::forget(ghost);
     put_value(&store, "/t/k", 1).await;
     assert_eq!(used_blocks(&store).await, 2 + 1);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(LEASE_EXPIRED).await;
     assert_eq!(used_blocks(&store).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_one_key_are_bounded() {
+    let nn = start_with(crail_store::NamenodeConfig {
+        max_writers_per_key: 2,
+        ..common::fast_config()
+    })
+    .await;
+    let store = client(&nn).await;
+    store.create_table("/t", &opts()).await.unwrap();
+    let first = store.put("/t/k", &opts()).await.unwrap();
+    let _second = store.put("/t/k", &opts()).await.unwrap();
+    let err = store.put("/t/k", &opts()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::TooManyWriters { path, max: 2 } if path == "/t/k"),
+        "{err}"
+    );
+    first.close(0).await.unwrap();
+    store.put("/t/k", &opts()).await.unwrap();
 }
 
 #[tokio::test]

@@ -298,6 +298,38 @@ async fn shutdown_fails_outstanding_clients_fast_instead_of_hanging() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
 }
 
+#[tokio::test]
+async fn shutdown_completes_even_with_a_client_that_never_reads() {
+    let nn = start().await;
+    let store = client(&nn).await;
+    store.create_dir("/d", &Default::default()).await.unwrap();
+    for i in 0..200 {
+        store
+            .create(
+                &format!("/d/{i:0>200}"),
+                crail_store::NodeType::File,
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // Pipeline listings of ~50 KB each and never read a reply: the server blocks writing.
+    let mut stuck = raw(&nn).await;
+    let list = testing::list_body(b"/d");
+    let mut burst = Vec::new();
+    for id in 1..=400 {
+        burst.extend(testing::raw_frame(testing::KIND_LIST, 0, id, &list));
+    }
+    let _ = stuck.write_all(&burst).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), nn.shutdown())
+        .await
+        .expect("shutdown hung")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -107,11 +107,13 @@ impl Store {
         Ok(Bytes::copy_from_slice(path.as_bytes()))
     }
 
+    /// Creates a node; `replace` lets a keyvalue that exists get a new value (a re-put).
     async fn create_raw(
         &self,
         path: &str,
         node_type: NodeType,
         options: &CreateOptions,
+        replace: bool,
     ) -> Result<(Stat, u64)> {
         let reply = self
             .call(&pb::CreateRequest {
@@ -119,20 +121,22 @@ impl Store {
                 r#type: pb::NodeType::from(node_type) as i32,
                 placement: Some(pb::Placement::from(&options.placement)),
                 enumerable: options.enumerable,
+                replace,
             })
             .await?;
         Ok((stat_of(reply.node)?, reply.lease))
     }
 
-    /// Creates a node of any type and returns its handle. A file or keyvalue made this way is
-    /// committed empty at once; use [`Store::create_file`] or [`Store::put`] to write one.
+    /// Creates a node of any type and returns its handle; [`Error::AlreadyExists`] if the path
+    /// exists. A file or keyvalue made this way is committed empty at once; use
+    /// [`Store::create_file`] or [`Store::put`] to write one.
     pub async fn create(
         &self,
         path: &str,
         node_type: NodeType,
         options: &CreateOptions,
     ) -> Result<Node> {
-        let (mut stat, lease) = self.create_raw(path, node_type, options).await?;
+        let (mut stat, lease) = self.create_raw(path, node_type, options, false).await?;
         if lease != 0 {
             let reply = self
                 .call(&pb::CloseRequest {
@@ -148,33 +152,43 @@ impl Store {
 
     /// Creates a directory.
     pub async fn create_dir(&self, path: &str, options: &CreateOptions) -> Result<Directory> {
-        let (stat, _) = self.create_raw(path, NodeType::Directory, options).await?;
+        let (stat, _) = self
+            .create_raw(path, NodeType::Directory, options, false)
+            .await?;
         Ok(Directory::new(self.clone(), path.to_owned(), stat))
     }
 
     /// Creates a multifile: a container whose children are written concurrently and read back
     /// as one stream.
     pub async fn create_multifile(&self, path: &str, options: &CreateOptions) -> Result<MultiFile> {
-        let (stat, _) = self.create_raw(path, NodeType::MultiFile, options).await?;
+        let (stat, _) = self
+            .create_raw(path, NodeType::MultiFile, options, false)
+            .await?;
         Ok(MultiFile::new(self.clone(), path.to_owned(), stat))
     }
 
     /// Creates a table: a container of keyvalues.
     pub async fn create_table(&self, path: &str, options: &CreateOptions) -> Result<Table> {
-        let (stat, _) = self.create_raw(path, NodeType::Table, options).await?;
+        let (stat, _) = self
+            .create_raw(path, NodeType::Table, options, false)
+            .await?;
         Ok(Table::new(self.clone(), path.to_owned(), stat))
     }
 
     /// Creates an empty file and returns the lease to write it.
     pub async fn create_file(&self, path: &str, options: &CreateOptions) -> Result<WriteLease> {
-        let (stat, lease) = self.create_raw(path, NodeType::File, options).await?;
+        let (stat, lease) = self
+            .create_raw(path, NodeType::File, options, false)
+            .await?;
         Ok(WriteLease::new(self.clone(), path.to_owned(), stat, lease))
     }
 
     /// Starts writing a keyvalue's value (creating the keyvalue if needed). The value replaces
     /// the current one when the lease closes; the last writer to close wins.
     pub async fn put(&self, path: &str, options: &CreateOptions) -> Result<WriteLease> {
-        let (stat, lease) = self.create_raw(path, NodeType::KeyValue, options).await?;
+        let (stat, lease) = self
+            .create_raw(path, NodeType::KeyValue, options, true)
+            .await?;
         Ok(WriteLease::new(self.clone(), path.to_owned(), stat, lease))
     }
 
@@ -255,9 +269,11 @@ impl Store {
         let mut after = String::new();
         loop {
             let (page, more) = self.list_page(path, &after, 0).await?;
-            if let Some(last) = page.last() {
-                after = last.name.clone();
-            }
+            let Some(last) = page.last() else {
+                // An empty page ends the listing whatever `more` says.
+                return Ok(all);
+            };
+            after = last.name.clone();
             all.extend(page);
             if !more {
                 return Ok(all);

@@ -120,6 +120,14 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// Too many values of one keyvalue are being written at once.
+    #[error("{path}: {max} values are already being written (namenode.max_writers_per_key)")]
+    TooManyWriters {
+        /// The keyvalue's path.
+        path: String,
+        /// The limit.
+        max: u64,
+    },
     /// One request covers more blocks than the namenode answers at once.
     #[error("{count} blocks in one request exceed the limit of {max}")]
     BatchTooLarge {
@@ -294,17 +302,33 @@ fn location_suffix(location: &Option<IpAddr>) -> String {
         .map_or_else(String::new, |l| format!(" on host {l}"))
 }
 
+/// Longest text from a peer an error repeats; longer text is cut (a hostile 4 MiB path must
+/// not come back as a 4 MiB error, or several times that once escaped).
+pub(crate) const ECHO_MAX: usize = 512;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with "..." if cut.
+pub(crate) fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 impl Error {
     pub(crate) fn malformed(what: impl Into<String>, detail: impl ToString) -> Self {
         Self::Malformed {
             what: what.into(),
-            detail: detail.to_string(),
+            detail: clipped(&detail.to_string(), ECHO_MAX),
         }
     }
 
     pub(crate) fn invalid_path(path: &[u8], problem: PathProblem) -> Self {
         Self::InvalidPath {
-            path: String::from_utf8_lossy(path).into_owned(),
+            path: clipped(&String::from_utf8_lossy(path), ECHO_MAX),
             problem,
         }
     }

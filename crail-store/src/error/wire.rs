@@ -91,6 +91,11 @@ impl Error {
                 r.limit = *max;
                 C::TooManyBlocks
             }
+            Self::TooManyWriters { path, max } => {
+                r.path = path.clone();
+                r.limit = *max;
+                C::TooManyWriters
+            }
             Self::BatchTooLarge { count, max } => {
                 r.count = *count;
                 r.limit = *max;
@@ -259,6 +264,10 @@ impl Error {
                 blocks: r.count,
                 max: r.limit,
             },
+            C::TooManyWriters => Self::TooManyWriters {
+                path: r.path,
+                max: r.limit,
+            },
             C::BatchTooLarge => Self::BatchTooLarge {
                 count: r.count,
                 max: r.limit,
@@ -406,6 +415,7 @@ mod tests {
                 max: 5,
             },
             Error::BatchTooLarge { count: 9, max: 8 },
+            Error::TooManyWriters { path: p(), max: 4 },
             Error::SizeBeyondBlocks {
                 path: p(),
                 size: 10,

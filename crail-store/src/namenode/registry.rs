@@ -5,7 +5,7 @@
 //! requesting client's host, then takes the others round robin. An explicit class or host in the
 //! placement is a hard requirement. A request for several blocks gets all of them or none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -57,20 +57,28 @@ struct ClassGroup {
     cursor: usize,
 }
 
+/// Dead datanodes kept for `crail status`; older ones are forgotten (their blocks still read as
+/// lost: a block whose datanode is unknown is lost).
+const DEAD_KEPT: usize = 256;
+
 #[derive(Debug)]
 pub(crate) struct Registry {
     block_size: u64,
+    max_datanodes: usize,
     datanodes: BTreeMap<u64, Datanode>,
     classes: BTreeMap<u32, ClassGroup>,
+    dead: VecDeque<u64>,
     next_id: u64,
 }
 
 impl Registry {
-    pub(crate) fn new(block_size: u64) -> Self {
+    pub(crate) fn new(block_size: u64, max_datanodes: usize) -> Self {
         Self {
             block_size,
+            max_datanodes,
             datanodes: BTreeMap::new(),
             classes: BTreeMap::new(),
+            dead: VecDeque::new(),
             next_id: 1,
         }
     }
@@ -105,6 +113,15 @@ impl Registry {
         for id in restarted {
             tracing::warn!(datanode = id, address = %spec.address, "datanode re-registered: old blocks are lost");
             self.kill(id);
+        }
+        let alive = self.datanodes.len() - self.dead.len();
+        if alive >= self.max_datanodes {
+            return Err(Error::InvalidDatanode {
+                reason: format!(
+                    "the registry is full ({} live datanodes, namenode.max_datanodes)",
+                    self.max_datanodes
+                ),
+            });
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -173,11 +190,21 @@ impl Registry {
     }
 
     fn kill(&mut self, id: u64) {
-        if let Some(d) = self.datanodes.get_mut(&id) {
-            d.alive = false;
-            d.free = Vec::new();
-            if let Some(group) = self.classes.get_mut(&d.class) {
-                group.members.retain(|m| *m != id);
+        let Some(d) = self.datanodes.get_mut(&id) else {
+            return;
+        };
+        d.alive = false;
+        d.free = Vec::new();
+        if let Some(group) = self.classes.get_mut(&d.class) {
+            group.members.retain(|m| *m != id);
+            if group.members.is_empty() {
+                self.classes.remove(&d.class);
+            }
+        }
+        self.dead.push_back(id);
+        while self.dead.len() > DEAD_KEPT {
+            if let Some(oldest) = self.dead.pop_front() {
+                self.datanodes.remove(&oldest);
             }
         }
     }
@@ -194,9 +221,13 @@ impl Registry {
         placement: &Placement,
         requester: IpAddr,
     ) -> Result<Vec<BlockAddr>> {
+        let classes: Vec<u32> = match placement.storage_class {
+            Some(class) => vec![class],
+            None => self.classes.keys().copied().collect(),
+        };
         let mut taken = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for _ in 0..count {
-            match self.pick(placement, requester) {
+            match self.pick(&classes, placement, requester) {
                 Some(addr) => taken.push(addr),
                 None => {
                     self.free(&taken);
@@ -211,13 +242,14 @@ impl Registry {
         Ok(taken)
     }
 
-    fn pick(&mut self, placement: &Placement, requester: IpAddr) -> Option<BlockAddr> {
-        let classes: Vec<u32> = match placement.storage_class {
-            Some(class) => vec![class],
-            None => self.classes.keys().copied().collect(),
-        };
+    fn pick(
+        &mut self,
+        classes: &[u32],
+        placement: &Placement,
+        requester: IpAddr,
+    ) -> Option<BlockAddr> {
         for class in classes {
-            let Some(group) = self.classes.get_mut(&class) else {
+            let Some(group) = self.classes.get_mut(class) else {
                 continue;
             };
             let len = group.members.len();
@@ -323,7 +355,7 @@ mod tests {
     #[test]
     fn fills_class_zero_everywhere_before_class_one() {
         let now = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
         let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
         let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap();
@@ -338,7 +370,7 @@ mod tests {
     #[test]
     fn spreads_round_robin_when_the_requester_has_no_datanode() {
         let now = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
         let got = r
@@ -351,7 +383,7 @@ mod tests {
     #[test]
     fn explicit_class_and_host_are_hard_requirements() {
         let now = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap();
         let placement = Placement::default().storage_class(1);
@@ -378,7 +410,7 @@ mod tests {
     #[test]
     fn store_full_allocates_nothing() {
         let now = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap();
         assert!(
             r.allocate(4, &Placement::default(), ip("127.0.0.2"))
@@ -398,7 +430,7 @@ mod tests {
     #[test]
     fn dead_datanodes_get_no_blocks_and_report_lost_locations() {
         let t0 = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap();
         let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap();
         let block = r
@@ -422,7 +454,7 @@ mod tests {
     #[test]
     fn re_registering_an_address_replaces_the_old_datanode() {
         let now = Instant::now();
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         assert_ne!(old, new);
@@ -431,8 +463,39 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_is_bounded() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS, 2);
+        let a = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        r.register(&spec("127.0.0.3", 1, 7, 1), now).unwrap();
+        assert!(matches!(
+            r.register(&spec("127.0.0.4", 1, 0, 1), now),
+            Err(Error::InvalidDatanode { .. })
+        ));
+        // Dead ones leave room, empty classes go, and only the newest dead are remembered.
+        r.deregister(a).unwrap();
+        for i in 0..(DEAD_KEPT as u16 + 10) {
+            let id = r.register(&spec("127.0.0.5", 100 + i, 9, 1), now).unwrap();
+            r.deregister(id).unwrap();
+        }
+        assert_eq!(r.classes.len(), 1);
+        assert_eq!(r.info(now).len(), 1 + DEAD_KEPT);
+        assert!(!r.is_alive(a));
+        assert_eq!(
+            r.locate(
+                0,
+                BlockAddr {
+                    datanode: a,
+                    block: 0
+                }
+            ),
+            Err(a)
+        );
+    }
+
+    #[test]
     fn refuses_datanodes_smaller_than_a_block() {
-        let mut r = Registry::new(BS);
+        let mut r = Registry::new(BS, 100);
         let mut tiny = spec("127.0.0.2", 1, 0, 1);
         tiny.capacity = BS - 1;
         assert!(matches!(

@@ -24,6 +24,8 @@ const READ_BUFFER: usize = 64 << 10;
 /// Replies are flushed once this many bytes are pending, so a client pipelining many large
 /// requests (listings) cannot make the server buffer without bound.
 const FLUSH_AT: usize = 1 << 20;
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the namenode on `listener` until `shutdown` completes, then closes every connection
 /// and returns once they are gone.
@@ -91,7 +93,15 @@ pub(crate) async fn serve_core(
     tracing::info!("namenode shutting down");
     drop(stop_tx);
     drop(done_tx);
-    let _ = done_rx.recv().await;
+    // A connection blocked writing to a client that never reads would hold us forever.
+    if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {SHUTDOWN_GRACE:?}; leaving them to the runtime"
+        );
+    }
     Ok(())
 }
 
@@ -177,11 +187,13 @@ async fn serve(
     stop: &mut broadcast::Receiver<()>,
 ) -> Result<()> {
     let mut out = BytesMut::with_capacity(READ_BUFFER);
+    // IPv4 clients of a dual-stack listener show as ::ffff:a.b.c.d; placement compares hosts.
+    let host = peer.ip().to_canonical();
     loop {
         loop {
             match frame::decode(rbuf, core.max_frame()) {
                 Ok(Some(frame)) => {
-                    core.handle(&frame, peer.ip(), &mut out);
+                    core.handle(&frame, host, &mut out);
                     if out.len() >= FLUSH_AT {
                         stream.write_all(&out).await?;
                         out.clear();
@@ -199,6 +211,10 @@ async fn serve(
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
+            if out.capacity() > 4 * FLUSH_AT {
+                // One burst of large replies should not pin megabytes per connection.
+                out = BytesMut::with_capacity(READ_BUFFER);
+            }
         }
         tokio::select! {
             read = io::read_some(stream, rbuf) => {

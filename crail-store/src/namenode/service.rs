@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 
 use crate::config::NamenodeConfig;
-use crate::error::{Error, Result};
-use crate::namenode::namespace::{Ctx, Namespace, PathRef};
+use crate::error::{ECHO_MAX, Error, Result, clipped};
+use crate::namenode::namespace::{CreateFlags, Ctx, Namespace, PathRef};
 use crate::path::{self, PathLimits};
 use crate::proto as pb;
 use crate::types::{DatanodeSpec, NodeType, Placement};
@@ -131,10 +131,16 @@ impl Core {
         let path = self.path(&req.path)?;
         let ty = NodeType::try_from(req.r#type)?;
         let placement = Placement::try_from(req.placement)?;
-        let (node, lease) =
-            self.ns
-                .lock()
-                .create(path.as_ref(), ty, placement, req.enumerable, ctx)?;
+        let (node, lease) = self.ns.lock().create(
+            path.as_ref(),
+            ty,
+            placement,
+            CreateFlags {
+                enumerable: req.enumerable,
+                replace: req.replace,
+            },
+            ctx,
+        )?;
         Ok(pb::CreateReply {
             node: Some(node),
             lease,
@@ -242,15 +248,17 @@ impl Core {
         req: pb::RegisterDatanodeRequest,
         ctx: &Ctx,
     ) -> Result<pb::RegisterDatanodeReply> {
-        let invalid = |reason: String| Error::InvalidDatanode { reason };
+        let invalid = |what: &str, value: &str, expected: &str| Error::InvalidDatanode {
+            reason: format!("{what} {:?} is not {expected}", clipped(value, ECHO_MAX)),
+        };
         let host = req
             .host
             .parse()
-            .map_err(|_| invalid(format!("host {:?} is not an IP address", req.host)))?;
+            .map_err(|_| invalid("host", &req.host, "an IP address"))?;
         let address = req
             .address
             .parse()
-            .map_err(|_| invalid(format!("address {:?} is not ip:port", req.address)))?;
+            .map_err(|_| invalid("address", &req.address, "ip:port"))?;
         let spec = DatanodeSpec {
             host,
             address,

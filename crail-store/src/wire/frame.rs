@@ -117,12 +117,21 @@ pub(crate) fn encode<M: prost::Message>(
     Ok(())
 }
 
-/// Appends an error frame answering request `id` (0 when it answers no request).
+/// Appends an error frame answering request `id` (0 when it answers no request). The reply is
+/// kept under 64 KiB whatever the error holds: long text is cut, long block lists trimmed.
 pub(crate) fn encode_error(out: &mut BytesMut, id: u64, error: &Error) {
+    use crate::error::clipped;
     let mut reply = error.to_reply();
-    // An error reply is small unless it names many blocks; trim rather than fail.
-    reply.blocks.truncate(4096);
-    reply.datanodes.truncate(4096);
+    for text in [
+        &mut reply.message,
+        &mut reply.path,
+        &mut reply.other_path,
+        &mut reply.detail,
+    ] {
+        *text = clipped(text, 4096);
+    }
+    reply.blocks.truncate(2048);
+    reply.datanodes.truncate(2048);
     let len = reply.encoded_len();
     out.reserve(HEADER_LEN + len);
     put_header(out, Kind::Error as u16, FLAG_RESPONSE | FLAG_ERROR, id, len);
@@ -213,6 +222,20 @@ mod tests {
         let err = encode(&mut buf, Kind::Lookup, 0, 1, &lookup(&"x".repeat(100)), 10);
         assert!(matches!(err, Err(Error::FrameTooLarge { .. })));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn error_frames_stay_small_whatever_the_error_holds() {
+        let huge = Error::LostBlocks {
+            path: "/p".repeat(1 << 20),
+            blocks: (0..1 << 20).collect(),
+            datanodes: vec![1],
+        };
+        let mut buf = BytesMut::new();
+        encode_error(&mut buf, 1, &huge);
+        assert!(buf.len() < 64 << 10, "{}", buf.len());
+        let path = Error::invalid_path(&[0xff; 1 << 20], crate::path::PathProblem::NotUtf8);
+        assert!(path.to_string().len() < 2048);
     }
 
     #[test]

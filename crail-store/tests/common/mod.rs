@@ -11,13 +11,14 @@ use crail_store::{ClientConfig, DatanodeId, DatanodeSpec, NamenodeConfig, Store}
 
 pub const BLOCK: u64 = 1 << 20;
 
-/// Namenode settings that make leases and heartbeats expire within a test's patience.
+/// Namenode settings that make leases (1 s) and heartbeats (dead after 500 ms) expire within
+/// a test's patience, with room for a loaded CI machine.
 pub fn fast_config() -> NamenodeConfig {
     NamenodeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        lease_timeout: Duration::from_millis(400),
+        lease_timeout: Duration::from_millis(1000),
         heartbeat_interval: Duration::from_millis(100),
-        heartbeat_misses: 3,
+        heartbeat_misses: 5,
         ..NamenodeConfig::default()
     }
 }

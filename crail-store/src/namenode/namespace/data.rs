@@ -62,18 +62,22 @@ impl Namespace {
                 max: self.max_blocks_per_file,
             });
         }
+        // Existing blocks first: if one is lost, fail before allocating anything.
+        let mut out = self.locations(file, first, end.min(have))?;
         if end > have {
             let placement = f.placement.clone();
             let new = self.registry.allocate(end - have, &placement, ctx.peer)?;
             if let Some(f) = self.files.get_mut(&file) {
                 f.blocks.extend(new);
             }
+            // Fresh blocks come from live datanodes only.
+            out.extend(self.locations(file, have, end)?);
         }
         let expires = ctx.now + self.lease_timeout;
         if let Some(token) = self.files.get_mut(&file).and_then(|f| f.lease.as_mut()) {
             token.expires = expires;
         }
-        self.locations(file, first, end)
+        Ok(out)
     }
 
     /// Locations of blocks `[first, first + count)`; lost blocks fail the whole request with
@@ -178,20 +182,17 @@ impl Namespace {
             .files
             .get_mut(&file)
             .ok_or(Error::UnknownFile { file_id: file })?;
-        let held = f
-            .lease
-            .iter_mut()
-            .chain(f.holds.iter_mut())
-            .find(|t| t.valid(token, ctx.now));
-        match held {
-            Some(t) => {
-                t.expires = expires;
-                Ok(())
-            }
-            None => Err(Error::LeaseLost {
-                path: self.file_path(file),
-            }),
+        if let Some(lease) = f.lease.as_mut().filter(|l| l.valid(token, ctx.now)) {
+            lease.expires = expires;
+            return Ok(());
         }
+        if let Some(hold) = f.holds.get_mut(&token).filter(|e| **e > ctx.now) {
+            *hold = expires;
+            return Ok(());
+        }
+        Err(Error::LeaseLost {
+            path: self.file_path(file),
+        })
     }
 
     /// Gives up a read hold, or a write lease without closing (an abort: uncommitted blocks are
@@ -201,8 +202,7 @@ impl Namespace {
             .files
             .get_mut(&file)
             .ok_or(Error::UnknownFile { file_id: file })?;
-        if let Some(at) = f.holds.iter().position(|h| h.id == token) {
-            f.holds.swap_remove(at);
+        if f.holds.remove(&token).is_some() {
             if f.state == FileState::Retired {
                 self.retire(file, ctx.now);
             }
@@ -252,7 +252,7 @@ impl Namespace {
             };
             f.scheduled = false;
             let holds_before = f.holds.len();
-            f.holds.retain(|h| h.expires > now);
+            f.holds.retain(|_, expires| *expires > now);
             expired += holds_before - f.holds.len();
             if f.lease.is_some_and(|l| l.expires <= now) {
                 expired += 1;
@@ -269,8 +269,8 @@ impl Namespace {
             let next = f
                 .lease
                 .iter()
-                .chain(f.holds.iter())
                 .map(|t| t.expires)
+                .chain(f.holds.values().copied())
                 .min();
             if let Some(next) = next {
                 self.schedule(file, next);

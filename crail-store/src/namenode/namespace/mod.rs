@@ -11,7 +11,7 @@
 mod data;
 mod tree;
 
-pub(crate) use tree::PathRef;
+pub(crate) use tree::{CreateFlags, PathRef};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -112,7 +112,8 @@ struct FileData {
     size: u64,
     placement: Placement,
     lease: Option<Token>,
-    holds: Vec<Token>,
+    /// Read holds: token -> expiry.
+    holds: HashMap<u64, Instant>,
     state: FileState,
     /// An entry for this file is in the deadline heap.
     scheduled: bool,
@@ -165,6 +166,7 @@ pub(crate) struct Namespace {
     list_page: u32,
     max_blocks_per_file: u64,
     max_blocks_per_request: u64,
+    max_writers_per_key: usize,
 }
 
 impl Namespace {
@@ -185,7 +187,7 @@ impl Namespace {
         Self {
             nodes: HashMap::from([(ROOT, root)]),
             files: HashMap::new(),
-            registry: Registry::new(config.block_size.bytes()),
+            registry: Registry::new(config.block_size.bytes(), config.max_datanodes),
             next_node: ROOT + 1,
             next_file: 1,
             tokens: Tokens::new(),
@@ -195,6 +197,7 @@ impl Namespace {
             list_page: config.list_page,
             max_blocks_per_file: config.max_blocks_per_file,
             max_blocks_per_request: config.max_blocks_per_request,
+            max_writers_per_key: config.max_writers_per_key,
         }
     }
 
@@ -288,7 +291,7 @@ impl Namespace {
                 size: 0,
                 placement,
                 lease: None,
-                holds: Vec::new(),
+                holds: HashMap::new(),
                 state,
                 scheduled: false,
             },
@@ -311,15 +314,12 @@ impl Namespace {
 
     /// Grants a read hold on `file` and returns its token.
     fn grant_hold(&mut self, file: FileId, now: Instant) -> u64 {
-        let token = Token {
-            id: self.tokens.next(),
-            expires: now + self.lease_timeout,
-        };
+        let (id, expires) = (self.tokens.next(), now + self.lease_timeout);
         if let Some(f) = self.files.get_mut(&file) {
-            f.holds.push(token);
+            f.holds.insert(id, expires);
         }
-        self.schedule(file, token.expires);
-        token.id
+        self.schedule(file, expires);
+        id
     }
 
     fn schedule(&mut self, file: FileId, at: Instant) {
@@ -343,7 +343,7 @@ impl Namespace {
         let Some(f) = self.files.get_mut(&file) else {
             return;
         };
-        f.holds.retain(|h| h.expires > now);
+        f.holds.retain(|_, expires| *expires > now);
         if f.holds.is_empty() {
             self.free_file(file);
         } else {

@@ -7,6 +7,14 @@ use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::types::{NodeType, Placement};
 
+/// Flags of a create.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateFlags {
+    pub(crate) enumerable: bool,
+    /// Re-put an existing keyvalue instead of failing.
+    pub(crate) replace: bool,
+}
+
 /// A checked path: the text (for messages) and its components.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PathRef<'a> {
@@ -90,15 +98,15 @@ impl Namespace {
         }
     }
 
-    /// Creates a node. Files and keyvalues come with a write lease on their (new) data. Creating
-    /// a keyvalue that exists starts a re-put: a new value that replaces the current one when
-    /// its writer closes.
+    /// Creates a node. Files and keyvalues come with a write lease on their (new) data. With
+    /// `replace`, creating a keyvalue that exists starts a re-put: a new value that replaces
+    /// the current one when its writer closes.
     pub(crate) fn create(
         &mut self,
         path: PathRef<'_>,
         ty: NodeType,
         placement: Placement,
-        enumerable: bool,
+        options: CreateFlags,
         ctx: &Ctx,
     ) -> Result<(pb::NodeInfo, u64)> {
         let Some(name) = path.name() else {
@@ -116,8 +124,8 @@ impl Namespace {
         }
         if let Some(existing) = self.child(parent, name) {
             let is_keyvalue = matches!(self.nodes[&existing].kind, NodeKind::KeyValue { .. });
-            if ty == NodeType::KeyValue && is_keyvalue {
-                let file = self.start_value(existing, placement);
+            if ty == NodeType::KeyValue && is_keyvalue && options.replace {
+                let file = self.start_value(existing, placement, path)?;
                 let lease = self.grant_lease(file, ctx.now);
                 let mut info = self.info(existing);
                 info.file_id = file;
@@ -148,7 +156,7 @@ impl Namespace {
                 parent,
                 name: name.into(),
                 kind,
-                enumerable,
+                enumerable: options.enumerable,
                 placement: placement.clone(),
                 created: ctx.wall,
                 modified: ctx.wall,
@@ -171,7 +179,7 @@ impl Namespace {
                 lease = self.grant_lease(file, ctx.now);
             }
             NodeType::KeyValue => {
-                pending_file = self.start_value(id, placement);
+                pending_file = self.start_value(id, placement, path)?;
                 lease = self.grant_lease(pending_file, ctx.now);
             }
             _ => {}
@@ -183,15 +191,30 @@ impl Namespace {
         Ok((info, lease))
     }
 
-    /// A new pending value of keyvalue `node`.
-    fn start_value(&mut self, node: NodeId, placement: Placement) -> u64 {
+    /// A new pending value of keyvalue `node`, unless too many are being written already.
+    fn start_value(
+        &mut self,
+        node: NodeId,
+        placement: Placement,
+        path: PathRef<'_>,
+    ) -> Result<u64> {
+        let writing = match self.nodes.get(&node).map(|n| &n.kind) {
+            Some(NodeKind::KeyValue { pending, .. }) => pending.len(),
+            _ => 0,
+        };
+        if writing >= self.max_writers_per_key {
+            return Err(Error::TooManyWriters {
+                path: path.text.to_owned(),
+                max: self.max_writers_per_key as u64,
+            });
+        }
         let file = self.new_file(node, placement, FileState::Pending);
         if let Some(NodeKind::KeyValue { pending, .. }) =
             self.nodes.get_mut(&node).map(|n| &mut n.kind)
         {
             pending.push(file);
         }
-        file
+        Ok(file)
     }
 
     /// Looks a node up; for a keyvalue with `hold`, its current value stays readable until the
