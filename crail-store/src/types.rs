@@ -23,16 +23,6 @@ pub enum NodeType {
 }
 
 impl NodeType {
-    /// True for the node types that hold children.
-    pub fn is_container(self) -> bool {
-        matches!(self, Self::Directory | Self::MultiFile | Self::Table)
-    }
-
-    /// True for the node types that hold data blocks.
-    pub fn has_data(self) -> bool {
-        matches!(self, Self::File | Self::KeyValue)
-    }
-
     /// Whether a container of this type may hold a child of type `child`.
     pub fn may_hold(self, child: NodeType) -> bool {
         match self {

@@ -332,19 +332,4 @@ impl Error {
             problem,
         }
     }
-
-    /// True when the connection cannot be used after this error (the peer closed it or will).
-    pub fn is_fatal_to_connection(&self) -> bool {
-        matches!(
-            self,
-            Self::VersionMismatch { .. }
-                | Self::AuthFailed { .. }
-                | Self::FrameTooLarge { .. }
-                | Self::ServerBusy { .. }
-                | Self::ShuttingDown
-                | Self::Connect { .. }
-                | Self::ConnectionLost { .. }
-                | Self::Io { .. }
-        )
-    }
 }
