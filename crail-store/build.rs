@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("crail/store/v1/rpc.proto"),
         root.join("crail/store/v1/namenode.proto"),
+        root.join("crail/store/v1/datanode.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

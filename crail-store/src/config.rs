@@ -5,6 +5,10 @@
 //! listen = "127.0.0.1:9060"
 //! block_size = "1MiB"
 //!
+//! [datanode]
+//! tier = "dram"
+//! capacity = "1GiB"
+//!
 //! [client]
 //! namenode = "127.0.0.1:9060"
 //!
@@ -34,6 +38,8 @@ pub const DEFAULT_NAMENODE_PORT: u16 = 9060;
 pub struct Config {
     /// The metadata server.
     pub namenode: NamenodeConfig,
+    /// A storage server.
+    pub datanode: DatanodeConfig,
     /// Clients (and datanodes, which are namenode clients).
     pub client: ClientConfig,
     /// Shared secret for every connection.
@@ -181,6 +187,115 @@ impl NamenodeConfig {
     }
 }
 
+/// Which storage a datanode serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierKind {
+    /// A pre-allocated memory region.
+    #[default]
+    Dram,
+    /// A file or block device with `O_DIRECT`.
+    Flash,
+}
+
+impl TierKind {
+    /// "dram" or "flash".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dram => "dram",
+            Self::Flash => "flash",
+        }
+    }
+
+    /// The storage class a tier gets unless told otherwise (DRAM fastest).
+    pub fn default_class(self) -> u32 {
+        match self {
+            Self::Dram => 0,
+            Self::Flash => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for TierKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "dram" => Ok(Self::Dram),
+            "flash" => Ok(Self::Flash),
+            other => Err(format!("unknown tier {other:?} (dram or flash)")),
+        }
+    }
+}
+
+/// `[datanode]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatanodeConfig {
+    /// Data-plane address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The tier served.
+    pub tier: TierKind,
+    /// Bytes of storage offered (rounded down to whole blocks).
+    pub capacity: ByteSize,
+    /// File or block device of a flash tier (a file is created and sized if needed).
+    pub path: Option<std::path::PathBuf>,
+    /// Storage class; unset: 0 for dram, 1 for flash.
+    pub storage_class: Option<u32>,
+    /// I/O engine of a flash tier.
+    pub io_engine: crate::datanode::IoEngine,
+    /// Client connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to complete the handshake.
+    #[serde(with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// Time a write's payload may take to arrive (its block is locked meanwhile).
+    #[serde(with = "duration_text")]
+    pub payload_timeout: Duration,
+    /// Filled from `[security] secret` when loaded from a file.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+}
+
+impl Default for DatanodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tier: TierKind::Dram,
+            capacity: ByteSize(1 << 30),
+            path: None,
+            storage_class: None,
+            io_engine: crate::datanode::IoEngine::Auto,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            payload_timeout: Duration::from_secs(30),
+            secret: None,
+        }
+    }
+}
+
+impl DatanodeConfig {
+    /// Checks values that have no sensible meaning.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: &str| Error::Config {
+            key: format!("datanode.{key}"),
+            reason: reason.into(),
+        };
+        if self.capacity.bytes() == 0 {
+            return Err(bad("capacity", "must be more than 0"));
+        }
+        if self.tier == TierKind::Flash && self.path.is_none() {
+            return Err(bad("path", "a flash tier needs a file or device (--path)"));
+        }
+        if self.tier == TierKind::Dram && self.path.is_some() {
+            return Err(bad("path", "only a flash tier has a path"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max_connections", "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
 /// `[client]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,6 +315,13 @@ pub struct ClientConfig {
     pub max_frame: ByteSize,
     /// Name sent at the handshake (shows in server logs).
     pub name: String,
+    /// Time a data-plane request (one block read or write) may take.
+    #[serde(with = "duration_text")]
+    pub data_timeout: Duration,
+    /// Size of stream buffers (one block is a good choice).
+    pub buffer_size: ByteSize,
+    /// Block operations a stream keeps in flight.
+    pub outstanding: usize,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -214,6 +336,9 @@ impl Default for ClientConfig {
             rpc_timeout: Duration::from_secs(30),
             max_frame: ByteSize(16 << 20),
             name: "crail-client".into(),
+            data_timeout: Duration::from_secs(30),
+            buffer_size: ByteSize(1 << 20),
+            outstanding: 4,
             secret: None,
         }
     }
@@ -285,6 +410,7 @@ impl Config {
             None => None,
         };
         self.namenode.secret = secret.clone();
+        self.datanode.secret = secret.clone();
         self.client.secret = secret;
         Ok(())
     }

@@ -11,8 +11,10 @@
 //! - [`Config`]: typed configuration with defaults in code, loadable from one TOML file.
 //! - [`Error`]: every failure, typed, with the same variant on the client as on the server.
 
+mod buffer;
 mod client;
 mod config;
+mod crc;
 mod error;
 mod path;
 mod proto;
@@ -20,6 +22,7 @@ mod types;
 mod units;
 mod wire;
 
+pub mod datanode;
 pub mod namenode;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
@@ -27,8 +30,15 @@ pub mod namenode;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use client::{Directory, File, KeyValue, MultiFile, Node, Store, Table, WriteLease};
-pub use config::{ClientConfig, Config, DEFAULT_NAMENODE_PORT, NamenodeConfig, SecurityConfig};
+pub use buffer::{ALIGN, Buffer, BufferPool};
+pub use client::{
+    AsyncBufferReader, AsyncFileWriter, Directory, File, FileReader, FileWriter, KeyValue,
+    MultiFile, MultiReader, Node, Store, Table, WriteLease,
+};
+pub use config::{
+    ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, NamenodeConfig, SecurityConfig,
+    TierKind,
+};
 pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};
 pub use types::{
@@ -108,6 +118,46 @@ pub mod testing {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Message kind of a data-plane write (a payload follows the frame).
+    pub const KIND_WRITE: u16 = crate::wire::kind::Kind::Write as u16;
+    /// Message kind of a data-plane read.
+    pub const KIND_READ: u16 = crate::wire::kind::Kind::Read as u16;
+
+    /// Encodes a data-plane write request body.
+    pub fn write_body(offset: u64, length: u32, crc32c: u32) -> Vec<u8> {
+        use prost::Message;
+        crate::proto::WriteRequest {
+            offset,
+            length,
+            crc32c,
+        }
+        .encode_to_vec()
+    }
+
+    /// Encodes a data-plane read request body.
+    pub fn read_body(offset: u64, length: u32) -> Vec<u8> {
+        use prost::Message;
+        crate::proto::ReadRequest { offset, length }.encode_to_vec()
+    }
+
+    /// A decoded data-plane reply: kind, request id, read header, error.
+    pub type DataReply = (u16, u64, Option<(u32, u32)>, Option<crate::Error>);
+
+    /// Decodes a data-plane reply frame from `buf`: `(kind, id, read reply (length, crc32c)
+    /// if it is one, typed error if it is one)`. A read reply's payload stays in `buf`.
+    pub fn decode_data_reply(buf: &mut bytes::BytesMut) -> crate::Result<Option<DataReply>> {
+        use prost::Message;
+        Ok(crate::wire::frame::decode(buf, 1 << 24)?.map(|f| {
+            let (kind, id) = (f.kind, f.id);
+            let read = (kind == KIND_READ && !f.is_error())
+                .then(|| crate::proto::ReadReply::decode(f.body.clone()).ok())
+                .flatten()
+                .map(|r| (r.length, r.crc32c));
+            let error = f.is_error().then(|| f.into_error());
+            (kind, id, read, error)
+        }))
     }
 
     /// Encodes a lookup request body for `path` (raw bytes, not checked).

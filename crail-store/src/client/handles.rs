@@ -3,6 +3,7 @@
 //! A handle is a snapshot (path and stat at the time of the call) plus the store to act
 //! through; it does not pin the node. `refresh` re-reads the stat.
 
+use crate::client::stream::{FileReader, FileWriter, MultiReader};
 use crate::client::{Store, stat_of};
 use crate::error::{Error, Result};
 use crate::path;
@@ -150,6 +151,16 @@ impl File {
     pub async fn open_write(&self) -> Result<WriteLease> {
         self.store.open_write(&self.path).await
     }
+
+    /// A reader of the file as it was when this handle was made (see [`File::refresh`]).
+    pub fn reader(&self) -> FileReader {
+        FileReader::new(self.store.clone(), self.path.clone(), &self.stat)
+    }
+
+    /// The whole file, in memory.
+    pub async fn read_to_end(&self) -> Result<Vec<u8>> {
+        self.reader().read_to_end().await
+    }
 }
 
 /// A directory.
@@ -210,6 +221,11 @@ impl MultiFile {
         self.store
             .create_file(&path::join(&self.path, name), options)
             .await
+    }
+
+    /// The children, in name order, read as one stream.
+    pub async fn reader(&self) -> Result<MultiReader> {
+        Ok(MultiReader::new(self.children().await?))
     }
 
     /// The children in stream order (by name), with their stats.
@@ -332,6 +348,16 @@ impl KeyValue {
             .await
     }
 
+    /// A reader of the value. Its blocks stay valid while this handle holds the value.
+    pub fn reader(&self) -> FileReader {
+        FileReader::new(self.store.clone(), self.path.clone(), &self.stat)
+    }
+
+    /// The whole value, in memory.
+    pub async fn read_to_end(&self) -> Result<Vec<u8>> {
+        self.reader().read_to_end().await
+    }
+
     /// Extends the hold (holds expire after the namenode's lease timeout).
     pub async fn renew(&self) -> Result<()> {
         if self.hold == 0 {
@@ -418,6 +444,11 @@ impl WriteLease {
     /// Extends the lease.
     pub async fn renew(&self) -> Result<()> {
         self.store.renew_token(self.stat.file_id, self.token).await
+    }
+
+    /// A stream writing through this lease, from the committed size (append).
+    pub fn writer(self) -> FileWriter {
+        FileWriter::new(self.store.clone(), self)
     }
 
     /// Commits `size` bytes (blocks past it are freed) and gives up the lease. Returns the

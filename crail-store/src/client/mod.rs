@@ -1,7 +1,9 @@
 //! The async client: [`Store`] and the typed node handles it returns.
 
+mod data;
 mod handles;
 mod rpc;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use handles::{Directory, File, KeyValue, MultiFile, Node, Table, WriteLease};
+pub use stream::{AsyncBufferReader, AsyncFileWriter, FileReader, FileWriter, MultiReader};
 
+use crate::buffer::BufferPool;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::path;
@@ -44,8 +48,13 @@ pub struct Store {
 struct Inner {
     conn: Connection,
     config: ClientConfig,
+    endpoint: Endpoint,
     block_size: u64,
     max_blocks_per_request: u64,
+    /// Data-plane connections, one per datanode address.
+    datanodes:
+        parking_lot::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<data::DataConn>>>,
+    buffers: BufferPool,
 }
 
 impl Store {
@@ -65,12 +74,21 @@ impl Store {
         if info.block_size == 0 {
             return Err(Error::malformed("cluster info", "block size 0"));
         }
+        // Buffers of whole blocks (or of the configured size if smaller) so one buffer is one
+        // data-plane request.
+        let buffer = config.buffer_size.bytes().clamp(4096, info.block_size);
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 config: config.clone(),
+                endpoint,
                 block_size: info.block_size,
                 max_blocks_per_request: info.max_blocks_per_request.max(1),
+                datanodes: parking_lot::Mutex::default(),
+                buffers: BufferPool::new(
+                    usize::try_from(buffer).unwrap_or(1 << 20),
+                    config.outstanding.max(1) * 4,
+                ),
             }),
         })
     }
@@ -88,6 +106,34 @@ impl Store {
     /// The namenode's address.
     pub fn namenode(&self) -> &str {
         self.inner.conn.addr()
+    }
+
+    /// The pool of stream buffers (each [`ClientConfig::buffer_size`] bytes, at most a block).
+    pub fn buffers(&self) -> &BufferPool {
+        &self.inner.buffers
+    }
+
+    /// The data-plane connection to the datanode at `addr` (opened on first use, reopened if
+    /// it broke).
+    pub(crate) async fn datanode(&self, addr: std::net::SocketAddr) -> Result<Arc<data::DataConn>> {
+        if let Some(conn) = self.inner.datanodes.lock().get(&addr)
+            && !conn.is_closed()
+        {
+            return Ok(conn.clone());
+        }
+        let conn = Arc::new(
+            data::DataConn::open(addr, &self.inner.endpoint, self.inner.config.data_timeout)
+                .await?,
+        );
+        let mut map = self.inner.datanodes.lock();
+        match map.get(&addr) {
+            // Another task connected meanwhile: use one connection.
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                map.insert(addr, conn.clone());
+                Ok(conn)
+            }
+        }
     }
 
     pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {
@@ -181,6 +227,31 @@ impl Store {
             .create_raw(path, NodeType::File, options, false)
             .await?;
         Ok(WriteLease::new(self.clone(), path.to_owned(), stat, lease))
+    }
+
+    /// Writes `data` as a new file at `path` and commits it. Returns its stat.
+    pub async fn write_file(
+        &self,
+        path: &str,
+        data: &[u8],
+        options: &CreateOptions,
+    ) -> Result<Stat> {
+        let mut writer = self.create_file(path, options).await?.writer();
+        writer.write(data).await?;
+        writer.close().await
+    }
+
+    /// Puts `data` as the value of the keyvalue at `path` (created or replaced; readers of
+    /// the old value keep it until they let go). Returns the value's stat.
+    pub async fn put_value(
+        &self,
+        path: &str,
+        data: &[u8],
+        options: &CreateOptions,
+    ) -> Result<Stat> {
+        let mut writer = self.put(path, options).await?.writer();
+        writer.write(data).await?;
+        writer.close().await
     }
 
     /// Starts writing a keyvalue's value (creating the keyvalue if needed). The value replaces

@@ -114,25 +114,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects, runs the handshake and starts the reader and writer tasks.
     pub(crate) async fn open(endpoint: &Endpoint) -> Result<Self> {
-        let connect = async {
-            let mut stream = connect_tcp(&endpoint.addr, endpoint.local_host).await?;
-            let mut rbuf = BytesMut::with_capacity(64 << 10);
-            handshake::client(
-                &mut stream,
-                &mut rbuf,
-                endpoint.secret.as_ref(),
-                &endpoint.name,
-                endpoint.connect_timeout,
-            )
-            .await?;
-            Ok::<_, Error>((stream, rbuf))
-        };
-        let (stream, rbuf) = tokio::time::timeout(endpoint.connect_timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("connecting to {}", endpoint.addr),
-                after_ms: millis(endpoint.connect_timeout),
-            })??;
+        let (stream, rbuf) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
         let shared = Arc::new(Shared {
             addr: endpoint.addr.clone(),
             outbox: Mutex::new(BytesMut::with_capacity(64 << 10)),
@@ -209,6 +191,35 @@ impl Drop for Connection {
         self.shared
             .close(Closed::Lost("connection closed by this client".into()));
     }
+}
+
+/// Connects to `addr` from `endpoint`'s local host and runs the client handshake, all within
+/// the connect timeout. Returns the stream and any bytes read past the handshake. `what`
+/// names the peer in a timeout ("datanode " or nothing).
+pub(crate) async fn connect_and_greet(
+    addr: &str,
+    endpoint: &Endpoint,
+    what: &str,
+) -> Result<(TcpStream, BytesMut)> {
+    let connect = async {
+        let mut stream = connect_tcp(addr, endpoint.local_host).await?;
+        let mut rbuf = BytesMut::with_capacity(64 << 10);
+        handshake::client(
+            &mut stream,
+            &mut rbuf,
+            endpoint.secret.as_ref(),
+            &endpoint.name,
+            endpoint.connect_timeout,
+        )
+        .await?;
+        Ok::<_, Error>((stream, rbuf))
+    };
+    tokio::time::timeout(endpoint.connect_timeout, connect)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("connecting to {what}{addr}"),
+            after_ms: millis(endpoint.connect_timeout),
+        })?
 }
 
 async fn connect_tcp(addr: &str, local_host: Option<IpAddr>) -> Result<TcpStream> {

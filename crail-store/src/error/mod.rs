@@ -166,6 +166,49 @@ pub enum Error {
         /// Ids of the dead datanodes that held them.
         datanodes: Vec<u64>,
     },
+    /// Stored or transferred bytes do not match their checksum. Nothing is returned for them.
+    #[error(
+        "checksum mismatch in {location} at offset {offset}: expected {expected:#010x}, got {actual:#010x}"
+    )]
+    ChecksumMismatch {
+        /// Where ("write to 127.0.0.2:4000", "stored chunk of 127.0.0.2:4000", a path).
+        location: String,
+        /// Byte offset (in the datanode's storage, or in the file).
+        offset: u64,
+        /// The checksum the bytes should have.
+        expected: u32,
+        /// The checksum they have.
+        actual: u32,
+    },
+    /// A read that starts past the end of a file.
+    #[error("{path}: offset {offset} is past the end of the file ({size} bytes)")]
+    PastEndOfFile {
+        /// The file's path.
+        path: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A data-plane request for bytes a datanode does not have (past its capacity, across a
+    /// block boundary, longer than a block).
+    #[error("bad data range [{offset}, +{length}): {reason}")]
+    BadRange {
+        /// Byte offset in the datanode's storage.
+        offset: u64,
+        /// Bytes asked for.
+        length: u64,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A feature this build or this machine cannot provide (RDMA without a device...).
+    #[error("{feature} unavailable: {reason}")]
+    Unsupported {
+        /// The feature.
+        feature: String,
+        /// Why.
+        reason: String,
+    },
     /// A file id that does not exist (deleted, or replaced keyvalue value already freed).
     #[error("file {file_id} does not exist (deleted or replaced)")]
     UnknownFile {

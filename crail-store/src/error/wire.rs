@@ -131,6 +131,39 @@ impl Error {
                 r.datanodes = datanodes.clone();
                 C::LostBlocks
             }
+            Self::ChecksumMismatch {
+                location,
+                offset,
+                expected,
+                actual,
+            } => {
+                r.path = location.clone();
+                r.index = *offset;
+                r.count = u64::from(*expected);
+                r.limit = u64::from(*actual);
+                C::ChecksumMismatch
+            }
+            Self::PastEndOfFile { path, offset, size } => {
+                r.path = path.clone();
+                r.index = *offset;
+                r.limit = *size;
+                C::PastEndOfFile
+            }
+            Self::BadRange {
+                offset,
+                length,
+                reason,
+            } => {
+                r.index = *offset;
+                r.count = *length;
+                r.detail = reason.clone();
+                C::BadRange
+            }
+            Self::Unsupported { feature, reason } => {
+                r.other_path = feature.clone();
+                r.detail = reason.clone();
+                C::Unsupported
+            }
             Self::UnknownFile { file_id } => {
                 r.index = *file_id;
                 C::UnknownFile
@@ -287,6 +320,26 @@ impl Error {
                 blocks: r.blocks,
                 datanodes: r.datanodes,
             },
+            C::ChecksumMismatch => Self::ChecksumMismatch {
+                location: r.path,
+                offset: r.index,
+                expected: u32::try_from(r.count).unwrap_or(u32::MAX),
+                actual: u32::try_from(r.limit).unwrap_or(u32::MAX),
+            },
+            C::PastEndOfFile => Self::PastEndOfFile {
+                path: r.path,
+                offset: r.index,
+                size: r.limit,
+            },
+            C::BadRange => Self::BadRange {
+                offset: r.index,
+                length: r.count,
+                reason: r.detail,
+            },
+            C::Unsupported => Self::Unsupported {
+                feature: r.other_path,
+                reason: r.detail,
+            },
             C::UnknownFile => Self::UnknownFile { file_id: r.index },
             C::UnknownDatanode => Self::UnknownDatanode { id: r.index },
             C::InvalidDatanode => Self::InvalidDatanode { reason: r.detail },
@@ -435,6 +488,26 @@ mod tests {
                 path: p(),
                 blocks: vec![1, 4],
                 datanodes: vec![2],
+            },
+            Error::ChecksumMismatch {
+                location: "write to 127.0.0.2:4000".into(),
+                offset: 4096,
+                expected: 0xdead_beef,
+                actual: 1,
+            },
+            Error::PastEndOfFile {
+                path: p(),
+                offset: 10,
+                size: 5,
+            },
+            Error::BadRange {
+                offset: 1 << 30,
+                length: 4096,
+                reason: "past the capacity".into(),
+            },
+            Error::Unsupported {
+                feature: "rdma".into(),
+                reason: "no RDMA device".into(),
             },
             Error::UnknownFile { file_id: 9 },
             Error::UnknownDatanode { id: 3 },

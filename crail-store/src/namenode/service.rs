@@ -82,6 +82,10 @@ impl Core {
                         kind: u32::from(frame.kind),
                     })
                 }
+                Kind::Write | Kind::Read => Err(Error::UnexpectedMessage {
+                    expected: "a namenode request (data goes to datanodes)".into(),
+                    kind: u32::from(frame.kind),
+                }),
             },
         };
         if let Err(error) = result {

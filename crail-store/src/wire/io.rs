@@ -8,7 +8,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -39,4 +39,55 @@ pub(crate) async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Res
             (Err(e), None) => return Err(e),
         }
     }
+}
+
+/// Fills `dst` with the next bytes of the stream: first those already in `buf`, then straight
+/// from the socket into `dst` (a payload is never staged in `buf` beyond what one read
+/// happened to bring).
+pub(crate) async fn read_payload(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    dst: &mut [u8],
+) -> io::Result<()> {
+    let n = buf.len().min(dst.len());
+    dst[..n].copy_from_slice(&buf[..n]);
+    buf.advance(n);
+    read_exact(stream, &mut dst[n..]).await
+}
+
+/// Consumes the next `len` bytes of the stream (a payload nobody wants).
+pub(crate) async fn skip_payload(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    mut len: usize,
+) -> io::Result<()> {
+    let n = buf.len().min(len);
+    buf.advance(n);
+    len -= n;
+    let mut scratch = [0u8; 16 << 10];
+    while len > 0 {
+        let take = len.min(scratch.len());
+        read_exact(stream, &mut scratch[..take]).await?;
+        len -= take;
+    }
+    Ok(())
+}
+
+async fn read_exact(stream: &TcpStream, dst: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < dst.len() {
+        stream.readable().await?;
+        match stream.try_read(&mut dst[at..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection mid-payload",
+                ));
+            }
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

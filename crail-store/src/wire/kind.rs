@@ -26,10 +26,12 @@ pub(crate) enum Kind {
     RegisterDatanode = 48,
     Heartbeat = 49,
     DeregisterDatanode = 50,
+    Write = 64,
+    Read = 65,
 }
 
 impl Kind {
-    const ALL: [Kind; 20] = [
+    const ALL: [Kind; 22] = [
         Kind::Error,
         Kind::Hello,
         Kind::Challenge,
@@ -50,6 +52,8 @@ impl Kind {
         Kind::RegisterDatanode,
         Kind::Heartbeat,
         Kind::DeregisterDatanode,
+        Kind::Write,
+        Kind::Read,
     ];
 
     pub(crate) fn from_u16(raw: u16) -> Option<Kind> {
@@ -78,6 +82,8 @@ impl Kind {
             Kind::RegisterDatanode => "register-datanode",
             Kind::Heartbeat => "heartbeat",
             Kind::DeregisterDatanode => "deregister-datanode",
+            Kind::Write => "write",
+            Kind::Read => "read",
         }
     }
 }
@@ -113,6 +119,8 @@ rpc! {
     RegisterDatanodeRequest => RegisterDatanodeReply: RegisterDatanode,
     HeartbeatRequest => HeartbeatReply: Heartbeat,
     DeregisterDatanodeRequest => DeregisterDatanodeReply: DeregisterDatanode,
+    WriteRequest => WriteReply: Write,
+    ReadRequest => ReadReply: Read,
 }
 
 #[cfg(test)]

@@ -32,6 +32,26 @@ pub(crate) enum Test {
     #[value(name = "listDir")]
     #[serde(rename = "listDir")]
     ListDir,
+    /// Write a file of `-s` bytes in `-b` byte buffers, one at a time, `-k` times.
+    #[value(name = "write")]
+    #[serde(rename = "write")]
+    Write,
+    /// As write, with `-o` buffers in flight.
+    #[value(name = "writeAsync")]
+    #[serde(rename = "writeAsync")]
+    WriteAsync,
+    /// Read a file of `-s` bytes in `-b` byte buffers, one at a time, `-k` times.
+    #[value(name = "read")]
+    #[serde(rename = "read")]
+    Read,
+    /// As read, with `-o` buffers in flight.
+    #[value(name = "readAsync")]
+    #[serde(rename = "readAsync")]
+    ReadAsync,
+    /// `-k` reads of `-b` bytes at random aligned offsets of a file of `-s` bytes, `-o` at once.
+    #[value(name = "readRandom")]
+    #[serde(rename = "readRandom")]
+    ReadRandom,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +74,15 @@ pub(crate) struct Args {
     /// Operations in flight per client (1: each client waits for every reply).
     #[arg(short = 'o', long = "outstanding", default_value_t = 1)]
     outstanding: u64,
+    /// Data tests: file size.
+    #[arg(short = 's', long = "size", default_value = "1GiB")]
+    size: crail_store::ByteSize,
+    /// Data tests: bytes per operation (at most a block).
+    #[arg(short = 'b', long = "buffer", default_value = "1MiB")]
+    buffer: crail_store::ByteSize,
+    /// Data tests: put the file in this storage class only (0 dram, 1 flash by default).
+    #[arg(long)]
+    storage_class: Option<u32>,
     /// Entries in the directory listDir lists.
     #[arg(long, default_value_t = 100)]
     entries: u64,
@@ -90,6 +119,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         config.namenode = namenode.clone();
     }
     config.name = "crail iobench".into();
+    if matches!(
+        args.test,
+        Test::Write | Test::WriteAsync | Test::Read | Test::ReadAsync | Test::ReadRandom
+    ) {
+        let params = crate::databench::Params {
+            test: args.test,
+            size: args.size.bytes(),
+            buffer: usize::try_from(args.buffer.bytes())?,
+            count: args.count,
+            outstanding: usize::try_from(args.outstanding)?,
+            storage_class: args.storage_class,
+            json: args.json,
+        };
+        return crate::databench::run(config, params).await;
+    }
     let mut stores = Vec::new();
     for _ in 0..args.clients {
         stores.push(
@@ -174,6 +218,7 @@ async fn setup(store: &Store, base: &str, args: &Args, per_task: &[u64]) -> anyh
             Test::LookupFile => lookup_files(args.warmup),
             Test::DeleteFile => ops + args.warmup,
             Test::ListDir => u64::from(task == 0) * args.entries,
+            _ => 0,
         };
         create_files(store, &dir, files).await?;
     }
@@ -267,6 +312,7 @@ async fn worker(
                         bail!("listed {} entries, expected {entries}", page.len());
                     }
                 }
+                _ => bail!("{test:?} is a data test"),
             }
             Ok::<_, anyhow::Error>(lease)
         }
@@ -286,15 +332,18 @@ async fn worker(
     Ok((latencies, leases))
 }
 
+/// The `q` quantile of sorted `latencies` (0 if there are none).
+pub(crate) fn quantile(latencies: &[f64], q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[i]
+}
+
 fn summarize(args: &Args, elapsed: Duration, latencies: &mut [f64]) -> Summary {
     latencies.sort_unstable_by(f64::total_cmp);
-    let at = |q: f64| {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i]
-    };
+    let at = |q: f64| quantile(latencies, q);
     let seconds = elapsed.as_secs_f64();
     Summary {
         test: args.test,

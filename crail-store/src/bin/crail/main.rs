@@ -1,5 +1,6 @@
 //! `crail`: the operator's command. Each subcommand parses its flags and calls the library.
 
+mod databench;
 mod iobench;
 
 use std::net::SocketAddr;
@@ -26,8 +27,38 @@ struct Cli {
 enum Command {
     /// Run the metadata server (namespace, block placement, datanode registry).
     Namenode(NamenodeArgs),
-    /// Measure metadata operations against a running namenode.
+    /// Run a storage server: one tier (dram or flash) registered with the namenode.
+    Datanode(DatanodeArgs),
+    /// Measure metadata and data operations against a running store.
     Iobench(iobench::Args),
+}
+
+#[derive(Debug, clap::Args)]
+struct DatanodeArgs {
+    /// Configuration file (TOML); also from CRAIL_CONF.
+    #[arg(long, env = "CRAIL_CONF")]
+    config: Option<PathBuf>,
+    /// Namenode address, host:port [default: the config's client.namenode].
+    #[arg(long)]
+    namenode: Option<String>,
+    /// Tier to serve: dram or flash [default: dram].
+    #[arg(long)]
+    tier: Option<crail_store::TierKind>,
+    /// Bytes of storage to offer, e.g. 4GiB [default: 1GiB].
+    #[arg(long)]
+    capacity: Option<ByteSize>,
+    /// File or block device of a flash tier (a file is created if missing).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Storage class [default: 0 for dram, 1 for flash].
+    #[arg(long)]
+    storage_class: Option<u32>,
+    /// Data-plane address to listen on; its IP is the host clients see [default: 127.0.0.1:0].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// I/O engine of a flash tier: auto, uring or pread [default: auto].
+    #[arg(long)]
+    io_engine: Option<crail_store::datanode::IoEngine>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +111,51 @@ async fn namenode(args: NamenodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn datanode(args: DatanodeArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    let (mut dn, mut client) = (config.datanode, config.client);
+    if let Some(namenode) = args.namenode {
+        client.namenode = namenode;
+    }
+    if let Some(tier) = args.tier {
+        dn.tier = tier;
+    }
+    if let Some(capacity) = args.capacity {
+        dn.capacity = capacity;
+    }
+    if args.path.is_some() {
+        dn.path = args.path;
+    }
+    if args.storage_class.is_some() {
+        dn.storage_class = args.storage_class;
+    }
+    if let Some(listen) = args.listen {
+        dn.listen = listen;
+    }
+    if let Some(engine) = args.io_engine {
+        dn.io_engine = engine;
+    }
+    dn.validate()?;
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(dn.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", dn.listen))?;
+    let datanode = crail_store::datanode::Datanode::start(listener, dn, client).await?;
+    let info = datanode.info();
+    // Scripts and tests read this line to learn the address.
+    println!(
+        "datanode listening on {} (tier {}, class {}, {}, engine {}, id {})",
+        info.address,
+        info.tier.name(),
+        info.storage_class,
+        ByteSize(info.capacity),
+        info.engine,
+        info.id.0
+    );
+    datanode.serve(shutdown).await?;
+    Ok(())
+}
+
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed here, before the
 /// caller announces it is up, so an early signal is never met by the default action.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -97,7 +173,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Namenode(_) => "info",
+        Command::Namenode(_) | Command::Datanode(_) => "info",
         Command::Iobench(_) => "warn",
     };
     init_logging(default_log);
@@ -114,6 +190,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Namenode(args) => namenode(args).await,
+            Command::Datanode(args) => datanode(args).await,
             Command::Iobench(args) => iobench::run(args).await,
         }
     });

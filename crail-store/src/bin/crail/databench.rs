@@ -1,0 +1,289 @@
+//! `crail iobench` data tests, after Crail's iobench: sequential write and read of a file
+//! (`write`, `read`: one buffer in flight; `writeAsync`, `readAsync`: `-o` in flight) and
+//! `readRandom` (`-k` reads of one buffer at random aligned offsets, `-o` at once).
+//!
+//! Sequential tests also measure a plain TCP stream from this process to the datanode's
+//! host, same buffer size, same amount of data, in the same run (`baseline_mb_per_sec`): the
+//! figure the data plane is judged against.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use crail_store::{ClientConfig, CreateOptions, Store};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::iobench::Test;
+
+/// What the data tests need from the command line.
+#[derive(Debug)]
+pub(crate) struct Params {
+    pub(crate) test: Test,
+    pub(crate) size: u64,
+    pub(crate) buffer: usize,
+    pub(crate) count: u64,
+    pub(crate) outstanding: usize,
+    pub(crate) storage_class: Option<u32>,
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    test: Test,
+    bytes: u64,
+    buffer: usize,
+    ops: u64,
+    outstanding: usize,
+    seconds: f64,
+    mb_per_sec: f64,
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_mb_per_sec: Option<f64>,
+    datanode: String,
+}
+
+pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<()> {
+    if p.buffer == 0 || p.size == 0 {
+        bail!("-s and -b must be at least 1 byte");
+    }
+    let sequential = matches!(
+        p.test,
+        Test::Write | Test::Read | Test::WriteAsync | Test::ReadAsync
+    );
+    config.buffer_size = crail_store::ByteSize(p.buffer as u64);
+    config.outstanding = match p.test {
+        Test::Write | Test::Read => 1,
+        _ => p.outstanding,
+    };
+    let store = Store::connect(&config)
+        .await
+        .with_context(|| format!("cannot reach the namenode at {}", config.namenode))?;
+    if p.buffer as u64 > store.block_size() {
+        bail!(
+            "-b {} is larger than a block ({} bytes)",
+            p.buffer,
+            store.block_size()
+        );
+    }
+    let path = format!("/iobench-data-{}", std::process::id());
+    let _ = store.delete(&path, false).await;
+    let data = Bytes::from(
+        (0..p.buffer)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let mut latencies = Vec::new();
+    // The file every test reads: written untimed for read tests, timed for write tests.
+    let rounds = if sequential { p.count.max(1) } else { 1 };
+    let start = Instant::now();
+    let mut written = 0u64;
+    let timed_write = matches!(p.test, Test::Write | Test::WriteAsync);
+    for round in 0..rounds {
+        if !timed_write && round > 0 {
+            break;
+        }
+        let _ = store.delete(&path, false).await;
+        let mut placement = crail_store::Placement::default();
+        if let Some(class) = p.storage_class {
+            placement = placement.storage_class(class);
+        }
+        let mut writer = store
+            .create_file(&path, &CreateOptions::default().placement(placement))
+            .await?
+            .writer();
+        let mut left = p.size;
+        while left > 0 {
+            let n = left.min(p.buffer as u64) as usize;
+            let t = Instant::now();
+            writer.write_buffer(data.slice(..n)).await?;
+            if timed_write {
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            left -= n as u64;
+            written += n as u64;
+        }
+        writer.close().await?;
+    }
+    let write_time = start.elapsed();
+    let file = store.lookup(&path).await?.into_file()?;
+    let first = file
+        .block_locations(0, 1)
+        .await?
+        .first()
+        .cloned()
+        .context("the file has no blocks")?;
+    let (bytes, elapsed) = match p.test {
+        Test::Write | Test::WriteAsync => (written, write_time),
+        Test::Read | Test::ReadAsync => {
+            let start = Instant::now();
+            let mut read = 0u64;
+            for _ in 0..rounds {
+                let mut reader = file.reader();
+                let mut t = Instant::now();
+                while let Some(buf) = reader.next_buffer().await? {
+                    latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                    read += buf.len() as u64;
+                    t = Instant::now();
+                }
+            }
+            (read, start.elapsed())
+        }
+        Test::ReadRandom => random_reads(&file, &p, &mut latencies).await?,
+        _ => bail!("not a data test"),
+    };
+    let baseline = if sequential {
+        let local = config.local_host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let upload = matches!(p.test, Test::Write | Test::WriteAsync);
+        Some(tcp_baseline(local, first.host, bytes, p.buffer, upload).await?)
+    } else {
+        None
+    };
+    store.delete(&path, false).await?;
+
+    latencies.sort_unstable_by(f64::total_cmp);
+    let at = |q: f64| crate::iobench::quantile(&latencies, q);
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let summary = Summary {
+        test: p.test,
+        bytes,
+        buffer: p.buffer,
+        ops: latencies.len() as u64,
+        outstanding: config.outstanding,
+        seconds,
+        mb_per_sec: bytes as f64 / seconds / 1e6,
+        ops_per_sec: latencies.len() as f64 / seconds,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        baseline_mb_per_sec: baseline,
+        datanode: first.address.to_string(),
+    };
+    let baseline_text = summary
+        .baseline_mb_per_sec
+        .map(|b| {
+            format!(
+                ", plain TCP {b:.0} MB/s ({:.0}%)",
+                summary.mb_per_sec / b * 100.0
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{:?}: {} bytes in {} ops of {} B, {} outstanding, {:.3} s, {:.0} MB/s, p50 {:.1} us, p99 {:.1} us{baseline_text} (datanode {})",
+        summary.test,
+        summary.bytes,
+        summary.ops,
+        summary.buffer,
+        summary.outstanding,
+        summary.seconds,
+        summary.mb_per_sec,
+        summary.p50_us,
+        summary.p99_us,
+        summary.datanode
+    );
+    if p.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+async fn random_reads(
+    file: &crail_store::File,
+    p: &Params,
+    latencies: &mut Vec<f64>,
+) -> anyhow::Result<(u64, Duration)> {
+    let slots = (file.size() / p.buffer as u64).max(1);
+    let tasks = p.outstanding.max(1);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let mut reader = file.reader();
+        let ops = p.count / tasks as u64 + u64::from((t as u64) < p.count % tasks as u64);
+        let buffer = p.buffer;
+        handles.push(tokio::spawn(async move {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
+            let mut lat = Vec::with_capacity(ops as usize);
+            let mut bytes = 0u64;
+            for _ in 0..ops {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let offset = (x % slots) * buffer as u64;
+                let t = Instant::now();
+                let buf = reader.read_at(offset, buffer).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                bytes += buf.len() as u64;
+            }
+            Ok::<_, crail_store::Error>((lat, bytes))
+        }));
+    }
+    let mut bytes = 0;
+    for handle in handles {
+        let (lat, b) = handle.await??;
+        latencies.extend(lat);
+        bytes += b;
+    }
+    Ok((bytes, start.elapsed()))
+}
+
+/// Streams `bytes` over one plain TCP connection from `local` to a listener on `remote`'s
+/// address, `buffer` bytes per write, and returns MB/s. `upload`: this side sends (as a write
+/// test does); otherwise the listener side sends (as a read).
+async fn tcp_baseline(
+    local: IpAddr,
+    remote: IpAddr,
+    bytes: u64,
+    buffer: usize,
+    upload: bool,
+) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind(SocketAddr::new(remote, 0)).await?;
+    let addr = listener.local_addr()?;
+    let chunk = Arc::new(vec![7u8; buffer]);
+    let server_chunk = chunk.clone();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; buffer];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(buffer as u64) as usize;
+            if upload {
+                s.read_exact(&mut buf[..n]).await?;
+            } else {
+                s.write_all(&server_chunk[..n]).await?;
+            }
+            left -= n as u64;
+        }
+        s.write_all(&[1]).await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    let mut s = socket.connect(addr).await?;
+    s.set_nodelay(true)?;
+    let start = Instant::now();
+    let mut buf = vec![0u8; buffer];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buffer as u64) as usize;
+        if upload {
+            s.write_all(&chunk[..n]).await?;
+        } else {
+            s.read_exact(&mut buf[..n]).await?;
+        }
+        left -= n as u64;
+    }
+    let mut done = [0u8; 1];
+    s.read_exact(&mut done).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    server.await??;
+    Ok(bytes as f64 / elapsed.max(1e-9) / 1e6)
+}

@@ -1,0 +1,269 @@
+//! The datanode: a storage tier served over the data plane, registered with the namenode.
+//!
+//! ```text
+//! Datanode::start(listener, config, client)   connect to the namenode, learn the block size,
+//!                                             reserve the tier, register it
+//! datanode.serve(shutdown)                    data plane + heartbeats until shutdown,
+//!                                             then deregister
+//! ```
+//!
+//! If the namenode declares this datanode dead (missed heartbeats) or restarts, the heartbeat
+//! loop registers it again under a new id: its old blocks are lost to the namespace either
+//! way, and its storage is offered afresh.
+
+mod checksum;
+mod server;
+mod tier;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+pub use tier::IoEngine;
+use tier::{DramTier, FlashTier, Tier};
+
+use crate::client::Store;
+use crate::config::{ClientConfig, DatanodeConfig, TierKind};
+use crate::error::{Error, Result};
+use crate::types::{DatanodeId, DatanodeSpec};
+
+/// What a started datanode serves.
+#[derive(Debug, Clone)]
+pub struct DatanodeInfo {
+    /// Data-plane address.
+    pub address: SocketAddr,
+    /// Tier served.
+    pub tier: TierKind,
+    /// Storage class.
+    pub storage_class: u32,
+    /// Bytes offered (whole blocks).
+    pub capacity: u64,
+    /// Block size of the store.
+    pub block_size: u64,
+    /// Id the namenode gave (it changes if the datanode registers again).
+    pub id: DatanodeId,
+    /// I/O engine of a flash tier ("io_uring" or "pread"); "memory" for dram.
+    pub engine: &'static str,
+}
+
+enum AnyTier {
+    Dram(Arc<DramTier>),
+    Flash(Arc<FlashTier>),
+}
+
+/// A registered datanode, ready to serve.
+pub struct Datanode {
+    listener: TcpListener,
+    tier: AnyTier,
+    config: DatanodeConfig,
+    client: ClientConfig,
+    store: Store,
+    info: DatanodeInfo,
+}
+
+impl std::fmt::Debug for Datanode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datanode")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Datanode {
+    /// Connects to the namenode in `client`, reserves the tier and registers it.
+    pub async fn start(
+        listener: TcpListener,
+        config: DatanodeConfig,
+        client: ClientConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let address = listener.local_addr()?;
+        let host = advertised_host(address.ip(), &client.namenode)?;
+        let address = SocketAddr::new(host, address.port());
+        let mut client = client;
+        client.local_host = Some(host);
+        if client.secret.is_none() {
+            client.secret = config.secret.clone();
+        }
+        client.name = format!("datanode {address}");
+        let store = Store::connect(&client).await?;
+        let block_size = store.block_size();
+        if block_size % checksum::CHUNK as u64 != 0 {
+            return Err(Error::Config {
+                key: "namenode.block_size".into(),
+                reason: format!("{block_size} is not a multiple of {}", checksum::CHUNK),
+            });
+        }
+        let capacity = config.capacity.bytes() / block_size * block_size;
+        if capacity == 0 {
+            return Err(Error::Config {
+                key: "datanode.capacity".into(),
+                reason: format!(
+                    "{} is less than one block ({block_size} bytes)",
+                    config.capacity
+                ),
+            });
+        }
+        let (tier, engine) = match (config.tier, &config.path) {
+            (TierKind::Dram, _) => (
+                AnyTier::Dram(Arc::new(DramTier::new(capacity, block_size)?)),
+                "memory",
+            ),
+            (TierKind::Flash, Some(path)) => {
+                let flash = FlashTier::open(path, capacity, block_size, config.io_engine)?;
+                let engine = flash.engine();
+                (AnyTier::Flash(Arc::new(flash)), engine)
+            }
+            (TierKind::Flash, None) => {
+                return Err(Error::Config {
+                    key: "datanode.path".into(),
+                    reason: "a flash tier needs a file or device".into(),
+                });
+            }
+        };
+        let storage_class = config
+            .storage_class
+            .unwrap_or_else(|| config.tier.default_class());
+        let mut info = DatanodeInfo {
+            address,
+            tier: config.tier,
+            storage_class,
+            capacity,
+            block_size,
+            id: DatanodeId(0),
+            engine,
+        };
+        info.id = store.register_datanode(&spec_of(&info)).await?;
+        Ok(Self {
+            listener,
+            tier,
+            config,
+            client,
+            store,
+            info,
+        })
+    }
+
+    /// What it serves.
+    pub fn info(&self) -> &DatanodeInfo {
+        &self.info
+    }
+
+    /// Serves the data plane and heartbeats until `shutdown`, then deregisters.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let settings = Arc::new(server::Settings {
+            secret: self.config.secret.clone().or(self.client.secret.clone()),
+            handshake_timeout: self.config.handshake_timeout,
+            payload_timeout: self.config.payload_timeout,
+            block_size: self.info.block_size,
+            max_connections: self.config.max_connections,
+        });
+        let id = Arc::new(Mutex::new(self.info.id));
+        let beats = tokio::spawn(heartbeats(
+            self.store.clone(),
+            self.client.clone(),
+            spec_of(&self.info),
+            id.clone(),
+        ));
+        tracing::info!(address = %self.info.address, tier = self.info.tier.name(), "datanode serving");
+        let served = match self.tier {
+            AnyTier::Dram(t) => serve_tier(self.listener, t, settings, shutdown).await,
+            AnyTier::Flash(t) => serve_tier(self.listener, t, settings, shutdown).await,
+        };
+        beats.abort();
+        let id = *id.lock();
+        if let Err(e) = self.store.deregister_datanode(id).await {
+            tracing::debug!(error = %e, "deregistering failed");
+        }
+        served
+    }
+}
+
+async fn serve_tier<T: Tier>(
+    listener: TcpListener,
+    tier: Arc<T>,
+    settings: Arc<server::Settings>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    server::serve(listener, tier, settings, shutdown).await
+}
+
+fn spec_of(info: &DatanodeInfo) -> DatanodeSpec {
+    DatanodeSpec {
+        host: info.address.ip(),
+        address: info.address,
+        tier: info.tier.name().into(),
+        storage_class: info.storage_class,
+        capacity: info.capacity,
+    }
+}
+
+/// The host clients see: the listen address, or if that is a wildcard, the local address
+/// that routes to the namenode.
+fn advertised_host(listen: IpAddr, namenode: &str) -> Result<IpAddr> {
+    if !listen.is_unspecified() {
+        return Ok(listen);
+    }
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(listen, 0))?;
+    probe.connect(namenode).map_err(|cause| Error::Connect {
+        addr: namenode.to_owned(),
+        cause,
+    })?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// Heartbeats forever; registers again when the namenode no longer knows this datanode, and
+/// reconnects when the namenode connection breaks.
+async fn heartbeats(
+    mut store: Store,
+    client: ClientConfig,
+    spec: DatanodeSpec,
+    id: Arc<Mutex<DatanodeId>>,
+) {
+    let mut interval = match store.cluster_info().await {
+        Ok(info) => info.heartbeat_interval,
+        Err(_) => Duration::from_secs(2),
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let current = *id.lock();
+        match store.heartbeat(current).await {
+            Ok(()) => continue,
+            Err(Error::UnknownDatanode { .. }) => {
+                tracing::warn!(
+                    old = current.0,
+                    "the namenode forgot this datanode; registering again"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; reconnecting to the namenode");
+                match Store::connect(&client).await {
+                    Ok(fresh) => store = fresh,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "namenode unreachable");
+                        continue;
+                    }
+                }
+                if let Ok(info) = store.cluster_info().await {
+                    interval = info.heartbeat_interval;
+                }
+                // A reconnect after a namenode restart needs a new registration; after a
+                // transient break the old id still works.
+                if store.heartbeat(current).await.is_ok() {
+                    continue;
+                }
+            }
+        }
+        match store.register_datanode(&spec).await {
+            Ok(fresh) => {
+                tracing::info!(id = fresh.0, "registered again");
+                *id.lock() = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "registering again failed"),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The `flash` tier: a file or block device opened with `O_DIRECT`, so blocks go to the device
+//! without passing through (and evicting) the page cache. A kernel-attached NVMe-oF namespace
+//! is just another block device here.
+//!
+//! `O_DIRECT` moves whole aligned 4 KiB units, and so do checksums: a write that starts or ends
+//! inside a chunk first reads that chunk (read-modify-write, under the block's write lock).
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::OwnedRwLockWriteGuard;
+
+use super::disk::Disk;
+use super::disk::IoEngine;
+use super::{BlockLocks, Tier};
+use crate::buffer::{Buffer, BufferPool};
+use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering};
+use crate::error::{Error, Result};
+
+/// The flash tier.
+#[derive(Debug)]
+pub(crate) struct FlashTier {
+    disk: Disk,
+    capacity: u64,
+    locks: BlockLocks,
+    sums: ChunkSums,
+    pool: BufferPool,
+    label: String,
+    engine: &'static str,
+}
+
+impl FlashTier {
+    /// Opens (creating a regular file if missing) `path` for `capacity` bytes.
+    pub(crate) fn open(
+        path: &Path,
+        capacity: u64,
+        block_size: u64,
+        engine: IoEngine,
+    ) -> Result<Self> {
+        let shown = path.display();
+        let fail = |what: &str, cause: std::io::Error| Error::Config {
+            key: "flash path".into(),
+            reason: format!("{shown}: {what}: {cause}"),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    fail(
+                        "cannot open with O_DIRECT (tmpfs and some filesystems refuse it)",
+                        e,
+                    )
+                } else {
+                    fail("cannot open", e)
+                }
+            })?;
+        let meta = file.metadata().map_err(|e| fail("cannot stat", e))?;
+        if meta.is_file() {
+            if meta.len() < capacity {
+                file.set_len(capacity)
+                    .map_err(|e| fail("cannot size the file", e))?;
+            }
+        } else {
+            let size = file
+                .seek(SeekFrom::End(0))
+                .map_err(|e| fail("cannot size the device", e))?;
+            if size < capacity {
+                return Err(Error::Config {
+                    key: "flash capacity".into(),
+                    reason: format!(
+                        "{shown} holds {size} bytes, less than the {capacity} asked for"
+                    ),
+                });
+            }
+        }
+        let (disk, engine) = Disk::new(file, engine).map_err(|e| fail("cannot start I/O", e))?;
+        let buffer = usize::try_from(block_size).unwrap_or(usize::MAX);
+        Ok(Self {
+            disk,
+            capacity,
+            locks: BlockLocks::new(capacity, block_size),
+            sums: ChunkSums::new(capacity, false),
+            pool: BufferPool::new(buffer, 64),
+            label: format!("flash tier {shown}"),
+            engine,
+        })
+    }
+
+    /// The I/O engine in use ("io_uring" or "pread").
+    pub(crate) fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    fn index(offset: u64) -> usize {
+        usize::try_from(offset).unwrap_or(usize::MAX)
+    }
+
+    async fn read_into(&self, buf: Buffer, at: usize, len: usize, offset: u64) -> Result<Buffer> {
+        let (buf, result) = self.disk.read(buf, at..at + len, offset).await;
+        result.map_err(|cause| Error::Io { cause })?;
+        Ok(buf)
+    }
+}
+
+/// A write in progress: the payload lands in an aligned staging buffer covering whole chunks.
+#[derive(Debug)]
+pub(crate) struct FlashWrite {
+    tier: Arc<FlashTier>,
+    _guard: OwnedRwLockWriteGuard<()>,
+    staging: Option<Buffer>,
+    start: u64,
+    span: usize,
+    head: usize,
+    len: usize,
+    done: bool,
+}
+
+impl AsMut<[u8]> for FlashWrite {
+    fn as_mut(&mut self) -> &mut [u8] {
+        let (head, len) = (self.head, self.len);
+        match &mut self.staging {
+            Some(buf) => &mut buf.whole_mut()[head..head + len],
+            None => &mut [],
+        }
+    }
+}
+
+impl Drop for FlashWrite {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tier
+                .sums
+                .poison(FlashTier::index(self.start) / CHUNK, self.span / CHUNK);
+        }
+    }
+}
+
+/// The bytes of a read, in a staging buffer (the block lock is already released).
+#[derive(Debug)]
+pub(crate) struct FlashRead {
+    staging: Buffer,
+    head: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for FlashRead {
+    fn as_ref(&self) -> &[u8] {
+        &self.staging.whole()[self.head..self.head + self.len]
+    }
+}
+
+impl Tier for FlashTier {
+    type Write = FlashWrite;
+    type Read = FlashRead;
+    const SPAWN_READS: bool = true;
+
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    async fn begin_write(self: &Arc<Self>, offset: u64, len: usize) -> Result<FlashWrite> {
+        let guard = self.locks.write(offset).await;
+        let (start, end) = covering(offset, len);
+        let span = Self::index(end - start);
+        let head = Self::index(offset - start);
+        let mut staging = self.pool.get();
+        if head != 0 {
+            staging = self.read_into(staging, 0, CHUNK, start).await?;
+        }
+        let tail_partial = !(head + len).is_multiple_of(CHUNK);
+        if tail_partial && (span > CHUNK || head == 0) {
+            staging = self
+                .read_into(staging, span - CHUNK, CHUNK, end - CHUNK as u64)
+                .await?;
+        }
+        Ok(FlashWrite {
+            tier: self.clone(),
+            _guard: guard,
+            staging: Some(staging),
+            start,
+            span,
+            head,
+            len,
+            done: false,
+        })
+    }
+
+    async fn finish_write(self: &Arc<Self>, mut write: FlashWrite, crc: u32) -> Result<()> {
+        let Some(staging) = write.staging.take() else {
+            return Err(Error::Io {
+                cause: std::io::Error::other("write without a staging buffer"),
+            });
+        };
+        let got = self.sums.scan(
+            &staging.whole()[..write.span],
+            Self::index(write.start) / CHUNK,
+            write.head..write.head + write.len,
+            Mode::Store,
+            &self.label,
+            write.start,
+        )?;
+        if got != crc {
+            return Err(Error::ChecksumMismatch {
+                location: format!("write to the {}", self.label),
+                offset: write.start + write.head as u64,
+                expected: crc,
+                actual: got,
+            });
+        }
+        let (_staging, result) = self.disk.write(staging, 0..write.span, write.start).await;
+        result.map_err(|cause| Error::Io { cause })?;
+        write.done = true;
+        Ok(())
+    }
+
+    async fn read(self: &Arc<Self>, offset: u64, len: usize) -> Result<(FlashRead, u32)> {
+        let (start, end) = covering(offset, len);
+        let span = Self::index(end - start);
+        let head = Self::index(offset - start);
+        let staging = {
+            let _guard = self.locks.read(offset).await;
+            self.read_into(self.pool.get(), 0, span, start).await?
+        };
+        let crc = self.sums.scan(
+            &staging.whole()[..span],
+            Self::index(start) / CHUNK,
+            head..head + len,
+            Mode::Verify,
+            &self.label,
+            start,
+        )?;
+        Ok((FlashRead { staging, head, len }, crc))
+    }
+}

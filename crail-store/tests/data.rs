@@ -1,0 +1,622 @@
+//! The data plane end to end: real `crail datanode` processes on their own 127.0.0.x hosts,
+//! an in-process namenode, and the client streams.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use crail_store::namenode::RunningNamenode;
+use crail_store::testing;
+use crail_store::{CreateOptions, Error, Placement, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CRAIL: &str = env!("CARGO_BIN_EXE_crail");
+const MIB: usize = 1 << 20;
+
+/// A `crail datanode` process, killed on drop.
+struct Datanode {
+    child: Child,
+    addr: String,
+}
+
+impl Datanode {
+    fn start(nn: &RunningNamenode, host: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(CRAIL)
+            .args(["datanode", "--namenode", &nn.addr().to_string()])
+            .args(["--listen", &format!("{host}:0")])
+            .args(args)
+            .env_remove("CRAIL_CONF")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("datanode listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn dram(nn: &RunningNamenode, host: &str, capacity: &str) -> Self {
+        Self::start(nn, host, &["--tier", "dram", "--capacity", capacity])
+    }
+
+    fn flash(nn: &RunningNamenode, host: &str, capacity: &str, path: &std::path::Path) -> Self {
+        Self::start(
+            nn,
+            host,
+            &[
+                "--tier",
+                "flash",
+                "--capacity",
+                capacity,
+                "--path",
+                path.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Datanode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Deterministic bytes that differ at every offset of interest.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn write(store: &Store, path: &str, data: &[u8]) {
+    store
+        .write_file(path, data, &CreateOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_spans_blocks_and_both_tiers_and_reads_back() {
+    let nn = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _dram = Datanode::dram(&nn, "127.0.0.2", "8MiB");
+    let _flash = Datanode::flash(&nn, "127.0.0.3", "64MiB", &dir.path().join("flash.img"));
+    let store = common::client_on(&nn, "127.0.0.2").await;
+
+    // 8 MiB of DRAM fills first, then flash takes the rest: one file on both tiers.
+    let data = pattern(20 * MIB + 12_345, 1);
+    write(&store, "/big", &data).await;
+    let file = store.lookup("/big").await.unwrap().into_file().unwrap();
+    assert_eq!(file.size(), data.len() as u64);
+    let classes: Vec<u32> = file
+        .all_block_locations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.storage_class)
+        .collect();
+    assert_eq!(
+        classes.iter().filter(|c| **c == 0).count(),
+        8,
+        "{classes:?}"
+    );
+    assert_eq!(
+        classes.iter().filter(|c| **c == 1).count(),
+        13,
+        "{classes:?}"
+    );
+    assert!(file.read_to_end().await.unwrap() == data, "bytes differ");
+
+    // Random reads anywhere, across block and tier boundaries, checked against the source.
+    let mut reader = file.reader();
+    for (i, &(offset, len)) in [
+        (0usize, 1usize),
+        (4095, 2),
+        (MIB - 100, 200),
+        (8 * MIB - 10, 20),
+        (3 * MIB + 7, 3 * MIB),
+        (data.len() - 5, 100),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let got = reader.read_at(offset as u64, len).await.unwrap();
+        let end = (offset + len).min(data.len());
+        assert!(*got == data[offset..end], "read {i} at {offset}+{len}");
+    }
+    for i in 0..200u64 {
+        let offset = (i * 104_729) as usize % data.len();
+        let got = reader.read_at(offset as u64, 4096).await.unwrap();
+        let end = (offset + 4096).min(data.len());
+        assert!(*got == data[offset..end], "random read at {offset}");
+    }
+    // At the end: empty; past it: a typed error.
+    assert!(
+        reader
+            .read_at(data.len() as u64, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = reader.read_at(data.len() as u64 + 1, 10).await.unwrap_err();
+    assert!(matches!(err, Error::PastEndOfFile { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
+    let nn = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _dram = Datanode::dram(&nn, "127.0.0.2", "16MiB");
+    let _flash = Datanode::flash(&nn, "127.0.0.3", "16MiB", &dir.path().join("flash.img"));
+    let store = common::client(&nn).await;
+    for (class, path) in [(0, "/on-dram"), (1, "/on-flash")] {
+        let options = CreateOptions::default().placement(Placement::default().storage_class(class));
+        let mut expect = pattern(MIB + 5000, 2);
+        store.write_file(path, &expect, &options).await.unwrap();
+
+        // Append in odd-sized pieces (partial chunks on flash are read-modify-written).
+        let file = store.lookup(path).await.unwrap().into_file().unwrap();
+        let mut writer = file.open_write().await.unwrap().writer();
+        for piece in [1usize, 4095, 3, 70_000] {
+            let more = pattern(piece, piece as u64);
+            writer.write(&more).await.unwrap();
+            expect.extend_from_slice(&more);
+        }
+        // Overwrite across a block boundary, then a few bytes near the start.
+        let patch = pattern(10_000, 9);
+        writer.seek(MIB as u64 - 3000).await.unwrap();
+        writer.write(&patch).await.unwrap();
+        expect[MIB - 3000..MIB + 7000].copy_from_slice(&patch);
+        writer.seek(10).await.unwrap();
+        writer.write(b"crail").await.unwrap();
+        expect[10..15].copy_from_slice(b"crail");
+        let stat = writer.close().await.unwrap();
+        assert_eq!(stat.size, expect.len() as u64);
+
+        let file = store.lookup(path).await.unwrap().into_file().unwrap();
+        assert!(
+            file.read_to_end().await.unwrap() == expect,
+            "{path} differs"
+        );
+        let err = file
+            .open_write()
+            .await
+            .unwrap()
+            .writer()
+            .seek(stat.size + 1)
+            .await;
+        assert!(matches!(err, Err(Error::PastEndOfFile { .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_multifile_writers_read_back_as_one_stream() {
+    let nn = common::start().await;
+    let _a = Datanode::dram(&nn, "127.0.0.2", "32MiB");
+    let _b = Datanode::dram(&nn, "127.0.0.3", "32MiB");
+    let store = common::client(&nn).await;
+    let multi = store
+        .create_multifile("/multi", &CreateOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let multi = multi.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut writer = multi
+                .create_child(&format!("part-{i}"), &CreateOptions::default())
+                .await
+                .unwrap()
+                .writer();
+            // Interleave small writes so the writers really run at the same time.
+            let data = pattern(2 * MIB + i as usize * 1000, 10 + i);
+            for piece in data.chunks(100_000) {
+                writer.write(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            writer.close().await.unwrap();
+            data
+        }));
+    }
+    let mut expect = Vec::new();
+    for task in tasks {
+        expect.extend(task.await.unwrap());
+    }
+    let merged = multi.reader().await.unwrap().read_to_end().await.unwrap();
+    assert_eq!(merged.len(), expect.len());
+    assert!(
+        merged == expect,
+        "merged stream differs from the children in name order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_and_blocking_adapters_and_keyvalues() {
+    let nn = common::start().await;
+    let _dn = Datanode::dram(&nn, "127.0.0.2", "32MiB");
+    let store = common::client(&nn).await;
+
+    // tokio AsyncWrite: shutdown commits.
+    let data = pattern(3 * MIB + 17, 3);
+    let mut w = store
+        .create_file("/async", &CreateOptions::default())
+        .await
+        .unwrap()
+        .writer()
+        .into_async_write();
+    for piece in data.chunks(65_537) {
+        w.write_all(piece).await.unwrap();
+    }
+    w.shutdown().await.unwrap();
+    assert_eq!(w.stat().unwrap().size, data.len() as u64);
+
+    // tokio AsyncRead.
+    let file = store.lookup("/async").await.unwrap().into_file().unwrap();
+    let mut back = Vec::new();
+    file.reader()
+        .into_async_read()
+        .read_to_end(&mut back)
+        .await
+        .unwrap();
+    assert!(back == data);
+
+    // Blocking std::io on a plain thread through SyncIoBridge.
+    let reader = file.reader().into_async_read();
+    let expect = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sync = tokio_util::io::SyncIoBridge::new(reader);
+        let mut got = Vec::new();
+        sync.read_to_end(&mut got).unwrap();
+        assert!(got == expect);
+    })
+    .await
+    .unwrap();
+    let writer = store
+        .create_file("/blocking", &CreateOptions::default())
+        .await
+        .unwrap()
+        .writer()
+        .into_async_write();
+    let bytes = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sync = tokio_util::io::SyncIoBridge::new(writer);
+        sync.write_all(&bytes).unwrap();
+        sync.shutdown().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        store.stat("/blocking").await.unwrap().size,
+        data.len() as u64
+    );
+
+    // Keyvalues: put, get, re-put; a held old value stays readable.
+    store
+        .create_table("/t", &CreateOptions::default())
+        .await
+        .unwrap();
+    store
+        .put_value("/t/k", b"first value", &CreateOptions::default())
+        .await
+        .unwrap();
+    let old = store.get("/t/k").await.unwrap();
+    store
+        .put_value("/t/k", &pattern(MIB + 1, 4), &CreateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(old.read_to_end().await.unwrap(), b"first value");
+    let new = store.get("/t/k").await.unwrap();
+    assert!(new.read_to_end().await.unwrap() == pattern(MIB + 1, 4));
+    // Dropping an unclosed writer aborts: nothing is committed.
+    {
+        let mut w = store
+            .create_file("/aborted", &CreateOptions::default())
+            .await
+            .unwrap()
+            .writer();
+        w.write(&pattern(1000, 5)).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.stat("/aborted").await.unwrap().size, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_flash_bytes_are_a_checksum_error_never_data() {
+    let nn = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flash.img");
+    let _flash = Datanode::flash(&nn, "127.0.0.2", "16MiB", &image);
+    let store = common::client(&nn).await;
+    let data = pattern(2 * MIB, 6);
+    write(&store, "/victim", &data).await;
+    write(&store, "/bystander", &pattern(MIB, 7)).await;
+
+    let file = store.lookup("/victim").await.unwrap().into_file().unwrap();
+    let second = file.block_locations(1, 1).await.unwrap()[0].clone();
+    // Flip one byte of the second block on the "device", behind the datanode's back.
+    let at = second.offset + 12_345;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, at).unwrap();
+        byte[0] ^= 0x40;
+        f.write_all_at(&byte, at).unwrap();
+        f.sync_all().unwrap();
+    }
+    let err = file.read_to_end().await.unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("/victim"), "{err}");
+    // The first block is intact and readable; so is every other file.
+    let mut reader = file.reader();
+    assert!(*reader.read_at(0, MIB).await.unwrap() == data[..MIB]);
+    assert!(matches!(
+        reader.read_at(MIB as u64 + 12_000, 1000).await,
+        Err(Error::ChecksumMismatch { .. })
+    ));
+    let bystander = store
+        .lookup("/bystander")
+        .await
+        .unwrap()
+        .into_file()
+        .unwrap();
+    assert!(bystander.read_to_end().await.unwrap() == pattern(MIB, 7));
+    // Rewriting the block heals it.
+    let mut w = file.open_write().await.unwrap().writer();
+    w.seek(MIB as u64).await.unwrap();
+    w.write(&data[MIB..]).await.unwrap();
+    w.close().await.unwrap();
+    assert!(file.read_to_end().await.unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datanode_killed_mid_read_fails_that_read_and_others_go_on() {
+    let nn = common::start().await;
+    let mut victim = Datanode::dram(&nn, "127.0.0.2", "16MiB");
+    let _other = Datanode::dram(&nn, "127.0.0.3", "16MiB");
+    let on = |host: &str| {
+        CreateOptions::default().placement(Placement::default().location(common::ip(host)))
+    };
+    let store = common::client(&nn).await;
+    let data = pattern(8 * MIB, 8);
+    store
+        .write_file("/doomed", &data, &on("127.0.0.2"))
+        .await
+        .unwrap();
+    store
+        .write_file("/safe", &data, &on("127.0.0.3"))
+        .await
+        .unwrap();
+
+    let file = store.lookup("/doomed").await.unwrap().into_file().unwrap();
+    let mut reader = file.reader();
+    let first = reader.next_buffer().await.unwrap().unwrap();
+    assert!(*first == data[..first.len()]);
+    victim.kill();
+    let mut failure = None;
+    while let Some(result) = reader.next_buffer().await.transpose() {
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
+        }
+    }
+    let err = failure.expect("reads after the kill must fail");
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionLost { .. } | Error::LostBlocks { .. } | Error::Connect { .. }
+        ),
+        "{err}"
+    );
+    // Once the namenode has noticed, locating the file's blocks names the loss.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match file.reader().read_to_end().await {
+            Err(Error::LostBlocks { blocks, .. }) => {
+                assert_eq!(blocks.len(), 8);
+                break;
+            }
+            other => assert!(other.is_err() && Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let safe = store.lookup("/safe").await.unwrap().into_file().unwrap();
+    assert!(safe.read_to_end().await.unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_is_a_typed_error_and_commits_nothing() {
+    let nn = common::start().await;
+    let _dn = Datanode::dram(&nn, "127.0.0.2", "4MiB");
+    let store = common::client(&nn).await;
+    let mut w = store
+        .create_file("/too-big", &CreateOptions::default())
+        .await
+        .unwrap()
+        .writer();
+    let result = async {
+        w.write(&pattern(5 * MIB, 9)).await?;
+        w.flush().await
+    }
+    .await;
+    assert!(matches!(result, Err(Error::StoreFull { .. })), "{result:?}");
+    w.abort().await.unwrap();
+    assert_eq!(store.stat("/too-big").await.unwrap().size, 0);
+    // Everything is free again: a file that fits is written whole.
+    write(&store, "/fits", &pattern(4 * MIB, 10)).await;
+    assert_eq!(common::used_blocks(&store).await, 4);
+}
+
+/// Sends a raw frame (plus payload) and returns the reply: (kind, read header, error).
+async fn raw_call(
+    stream: &mut tokio::net::TcpStream,
+    rbuf: &mut BytesMut,
+    kind: u16,
+    id: u64,
+    body: &[u8],
+    payload: &[u8],
+) -> (u16, Option<(u32, u32)>, Option<Error>) {
+    let mut frame = testing::raw_frame(kind, 0, id, body);
+    frame.extend_from_slice(payload);
+    stream.write_all(&frame).await.unwrap();
+    loop {
+        if let Some((kind, got, read, error)) = testing::decode_data_reply(rbuf).unwrap() {
+            assert_eq!(got, id);
+            return (kind, read, error);
+        }
+        let n = stream.read_buf(rbuf).await.unwrap();
+        assert!(n > 0, "datanode closed the connection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
+    let nn = common::start().await;
+    let dn = Datanode::dram(&nn, "127.0.0.2", "4MiB");
+    let mut stream = tokio::net::TcpStream::connect(&dn.addr).await.unwrap();
+    testing::handshake(&mut stream).await.unwrap();
+    let mut rbuf = BytesMut::new();
+    let payload = pattern(1000, 11);
+    let crc = crc32c::crc32c(&payload);
+    let cap = 4 * MIB as u64;
+
+    let cases: Vec<(&str, u16, Vec<u8>, &[u8])> = vec![
+        (
+            "past capacity",
+            testing::KIND_WRITE,
+            testing::write_body(cap - 10, 1000, crc),
+            &payload,
+        ),
+        (
+            "across a block",
+            testing::KIND_WRITE,
+            testing::write_body(MIB as u64 - 10, 1000, crc),
+            &payload,
+        ),
+        (
+            "wrong checksum",
+            testing::KIND_WRITE,
+            testing::write_body(0, 1000, crc ^ 1),
+            &payload,
+        ),
+        (
+            "read past capacity",
+            testing::KIND_READ,
+            testing::read_body(cap, 1),
+            &[],
+        ),
+        (
+            "read across a block",
+            testing::KIND_READ,
+            testing::read_body(MIB as u64 - 1, 2),
+            &[],
+        ),
+        ("unknown kind", 999, vec![], &[]),
+        (
+            "namenode message",
+            testing::KIND_LOOKUP,
+            testing::lookup_body(b"/x"),
+            &[],
+        ),
+    ];
+    for (i, (what, kind, body, payload)) in cases.iter().enumerate() {
+        let (_, _, error) =
+            raw_call(&mut stream, &mut rbuf, *kind, 10 + i as u64, body, payload).await;
+        let error = error.unwrap_or_else(|| panic!("{what}: no error"));
+        let ok = match *what {
+            "wrong checksum" => matches!(error, Error::ChecksumMismatch { .. }),
+            "unknown kind" => matches!(error, Error::UnknownMessage { .. }),
+            "namenode message" => matches!(error, Error::UnexpectedMessage { .. }),
+            _ => matches!(error, Error::BadRange { .. }),
+        };
+        assert!(ok, "{what}: {error}");
+    }
+    // The chunk a failed write touched reads as corrupt, never as half-new data.
+    let (_, _, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_READ,
+        30,
+        &testing::read_body(0, 10),
+        &[],
+    )
+    .await;
+    assert!(
+        matches!(error, Some(Error::ChecksumMismatch { .. })),
+        "{error:?}"
+    );
+    // The same connection still works: write, then read back with a matching crc.
+    let (_, _, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_WRITE,
+        31,
+        &testing::write_body(0, 1000, crc),
+        &payload,
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    let (_, read, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_READ,
+        32,
+        &testing::read_body(0, 1000),
+        &[],
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(read, Some((1000, crc)));
+    while rbuf.len() < 1000 {
+        stream.read_buf(&mut rbuf).await.unwrap();
+    }
+    assert!(rbuf[..1000] == payload[..]);
+    rbuf.clear();
+    // A payload longer than a block cannot be skipped: the connection closes with the reason.
+    let (_, _, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_WRITE,
+        0,
+        &testing::write_body(0, 2 << 20, 0),
+        &[],
+    )
+    .await;
+    assert!(matches!(error, Some(Error::BadRange { .. })), "{error:?}");
+    // Other clients are unaffected.
+    let store = common::client(&nn).await;
+    write(&store, "/after", &pattern(MIB, 12)).await;
+    let file = store.lookup("/after").await.unwrap().into_file().unwrap();
+    assert!(file.read_to_end().await.unwrap() == pattern(MIB, 12));
+}

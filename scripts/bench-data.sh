@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Data-plane benchmark on this machine: a real `crail namenode`, a dram datanode on 127.0.0.2
+# and a flash datanode on 127.0.0.3 (a file in FLASH_DIR), and `crail iobench` from 127.0.0.1.
+# Sequential rows include a plain TCP stream between the same two addresses, measured in the
+# same run; the flash rows are followed by `dd` with O_DIRECT on the same disk. Prints the
+# figures docs/benchmarks.md records.
+#
+#   ./scripts/bench-data.sh                 # 1 GiB files
+#   SIZE=256MiB ./scripts/bench-data.sh     # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-1GiB}
+FLASH_DIR=${FLASH_DIR:-$PWD/target}
+
+cargo build --release --locked -q -p crail-store
+bin=target/release
+work=$(mktemp -d)
+image="$FLASH_DIR/crail-bench-flash.img"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work" "$image" "$FLASH_DIR/crail-bench-dd.img"
+}
+trap cleanup EXIT
+
+wait_line() { # file pattern
+  for _ in $(seq 100); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no '$2' in $1:"; cat "$1" "${1%.out}.log" 2>/dev/null; exit 1
+}
+
+"$bin/crail" namenode --listen 127.0.0.1:0 >"$work/nn.out" 2>"$work/nn.log" &
+pids+=($!)
+wait_line "$work/nn.out" 'listening on'
+nn=$(sed -n 's/^namenode listening on //p' "$work/nn.out")
+"$bin/crail" datanode --namenode "$nn" --listen 127.0.0.2:0 --tier dram --capacity 2GiB \
+  >"$work/dram.out" 2>"$work/dram.log" &
+pids+=($!)
+"$bin/crail" datanode --namenode "$nn" --listen 127.0.0.3:0 --tier flash --capacity 2GiB \
+  --path "$image" >"$work/flash.out" 2>"$work/flash.log" &
+pids+=($!)
+wait_line "$work/dram.out" 'listening on'
+wait_line "$work/flash.out" 'listening on'
+cat "$work/dram.out" "$work/flash.out"
+printf '[client]\nnamenode = "%s"\nlocal_host = "127.0.0.1"\n' "$nn" >"$work/client.toml"
+
+echo
+echo "| test | tier | buffer | in flight | MB/s | plain TCP MB/s | % of TCP | p50 us | p99 us |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+row() { # test class buffer outstanding count size
+  "$bin/crail" iobench --config "$work/client.toml" -t "$1" --storage-class "$2" -b "$3" \
+    -o "$4" -k "$5" -s "$6" --json | tail -n 1 |
+    python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+tier = "dram" if sys.argv[1] == "0" else "flash"
+base = r.get("baseline_mb_per_sec")
+mb = r["mb_per_sec"]
+b = "%.0f" % base if base else "-"
+pct = "%.0f%%" % (mb / base * 100) if base else "-"
+print("| %s | %s | %d | %d | %.0f | %s | %s | %.1f | %.1f |" % (
+    r["test"], tier, r["buffer"], r["outstanding"], mb, b, pct, r["p50_us"], r["p99_us"]))
+' "$2"
+}
+for class in 0 1; do
+  row write "$class" 1MiB 1 1 "$SIZE"
+  row read "$class" 1MiB 1 1 "$SIZE"
+  row writeAsync "$class" 1MiB 4 1 "$SIZE"
+  row readAsync "$class" 1MiB 4 1 "$SIZE"
+  row readRandom "$class" 4KiB 1 20000 256MiB
+done
+
+echo
+echo "dd on the same disk ($FLASH_DIR), 1 MiB blocks, O_DIRECT:"
+count=$(( $(numfmt --from=auto "${SIZE%B}") / 1048576 ))
+dd if=/dev/zero of="$FLASH_DIR/crail-bench-dd.img" bs=1M count="$count" oflag=direct 2>&1 | tail -n 1
+dd if="$FLASH_DIR/crail-bench-dd.img" of=/dev/null bs=1M iflag=direct 2>&1 | tail -n 1
