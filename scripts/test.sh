@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy (warnings are errors), all unit,
-# integration and doc tests, and a short run of each fuzz target. Installs what it needs
-# (cargo-fuzz) itself. CI (.ci/run) runs exactly this.
+# integration and doc tests, the `rdma` feature, and a short run of each fuzz target. Installs
+# what it needs (cargo-fuzz; libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
 #
 #   FUZZ_SECONDS=0 ./scripts/test.sh    # skip the fuzz run
 set -euo pipefail
@@ -17,6 +17,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "rdma feature: compiles, refuses cleanly at run time"
+# sideway's build generates bindings with bindgen, which needs libclang.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+  apt-get install -y -q libclang-dev >/dev/null
+fi
+cargo clippy -p crail-store --lib --features rdma --locked -- -D warnings
+cargo test -p crail-store --lib --features rdma --locked -- rdma
 
 fuzz_seconds=${FUZZ_SECONDS:-15}
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -227,6 +227,28 @@ impl std::str::FromStr for TierKind {
     }
 }
 
+/// How a datanode's data plane is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Framed protocol over TCP.
+    #[default]
+    Tcp,
+    /// RDMA (the `rdma` cargo feature; refused where no device exists).
+    Rdma,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tcp" => Ok(Self::Tcp),
+            "rdma" => Ok(Self::Rdma),
+            other => Err(format!("unknown transport {other:?} (tcp or rdma)")),
+        }
+    }
+}
+
 /// `[datanode]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -243,6 +265,8 @@ pub struct DatanodeConfig {
     pub storage_class: Option<u32>,
     /// I/O engine of a flash tier.
     pub io_engine: crate::datanode::IoEngine,
+    /// Data-plane transport.
+    pub transport: Transport,
     /// Client connections served at once.
     pub max_connections: usize,
     /// Time a client has to complete the handshake.
@@ -265,6 +289,7 @@ impl Default for DatanodeConfig {
             path: None,
             storage_class: None,
             io_engine: crate::datanode::IoEngine::Auto,
+            transport: Transport::Tcp,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
             payload_timeout: Duration::from_secs(30),

@@ -24,6 +24,7 @@ mod wire;
 
 pub mod datanode;
 pub mod namenode;
+pub mod rdma;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
@@ -37,7 +38,7 @@ pub use client::{
 };
 pub use config::{
     ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, NamenodeConfig, SecurityConfig,
-    TierKind,
+    TierKind, Transport,
 };
 pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};

@@ -146,10 +146,45 @@ fn iobench_reads_the_client_config_file_and_its_secret() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// `crail datanode` arguments against `addr`, listening on a host of its own.
+fn dn<'a>(addr: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["datanode", "--namenode", addr, "--listen", "127.0.0.5:0"];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     let nn = Namenode::start(&[]);
-    let cases: [(Vec<&str>, &str); 5] = [
+    let addr = nn.addr.as_str();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["datanode", "--namenode", "127.0.0.1:1"],
+            "cannot connect to 127.0.0.1:1",
+        ),
+        (dn(addr, &["--transport", "rdma"]), "rdma unavailable: "),
+        (dn(addr, &["--tier", "flash"]), "datanode.path"),
+        (dn(addr, &["--capacity", "0"]), "datanode.capacity"),
+        (dn(addr, &["--capacity", "100KiB"]), "less than one block"),
+        (
+            dn(
+                addr,
+                &["--tier", "flash", "--path", "/nonexistent/dir/flash.img"],
+            ),
+            "/nonexistent/dir/flash.img: cannot open",
+        ),
+        (
+            vec![
+                "iobench",
+                "--namenode",
+                &nn.addr,
+                "-t",
+                "read",
+                "-b",
+                "2MiB",
+            ],
+            "larger than a block",
+        ),
         (vec!["namenode", "--listen", &nn.addr], "cannot listen on"),
         (
             vec![

@@ -620,3 +620,43 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     let file = store.lookup("/after").await.unwrap().into_file().unwrap();
     assert!(file.read_to_end().await.unwrap() == pattern(MIB, 12));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iobench_data_tests_print_figures_and_a_baseline() {
+    let nn = common::start().await;
+    let _dn = Datanode::dram(&nn, "127.0.0.2", "32MiB");
+    let addr = nn.addr().to_string();
+    for (test, sequential) in [
+        ("write", true),
+        ("read", true),
+        ("writeAsync", true),
+        ("readAsync", true),
+        ("readRandom", false),
+    ] {
+        let out = tokio::process::Command::new(CRAIL)
+            .args(["iobench", "--namenode", &addr, "-t", test])
+            .args([
+                "-s", "8MiB", "-b", "256KiB", "-k", "50", "-o", "2", "--json",
+            ])
+            .env_remove("CRAIL_CONF")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{test}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(json["test"], test);
+        for key in ["mb_per_sec", "p50_us", "p99_us"] {
+            assert!(json[key].as_f64().unwrap() > 0.0, "{test}: {key} in {json}");
+        }
+        assert_eq!(
+            json["baseline_mb_per_sec"].as_f64().is_some(),
+            sequential,
+            "{test}: {json}"
+        );
+    }
+}

@@ -81,6 +81,9 @@ impl Datanode {
         client: ClientConfig,
     ) -> Result<Self> {
         config.validate()?;
+        if config.transport == crate::config::Transport::Rdma {
+            crate::rdma::probe()?;
+        }
         let address = listener.local_addr()?;
         let host = advertised_host(address.ip(), &client.namenode)?;
         let address = SocketAddr::new(host, address.port());

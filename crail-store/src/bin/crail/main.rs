@@ -59,6 +59,10 @@ struct DatanodeArgs {
     /// I/O engine of a flash tier: auto, uring or pread [default: auto].
     #[arg(long)]
     io_engine: Option<crail_store::datanode::IoEngine>,
+    /// Data-plane transport: tcp or rdma (needs the `rdma` build feature and a device)
+    /// [default: tcp].
+    #[arg(long)]
+    transport: Option<crail_store::Transport>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +138,9 @@ async fn datanode(args: DatanodeArgs) -> anyhow::Result<()> {
     }
     if let Some(engine) = args.io_engine {
         dn.io_engine = engine;
+    }
+    if let Some(transport) = args.transport {
+        dn.transport = transport;
     }
     dn.validate()?;
     let shutdown = shutdown_signal()?;
