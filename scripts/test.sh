@@ -20,8 +20,10 @@ cargo test --workspace --locked
 
 step "rdma feature: compiles, refuses cleanly at run time"
 # sideway's build generates bindings with bindgen, which needs libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && command -v apt-get >/dev/null; then
-  apt-get install -y -q libclang-dev >/dev/null
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+  command -v apt-get >/dev/null || { echo "the rdma check needs libclang (bindgen)"; exit 1; }
+  apt-get install -y -q libclang-dev >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q libclang-dev >/dev/null; }
 fi
 cargo clippy -p crail-store --lib --features rdma --locked -- -D warnings
 cargo test -p crail-store --lib --features rdma --locked -- rdma
