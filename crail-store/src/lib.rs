@@ -126,21 +126,27 @@ pub mod testing {
     /// Message kind of a data-plane read.
     pub const KIND_READ: u16 = crate::wire::kind::Kind::Read as u16;
 
-    /// Encodes a data-plane write request body.
-    pub fn write_body(offset: u64, length: u32, crc32c: u32) -> Vec<u8> {
+    /// Encodes a data-plane write request body for datanode id `datanode`.
+    pub fn write_body(datanode: u64, offset: u64, length: u32, crc32c: u32) -> Vec<u8> {
         use prost::Message;
         crate::proto::WriteRequest {
             offset,
             length,
             crc32c,
+            datanode,
         }
         .encode_to_vec()
     }
 
-    /// Encodes a data-plane read request body.
-    pub fn read_body(offset: u64, length: u32) -> Vec<u8> {
+    /// Encodes a data-plane read request body for datanode id `datanode`.
+    pub fn read_body(datanode: u64, offset: u64, length: u32) -> Vec<u8> {
         use prost::Message;
-        crate::proto::ReadRequest { offset, length }.encode_to_vec()
+        crate::proto::ReadRequest {
+            offset,
+            length,
+            datanode,
+        }
+        .encode_to_vec()
     }
 
     /// A decoded data-plane reply: kind, request id, read header, error.

@@ -22,6 +22,7 @@ const MIB: usize = 1 << 20;
 struct Datanode {
     child: Child,
     addr: String,
+    id: u64,
 }
 
 impl Datanode {
@@ -47,7 +48,15 @@ impl Datanode {
             .next()
             .unwrap()
             .to_owned();
-        Self { child, addr }
+        let id = line
+            .trim()
+            .trim_end_matches(')')
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Self { child, addr, id }
     }
 
     fn dram(nn: &RunningNamenode, host: &str, capacity: &str) -> Self {
@@ -510,36 +519,49 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     let payload = pattern(1000, 11);
     let crc = crc32c::crc32c(&payload);
     let cap = 4 * MIB as u64;
+    let id = dn.id;
 
     let cases: Vec<(&str, u16, Vec<u8>, &[u8])> = vec![
         (
+            "stale write",
+            testing::KIND_WRITE,
+            testing::write_body(id + 7, 0, 1000, crc),
+            &payload,
+        ),
+        (
+            "stale read",
+            testing::KIND_READ,
+            testing::read_body(id + 7, 0, 10),
+            &[],
+        ),
+        (
             "past capacity",
             testing::KIND_WRITE,
-            testing::write_body(cap - 10, 1000, crc),
+            testing::write_body(id, cap - 10, 1000, crc),
             &payload,
         ),
         (
             "across a block",
             testing::KIND_WRITE,
-            testing::write_body(MIB as u64 - 10, 1000, crc),
+            testing::write_body(id, MIB as u64 - 10, 1000, crc),
             &payload,
         ),
         (
             "wrong checksum",
             testing::KIND_WRITE,
-            testing::write_body(0, 1000, crc ^ 1),
+            testing::write_body(id, 0, 1000, crc ^ 1),
             &payload,
         ),
         (
             "read past capacity",
             testing::KIND_READ,
-            testing::read_body(cap, 1),
+            testing::read_body(id, cap, 1),
             &[],
         ),
         (
             "read across a block",
             testing::KIND_READ,
-            testing::read_body(MIB as u64 - 1, 2),
+            testing::read_body(id, MIB as u64 - 1, 2),
             &[],
         ),
         ("unknown kind", 999, vec![], &[]),
@@ -557,6 +579,9 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         let ok = match *what {
             "wrong checksum" => matches!(error, Error::ChecksumMismatch { .. }),
             "unknown kind" => matches!(error, Error::UnknownMessage { .. }),
+            "stale write" | "stale read" => {
+                matches!(error, Error::StaleLocation { expected, current } if expected == id + 7 && current == id)
+            }
             "namenode message" => matches!(error, Error::UnexpectedMessage { .. }),
             _ => matches!(error, Error::BadRange { .. }),
         };
@@ -568,7 +593,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_READ,
         30,
-        &testing::read_body(0, 10),
+        &testing::read_body(id, 0, 10),
         &[],
     )
     .await;
@@ -576,13 +601,39 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         matches!(error, Some(Error::ChecksumMismatch { .. })),
         "{error:?}"
     );
+    // A write that keeps part of a poisoned chunk is refused too (it would re-checksum bad
+    // bytes as good); a write of the whole chunk heals it.
+    let (_, _, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_WRITE,
+        33,
+        &testing::write_body(id, 0, 1000, crc),
+        &payload,
+    )
+    .await;
+    assert!(
+        matches!(error, Some(Error::ChecksumMismatch { .. })),
+        "{error:?}"
+    );
+    let chunk = pattern(4096, 13);
+    let (_, _, error) = raw_call(
+        &mut stream,
+        &mut rbuf,
+        testing::KIND_WRITE,
+        34,
+        &testing::write_body(id, 0, 4096, crc32c::crc32c(&chunk)),
+        &chunk,
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
     // The same connection still works: write, then read back with a matching crc.
     let (_, _, error) = raw_call(
         &mut stream,
         &mut rbuf,
         testing::KIND_WRITE,
         31,
-        &testing::write_body(0, 1000, crc),
+        &testing::write_body(id, 0, 1000, crc),
         &payload,
     )
     .await;
@@ -592,7 +643,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_READ,
         32,
-        &testing::read_body(0, 1000),
+        &testing::read_body(id, 0, 1000),
         &[],
     )
     .await;
@@ -609,7 +660,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_WRITE,
         0,
-        &testing::write_body(0, 2 << 20, 0),
+        &testing::write_body(id, 0, 2 << 20, 0),
         &[],
     )
     .await;

@@ -41,12 +41,14 @@ const QUEUE: usize = 256;
 enum Out {
     Write {
         id: u64,
+        datanode: u64,
         offset: u64,
         crc: u32,
         payload: Bytes,
     },
     Read {
         id: u64,
+        datanode: u64,
         offset: u64,
         len: u32,
     },
@@ -216,8 +218,9 @@ impl DataConn {
         }
     }
 
-    /// Sends `payload` for storage offset `offset` (inside one block).
-    pub(crate) async fn write(&self, offset: u64, payload: Bytes) -> Pending<()> {
+    /// Sends `payload` for storage offset `offset` (inside one block) of the datanode
+    /// registered as `datanode`.
+    pub(crate) async fn write(&self, datanode: u64, offset: u64, payload: Bytes) -> Pending<()> {
         let crc = crate::crc::crc32c(&payload);
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
@@ -227,6 +230,7 @@ impl DataConn {
         if let Some(id) = self.register(Waiter::Write(tx)) {
             let out = Out::Write {
                 id,
+                datanode,
                 offset,
                 crc,
                 payload,
@@ -240,6 +244,7 @@ impl DataConn {
     /// The buffer comes back with its length set to `at + len`.
     pub(crate) async fn read(
         &self,
+        datanode: u64,
         offset: u64,
         len: usize,
         buf: Buffer,
@@ -267,7 +272,13 @@ impl DataConn {
         }
         if let Some(id) = self.register(waiter) {
             let len = u32::try_from(len).unwrap_or(u32::MAX);
-            self.send(Out::Read { id, offset, len }, id).await;
+            let out = Out::Read {
+                id,
+                datanode,
+                offset,
+                len,
+            };
+            self.send(out, id).await;
         }
         pending
     }
@@ -293,17 +304,24 @@ async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, sha
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Out::Read { id, offset, len } => encode(
+                Out::Read {
+                    id,
+                    datanode,
+                    offset,
+                    len,
+                } => encode(
                     &mut out,
                     Kind::Read,
                     id,
                     &pb::ReadRequest {
                         offset,
                         length: len,
+                        datanode,
                     },
                 ),
                 Out::Write {
                     id,
+                    datanode,
                     offset,
                     crc,
                     payload,
@@ -312,6 +330,7 @@ async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, sha
                         offset,
                         length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
                         crc32c: crc,
+                        datanode,
                     };
                     encode(&mut out, Kind::Write, id, &header);
                     if payload.len() <= INLINE_PAYLOAD {
@@ -377,21 +396,12 @@ async fn next_reply(
             Ok(None) => {}
             Err(e) => return Err(Closed::Lost(format!("bad reply frame: {e}"))),
         }
-        let idle = shared.table.lock().waiting.is_empty();
-        let read = io::read_some(rd.as_ref(), rbuf);
-        let got = if idle {
-            read.await
-        } else {
-            match tokio::time::timeout(silence, read).await {
-                Ok(got) => got,
-                Err(_) => {
-                    // Requests may have been answered meanwhile by nothing: still silent.
-                    if shared.table.lock().waiting.is_empty() {
-                        continue;
-                    }
-                    return Err(Closed::Silent(silence));
-                }
-            }
+        // Always bounded: a request registered while this read waits is covered too. Silence
+        // with nothing outstanding is fine; with requests outstanding it kills the connection.
+        let got = match tokio::time::timeout(silence, io::read_some(rd.as_ref(), rbuf)).await {
+            Ok(got) => got,
+            Err(_) if shared.table.lock().waiting.is_empty() => continue,
+            Err(_) => return Err(Closed::Silent(silence)),
         };
         match got {
             Ok(0) => return Ok(false),
@@ -413,8 +423,12 @@ async fn next_reply(
     }
     match Kind::from_u16(frame.kind) {
         Some(Kind::Write) => {
-            if let Some(Waiter::Write(tx)) = shared.take(frame.id) {
-                let _ = tx.send(Ok(()));
+            match shared.take(frame.id) {
+                Some(Waiter::Write(tx)) => {
+                    let _ = tx.send(Ok(()));
+                }
+                Some(other) => other.fail(Error::malformed("reply", "a write reply to a read")),
+                None => {}
             }
             Ok(true)
         }

@@ -153,13 +153,21 @@ impl FileWriter {
 
     /// Sends buffered bytes and waits until every write is acknowledged.
     pub async fn flush(&mut self) -> Result<()> {
+        self.check()?;
         self.send_staging().await?;
         self.settle(0).await
     }
 
     /// Flushes and commits: the file's size becomes [`FileWriter::len`]. Returns the new stat.
+    /// After any failed write nothing is committed: the write is aborted and the error
+    /// returned.
     pub async fn close(mut self) -> Result<Stat> {
-        self.flush().await?;
+        if let Err(e) = self.flush().await {
+            if let Some(lease) = self.lease.take() {
+                let _ = lease.abort().await;
+            }
+            return Err(e);
+        }
         match self.lease.take() {
             Some(lease) => lease.close(self.end).await,
             None => Err(self.lost()),
@@ -215,7 +223,9 @@ impl FileWriter {
         let sent = async {
             let loc = self.location(at / self.block_size).await?;
             let conn = self.store.datanode(loc.address).await?;
-            let pending = conn.write(loc.offset + at % self.block_size, data).await;
+            let pending = conn
+                .write(loc.datanode.0, loc.offset + at % self.block_size, data)
+                .await;
             self.inflight.push(pending);
             self.settle(self.outstanding - 1).await
         };
@@ -422,7 +432,13 @@ impl FileReader {
         let loc = self.location(at / self.block_size).await?;
         let conn = self.store.datanode(loc.address).await?;
         Ok(conn
-            .read(loc.offset + at % self.block_size, len, buf, into)
+            .read(
+                loc.datanode.0,
+                loc.offset + at % self.block_size,
+                len,
+                buf,
+                into,
+            )
             .await)
     }
 
@@ -534,6 +550,8 @@ pub struct AsyncBufferReader {
     rx: mpsc::Receiver<Result<Buffer>>,
     current: Option<Buffer>,
     at: usize,
+    /// Once the stream failed, every later read fails too (never a clean, short EOF).
+    failed: Option<String>,
 }
 
 impl AsyncBufferReader {
@@ -557,6 +575,7 @@ impl AsyncBufferReader {
             rx,
             current: None,
             at: 0,
+            failed: None,
         }
     }
 }
@@ -568,6 +587,9 @@ impl AsyncRead for AsyncBufferReader {
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         loop {
+            if let Some(why) = &self.failed {
+                return Poll::Ready(Err(std::io::Error::other(why.clone())));
+            }
             if let Some(buf) = &self.current
                 && self.at < buf.len()
             {
@@ -581,7 +603,7 @@ impl AsyncRead for AsyncBufferReader {
                     self.current = Some(buf);
                     self.at = 0;
                 }
-                Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e))),
+                Some(Err(e)) => self.failed = Some(e.to_string()),
                 None => return Poll::Ready(Ok(())),
             }
         }

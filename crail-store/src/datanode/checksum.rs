@@ -78,6 +78,20 @@ impl ChunkSums {
         }
     }
 
+    /// Checks the whole chunks of `chunks` (the first being chunk number `first`, at storage
+    /// offset `base`) against their stored crcs. A write that keeps part of a chunk calls this
+    /// first, so it never re-checksums corrupt or poisoned bytes as good.
+    pub(crate) fn verify(
+        &self,
+        chunks: &[u8],
+        first: usize,
+        location: &str,
+        base: u64,
+    ) -> Result<()> {
+        self.scan(chunks, first, 0..0, Mode::Verify, location, base)
+            .map(|_| ())
+    }
+
     /// Hashes `chunks` (whole chunks, the first being chunk number `first`) in one pass:
     /// stores or verifies each chunk's crc and returns the crc of `chunks[range]`.
     /// `location` and `base` (the storage offset of `chunks[0]`) name a mismatch.
@@ -127,6 +141,17 @@ impl ChunkSums {
         }
         Ok(crc)
     }
+}
+
+/// The chunks a write of `[offset, offset + len)` keeps part of: the storage offsets of its
+/// first and last chunk if the write starts or ends inside them (one offset if they coincide).
+pub(crate) fn partial_chunks(offset: u64, len: usize) -> impl Iterator<Item = u64> {
+    let chunk = CHUNK as u64;
+    let (start, end) = covering(offset, len);
+    let head = (!offset.is_multiple_of(chunk)).then_some(start);
+    let last = end - chunk;
+    let tail = (!(offset + len as u64).is_multiple_of(chunk) && head != Some(last)).then_some(last);
+    head.into_iter().chain(tail)
 }
 
 /// The chunk-aligned span `[start, end)` covering `[offset, offset + len)`.
@@ -219,6 +244,17 @@ mod tests {
                 .scan(&data(CHUNK), 0, 0..1, Mode::Verify, "t", 0)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn partial_chunks_are_the_edges_a_write_keeps() {
+        let c = CHUNK as u64;
+        let edges = |offset, len| partial_chunks(offset, len).collect::<Vec<_>>();
+        assert!(edges(0, CHUNK).is_empty());
+        assert_eq!(edges(1, 10), vec![0]);
+        assert_eq!(edges(c - 1, 2), vec![0, c]);
+        assert_eq!(edges(c, 10), vec![c]);
+        assert_eq!(edges(10, 3 * CHUNK), vec![0, 3 * c]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 pub use tier::IoEngine;
@@ -164,8 +164,9 @@ impl Datanode {
             payload_timeout: self.config.payload_timeout,
             block_size: self.info.block_size,
             max_connections: self.config.max_connections,
+            id: Arc::new(AtomicU64::new(self.info.id.0)),
         });
-        let id = Arc::new(Mutex::new(self.info.id));
+        let id = settings.id.clone();
         let beats = tokio::spawn(heartbeats(
             self.store.clone(),
             self.client.clone(),
@@ -178,7 +179,7 @@ impl Datanode {
             AnyTier::Flash(t) => serve_tier(self.listener, t, settings, shutdown).await,
         };
         beats.abort();
-        let id = *id.lock();
+        let id = DatanodeId(id.load(Ordering::Relaxed));
         if let Err(e) = self.store.deregister_datanode(id).await {
             tracing::debug!(error = %e, "deregistering failed");
         }
@@ -225,7 +226,7 @@ async fn heartbeats(
     mut store: Store,
     client: ClientConfig,
     spec: DatanodeSpec,
-    id: Arc<Mutex<DatanodeId>>,
+    id: Arc<AtomicU64>,
 ) {
     let mut interval = match store.cluster_info().await {
         Ok(info) => info.heartbeat_interval,
@@ -233,7 +234,7 @@ async fn heartbeats(
     };
     loop {
         tokio::time::sleep(interval).await;
-        let current = *id.lock();
+        let current = DatanodeId(id.load(Ordering::Relaxed));
         match store.heartbeat(current).await {
             Ok(()) => continue,
             Err(Error::UnknownDatanode { .. }) => {
@@ -264,7 +265,7 @@ async fn heartbeats(
         match store.register_datanode(&spec).await {
             Ok(fresh) => {
                 tracing::info!(id = fresh.0, "registered again");
-                *id.lock() = fresh;
+                id.store(fresh.0, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(error = %e, "registering again failed"),
         }

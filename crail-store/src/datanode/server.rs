@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -50,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) payload_timeout: Duration,
     pub(crate) block_size: u64,
     pub(crate) max_connections: usize,
+    /// This datanode's id now (the heartbeat loop changes it when registering again).
+    pub(crate) id: Arc<AtomicU64>,
 }
 
 /// Serves `tier` on `listener` until `shutdown`.
@@ -80,6 +83,7 @@ pub(crate) async fn serve<T: Tier>(
         let conn = Conn {
             tier: tier.clone(),
             settings: settings.clone(),
+            reads: Arc::new(Semaphore::new(REPLY_QUEUE)),
         };
         let (stop, done) = (stop_tx.subscribe(), done_tx.clone());
         tokio::spawn(async move {
@@ -118,6 +122,10 @@ enum Reply<R> {
 struct Conn<T> {
     tier: Arc<T>,
     settings: Arc<Settings>,
+    /// Reads running as tasks of their own, at most `REPLY_QUEUE` per connection: each holds a
+    /// staging buffer, so a client pipelining tiny reads cannot make the datanode allocate
+    /// without bound.
+    reads: Arc<Semaphore>,
 }
 
 impl<T: Tier> Conn<T> {
@@ -218,8 +226,16 @@ impl<T: Tier> Conn<T> {
         }
     }
 
-    /// Checks that `[offset, offset + len)` is inside the storage and inside one block.
-    fn check_range(&self, offset: u64, len: usize) -> Result<()> {
+    /// Checks that the location is this datanode's current one and that `[offset, offset +
+    /// len)` is inside the storage and inside one block.
+    fn check_range(&self, datanode: u64, offset: u64, len: usize) -> Result<()> {
+        let current = self.settings.id.load(Ordering::Relaxed);
+        if datanode != current {
+            return Err(Error::StaleLocation {
+                expected: datanode,
+                current,
+            });
+        }
         let bad = |reason: String| Error::BadRange {
             offset,
             length: len as u64,
@@ -264,9 +280,17 @@ impl<T: Tier> Conn<T> {
             });
         }
         let deadline = self.settings.payload_timeout;
-        let target = match self.check_range(req.offset, len) {
+        let target = match self.check_range(req.datanode, req.offset, len) {
             Ok(()) if len == 0 => return Ok(Reply::Written { id }),
-            Ok(()) => self.tier.begin_write(req.offset, len).await,
+            // Bounded: the block may be locked by replies a slow client does not read.
+            Ok(()) => tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Timeout {
+                        what: "waiting for the block's lock".into(),
+                        after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
+                    })
+                }),
             Err(e) => Err(e),
         };
         let mut target = match target {
@@ -302,7 +326,7 @@ impl<T: Tier> Conn<T> {
             Err(error) => return Some(Reply::Failed { id, error }),
         };
         let len = req.length as usize;
-        if let Err(error) = self.check_range(req.offset, len) {
+        if let Err(error) = self.check_range(req.datanode, req.offset, len) {
             return Some(Reply::Failed { id, error });
         }
         let tier = self.tier.clone();
@@ -313,9 +337,13 @@ impl<T: Tier> Conn<T> {
             }
         };
         if T::SPAWN_READS {
+            let Ok(permit) = self.reads.clone().acquire_owned().await else {
+                return None;
+            };
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _ = tx.send(work.await).await;
+                drop(permit);
             });
             None
         } else {

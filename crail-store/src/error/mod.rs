@@ -201,6 +201,17 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A block location from before the datanode registered again: the blocks it named are
+    /// lost, and the storage may belong to other files now.
+    #[error(
+        "stale block location: it names datanode {expected}, which is now datanode {current} (registered again; its old blocks are lost)"
+    )]
+    StaleLocation {
+        /// The datanode id the location carries.
+        expected: u64,
+        /// The datanode's id now.
+        current: u64,
+    },
     /// A feature this build or this machine cannot provide (RDMA without a device...).
     #[error("{feature} unavailable: {reason}")]
     Unsupported {

@@ -159,6 +159,11 @@ impl Error {
                 r.detail = reason.clone();
                 C::BadRange
             }
+            Self::StaleLocation { expected, current } => {
+                r.index = *expected;
+                r.count = *current;
+                C::StaleLocation
+            }
             Self::Unsupported { feature, reason } => {
                 r.other_path = feature.clone();
                 r.detail = reason.clone();
@@ -336,6 +341,10 @@ impl Error {
                 length: r.count,
                 reason: r.detail,
             },
+            C::StaleLocation => Self::StaleLocation {
+                expected: r.index,
+                current: r.count,
+            },
             C::Unsupported => Self::Unsupported {
                 feature: r.other_path,
                 reason: r.detail,
@@ -504,6 +513,10 @@ mod tests {
                 offset: 1 << 30,
                 length: 4096,
                 reason: "past the capacity".into(),
+            },
+            Error::StaleLocation {
+                expected: 1,
+                current: 4,
             },
             Error::Unsupported {
                 feature: "rdma".into(),

@@ -65,9 +65,11 @@ pub(crate) struct Args {
     /// The operation to measure.
     #[arg(short = 't', long = "test")]
     test: Test,
-    /// Operations in total (split across clients).
-    #[arg(short = 'k', long = "count", default_value_t = 100_000)]
-    count: u64,
+    /// Operations in total (split across clients); for write/read tests, how many times the
+    /// file is written or read [default: 100000 operations, 10000 for readRandom, 1 pass for
+    /// the sequential tests].
+    #[arg(short = 'k', long = "count")]
+    count: Option<u64>,
     /// Clients, each with its own connection.
     #[arg(short = 'c', long = "clients", default_value_t = 1)]
     clients: u64,
@@ -111,7 +113,12 @@ struct Summary {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    if args.count == 0 || args.clients == 0 || args.outstanding == 0 {
+    let count = args.count.unwrap_or(match args.test {
+        Test::Write | Test::WriteAsync | Test::Read | Test::ReadAsync => 1,
+        Test::ReadRandom => 10_000,
+        _ => 100_000,
+    });
+    if count == 0 || args.clients == 0 || args.outstanding == 0 {
         bail!("-k, -c and -o must be at least 1");
     }
     let mut config: ClientConfig = crate::load_config(args.config.as_ref())?.client;
@@ -127,7 +134,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             test: args.test,
             size: args.size.bytes(),
             buffer: usize::try_from(args.buffer.bytes())?,
-            count: args.count,
+            count,
             outstanding: usize::try_from(args.outstanding)?,
             storage_class: args.storage_class,
             json: args.json,
@@ -150,7 +157,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     admin.create_dir(&base, &CreateOptions::default()).await?;
     let tasks = args.clients * args.outstanding;
     let per_task: Vec<u64> = (0..tasks)
-        .map(|t| args.count / tasks + u64::from(t < args.count % tasks))
+        .map(|t| count / tasks + u64::from(t < count % tasks))
         .collect();
     setup(admin, &base, &args, &per_task).await?;
 
@@ -166,7 +173,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     barrier.wait().await;
     let start = Instant::now();
-    let mut latencies = Vec::with_capacity(usize::try_from(args.count)?);
+    let mut latencies = Vec::with_capacity(usize::try_from(count)?);
     let mut leases = Vec::new();
     for handle in handles {
         let (task_latencies, task_leases) = handle.await??;

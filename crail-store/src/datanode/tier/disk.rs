@@ -122,7 +122,7 @@ impl Disk {
 /// in batches and completes them as the kernel reports.
 #[allow(unsafe_code)]
 mod uring {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::fs::File;
     use std::io;
     use std::ops::Range;
@@ -171,19 +171,21 @@ mod uring {
         let fd = types::Fd(file.as_raw_fd());
         let mut inflight: HashMap<u64, Op> = HashMap::new();
         let mut next = 0u64;
-        let mut queued: Vec<Op> = Vec::new();
+        let mut queued: VecDeque<Op> = VecDeque::new();
         loop {
             if inflight.is_empty() && queued.is_empty() {
                 match rx.recv() {
-                    Ok(op) => queued.push(op),
+                    Ok(op) => queued.push_back(op),
                     Err(_) => return,
                 }
             }
             while let Ok(op) = rx.try_recv() {
-                queued.push(op);
+                queued.push_back(op);
             }
             while inflight.len() < DEPTH as usize {
-                let Some(mut op) = queued.pop() else { break };
+                let Some(mut op) = queued.pop_front() else {
+                    break;
+                };
                 let len = u32::try_from(op.range.len()).unwrap_or(u32::MAX);
                 let entry = if op.write {
                     let ptr = op.buf.whole()[op.range.clone()].as_ptr();
@@ -199,7 +201,7 @@ mod uring {
                 // the operation complete; the file stays open through `file`.
                 let pushed = unsafe { ring.submission().push(&entry.user_data(key)) };
                 if pushed.is_err() {
-                    queued.push(op);
+                    queued.push_front(op);
                     break;
                 }
                 inflight.insert(key, op);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use super::{BlockLocks, Tier};
-use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering};
+use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering, partial_chunks};
 use crate::error::{Error, Result};
 
 /// The one place this crate touches raw memory: the mapped region.
@@ -181,6 +181,13 @@ impl Tier for DramTier {
 
     async fn begin_write(self: &Arc<Self>, offset: u64, len: usize) -> Result<DramWrite> {
         let guard = self.locks.write(offset).await;
+        for at in partial_chunks(offset, len) {
+            // SAFETY: the block's write lock is held and no `&mut` into it exists yet.
+            #[allow(unsafe_code)]
+            let chunk = unsafe { self.region.slice(DramTier::index(at), CHUNK) };
+            self.sums
+                .verify(chunk, DramTier::index(at) / CHUNK, &self.label, at)?;
+        }
         Ok(DramWrite {
             tier: self.clone(),
             _guard: guard,

@@ -17,7 +17,7 @@ use super::disk::Disk;
 use super::disk::IoEngine;
 use super::{BlockLocks, Tier};
 use crate::buffer::{Buffer, BufferPool};
-use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering};
+use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering, partial_chunks};
 use crate::error::{Error, Result};
 
 /// The flash tier.
@@ -180,6 +180,16 @@ impl Tier for FlashTier {
             staging = self
                 .read_into(staging, span - CHUNK, CHUNK, end - CHUNK as u64)
                 .await?;
+        }
+        // The bytes this write keeps must be good before they are checksummed again.
+        for at in partial_chunks(offset, len) {
+            let i = Self::index(at - start);
+            self.sums.verify(
+                &staging.whole()[i..i + CHUNK],
+                Self::index(at) / CHUNK,
+                &self.label,
+                at,
+            )?;
         }
         Ok(FlashWrite {
             tier: self.clone(),
