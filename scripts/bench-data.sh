@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-plane benchmark on this machine: a real `crail namenode`, a dram datanode on 127.0.0.2
 # and a flash datanode on 127.0.0.3 (a file in FLASH_DIR), and `crail iobench` from 127.0.0.1.
-# Sequential rows include a plain TCP stream between the same two addresses, measured in the
-# same run; the flash rows are followed by `dd` with O_DIRECT on the same disk. Prints the
+# Sequential rows include plain TCP streams between the same two addresses, measured in the
+# same run (one with the datanode side's bytes in memory the size of the file, one with a cached
+# buffer at each end: the socket alone); same-host rows use the shared-memory fast path; the flash rows are followed by `dd` with O_DIRECT on the same disk. Prints the
 # figures docs/benchmarks.md records.
 #
 #   ./scripts/bench-data.sh                 # 1 GiB files
@@ -45,33 +46,46 @@ pids+=($!)
 wait_line "$work/dram.out" 'listening on'
 wait_line "$work/flash.out" 'listening on'
 cat "$work/dram.out" "$work/flash.out"
-printf '[client]\nnamenode = "%s"\nlocal_host = "127.0.0.1"\n' "$nn" >"$work/client.toml"
+# The remote client (TCP) runs on 127.0.0.1; same-host clients share a datanode's address.
+for host in 1 2 3; do
+  printf '[client]\nnamenode = "%s"\nlocal_host = "127.0.0.%s"\n' "$nn" "$host" >"$work/client-$host.toml"
+done
 
 echo
-echo "| test | tier | buffer | in flight | MB/s | plain TCP MB/s | % of TCP | p50 us | p99 us |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-row() { # test class buffer outstanding count size
-  "$bin/crail" iobench --config "$work/client.toml" -t "$1" --storage-class "$2" -b "$3" \
-    -o "$4" -k "$5" -s "$6" --json | tail -n 1 |
+echo "| test | tier | path | buffer | in flight | MB/s | TCP, bytes at rest MB/s | % | socket alone MB/s | % | p50 us | p99 us |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+row() { # client-host test class buffer outstanding count size
+  "$bin/crail" iobench --config "$work/client-$1.toml" -t "$2" --storage-class "$3" -b "$4" \
+    -o "$5" -k "$6" -s "$7" --json | tail -n 1 |
     python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 tier = "dram" if sys.argv[1] == "0" else "flash"
-base = r.get("baseline_mb_per_sec")
 mb = r["mb_per_sec"]
-b = "%.0f" % base if base else "-"
-pct = "%.0f%%" % (mb / base * 100) if base else "-"
-print("| %s | %s | %d | %d | %.0f | %s | %s | %.1f | %.1f |" % (
-    r["test"], tier, r["buffer"], r["outstanding"], mb, b, pct, r["p50_us"], r["p99_us"]))
-' "$2"
+def vs(key):
+    b = r.get(key)
+    return ("%.0f" % b, "%.0f%%" % (mb / b * 100)) if b else ("-", "-")
+(base, pct), (sock, spct) = vs("baseline_mb_per_sec"), vs("socket_mb_per_sec")
+print("| %s | %s | %s | %d | %d | %.0f | %s | %s | %s | %s | %.1f | %.1f |" % (
+    r["test"], tier, r["transport"], r["buffer"], r["outstanding"], mb, base, pct, sock, spct,
+    r["p50_us"], r["p99_us"]))
+' "$3"
 }
 for class in 0 1; do
-  row write "$class" 1MiB 1 1 "$SIZE"
-  row read "$class" 1MiB 1 1 "$SIZE"
-  row writeAsync "$class" 1MiB 4 1 "$SIZE"
-  row readAsync "$class" 1MiB 4 1 "$SIZE"
-  row readRandom "$class" 4KiB 1 20000 256MiB
+  row 1 write "$class" 1MiB 1 1 "$SIZE"
+  row 1 read "$class" 1MiB 1 1 "$SIZE"
+  row 1 writeAsync "$class" 1MiB 4 1 "$SIZE"
+  row 1 readAsync "$class" 1MiB 4 1 "$SIZE"
+  row 1 readRandom "$class" 4KiB 1 20000 256MiB
 done
+# Same host: the client shares the datanode's address (dram on .2, flash on .3).
+row 2 write 0 1MiB 1 1 "$SIZE"
+row 2 read 0 1MiB 1 1 "$SIZE"
+row 2 writeAsync 0 1MiB 4 1 "$SIZE"
+row 2 readAsync 0 1MiB 4 1 "$SIZE"
+row 2 readRandom 0 4KiB 1 20000 256MiB
+row 3 writeAsync 1 1MiB 4 1 "$SIZE"
+row 3 readAsync 1 1MiB 4 1 "$SIZE"
 
 echo
 echo "dd on the same disk ($FLASH_DIR), 1 MiB blocks, O_DIRECT:"

@@ -267,6 +267,9 @@ pub struct DatanodeConfig {
     pub io_engine: crate::datanode::IoEngine,
     /// Data-plane transport.
     pub transport: Transport,
+    /// Also serve clients on this host through shared memory (a Unix socket in the abstract
+    /// namespace, named after the data-plane address).
+    pub fast_path: bool,
     /// Client connections served at once.
     pub max_connections: usize,
     /// Time a client has to complete the handshake.
@@ -290,6 +293,7 @@ impl Default for DatanodeConfig {
             storage_class: None,
             io_engine: crate::datanode::IoEngine::Auto,
             transport: Transport::Tcp,
+            fast_path: true,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
             payload_timeout: Duration::from_secs(30),
@@ -347,6 +351,9 @@ pub struct ClientConfig {
     pub buffer_size: ByteSize,
     /// Block operations a stream keeps in flight.
     pub outstanding: usize,
+    /// Talk to datanodes on this client's host through shared memory instead of TCP. The
+    /// host is `local_host`, or else the address this client reaches the namenode from.
+    pub fast_path: bool,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -364,6 +371,7 @@ impl Default for ClientConfig {
             data_timeout: Duration::from_secs(30),
             buffer_size: ByteSize(1 << 20),
             outstanding: 4,
+            fast_path: true,
             secret: None,
         }
     }

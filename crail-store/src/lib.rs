@@ -16,6 +16,7 @@ mod client;
 mod config;
 mod crc;
 mod error;
+mod local;
 mod path;
 mod proto;
 mod types;
@@ -53,6 +54,7 @@ pub use wire::handshake::Secret;
 /// Raw-protocol entry points for the fuzz targets and protocol tests. Not a stable API.
 #[doc(hidden)]
 pub mod testing {
+    pub use crate::datanode::fuzz_requests as fuzz_data_requests;
     pub use crate::namenode::fuzz_requests;
 
     /// Decodes arbitrary bytes as a client decodes replies: frames, then error bodies turned
@@ -62,6 +64,8 @@ pub mod testing {
         while let Ok(Some(frame)) = crate::wire::frame::decode(&mut input, 1 << 16) {
             let _ = frame.decode_body::<crate::proto::BlocksReply>("blocks reply");
             let _ = frame.decode_body::<crate::proto::ListReply>("list reply");
+            let _ = frame.decode_body::<crate::proto::ReadReply>("read reply");
+            let _ = frame.decode_body::<crate::proto::AttachReply>("attach reply");
             let _ = frame.into_error().to_string();
         }
     }
@@ -134,17 +138,24 @@ pub mod testing {
             length,
             crc32c,
             datanode,
+            slot: 0,
         }
         .encode_to_vec()
     }
 
     /// Encodes a data-plane read request body for datanode id `datanode`.
     pub fn read_body(datanode: u64, offset: u64, length: u32) -> Vec<u8> {
+        read_body_in_slot(datanode, offset, length, 0)
+    }
+
+    /// A read request body whose payload should go to staging slot `slot - 1` (0: inline).
+    pub fn read_body_in_slot(datanode: u64, offset: u64, length: u32, slot: u32) -> Vec<u8> {
         use prost::Message;
         crate::proto::ReadRequest {
             offset,
             length,
             datanode,
+            slot,
         }
         .encode_to_vec()
     }

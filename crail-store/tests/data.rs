@@ -225,6 +225,88 @@ async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_host_clients_move_data_through_shared_memory() {
+    let nn = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dram = Datanode::dram(&nn, "127.0.0.4", "8MiB");
+    let flash = Datanode::flash(&nn, "127.0.0.4", "16MiB", &dir.path().join("flash.img"));
+    let local = common::client_on(&nn, "127.0.0.4").await;
+    let remote = common::client_on(&nn, "127.0.0.5").await;
+    let config = common::client_config(&nn).with_local_host(common::ip("127.0.0.4"));
+    let off = Store::connect(&crail_store::ClientConfig {
+        fast_path: false,
+        ..config
+    })
+    .await
+    .unwrap();
+    for dn in [&dram, &flash] {
+        let addr = dn.addr.parse().unwrap();
+        assert!(local.uses_fast_path(addr).await.unwrap(), "{}", dn.addr);
+        assert!(!remote.uses_fast_path(addr).await.unwrap());
+        assert!(!off.uses_fast_path(addr).await.unwrap());
+    }
+
+    // 12 MiB: more than the dram tier holds, so the file spans both datanodes. Written in odd
+    // pieces, patched across a block boundary, then read by all three clients.
+    let mut expect = pattern(12 * MIB + 777, 40);
+    let mut writer = local
+        .create_file("/shm", &CreateOptions::default())
+        .await
+        .unwrap()
+        .writer();
+    for piece in expect.chunks(333_333) {
+        writer.write(piece).await.unwrap();
+    }
+    let patch = pattern(9000, 41);
+    writer.seek(3 * MIB as u64 - 4000).await.unwrap();
+    writer.write(&patch).await.unwrap();
+    expect[3 * MIB - 4000..3 * MIB + 5000].copy_from_slice(&patch);
+    writer.close().await.unwrap();
+    for store in [&local, &remote, &off] {
+        let file = store.lookup("/shm").await.unwrap().into_file().unwrap();
+        assert!(file.read_to_end().await.unwrap() == expect);
+    }
+    let file = local.lookup("/shm").await.unwrap().into_file().unwrap();
+    let mut reader = file.reader();
+    for (i, offset) in [0usize, 4095, MIB - 1, 7 * MIB + 3, 12 * MIB]
+        .iter()
+        .enumerate()
+    {
+        let len = 100_000.min(expect.len() - offset);
+        let got = reader.read_at(*offset as u64, len).await.unwrap();
+        assert!(
+            *got == expect[*offset..offset + len],
+            "read {i} at {offset}"
+        );
+    }
+
+    // The dram datanode dies mid-read: a typed error, not a hang.
+    let mut reader = file.reader();
+    let first = reader.next_buffer().await.unwrap().unwrap();
+    assert!(*first == expect[..first.len()]);
+    dram.kill();
+    let deadline = Duration::from_secs(20);
+    let err = tokio::time::timeout(deadline, async {
+        loop {
+            match reader.next_buffer().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the read outlived its datanode"),
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("a read from a dead datanode must not hang");
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionLost { .. } | Error::LostBlocks { .. } | Error::Connect { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_multifile_writers_read_back_as_one_stream() {
     let nn = common::start().await;
     let _a = Datanode::dram(&nn, "127.0.0.2", "32MiB");

@@ -6,6 +6,10 @@
 //! written to the socket from where it lies. A read names a caller's buffer: the reader task
 //! receives the payload straight into it, checks its crc32c, and hands the buffer back.
 //!
+//! To a datanode on this host the connection is a Unix socket with staging memory attached
+//! (see [`crate::local`]): each request takes a slot, the payload goes through the slot, and
+//! the slot comes back with the reply. Everything else is the same.
+//!
 //! Liveness is per connection, not per call: if requests are outstanding and the datanode
 //! sends nothing for the data timeout, the connection is closed and every call on it fails
 //! with [`Error::Timeout`]. A datanode that dies fails them at once with
@@ -22,16 +26,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::rpc::{Endpoint, connect_and_greet};
 use crate::buffer::Buffer;
 use crate::error::{Error, Result};
+use crate::local::{self, Staging};
 use crate::proto as pb;
 use crate::wire::frame;
-use crate::wire::io;
+use crate::wire::handshake;
+use crate::wire::io::{self, Socket, Stream};
 use crate::wire::kind::Kind;
 
 const MAX_REPLY_BODY: usize = 64 << 10;
@@ -44,31 +49,37 @@ enum Out {
         datanode: u64,
         offset: u64,
         crc: u32,
+        len: u32,
+        /// Empty when the bytes are in staging slot `slot - 1`.
         payload: Bytes,
+        slot: u32,
     },
     Read {
         id: u64,
         datanode: u64,
         offset: u64,
         len: u32,
+        slot: u32,
     },
 }
 
 enum Waiter {
-    Write(oneshot::Sender<Result<()>>),
+    Write(oneshot::Sender<Result<()>>, Option<Slot>),
     Read {
         buf: Buffer,
         at: usize,
         len: usize,
         offset: u64,
         tx: oneshot::Sender<Result<Buffer>>,
+        /// Where the payload arrives, on a same-host connection.
+        slot: Option<Slot>,
     },
 }
 
 impl Waiter {
     fn fail(self, error: Error) {
         match self {
-            Waiter::Write(tx) => {
+            Waiter::Write(tx, _) => {
                 let _ = tx.send(Err(error));
             }
             Waiter::Read { tx, .. } => {
@@ -94,6 +105,50 @@ enum Closed {
 struct Shared {
     addr: SocketAddr,
     table: Mutex<Table>,
+    /// Staging memory, on a same-host connection.
+    staging: Option<Staging>,
+}
+
+/// The staging slots of a same-host connection not in use.
+#[derive(Debug)]
+struct Slots {
+    free: Mutex<Vec<u32>>,
+    available: Semaphore,
+}
+
+/// A staging slot in use; it goes back to the pool when dropped (after the reply, or with the
+/// connection).
+struct Slot {
+    slots: Arc<Slots>,
+    index: u32,
+}
+
+impl Slots {
+    fn new(count: u32) -> Arc<Self> {
+        Arc::new(Self {
+            free: Mutex::new((0..count).rev().collect()),
+            available: Semaphore::new(count as usize),
+        })
+    }
+
+    async fn take(self: &Arc<Self>) -> Slot {
+        // Never closed, so this only waits.
+        if let Ok(permit) = self.available.acquire().await {
+            permit.forget();
+        }
+        let index = self.free.lock().pop().unwrap_or_default();
+        Slot {
+            slots: self.clone(),
+            index,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.free.lock().push(self.index);
+        self.slots.available.add_permits(1);
+    }
 }
 
 impl Shared {
@@ -155,6 +210,9 @@ pub(crate) struct DataConn {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Out>,
     next_id: AtomicU64,
+    slots: Option<Arc<Slots>>,
+    /// Request size the datanode wants writes split into (0: whole buffers).
+    write_piece: usize,
 }
 
 impl std::fmt::Debug for DataConn {
@@ -166,26 +224,116 @@ impl std::fmt::Debug for DataConn {
 }
 
 impl DataConn {
-    /// Connects and runs the handshake.
+    /// Connects over TCP and runs the handshake.
     pub(crate) async fn open(
         addr: SocketAddr,
         endpoint: &Endpoint,
         timeout: Duration,
     ) -> Result<Self> {
-        let (stream, rbuf) = connect_and_greet(&addr.to_string(), endpoint, "datanode ").await?;
+        let (stream, rbuf, welcome) =
+            connect_and_greet(&addr.to_string(), endpoint, "datanode ").await?;
+        let mut conn = Self::start(addr, stream, rbuf, None, timeout);
+        conn.write_piece = welcome.write_piece as usize;
+        Ok(conn)
+    }
+
+    /// Connects to the datanode's same-host socket, runs the handshake and attaches staging
+    /// memory with slots of `block_size` bytes. Fails at once if the datanode is not on this
+    /// host (or serves no fast path).
+    pub(crate) async fn open_local(
+        addr: SocketAddr,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        block_size: u64,
+    ) -> Result<Self> {
+        let connect = async {
+            let mut stream = local::connect(addr).await.map_err(|cause| Error::Connect {
+                addr: format!("{addr} (same-host socket)"),
+                cause,
+            })?;
+            let mut rbuf = BytesMut::with_capacity(64 << 10);
+            let (secret, name) = (endpoint.secret.as_ref(), &endpoint.name);
+            handshake::client(
+                &mut stream,
+                &mut rbuf,
+                secret,
+                name,
+                endpoint.connect_timeout,
+            )
+            .await?;
+            let (slot_size, slots) = local::client_slots(block_size);
+            let staging = Staging::create(slot_size, slots)?;
+            let mut out = BytesMut::new();
+            let attach = pb::AttachRequest { slot_size, slots };
+            frame::encode(&mut out, Kind::Attach, 0, 1, &attach, MAX_REPLY_BODY)?;
+            local::send_with_fd(&stream, &out, staging.fd()).await?;
+            let reply = loop {
+                if let Some(frame) = frame::decode(&mut rbuf, MAX_REPLY_BODY)? {
+                    break frame;
+                }
+                if io::read_some(&stream, &mut rbuf).await? == 0 {
+                    return Err(Error::ConnectionLost {
+                        addr: addr.to_string(),
+                        reason: "closed while attaching staging memory".into(),
+                    });
+                }
+            };
+            if reply.is_error() {
+                return Err(reply.into_error());
+            }
+            if Kind::from_u16(reply.kind) != Some(Kind::Attach) {
+                return Err(Error::malformed("attach reply", "another kind of message"));
+            }
+            Ok::<_, Error>((stream, rbuf, staging))
+        };
+        let (stream, rbuf, staging) = tokio::time::timeout(endpoint.connect_timeout, connect)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("connecting to datanode {addr} (same host)"),
+                after_ms: endpoint
+                    .connect_timeout
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            })??;
+        Ok(Self::start(addr, stream, rbuf, Some(staging), timeout))
+    }
+
+    fn start<S: Stream>(
+        addr: SocketAddr,
+        stream: S,
+        rbuf: BytesMut,
+        staging: Option<Staging>,
+        timeout: Duration,
+    ) -> Self {
+        let slots = staging.as_ref().map(|s| Slots::new(s.slots()));
         let shared = Arc::new(Shared {
             addr,
             table: Mutex::new(Table::default()),
+            staging,
         });
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = stream.split();
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(read_replies(rd, rbuf, shared.clone(), timeout));
         tokio::spawn(write_requests(wr, rx, shared.clone()));
-        Ok(Self {
+        Self {
             shared,
             tx,
             next_id: AtomicU64::new(1),
-        })
+            slots,
+            write_piece: 0,
+        }
+    }
+
+    /// The request size a buffer's write is best split into (0: whole). Through shared
+    /// memory it is always whole: copying into the slot is the transfer.
+    pub(crate) fn write_piece(&self) -> usize {
+        self.write_piece
+    }
+
+    /// Whether payloads go through shared memory (the datanode is on this host).
+    pub(crate) fn is_local(&self) -> bool {
+        self.slots.is_some()
     }
 
     /// Whether the connection is gone (a new one is needed).
@@ -227,17 +375,42 @@ impl DataConn {
             rx,
             addr: self.shared.addr,
         };
-        if let Some(id) = self.register(Waiter::Write(tx)) {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let (slot, payload) = match self.take_slot().await {
+            Some(slot) => {
+                let staged = match &self.shared.staging {
+                    Some(staging) => staging.copy_in(slot.index, &payload),
+                    None => Ok(()),
+                };
+                if let Err(e) = staged {
+                    Waiter::Write(tx, None).fail(e);
+                    return pending;
+                }
+                (Some(slot), Bytes::new())
+            }
+            None => (None, payload),
+        };
+        let slot_no = slot.as_ref().map_or(0, |s| s.index + 1);
+        if let Some(id) = self.register(Waiter::Write(tx, slot)) {
             let out = Out::Write {
                 id,
                 datanode,
                 offset,
                 crc,
+                len,
                 payload,
+                slot: slot_no,
             };
             self.send(out, id).await;
         }
         pending
+    }
+
+    async fn take_slot(&self) -> Option<Slot> {
+        match &self.slots {
+            Some(slots) => Some(slots.take().await),
+            None => None,
+        }
     }
 
     /// Reads `len` bytes at storage offset `offset` into `buf[at..at + len]` (which must fit).
@@ -255,21 +428,24 @@ impl DataConn {
             rx,
             addr: self.shared.addr,
         };
+        if at + len > buf.capacity() {
+            let _ = tx.send(Err(Error::BadRange {
+                offset,
+                length: len as u64,
+                reason: "does not fit the buffer".into(),
+            }));
+            return pending;
+        }
+        let slot = self.take_slot().await;
+        let slot_no = slot.as_ref().map_or(0, |s| s.index + 1);
         let waiter = Waiter::Read {
             buf,
             at,
             len,
             offset,
             tx,
+            slot,
         };
-        if at + len > waiter_capacity(&waiter) {
-            waiter.fail(Error::BadRange {
-                offset,
-                length: len as u64,
-                reason: "does not fit the buffer".into(),
-            });
-            return pending;
-        }
         if let Some(id) = self.register(waiter) {
             let len = u32::try_from(len).unwrap_or(u32::MAX);
             let out = Out::Read {
@@ -277,17 +453,11 @@ impl DataConn {
                 datanode,
                 offset,
                 len,
+                slot: slot_no,
             };
             self.send(out, id).await;
         }
         pending
-    }
-}
-
-fn waiter_capacity(waiter: &Waiter) -> usize {
-    match waiter {
-        Waiter::Read { buf, .. } => buf.capacity(),
-        Waiter::Write(_) => 0,
     }
 }
 
@@ -298,7 +468,11 @@ impl Drop for DataConn {
     }
 }
 
-async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, shared: Arc<Shared>) {
+async fn write_requests(
+    mut wr: impl AsyncWrite + Unpin,
+    mut rx: mpsc::Receiver<Out>,
+    shared: Arc<Shared>,
+) {
     let mut out = BytesMut::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -309,6 +483,7 @@ async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, sha
                     datanode,
                     offset,
                     len,
+                    slot,
                 } => encode(
                     &mut out,
                     Kind::Read,
@@ -317,6 +492,7 @@ async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, sha
                         offset,
                         length: len,
                         datanode,
+                        slot,
                     },
                 ),
                 Out::Write {
@@ -324,13 +500,16 @@ async fn write_requests(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, sha
                     datanode,
                     offset,
                     crc,
+                    len,
                     payload,
+                    slot,
                 } => {
                     let header = pb::WriteRequest {
                         offset,
-                        length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                        length: len,
                         crc32c: crc,
                         datanode,
+                        slot,
                     };
                     encode(&mut out, Kind::Write, id, &header);
                     if payload.len() <= INLINE_PAYLOAD {
@@ -359,7 +538,7 @@ fn encode<M: prost::Message>(out: &mut BytesMut, kind: Kind, id: u64, msg: &M) {
     let _ = frame::encode(out, kind, 0, id, msg, MAX_REPLY_BODY);
 }
 
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(wr: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> std::io::Result<()> {
     if !out.is_empty() {
         wr.write_all(out).await?;
         out.clear();
@@ -367,14 +546,14 @@ async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<(
     Ok(())
 }
 
-async fn read_replies(
-    rd: OwnedReadHalf,
+async fn read_replies<R: AsRef<S>, S: Socket>(
+    rd: R,
     mut rbuf: BytesMut,
     shared: Arc<Shared>,
     silence: Duration,
 ) {
     let why = loop {
-        match next_reply(&rd, &mut rbuf, &shared, silence).await {
+        match next_reply(rd.as_ref(), &mut rbuf, &shared, silence).await {
             Ok(true) => {}
             Ok(false) => break Closed::Lost("closed by the datanode".into()),
             Err(why) => break why,
@@ -385,7 +564,7 @@ async fn read_replies(
 
 /// Handles one reply. `Ok(false)`: the datanode closed the connection.
 async fn next_reply(
-    rd: &OwnedReadHalf,
+    rd: &impl Socket,
     rbuf: &mut BytesMut,
     shared: &Shared,
     silence: Duration,
@@ -398,7 +577,7 @@ async fn next_reply(
         }
         // Always bounded: a request registered while this read waits is covered too. Silence
         // with nothing outstanding is fine; with requests outstanding it kills the connection.
-        let got = match tokio::time::timeout(silence, io::read_some(rd.as_ref(), rbuf)).await {
+        let got = match tokio::time::timeout(silence, io::read_some(rd, rbuf)).await {
             Ok(got) => got,
             Err(_) if shared.table.lock().waiting.is_empty() => continue,
             Err(_) => return Err(Closed::Silent(silence)),
@@ -424,7 +603,7 @@ async fn next_reply(
     match Kind::from_u16(frame.kind) {
         Some(Kind::Write) => {
             match shared.take(frame.id) {
-                Some(Waiter::Write(tx)) => {
+                Some(Waiter::Write(tx, _slot)) => {
                     let _ = tx.send(Ok(()));
                 }
                 Some(other) => other.fail(Error::malformed("reply", "a write reply to a read")),
@@ -444,28 +623,50 @@ async fn next_reply(
                     len: wanted,
                     offset,
                     tx,
+                    slot,
                 }) if wanted == len => {
                     let dst = &mut buf.whole_mut()[at..at + len];
-                    tokio::time::timeout(silence, io::read_payload(rd.as_ref(), rbuf, dst))
-                        .await
-                        .map_err(|_| Closed::Silent(silence))?
-                        .map_err(lost)?;
-                    let crc = crate::crc::crc32c(dst);
-                    buf.set_len(at + len);
-                    let result = if crc == reply.crc32c {
-                        Ok(buf)
-                    } else {
-                        Err(Error::ChecksumMismatch {
-                            location: format!("read from datanode {}", shared.addr),
-                            offset,
-                            expected: reply.crc32c,
-                            actual: crc,
-                        })
+                    let staged = match (&slot, &shared.staging) {
+                        (Some(slot), Some(staging)) => Some(staging.copy_out(slot.index, dst)),
+                        _ => None,
                     };
-                    let _ = tx.send(result);
+                    drop(slot);
+                    let result = match staged {
+                        Some(Err(e)) => Err(e),
+                        Some(Ok(())) => Ok(()),
+                        None => {
+                            tokio::time::timeout(silence, io::read_payload(rd, rbuf, dst))
+                                .await
+                                .map_err(|_| Closed::Silent(silence))?
+                                .map_err(lost)?;
+                            Ok(())
+                        }
+                    };
+                    let result = result.and_then(|()| {
+                        let crc = crate::crc::crc32c(dst);
+                        if crc == reply.crc32c {
+                            Ok(())
+                        } else {
+                            Err(Error::ChecksumMismatch {
+                                location: format!("read from datanode {}", shared.addr),
+                                offset,
+                                expected: reply.crc32c,
+                                actual: crc,
+                            })
+                        }
+                    });
+                    buf.set_len(at + len);
+                    let _ = tx.send(result.map(|()| buf));
+                }
+                Some(waiter @ Waiter::Read { slot: Some(_), .. }) => {
+                    // Nothing on the stream to skip.
+                    waiter.fail(Error::malformed(
+                        "read reply",
+                        "length differs from the request",
+                    ));
                 }
                 Some(waiter) => {
-                    tokio::time::timeout(silence, io::skip_payload(rd.as_ref(), rbuf, len))
+                    tokio::time::timeout(silence, io::skip_payload(rd, rbuf, len))
                         .await
                         .map_err(|_| Closed::Silent(silence))?
                         .map_err(lost)?;
@@ -474,7 +675,7 @@ async fn next_reply(
                         "length differs from the request",
                     ));
                 }
-                None => tokio::time::timeout(silence, io::skip_payload(rd.as_ref(), rbuf, len))
+                None => tokio::time::timeout(silence, io::skip_payload(rd, rbuf, len))
                     .await
                     .map_err(|_| Closed::Silent(silence))?
                     .map_err(lost)?,

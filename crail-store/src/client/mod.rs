@@ -54,6 +54,10 @@ struct Inner {
     /// Data-plane connections, one per datanode address.
     datanodes:
         parking_lot::Mutex<std::collections::HashMap<std::net::SocketAddr, Arc<data::DataConn>>>,
+    /// This client's host, for the same-host fast path (`None`: fast path off).
+    host: Option<std::net::IpAddr>,
+    /// Datanodes on this host whose fast path failed once: TCP from then on.
+    no_fast_path: parking_lot::Mutex<std::collections::HashSet<std::net::SocketAddr>>,
     buffers: BufferPool,
 }
 
@@ -77,6 +81,11 @@ impl Store {
         // Buffers of whole blocks (or of the configured size if smaller) so one buffer is one
         // data-plane request.
         let buffer = config.buffer_size.bytes().clamp(4096, info.block_size);
+        let host = if config.fast_path {
+            config.local_host.or(conn.local_ip())
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -85,6 +94,8 @@ impl Store {
                 block_size: info.block_size,
                 max_blocks_per_request: info.max_blocks_per_request.max(1),
                 datanodes: parking_lot::Mutex::default(),
+                host,
+                no_fast_path: parking_lot::Mutex::default(),
                 buffers: BufferPool::new(
                     usize::try_from(buffer).unwrap_or(1 << 20),
                     config.outstanding.max(1) * 4,
@@ -121,10 +132,7 @@ impl Store {
         {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(
-            data::DataConn::open(addr, &self.inner.endpoint, self.inner.config.data_timeout)
-                .await?,
-        );
+        let conn = Arc::new(self.open_datanode(addr).await?);
         let mut map = self.inner.datanodes.lock();
         match map.get(&addr) {
             // Another task connected meanwhile: use one connection.
@@ -134,6 +142,28 @@ impl Store {
                 Ok(conn)
             }
         }
+    }
+
+    /// Opens a data-plane connection: through shared memory to a datanode on this host (if
+    /// that works), TCP otherwise.
+    async fn open_datanode(&self, addr: std::net::SocketAddr) -> Result<data::DataConn> {
+        let (endpoint, timeout) = (&self.inner.endpoint, self.inner.config.data_timeout);
+        if self.inner.host == Some(addr.ip()) && !self.inner.no_fast_path.lock().contains(&addr) {
+            match data::DataConn::open_local(addr, endpoint, timeout, self.inner.block_size).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "no same-host fast path; using TCP");
+                    self.inner.no_fast_path.lock().insert(addr);
+                }
+            }
+        }
+        data::DataConn::open(addr, endpoint, timeout).await
+    }
+
+    /// Whether data to and from the datanode at `addr` goes through shared memory (it is on
+    /// this client's host and serves the fast path) rather than TCP. Connects if needed.
+    pub async fn uses_fast_path(&self, addr: std::net::SocketAddr) -> Result<bool> {
+        Ok(self.datanode(addr).await?.is_local())
     }
 
     pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {

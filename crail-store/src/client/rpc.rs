@@ -109,12 +109,14 @@ pub(crate) struct Connection {
     shared: Arc<Shared>,
     rpc_timeout: Duration,
     max_frame: usize,
+    local_ip: Option<IpAddr>,
 }
 
 impl Connection {
     /// Connects, runs the handshake and starts the reader and writer tasks.
     pub(crate) async fn open(endpoint: &Endpoint) -> Result<Self> {
-        let (stream, rbuf) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
+        let (stream, rbuf, _) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
+        let local_ip = stream.local_addr().ok().map(|a| a.ip());
         let shared = Arc::new(Shared {
             addr: endpoint.addr.clone(),
             outbox: Mutex::new(BytesMut::with_capacity(64 << 10)),
@@ -129,7 +131,13 @@ impl Connection {
             shared,
             rpc_timeout: endpoint.rpc_timeout,
             max_frame: endpoint.max_frame,
+            local_ip,
         })
+    }
+
+    /// The address this client reaches the namenode from.
+    pub(crate) fn local_ip(&self) -> Option<IpAddr> {
+        self.local_ip
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -200,11 +208,11 @@ pub(crate) async fn connect_and_greet(
     addr: &str,
     endpoint: &Endpoint,
     what: &str,
-) -> Result<(TcpStream, BytesMut)> {
+) -> Result<(TcpStream, BytesMut, pb::Welcome)> {
     let connect = async {
         let mut stream = connect_tcp(addr, endpoint.local_host).await?;
         let mut rbuf = BytesMut::with_capacity(64 << 10);
-        handshake::client(
+        let welcome = handshake::client(
             &mut stream,
             &mut rbuf,
             endpoint.secret.as_ref(),
@@ -212,7 +220,7 @@ pub(crate) async fn connect_and_greet(
             endpoint.connect_timeout,
         )
         .await?;
-        Ok::<_, Error>((stream, rbuf))
+        Ok::<_, Error>((stream, rbuf, welcome))
     };
     tokio::time::timeout(endpoint.connect_timeout, connect)
         .await

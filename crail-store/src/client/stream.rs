@@ -46,10 +46,18 @@ pub struct FileWriter {
     blocks: Vec<BlockLocation>,
     staging: Option<Buffer>,
     staged_at: u64,
-    inflight: FuturesUnordered<Pending<()>>,
+    /// One entry per buffer sent (its pieces' replies).
+    inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
     outstanding: usize,
     failed: bool,
 }
+
+/// A datanode may ask (in its Welcome) for writes in pieces, all sent at once: a DRAM datanode
+/// stores and checksums the first piece while the next ones are on the wire, and the reply to
+/// the last piece follows it closely, so one buffer in flight costs little more than a
+/// streamed one. Pieces end on file offsets that are multiples of the piece size, hence on
+/// 4 KiB chunks; at least this size.
+const MIN_PIECE: u64 = 64 << 10;
 
 impl FileWriter {
     pub(crate) fn new(store: Store, lease: WriteLease) -> Self {
@@ -223,10 +231,29 @@ impl FileWriter {
         let sent = async {
             let loc = self.location(at / self.block_size).await?;
             let conn = self.store.datanode(loc.address).await?;
-            let pending = conn
-                .write(loc.datanode.0, loc.offset + at % self.block_size, data)
-                .await;
-            self.inflight.push(pending);
+            let base = loc.offset + at % self.block_size;
+            let mut pieces: Vec<Pending<()>> = Vec::new();
+            let mut done = 0usize;
+            let size = conn.write_piece() as u64;
+            let size = if size == 0 {
+                u64::MAX
+            } else {
+                size.max(MIN_PIECE) & !4095
+            };
+            while done < data.len() {
+                let pos = at + done as u64;
+                let to_edge = size - pos % size;
+                let piece = (data.len() - done).min(usize::try_from(to_edge).unwrap_or(usize::MAX));
+                let bytes = data.slice(done..done + piece);
+                pieces.push(conn.write(loc.datanode.0, base + done as u64, bytes).await);
+                done += piece;
+            }
+            self.inflight.push(Box::pin(async move {
+                for piece in pieces {
+                    piece.await?;
+                }
+                Ok(())
+            }));
             self.settle(self.outstanding - 1).await
         };
         let result = sent.await;

@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
+#[doc(hidden)]
+pub use server::fuzz_requests;
 pub use tier::IoEngine;
-use tier::{DramTier, FlashTier, Tier};
+use tier::{DramTier, FlashTier};
 
 use crate::client::Store;
 use crate::config::{ClientConfig, DatanodeConfig, TierKind};
@@ -48,6 +50,8 @@ pub struct DatanodeInfo {
     pub id: DatanodeId,
     /// I/O engine of a flash tier ("io_uring" or "pread"); "memory" for dram.
     pub engine: &'static str,
+    /// Whether clients on this host can use the shared-memory fast path.
+    pub fast_path: bool,
 }
 
 enum AnyTier {
@@ -58,6 +62,7 @@ enum AnyTier {
 /// A registered datanode, ready to serve.
 pub struct Datanode {
     listener: TcpListener,
+    local: Option<UnixListener>,
     tier: AnyTier,
     config: DatanodeConfig,
     client: ClientConfig,
@@ -128,6 +133,19 @@ impl Datanode {
                 });
             }
         };
+        // The socket is named after the advertised address: the one clients find in block
+        // locations.
+        let local = if config.fast_path {
+            match crate::local::bind(address) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "no same-host fast path");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let storage_class = config
             .storage_class
             .unwrap_or_else(|| config.tier.default_class());
@@ -139,10 +157,12 @@ impl Datanode {
             block_size,
             id: DatanodeId(0),
             engine,
+            fast_path: local.is_some(),
         };
         info.id = store.register_datanode(&spec_of(&info)).await?;
         Ok(Self {
             listener,
+            local,
             tier,
             config,
             client,
@@ -175,8 +195,12 @@ impl Datanode {
         ));
         tracing::info!(address = %self.info.address, tier = self.info.tier.name(), "datanode serving");
         let served = match self.tier {
-            AnyTier::Dram(t) => serve_tier(self.listener, t, settings, shutdown).await,
-            AnyTier::Flash(t) => serve_tier(self.listener, t, settings, shutdown).await,
+            AnyTier::Dram(t) => {
+                server::serve(self.listener, self.local, t, settings, shutdown).await
+            }
+            AnyTier::Flash(t) => {
+                server::serve(self.listener, self.local, t, settings, shutdown).await
+            }
         };
         beats.abort();
         let id = DatanodeId(id.load(Ordering::Relaxed));
@@ -185,15 +209,6 @@ impl Datanode {
         }
         served
     }
-}
-
-async fn serve_tier<T: Tier>(
-    listener: TcpListener,
-    tier: Arc<T>,
-    settings: Arc<server::Settings>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    server::serve(listener, tier, settings, shutdown).await
 }
 
 fn spec_of(info: &DatanodeInfo) -> DatanodeSpec {

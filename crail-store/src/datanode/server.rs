@@ -8,28 +8,31 @@
 //! and several requests are in flight per connection. The reply queue is bounded: a client that
 //! stops reading stops being read.
 //!
+//! The same listener logic serves the same-host fast path (see [`crate::local`]): a
+//! connection on the Unix socket attaches staging memory right after the handshake, and its
+//! requests name staging slots instead of carrying payloads.
+//!
 //! Bad requests fail alone: a range outside the storage, a wrong checksum, an unknown message
 //! kind each get a typed error reply, and the connection goes on. Only a request whose payload
 //! cannot be skipped (undecodable, or longer than a block) closes the connection.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 use super::tier::Tier;
 use crate::error::{Error, Result};
+use crate::local::{self, Staging};
 use crate::proto as pb;
 use crate::wire::frame::{self, FLAG_RESPONSE, Frame};
 use crate::wire::handshake::{self, Secret};
-use crate::wire::io;
+use crate::wire::io::{self, Stream};
 use crate::wire::kind::Kind;
 
 const READ_BUFFER: usize = 64 << 10;
@@ -55,9 +58,16 @@ pub(crate) struct Settings {
     pub(crate) id: Arc<AtomicU64>,
 }
 
-/// Serves `tier` on `listener` until `shutdown`.
+/// A connection just accepted.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Local(UnixStream),
+}
+
+/// Serves `tier` on `listener` (and on the fast-path socket `local`, if any) until `shutdown`.
 pub(crate) async fn serve<T: Tier>(
     listener: TcpListener,
+    local: Option<UnixListener>,
     tier: Arc<T>,
     settings: Arc<Settings>,
     shutdown: impl Future<Output = ()>,
@@ -68,7 +78,8 @@ pub(crate) async fn serve<T: Tier>(
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => accepted.map(|(s, peer)| (Accepted::Tcp(s), peer.to_string())),
+            accepted = accept_local(local.as_ref()) => accepted.map(|s| (Accepted::Local(s), "a local client".to_owned())),
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -87,7 +98,13 @@ pub(crate) async fn serve<T: Tier>(
         };
         let (stop, done) = (stop_tx.subscribe(), done_tx.clone());
         tokio::spawn(async move {
-            conn.run(stream, peer, permit, stop).await;
+            match stream {
+                Accepted::Tcp(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    conn.run(stream, peer, permit, stop).await;
+                }
+                Accepted::Local(stream) => conn.run(stream, peer, permit, stop).await,
+            }
             drop(done);
         });
     }
@@ -102,6 +119,13 @@ pub(crate) async fn serve<T: Tier>(
     Ok(())
 }
 
+async fn accept_local(local: Option<&UnixListener>) -> std::io::Result<UnixStream> {
+    match local {
+        Some(listener) => listener.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
 enum Reply<R> {
     Written {
         id: u64,
@@ -110,6 +134,8 @@ enum Reply<R> {
         id: u64,
         read: R,
         crc: u32,
+        /// 1 + the staging slot to put the bytes in; 0: after the reply frame.
+        slot: u32,
     },
     Failed {
         id: u64,
@@ -129,14 +155,13 @@ struct Conn<T> {
 }
 
 impl<T: Tier> Conn<T> {
-    async fn run(
+    async fn run<S: Attach>(
         self,
-        mut stream: TcpStream,
-        peer: SocketAddr,
+        mut stream: S,
+        peer: String,
         permit: Option<OwnedSemaphorePermit>,
         mut stop: broadcast::Receiver<()>,
     ) {
-        let _ = stream.set_nodelay(true);
         if permit.is_none() {
             let busy = Error::ServerBusy {
                 limit: self.settings.max_connections as u64,
@@ -150,7 +175,10 @@ impl<T: Tier> Conn<T> {
             &mut stream,
             &mut rbuf,
             s.secret.as_ref(),
-            "datanode",
+            handshake::Service {
+                name: "datanode",
+                write_piece: T::WRITE_PIECE,
+            },
             s.handshake_timeout,
         );
         let client = tokio::select! {
@@ -161,11 +189,24 @@ impl<T: Tier> Conn<T> {
             tracing::debug!(%peer, error = %e, "data handshake failed");
             return;
         }
-        let (rd, wr) = stream.into_split();
+        let attached = tokio::select! {
+            result = tokio::time::timeout(s.handshake_timeout, stream.attach(&mut rbuf)) => result,
+            _ = stop.recv() => return,
+        };
+        let staging = match attached {
+            Ok(Ok(staging)) => staging.map(Arc::new),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "attaching staging memory failed");
+                handshake::send_error(&mut stream, &e).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let (rd, wr) = stream.split();
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        let writer = tokio::spawn(write_replies(wr, rx));
+        let writer = tokio::spawn(write_replies(wr, rx, staging.clone()));
         tokio::select! {
-            end = self.read_requests(&rd, rbuf, &tx) => {
+            end = self.read_requests(rd.as_ref(), rbuf, &tx, staging.as_deref()) => {
                 if let Err(error) = end {
                     tracing::debug!(%peer, %error, "data connection closed");
                     let _ = tx.send(Reply::Fatal(error)).await;
@@ -182,13 +223,14 @@ impl<T: Tier> Conn<T> {
     /// Reads and handles requests until the peer closes (`Ok`) or the stream cannot go on.
     async fn read_requests(
         &self,
-        rd: &OwnedReadHalf,
+        rd: &impl io::Socket,
         mut rbuf: BytesMut,
         tx: &mpsc::Sender<Reply<T::Read>>,
+        staging: Option<&Staging>,
     ) -> Result<()> {
         loop {
             let Some(frame) = frame::decode(&mut rbuf, MAX_REQUEST_BODY)? else {
-                if io::read_some(rd.as_ref(), &mut rbuf).await? == 0 {
+                if io::read_some(rd, &mut rbuf).await? == 0 {
                     return Ok(());
                 }
                 continue;
@@ -202,8 +244,8 @@ impl<T: Tier> Conn<T> {
                         kind: u32::from(frame.kind),
                     },
                 }),
-                Some(Kind::Write) => Some(self.write(&frame, rd, &mut rbuf).await?),
-                Some(Kind::Read) => self.read(&frame, tx).await,
+                Some(Kind::Write) => Some(self.write(&frame, rd, &mut rbuf, staging).await?),
+                Some(Kind::Read) => self.read(&frame, tx, staging).await,
                 Some(_) => Some(Reply::Failed {
                     id,
                     error: Error::UnexpectedMessage {
@@ -262,8 +304,9 @@ impl<T: Tier> Conn<T> {
     async fn write(
         &self,
         frame: &Frame,
-        rd: &OwnedReadHalf,
+        rd: &impl io::Socket,
         rbuf: &mut BytesMut,
+        staging: Option<&Staging>,
     ) -> Result<Reply<T::Read>> {
         let id = frame.id;
         // Undecodable: the payload length is unknown, the stream cannot be resynchronised.
@@ -277,6 +320,13 @@ impl<T: Tier> Conn<T> {
                     "payload longer than a block ({} bytes)",
                     self.settings.block_size
                 ),
+            });
+        }
+        if req.slot != 0 {
+            // Nothing on the stream to skip: a refusal is just a reply.
+            return Ok(match self.write_from_slot(&req, staging).await {
+                Ok(()) => Reply::Written { id },
+                Err(error) => Reply::Failed { id, error },
             });
         }
         let deadline = self.settings.payload_timeout;
@@ -297,7 +347,7 @@ impl<T: Tier> Conn<T> {
             Ok(target) => target,
             Err(error) => {
                 with_deadline(deadline, async {
-                    Ok(io::skip_payload(rd.as_ref(), rbuf, len).await?)
+                    Ok(io::skip_payload(rd, rbuf, len).await?)
                 })
                 .await?;
                 return Ok(Reply::Failed { id, error });
@@ -305,7 +355,7 @@ impl<T: Tier> Conn<T> {
         };
         // Dropping `target` on error marks the half-written range corrupt.
         with_deadline(deadline, async {
-            Ok(io::read_payload(rd.as_ref(), rbuf, target.as_mut()).await?)
+            Ok(io::read_payload(rd, rbuf, target.as_mut()).await?)
         })
         .await?;
         Ok(match self.tier.finish_write(target, req.crc32c).await {
@@ -314,11 +364,41 @@ impl<T: Tier> Conn<T> {
         })
     }
 
+    /// A write whose payload is in a staging slot: copied from there into the tier, whose
+    /// checksum pass then checks the copy (what the client put in the slot may change under
+    /// us; what we stored may not).
+    async fn write_from_slot(
+        &self,
+        req: &pb::WriteRequest,
+        staging: Option<&Staging>,
+    ) -> Result<()> {
+        let staging = staging.ok_or_else(no_staging)?;
+        let len = req.length as usize;
+        let slot = req.slot - 1;
+        self.check_range(req.datanode, req.offset, len)?;
+        if slot >= staging.slots() || len > staging.slot_size() {
+            return Err(slot_error(staging, slot, len));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let deadline = self.settings.payload_timeout;
+        let mut target = tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "waiting for the block's lock".into(),
+                after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
+            })??;
+        staging.copy_out(slot, target.as_mut())?;
+        self.tier.finish_write(target, req.crc32c).await
+    }
+
     /// A read: answered now (`Some`) or by a task of its own (`None`).
     async fn read(
         &self,
         frame: &Frame,
         tx: &mpsc::Sender<Reply<T::Read>>,
+        staging: Option<&Staging>,
     ) -> Option<Reply<T::Read>> {
         let id = frame.id;
         let req: pb::ReadRequest = match frame.decode_body("read request") {
@@ -329,10 +409,28 @@ impl<T: Tier> Conn<T> {
         if let Err(error) = self.check_range(req.datanode, req.offset, len) {
             return Some(Reply::Failed { id, error });
         }
+        let slot = req.slot;
+        if slot != 0 {
+            let checked = match staging {
+                None => Err(no_staging()),
+                Some(st) if slot > st.slots() || len > st.slot_size() => {
+                    Err(slot_error(st, slot - 1, len))
+                }
+                Some(_) => Ok(()),
+            };
+            if let Err(error) = checked {
+                return Some(Reply::Failed { id, error });
+            }
+        }
         let tier = self.tier.clone();
         let work = async move {
             match tier.read(req.offset, len).await {
-                Ok((read, crc)) => Reply::Data { id, read, crc },
+                Ok((read, crc)) => Reply::Data {
+                    id,
+                    read,
+                    crc,
+                    slot,
+                },
                 Err(error) => Reply::Failed { id, error },
             }
         };
@@ -352,6 +450,75 @@ impl<T: Tier> Conn<T> {
     }
 }
 
+fn no_staging() -> Error {
+    Error::Unsupported {
+        feature: "staging slots".into(),
+        reason: "this connection has no staging memory (only same-host connections attach it)"
+            .into(),
+    }
+}
+
+fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
+    Error::BadRange {
+        offset: u64::from(slot),
+        length: len as u64,
+        reason: format!(
+            "not inside a staging slot ({} slots of {} bytes)",
+            staging.slots(),
+            staging.slot_size()
+        ),
+    }
+}
+
+/// A stream a connection may attach staging memory on: only the Unix socket does.
+pub(crate) trait Attach: Stream {
+    /// Runs the attach step if this kind of connection has one.
+    fn attach(
+        &mut self,
+        rbuf: &mut BytesMut,
+    ) -> impl Future<Output = Result<Option<Staging>>> + Send;
+}
+
+impl Attach for tokio::net::TcpStream {
+    async fn attach(&mut self, _rbuf: &mut BytesMut) -> Result<Option<Staging>> {
+        Ok(None)
+    }
+}
+
+impl Attach for UnixStream {
+    /// The first frame after the handshake must be an Attach with its memory file.
+    async fn attach(&mut self, rbuf: &mut BytesMut) -> Result<Option<Staging>> {
+        let mut fd = None;
+        let frame = loop {
+            if let Some(frame) = frame::decode(rbuf, MAX_REQUEST_BODY)? {
+                break frame;
+            }
+            if local::recv_with_fd(self, rbuf, &mut fd).await? == 0 {
+                return Err(Error::ConnectionLost {
+                    addr: "a local client".into(),
+                    reason: "closed before attaching staging memory".into(),
+                });
+            }
+        };
+        if Kind::from_u16(frame.kind) != Some(Kind::Attach) {
+            return Err(Error::UnexpectedMessage {
+                expected: "an attach request first on a local connection".into(),
+                kind: u32::from(frame.kind),
+            });
+        }
+        let req: pb::AttachRequest = frame.decode_body("attach request")?;
+        let fd = fd.ok_or_else(|| Error::Unsupported {
+            feature: "staging memory".into(),
+            reason: "no memory file came with the attach request".into(),
+        })?;
+        let staging = Staging::attach(fd, req.slot_size, req.slots)?;
+        let mut out = BytesMut::new();
+        encode(&mut out, Kind::Attach, frame.id, &pb::AttachReply {})
+            .and(self.write_all(&out).await)?;
+        Ok(Some(staging))
+    }
+}
+
 async fn with_deadline<F: Future<Output = Result<()>>>(after: Duration, work: F) -> Result<()> {
     tokio::time::timeout(after, work)
         .await
@@ -361,7 +528,11 @@ async fn with_deadline<F: Future<Output = Result<()>>>(after: Duration, work: F)
         })?
 }
 
-async fn write_replies<R: AsRef<[u8]>>(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply<R>>) {
+async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Reply<R>>,
+    staging: Option<Arc<Staging>>,
+) {
     let mut out = BytesMut::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -378,21 +549,39 @@ async fn write_replies<R: AsRef<[u8]>>(mut wr: OwnedWriteHalf, mut rx: mpsc::Rec
                     fatal = true;
                     Ok(())
                 }
-                Reply::Data { id, read, crc } => {
+                Reply::Data {
+                    id,
+                    read,
+                    crc,
+                    slot,
+                } => {
                     let payload = read.as_ref();
                     let header = pb::ReadReply {
                         length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
                         crc32c: crc,
                     };
-                    match encode(&mut out, Kind::Read, id, &header) {
-                        Ok(()) if payload.len() <= INLINE_PAYLOAD => {
-                            out.extend_from_slice(payload);
+                    // Checked when the request came: the staging exists and the slot fits.
+                    let staged = match (slot, &staging) {
+                        (0, _) => None,
+                        (slot, Some(st)) => Some(st.copy_in(slot - 1, payload)),
+                        (_, None) => Some(Err(no_staging())),
+                    };
+                    match staged {
+                        Some(Ok(())) => encode(&mut out, Kind::Read, id, &header),
+                        Some(Err(error)) => {
+                            frame::encode_error(&mut out, id, &error);
                             Ok(())
                         }
-                        Ok(()) => flush(&mut wr, &mut out)
-                            .await
-                            .and(wr.write_all(payload).await),
-                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                        None => match encode(&mut out, Kind::Read, id, &header) {
+                            Ok(()) if payload.len() <= INLINE_PAYLOAD => {
+                                out.extend_from_slice(payload);
+                                Ok(())
+                            }
+                            Ok(()) => flush(&mut wr, &mut out)
+                                .await
+                                .and(wr.write_all(payload).await),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        },
                     }
                 }
             };
@@ -423,10 +612,366 @@ fn encode<M: prost::Message>(
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-async fn flush(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(wr: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> std::io::Result<()> {
     if !out.is_empty() {
         wr.write_all(out).await?;
         out.clear();
     }
     Ok(())
+}
+
+/// Feeds arbitrary bytes to a fresh DRAM datanode's request loop as if a same-host client
+/// had sent them after attaching staging memory, and collects the replies. Must never panic or
+/// hang, and every reply frame is whole. Used by the `datanode_requests` fuzz target; returns
+/// the number of reply bytes.
+pub fn fuzz_requests(data: &[u8]) -> usize {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return 0;
+    };
+    runtime.block_on(async {
+        const BLOCK: u64 = 64 << 10;
+        let (Ok(tier), Ok(staging)) = (
+            super::tier::DramTier::new(4 * BLOCK, BLOCK),
+            Staging::create(BLOCK, 2),
+        ) else {
+            return 0;
+        };
+        let conn = Conn {
+            tier: Arc::new(tier),
+            settings: Arc::new(Settings {
+                secret: None,
+                handshake_timeout: Duration::from_secs(1),
+                payload_timeout: Duration::from_secs(1),
+                block_size: BLOCK,
+                max_connections: 1,
+                id: Arc::new(AtomicU64::new(1)),
+            }),
+            reads: Arc::new(Semaphore::new(REPLY_QUEUE)),
+        };
+        let staging = Arc::new(staging);
+        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        let mut out = Vec::new();
+        let writer = write_replies(&mut out, rx, Some(staging.clone()));
+        let input = MemorySocket(parking_lot::Mutex::new(bytes::Bytes::copy_from_slice(data)));
+        let reader = async {
+            if let Err(error) = conn
+                .read_requests(&input, BytesMut::new(), &tx, Some(&staging))
+                .await
+            {
+                let _ = tx.send(Reply::Fatal(error)).await;
+            }
+            drop(tx);
+        };
+        tokio::join!(reader, writer);
+        let mut replies = BytesMut::from(&out[..]);
+        while let Ok(Some(frame)) = frame::decode(&mut replies, usize::MAX) {
+            if frame.kind == Kind::Read as u16 && !frame.is_error() {
+                // Inline read payloads follow their reply frames.
+                let reply: pb::ReadReply = frame.decode_body("read reply").unwrap_or_default();
+                let len = (reply.length as usize).min(replies.len());
+                let _ = replies.split_to(len);
+            }
+        }
+        assert!(replies.is_empty(), "a reply frame was cut short");
+        out.len()
+    })
+}
+
+/// Bytes to read, then end of stream: a socket for [`fuzz_requests`].
+struct MemorySocket(parking_lot::Mutex<bytes::Bytes>);
+
+impl io::Socket for MemorySocket {
+    async fn readable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn try_read(&self, dst: &mut [u8]) -> std::io::Result<usize> {
+        let mut left = self.0.lock();
+        let n = dst.len().min(left.len());
+        dst[..n].copy_from_slice(&left.split_to(n));
+        Ok(n)
+    }
+
+    fn try_read_buf(&self, dst: &mut BytesMut) -> std::io::Result<usize> {
+        let mut left = self.0.lock();
+        let n = (dst.capacity() - dst.len()).min(left.len());
+        dst.extend_from_slice(&left.split_to(n));
+        Ok(n)
+    }
+
+    fn try_io<R>(
+        &self,
+        _interest: tokio::io::Interest,
+        f: impl FnOnce() -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        f()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The data plane's refusals, on raw connections to an in-process datanode.
+
+    use std::net::SocketAddr;
+
+    use bytes::BufMut;
+    use tokio::io::AsyncRead;
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::config::{ClientConfig, DatanodeConfig, NamenodeConfig};
+    use crate::datanode::Datanode;
+    use crate::namenode::RunningNamenode;
+    use crate::units::ByteSize;
+
+    struct Running {
+        _nn: Option<RunningNamenode>,
+        addr: SocketAddr,
+        id: u64,
+    }
+
+    async fn datanode(host: [u8; 4]) -> Running {
+        let nn = RunningNamenode::start(NamenodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..NamenodeConfig::default()
+        })
+        .await
+        .unwrap();
+        let listener = TcpListener::bind(SocketAddr::from((host, 0)))
+            .await
+            .unwrap();
+        let config = DatanodeConfig {
+            capacity: ByteSize(4 << 20),
+            ..DatanodeConfig::default()
+        };
+        let dn = Datanode::start(listener, config, ClientConfig::for_namenode(nn.addr()))
+            .await
+            .unwrap();
+        assert!(dn.info().fast_path);
+        let (addr, id) = (dn.info().address, dn.info().id.0);
+        tokio::spawn(dn.serve(std::future::pending()));
+        Running {
+            _nn: Some(nn),
+            addr,
+            id,
+        }
+    }
+
+    async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> BytesMut {
+        let mut rbuf = BytesMut::new();
+        handshake::client(stream, &mut rbuf, None, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
+        rbuf
+    }
+
+    fn request<M: prost::Message>(kind: Kind, id: u64, msg: &M) -> BytesMut {
+        let mut out = BytesMut::new();
+        frame::encode(&mut out, kind, 0, id, msg, MAX_REQUEST_BODY).unwrap();
+        out
+    }
+
+    /// The next frame, or `None` once the datanode closed the connection.
+    async fn reply(sock: &impl io::Socket, rbuf: &mut BytesMut) -> Option<Frame> {
+        loop {
+            if let Some(frame) = frame::decode(rbuf, 1 << 20).unwrap() {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), io::read_some(sock, rbuf));
+            if read.await.unwrap().unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn error(sock: &impl io::Socket, rbuf: &mut BytesMut) -> Error {
+        let frame = reply(sock, rbuf).await.unwrap();
+        assert!(
+            frame.is_error(),
+            "expected an error, got kind {}",
+            frame.kind
+        );
+        frame.into_error()
+    }
+
+    fn read(dn: &Running, offset: u64, length: u32, slot: u32) -> pb::ReadRequest {
+        pb::ReadRequest {
+            offset,
+            length,
+            datanode: dn.id,
+            slot,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_connection_must_attach_sealed_memory_first() {
+        let dn = datanode([127, 0, 0, 21]).await;
+
+        // Anything but an attach first: refused, connection closed.
+        let mut s = local::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        s.write_all(&request(Kind::Read, 1, &read(&dn, 0, 4096, 0)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            error(&s, &mut rbuf).await,
+            Error::UnexpectedMessage { .. }
+        ));
+        assert!(reply(&s, &mut rbuf).await.is_none());
+
+        // An attach without its memory file.
+        let attach = pb::AttachRequest {
+            slot_size: 4096,
+            slots: 2,
+        };
+        let mut s = local::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        s.write_all(&request(Kind::Attach, 1, &attach))
+            .await
+            .unwrap();
+        let e = error(&s, &mut rbuf).await;
+        assert!(e.to_string().contains("no memory file"), "{e}");
+
+        // A file that could shrink under the datanode.
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(8192).unwrap();
+        let mut s = local::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        let frame = request(Kind::Attach, 1, &attach);
+        local::send_with_fd(&s, &frame, std::os::fd::AsFd::as_fd(&file))
+            .await
+            .unwrap();
+        let e = error(&s, &mut rbuf).await;
+        assert!(e.to_string().contains("sealable"), "{e}");
+
+        // Sizes that do not match the memory.
+        let staging = Staging::create(4096, 2).unwrap();
+        let mut s = local::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        let wrong = pb::AttachRequest {
+            slot_size: 8192,
+            slots: 2,
+        };
+        local::send_with_fd(&s, &request(Kind::Attach, 1, &wrong), staging.fd())
+            .await
+            .unwrap();
+        let e = error(&s, &mut rbuf).await;
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn slots_carry_payloads_and_bad_slots_fail_alone() {
+        let dn = datanode([127, 0, 0, 22]).await;
+        let staging = Staging::create(8192, 2).unwrap();
+        let mut s = local::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        let attach = pb::AttachRequest {
+            slot_size: 8192,
+            slots: 2,
+        };
+        local::send_with_fd(&s, &request(Kind::Attach, 1, &attach), staging.fd())
+            .await
+            .unwrap();
+        let attached = reply(&s, &mut rbuf).await.unwrap();
+        assert_eq!(attached.kind, Kind::Attach as u16);
+        assert!(!attached.is_error());
+
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        staging.copy_in(0, &data).unwrap();
+        let write = |crc32c, slot| pb::WriteRequest {
+            offset: 8192,
+            length: 8192,
+            crc32c,
+            datanode: dn.id,
+            slot,
+        };
+        let mut out = BytesMut::new();
+        // A wrong checksum, a slot past the end, then the good write and a read into slot 2.
+        out.put(request(Kind::Write, 2, &write(1, 1)));
+        out.put(request(
+            Kind::Write,
+            3,
+            &write(crate::crc::crc32c(&data), 3),
+        ));
+        out.put(request(Kind::Read, 4, &read(&dn, 8192, 8192, 9)));
+        out.put(request(
+            Kind::Write,
+            5,
+            &write(crate::crc::crc32c(&data), 1),
+        ));
+        out.put(request(Kind::Read, 6, &read(&dn, 8192, 8192, 2)));
+        s.write_all(&out).await.unwrap();
+        let mut replies = std::collections::HashMap::new();
+        for _ in 0..5 {
+            let frame = reply(&s, &mut rbuf).await.unwrap();
+            replies.insert(frame.id, frame);
+        }
+        let mut take = |id| replies.remove(&id).unwrap();
+        assert!(matches!(
+            take(2).into_error(),
+            Error::ChecksumMismatch { .. }
+        ));
+        assert!(matches!(take(3).into_error(), Error::BadRange { .. }));
+        assert!(matches!(take(4).into_error(), Error::BadRange { .. }));
+        let written = take(5);
+        assert!(!written.is_error());
+        let read_reply: pb::ReadReply = take(6).decode_body("read reply").unwrap();
+        assert_eq!(read_reply.crc32c, crate::crc::crc32c(&data));
+        let mut back = vec![0u8; 8192];
+        staging.copy_out(1, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Nothing followed the replies on the stream: payloads went through the slots.
+        assert!(rbuf.is_empty());
+    }
+
+    #[test]
+    fn fuzzed_requests_get_whole_replies() {
+        let dn = Running {
+            _nn: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            id: 1,
+        };
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 256) as u8).collect();
+        let mut input = BytesMut::new();
+        input.put(request(Kind::Read, 1, &read(&dn, 0, 4096, 0)));
+        input.put(request(Kind::Read, 2, &read(&dn, 0, 4096, 2)));
+        input.put(request(
+            Kind::Write,
+            3,
+            &pb::WriteRequest {
+                offset: 4096,
+                length: 4096,
+                crc32c: crate::crc::crc32c(&data),
+                datanode: 1,
+                slot: 0,
+            },
+        ));
+        input.put(&data[..]);
+        // Cut short mid-frame: the datanode just stops.
+        input.put(&request(Kind::Read, 4, &read(&dn, 0, 1, 0))[..7]);
+        assert!(fuzz_requests(&input) > 4096);
+        assert!(fuzz_requests(b"garbage that is no frame at all") > 0);
+        fuzz_requests(&[]);
+    }
+
+    #[tokio::test]
+    async fn a_tcp_connection_has_no_slots() {
+        let dn = datanode([127, 0, 0, 23]).await;
+        let mut s = TcpStream::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        s.write_all(&request(Kind::Read, 1, &read(&dn, 0, 4096, 1)))
+            .await
+            .unwrap();
+        let e = error(&s, &mut rbuf).await;
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        // The connection goes on.
+        s.write_all(&request(Kind::Read, 2, &read(&dn, 0, 4096, 0)))
+            .await
+            .unwrap();
+        let frame = reply(&s, &mut rbuf).await.unwrap();
+        assert_eq!((frame.id, frame.is_error()), (2, false));
+    }
 }

@@ -159,7 +159,7 @@ async fn connection(
         &mut stream,
         &mut rbuf,
         settings.secret.as_ref(),
-        "namenode",
+        handshake::Service::NAMENODE,
         settings.handshake_timeout,
     );
     let client = tokio::select! {

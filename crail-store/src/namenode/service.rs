@@ -82,7 +82,7 @@ impl Core {
                         kind: u32::from(frame.kind),
                     })
                 }
-                Kind::Write | Kind::Read => Err(Error::UnexpectedMessage {
+                Kind::Write | Kind::Read | Kind::Attach => Err(Error::UnexpectedMessage {
                     expected: "a namenode request (data goes to datanodes)".into(),
                     kind: u32::from(frame.kind),
                 }),

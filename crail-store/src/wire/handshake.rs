@@ -120,7 +120,22 @@ pub(crate) async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, error: &Er
     let _ = stream.flush().await;
 }
 
-/// Client side. Returns the service name the server announced. Bytes the server sent after its
+/// What a server announces of itself in its Welcome.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
+    /// Datanodes: the size of request a buffer is best written in (0: whole buffers).
+    pub(crate) write_piece: u32,
+}
+
+impl Service {
+    pub(crate) const NAMENODE: Service = Service {
+        name: "namenode",
+        write_piece: 0,
+    };
+}
+
+/// Client side. Returns the server's Welcome (its service name and hints). Bytes the server sent after its
 /// Welcome stay in `buf` for the connection's reader.
 pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -128,7 +143,7 @@ pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<&Secret>,
     client_name: &str,
     timeout: Duration,
-) -> Result<String> {
+) -> Result<pb::Welcome> {
     let work = async {
         let client_nonce = nonce()?;
         let hello = pb::Hello {
@@ -173,7 +188,7 @@ pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
                     reason: "the server does not know the shared secret".into(),
                 })?;
         }
-        Ok(welcome.service)
+        Ok(welcome)
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -188,7 +203,7 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     secret: Option<&Secret>,
-    service: &str,
+    service: Service,
     timeout: Duration,
 ) -> Result<String> {
     let work = async {
@@ -226,7 +241,8 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let welcome = pb::Welcome {
             server_mac,
-            service: service.to_owned(),
+            service: service.name.to_owned(),
+            write_piece: service.write_piece,
         };
         send(stream, Kind::Welcome, &welcome).await?;
         Ok(hello.client_name)
@@ -251,7 +267,7 @@ mod tests {
     async fn run(
         client_secret: Option<&str>,
         server_secret: Option<&str>,
-    ) -> (Result<String>, Result<String>) {
+    ) -> (Result<pb::Welcome>, Result<String>) {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let cs = client_secret.and_then(Secret::new);
         let ss = server_secret.and_then(Secret::new);
@@ -264,7 +280,7 @@ mod tests {
         };
         let server = async {
             let mut buf = BytesMut::new();
-            super::server(&mut b, &mut buf, ss.as_ref(), "namenode", t).await
+            super::server(&mut b, &mut buf, ss.as_ref(), Service::NAMENODE, t).await
         };
         tokio::join!(client, server)
     }
@@ -272,14 +288,14 @@ mod tests {
     #[tokio::test]
     async fn open_handshake() {
         let (c, s) = run(None, None).await;
-        assert_eq!(c.unwrap(), "namenode");
+        assert_eq!(c.unwrap().service, "namenode");
         assert_eq!(s.unwrap(), "test");
     }
 
     #[tokio::test]
     async fn matching_secrets() {
         let (c, s) = run(Some("s3cret"), Some("s3cret")).await;
-        assert_eq!(c.unwrap(), "namenode");
+        assert_eq!(c.unwrap().service, "namenode");
         assert_eq!(s.unwrap(), "test");
     }
 
@@ -311,7 +327,14 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move {
             let mut buf = BytesMut::new();
-            super::server(&mut b, &mut buf, None, "namenode", Duration::from_secs(5)).await
+            super::server(
+                &mut b,
+                &mut buf,
+                None,
+                Service::NAMENODE,
+                Duration::from_secs(5),
+            )
+            .await
         });
         let hello = pb::Hello {
             protocol_version: 99,

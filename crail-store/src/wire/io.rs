@@ -6,18 +6,70 @@
 //! `try_io`, which only clears if no newer readiness event arrived meanwhile, so no wakeup is
 //! lost). On loopback this is one of about six system calls per request on each side.
 
+use std::future::Future;
 use std::io;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The readiness-based reads these helpers need: TCP and Unix sockets alike.
+pub(crate) trait Socket: Send + Sync {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read(&self, dst: &mut [u8]) -> io::Result<usize>;
+    fn try_read_buf(&self, dst: &mut BytesMut) -> io::Result<usize>;
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+/// A connected stream that splits into halves that are owned by separate tasks.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Socket: Socket;
+    type ReadHalf: AsRef<Self::Socket> + Send + Sync + 'static;
+    type WriteHalf: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::ReadHalf, Self::WriteHalf);
+}
+
+macro_rules! socket {
+    ($stream:ty, $module:ident) => {
+        impl Socket for $stream {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$stream>::readable(self)
+            }
+            fn try_read(&self, dst: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, dst)
+            }
+            fn try_read_buf(&self, dst: &mut BytesMut) -> io::Result<usize> {
+                <$stream>::try_read_buf(self, dst)
+            }
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                f: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                <$stream>::try_io(self, interest, f)
+            }
+        }
+
+        impl Stream for $stream {
+            type Socket = $stream;
+            type ReadHalf = tokio::net::$module::OwnedReadHalf;
+            type WriteHalf = tokio::net::$module::OwnedWriteHalf;
+            fn split(self) -> (Self::ReadHalf, Self::WriteHalf) {
+                self.into_split()
+            }
+        }
+    };
+}
+
+socket!(TcpStream, tcp);
+socket!(UnixStream, unix);
 
 /// Room kept free in the read buffer before each read.
 const MIN_ROOM: usize = 16 << 10;
 
 /// Reads what is available into `buf` (waiting until something is); `Ok(0)` means the peer
 /// closed the connection.
-pub(crate) async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) async fn read_some(stream: &impl Socket, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
         stream.readable().await?;
         if buf.capacity() - buf.len() < MIN_ROOM {
@@ -45,7 +97,7 @@ pub(crate) async fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Res
 /// from the socket into `dst` (a payload is never staged in `buf` beyond what one read
 /// happened to bring).
 pub(crate) async fn read_payload(
-    stream: &TcpStream,
+    stream: &impl Socket,
     buf: &mut BytesMut,
     dst: &mut [u8],
 ) -> io::Result<()> {
@@ -57,7 +109,7 @@ pub(crate) async fn read_payload(
 
 /// Consumes the next `len` bytes of the stream (a payload nobody wants).
 pub(crate) async fn skip_payload(
-    stream: &TcpStream,
+    stream: &impl Socket,
     buf: &mut BytesMut,
     mut len: usize,
 ) -> io::Result<()> {
@@ -73,7 +125,7 @@ pub(crate) async fn skip_payload(
     Ok(())
 }
 
-async fn read_exact(stream: &TcpStream, dst: &mut [u8]) -> io::Result<()> {
+async fn read_exact(stream: &impl Socket, dst: &mut [u8]) -> io::Result<()> {
     let mut at = 0;
     while at < dst.len() {
         stream.readable().await?;

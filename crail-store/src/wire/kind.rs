@@ -28,10 +28,11 @@ pub(crate) enum Kind {
     DeregisterDatanode = 50,
     Write = 64,
     Read = 65,
+    Attach = 66,
 }
 
 impl Kind {
-    const ALL: [Kind; 22] = [
+    const ALL: [Kind; 23] = [
         Kind::Error,
         Kind::Hello,
         Kind::Challenge,
@@ -54,6 +55,7 @@ impl Kind {
         Kind::DeregisterDatanode,
         Kind::Write,
         Kind::Read,
+        Kind::Attach,
     ];
 
     pub(crate) fn from_u16(raw: u16) -> Option<Kind> {
@@ -84,6 +86,7 @@ impl Kind {
             Kind::DeregisterDatanode => "deregister-datanode",
             Kind::Write => "write",
             Kind::Read => "read",
+            Kind::Attach => "attach",
         }
     }
 }
@@ -121,6 +124,7 @@ rpc! {
     DeregisterDatanodeRequest => DeregisterDatanodeReply: DeregisterDatanode,
     WriteRequest => WriteReply: Write,
     ReadRequest => ReadReply: Read,
+    AttachRequest => AttachReply: Attach,
 }
 
 #[cfg(test)]

@@ -151,12 +151,17 @@ async fn datanode(args: DatanodeArgs) -> anyhow::Result<()> {
     let info = datanode.info();
     // Scripts and tests read this line to learn the address.
     println!(
-        "datanode listening on {} (tier {}, class {}, {}, engine {}, id {})",
+        "datanode listening on {} (tier {}, class {}, {}, engine {}{}, id {})",
         info.address,
         info.tier.name(),
         info.storage_class,
         ByteSize(info.capacity),
         info.engine,
+        if info.fast_path {
+            ", same-host fast path"
+        } else {
+            ""
+        },
         info.id.0
     );
     datanode.serve(shutdown).await?;

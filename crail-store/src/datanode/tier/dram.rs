@@ -2,9 +2,8 @@
 //!
 //! The region is a memfd (an anonymous shared-memory file) of the tier's capacity, allocated
 //! with `fallocate` and mapped once, pages populated: a full machine fails at start, not in the
-//! middle of a write. Being a file, the region can later be handed to a client on the same host
-//! as a file descriptor (the same-host fast path). Writes receive the payload straight from the
-//! socket into the region; reads send straight from it.
+//! middle of a write. Writes receive the payload straight from the socket into the region (or
+//! copy it from a same-host client's staging slot); reads send straight from it.
 
 use std::sync::Arc;
 
@@ -26,7 +25,7 @@ mod region {
     #[derive(Debug)]
     pub(crate) struct Region {
         map: MmapRaw,
-        // Kept open: the mapping and a future fd handoff both need it.
+        // Kept open for the mapping's life.
         _file: File,
     }
 
@@ -174,6 +173,8 @@ impl Tier for DramTier {
     type Write = DramWrite;
     type Read = DramRead;
     const SPAWN_READS: bool = false;
+    // Storing is a copy: pipelining pieces hides it behind the transfer.
+    const WRITE_PIECE: u32 = 256 << 10;
 
     fn capacity(&self) -> u64 {
         self.capacity

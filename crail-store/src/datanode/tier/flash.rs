@@ -161,6 +161,8 @@ impl Tier for FlashTier {
     type Write = FlashWrite;
     type Read = FlashRead;
     const SPAWN_READS: bool = true;
+    // Each request is a device write, serialised per block: pieces would only shrink them.
+    const WRITE_PIECE: u32 = 0;
 
     fn capacity(&self) -> u64 {
         self.capacity

@@ -35,6 +35,11 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     /// on the connection (they only copy memory).
     const SPAWN_READS: bool;
 
+    /// The request size clients best split a buffer's write into over TCP (0: whole): small
+    /// enough that storing one piece overlaps receiving the next, for tiers that store at
+    /// memory speed.
+    const WRITE_PIECE: u32;
+
     /// Bytes of storage.
     fn capacity(&self) -> u64;
 
