@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crail_store::namenode::RunningNamenode;
 use crail_store::testing;
-use crail_store::{CreateOptions, Error, Placement, Store};
+use crail_store::{ClientConfig, CreateOptions, Error, Placement, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CRAIL: &str = env!("CARGO_BIN_EXE_crail");
@@ -222,6 +222,37 @@ async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
             .await;
         assert!(matches!(err, Err(Error::PastEndOfFile { .. })));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_write_goes_in_pieces_and_reads_back() {
+    // One buffer in flight: a DRAM datanode takes it in 256 KiB pieces, which here start at an
+    // unaligned offset and cross piece and block edges.
+    let nn = common::start().await;
+    let _dram = Datanode::dram(&nn, "127.0.0.2", "8MiB");
+    let config = ClientConfig {
+        outstanding: 1,
+        ..common::client_config(&nn)
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let mut expect = pattern(777, 3);
+    store
+        .write_file("/pieces", &expect, &CreateOptions::default())
+        .await
+        .unwrap();
+    let file = store.lookup("/pieces").await.unwrap().into_file().unwrap();
+    let mut writer = file.open_write().await.unwrap().writer();
+    for (i, len) in [MIB, 300_000, MIB - 777, 5].into_iter().enumerate() {
+        let more = pattern(len, 10 + i as u64);
+        writer
+            .write_buffer(bytes::Bytes::from(more.clone()))
+            .await
+            .unwrap();
+        expect.extend_from_slice(&more);
+    }
+    assert_eq!(writer.close().await.unwrap().size, expect.len() as u64);
+    let file = store.lookup("/pieces").await.unwrap().into_file().unwrap();
+    assert!(file.read_to_end().await.unwrap() == expect, "bytes differ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,8 @@ enum Out {
 }
 
 enum Waiter {
-    Write(oneshot::Sender<Result<()>>, Option<Slot>),
+    /// A write of `len` bytes.
+    Write(oneshot::Sender<Result<()>>, Option<Slot>, usize),
     Read {
         buf: Buffer,
         at: usize,
@@ -79,7 +80,7 @@ enum Waiter {
 impl Waiter {
     fn fail(self, error: Error) {
         match self {
-            Waiter::Write(tx, _) => {
+            Waiter::Write(tx, ..) => {
                 let _ = tx.send(Err(error));
             }
             Waiter::Read { tx, .. } => {
@@ -232,7 +233,7 @@ impl DataConn {
     ) -> Result<Self> {
         let (stream, rbuf, welcome) =
             connect_and_greet(&addr.to_string(), endpoint, "datanode ").await?;
-        let mut conn = Self::start(addr, stream, rbuf, None, timeout);
+        let mut conn = Self::start(addr, stream, rbuf, None, timeout, endpoint.busy_poll);
         conn.write_piece = welcome.write_piece as usize;
         Ok(conn)
     }
@@ -296,7 +297,14 @@ impl DataConn {
                     .try_into()
                     .unwrap_or(u64::MAX),
             })??;
-        Ok(Self::start(addr, stream, rbuf, Some(staging), timeout))
+        Ok(Self::start(
+            addr,
+            stream,
+            rbuf,
+            Some(staging),
+            timeout,
+            endpoint.busy_poll,
+        ))
     }
 
     fn start<S: Stream>(
@@ -305,6 +313,7 @@ impl DataConn {
         rbuf: BytesMut,
         staging: Option<Staging>,
         timeout: Duration,
+        busy_poll: Duration,
     ) -> Self {
         let slots = staging.as_ref().map(|s| Slots::new(s.slots()));
         let shared = Arc::new(Shared {
@@ -314,7 +323,8 @@ impl DataConn {
         });
         let (rd, wr) = stream.split();
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(read_replies(rd, rbuf, shared.clone(), timeout));
+        let poll = io::BusyPoll::new(busy_poll);
+        tokio::spawn(read_replies(rd, rbuf, shared.clone(), timeout, poll));
         tokio::spawn(write_requests(wr, rx, shared.clone()));
         Self {
             shared,
@@ -383,7 +393,7 @@ impl DataConn {
                     None => Ok(()),
                 };
                 if let Err(e) = staged {
-                    Waiter::Write(tx, None).fail(e);
+                    Waiter::Write(tx, None, 0).fail(e);
                     return pending;
                 }
                 (Some(slot), Bytes::new())
@@ -391,7 +401,7 @@ impl DataConn {
             None => (None, payload),
         };
         let slot_no = slot.as_ref().map_or(0, |s| s.index + 1);
-        if let Some(id) = self.register(Waiter::Write(tx, slot)) {
+        if let Some(id) = self.register(Waiter::Write(tx, slot, len as usize)) {
             let out = Out::Write {
                 id,
                 datanode,
@@ -551,9 +561,10 @@ async fn read_replies<R: AsRef<S>, S: Socket>(
     mut rbuf: BytesMut,
     shared: Arc<Shared>,
     silence: Duration,
+    mut poll: io::BusyPoll,
 ) {
     let why = loop {
-        match next_reply(rd.as_ref(), &mut rbuf, &shared, silence).await {
+        match next_reply(rd.as_ref(), &mut rbuf, &shared, silence, &mut poll).await {
             Ok(true) => {}
             Ok(false) => break Closed::Lost("closed by the datanode".into()),
             Err(why) => break why,
@@ -568,6 +579,7 @@ async fn next_reply(
     rbuf: &mut BytesMut,
     shared: &Shared,
     silence: Duration,
+    poll: &mut io::BusyPoll,
 ) -> std::result::Result<bool, Closed> {
     let frame = loop {
         match frame::decode(rbuf, MAX_REPLY_BODY) {
@@ -577,7 +589,9 @@ async fn next_reply(
         }
         // Always bounded: a request registered while this read waits is covered too. Silence
         // with nothing outstanding is fine; with requests outstanding it kills the connection.
-        let got = match tokio::time::timeout(silence, io::read_some(rd, rbuf)).await {
+        let got = match tokio::time::timeout(silence, poll.read_some_upto(rd, rbuf, io::FRAME_READ))
+            .await
+        {
             Ok(got) => got,
             Err(_) if shared.table.lock().waiting.is_empty() => continue,
             Err(_) => return Err(Closed::Silent(silence)),
@@ -603,8 +617,11 @@ async fn next_reply(
     match Kind::from_u16(frame.kind) {
         Some(Kind::Write) => {
             match shared.take(frame.id) {
-                Some(Waiter::Write(tx, _slot)) => {
+                Some(Waiter::Write(tx, _slot, len)) => {
                     let _ = tx.send(Ok(()));
+                    if len <= io::BUSY_POLL_MAX_BYTES {
+                        poll.arm();
+                    }
                 }
                 Some(other) => other.fail(Error::malformed("reply", "a write reply to a read")),
                 None => {}
@@ -657,6 +674,9 @@ async fn next_reply(
                     });
                     buf.set_len(at + len);
                     let _ = tx.send(result.map(|()| buf));
+                    if len <= io::BUSY_POLL_MAX_BYTES {
+                        poll.arm();
+                    }
                 }
                 Some(waiter @ Waiter::Read { slot: Some(_), .. }) => {
                     // Nothing on the stream to skip.

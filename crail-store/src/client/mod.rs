@@ -72,6 +72,7 @@ impl Store {
             connect_timeout: config.connect_timeout,
             rpc_timeout: config.rpc_timeout,
             max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
+            busy_poll: config.busy_poll,
         };
         let conn = Connection::open(&endpoint).await?;
         let info = conn.call(&pb::ClusterInfoRequest {}).await?;

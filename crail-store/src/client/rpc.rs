@@ -33,6 +33,8 @@ pub(crate) struct Endpoint {
     pub(crate) connect_timeout: Duration,
     pub(crate) rpc_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// How long a reader keeps polling its socket after a small reply (see `io::BusyPoll`).
+    pub(crate) busy_poll: Duration,
 }
 
 type Reply = Result<Frame>;
@@ -125,7 +127,14 @@ impl Connection {
             next_id: AtomicU64::new(1),
         });
         let (rd, wr) = stream.into_split();
-        tokio::spawn(read_replies(rd, rbuf, shared.clone(), endpoint.max_frame));
+        let poll = io::BusyPoll::new(endpoint.busy_poll);
+        tokio::spawn(read_replies(
+            rd,
+            rbuf,
+            shared.clone(),
+            endpoint.max_frame,
+            poll,
+        ));
         tokio::spawn(write_requests(wr, shared.clone()));
         Ok(Self {
             shared,
@@ -261,7 +270,13 @@ async fn connect_tcp(addr: &str, local_host: Option<IpAddr>) -> Result<TcpStream
     Err(failed(last))
 }
 
-async fn read_replies(rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>, max: usize) {
+async fn read_replies(
+    rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    max: usize,
+    mut poll: io::BusyPoll,
+) {
     let why = 'read: loop {
         loop {
             match frame::decode(&mut buf, max) {
@@ -275,13 +290,15 @@ async fn read_replies(rd: OwnedReadHalf, mut buf: BytesMut, shared: Arc<Shared>,
                     let waiter = shared.pending.lock().waiting.remove(&frame.id);
                     if let Some(tx) = waiter {
                         let _ = tx.send(Ok(frame));
+                        // Metadata replies are small: the caller's next call comes soon.
+                        poll.arm();
                     }
                 }
                 Ok(None) => break,
                 Err(e) => break 'read Closed::Lost(format!("bad reply frame: {e}")),
             }
         }
-        match io::read_some(rd.as_ref(), &mut buf).await {
+        match poll.read_some(rd.as_ref(), &mut buf).await {
             Ok(0) => break Closed::Lost("closed by the server".into()),
             Ok(_) => {}
             Err(e) => break Closed::Lost(e.to_string()),

@@ -234,8 +234,12 @@ impl FileWriter {
             let base = loc.offset + at % self.block_size;
             let mut pieces: Vec<Pending<()>> = Vec::new();
             let mut done = 0usize;
+            // Pieces overlap storing one with sending the next, which only a lone write
+            // needs: with several buffers in flight they overlap already, and splitting them
+            // costs a request and a wakeup per piece (measured: 52-77% of plain TCP with
+            // pieces, 67-94% without, 4 x 1 MiB in flight, docs/benchmarks.md).
             let size = conn.write_piece() as u64;
-            let size = if size == 0 {
+            let size = if size == 0 || self.outstanding > 1 {
                 u64::MAX
             } else {
                 size.max(MIN_PIECE) & !4095

@@ -94,7 +94,7 @@ pub(crate) async fn serve<T: Tier>(
         let conn = Conn {
             tier: tier.clone(),
             settings: settings.clone(),
-            reads: Arc::new(Semaphore::new(REPLY_QUEUE)),
+            tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
         };
         let (stop, done) = (stop_tx.subscribe(), done_tx.clone());
         tokio::spawn(async move {
@@ -148,10 +148,10 @@ enum Reply<R> {
 struct Conn<T> {
     tier: Arc<T>,
     settings: Arc<Settings>,
-    /// Reads running as tasks of their own, at most `REPLY_QUEUE` per connection: each holds a
-    /// staging buffer, so a client pipelining tiny reads cannot make the datanode allocate
-    /// without bound.
-    reads: Arc<Semaphore>,
+    /// Reads and writes running as tasks of their own, at most `REPLY_QUEUE` per connection:
+    /// each holds a staging buffer, so a client pipelining tiny requests cannot make the
+    /// datanode allocate without bound.
+    tasks: Arc<Semaphore>,
 }
 
 impl<T: Tier> Conn<T> {
@@ -230,7 +230,7 @@ impl<T: Tier> Conn<T> {
     ) -> Result<()> {
         loop {
             let Some(frame) = frame::decode(&mut rbuf, MAX_REQUEST_BODY)? else {
-                if io::read_some(rd, &mut rbuf).await? == 0 {
+                if io::read_some_upto(rd, &mut rbuf, io::FRAME_READ).await? == 0 {
                     return Ok(());
                 }
                 continue;
@@ -244,7 +244,7 @@ impl<T: Tier> Conn<T> {
                         kind: u32::from(frame.kind),
                     },
                 }),
-                Some(Kind::Write) => Some(self.write(&frame, rd, &mut rbuf, staging).await?),
+                Some(Kind::Write) => self.write(&frame, rd, &mut rbuf, tx, staging).await?,
                 Some(Kind::Read) => self.read(&frame, tx, staging).await,
                 Some(_) => Some(Reply::Failed {
                     id,
@@ -300,14 +300,17 @@ impl<T: Tier> Conn<T> {
     }
 
     /// A write: the payload follows the frame on the stream. `Err` only when the stream cannot
-    /// be trusted any more; a refused write is an `Ok(Failed)` reply.
+    /// be trusted any more; a refused write is an `Ok(Some(Failed))` reply. `Ok(None)`: the
+    /// payload is in and a task of its own stores it and replies (a device write overlaps
+    /// receiving the next request).
     async fn write(
         &self,
         frame: &Frame,
         rd: &impl io::Socket,
         rbuf: &mut BytesMut,
+        tx: &mpsc::Sender<Reply<T::Read>>,
         staging: Option<&Staging>,
-    ) -> Result<Reply<T::Read>> {
+    ) -> Result<Option<Reply<T::Read>>> {
         let id = frame.id;
         // Undecodable: the payload length is unknown, the stream cannot be resynchronised.
         let req: pb::WriteRequest = frame.decode_body("write request")?;
@@ -325,13 +328,14 @@ impl<T: Tier> Conn<T> {
         if req.slot != 0 {
             // Nothing on the stream to skip: a refusal is just a reply.
             return Ok(match self.write_from_slot(&req, staging).await {
-                Ok(()) => Reply::Written { id },
-                Err(error) => Reply::Failed { id, error },
+                Ok(Some(target)) => self.store(id, target, req.crc32c, tx).await,
+                Ok(None) => Some(Reply::Written { id }),
+                Err(error) => Some(Reply::Failed { id, error }),
             });
         }
         let deadline = self.settings.payload_timeout;
         let target = match self.check_range(req.datanode, req.offset, len) {
-            Ok(()) if len == 0 => return Ok(Reply::Written { id }),
+            Ok(()) if len == 0 => return Ok(Some(Reply::Written { id })),
             // Bounded: the block may be locked by replies a slow client does not read.
             Ok(()) => tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
                 .await
@@ -350,7 +354,7 @@ impl<T: Tier> Conn<T> {
                     Ok(io::skip_payload(rd, rbuf, len).await?)
                 })
                 .await?;
-                return Ok(Reply::Failed { id, error });
+                return Ok(Some(Reply::Failed { id, error }));
             }
         };
         // Dropping `target` on error marks the half-written range corrupt.
@@ -358,20 +362,37 @@ impl<T: Tier> Conn<T> {
             Ok(io::read_payload(rd, rbuf, target.as_mut()).await?)
         })
         .await?;
-        Ok(match self.tier.finish_write(target, req.crc32c).await {
-            Ok(()) => Reply::Written { id },
-            Err(error) => Reply::Failed { id, error },
-        })
+        Ok(self.store(id, target, req.crc32c, tx).await)
     }
 
-    /// A write whose payload is in a staging slot: copied from there into the tier, whose
-    /// checksum pass then checks the copy (what the client put in the slot may change under
-    /// us; what we stored may not).
+    /// Checks and stores a received write: inline (`Some(reply)`), or for a tier that waits
+    /// for a device in a task of its own that sends the reply (`None`). The block stays
+    /// locked until it is stored, so a later write to it waits.
+    async fn store(
+        &self,
+        id: u64,
+        target: T::Write,
+        crc: u32,
+        tx: &mpsc::Sender<Reply<T::Read>>,
+    ) -> Option<Reply<T::Read>> {
+        let tier = self.tier.clone();
+        let work = async move {
+            match tier.finish_write(target, crc).await {
+                Ok(()) => Reply::Written { id },
+                Err(error) => Reply::Failed { id, error },
+            }
+        };
+        self.run_io(work, tx).await
+    }
+
+    /// A write whose payload is in a staging slot: copied from there into where the tier
+    /// receives it, whose checksum pass (`finish_write`) then checks the copy (what the client
+    /// put in the slot may change under us; what we stored may not). `None`: nothing to write.
     async fn write_from_slot(
         &self,
         req: &pb::WriteRequest,
         staging: Option<&Staging>,
-    ) -> Result<()> {
+    ) -> Result<Option<T::Write>> {
         let staging = staging.ok_or_else(no_staging)?;
         let len = req.length as usize;
         let slot = req.slot - 1;
@@ -380,7 +401,7 @@ impl<T: Tier> Conn<T> {
             return Err(slot_error(staging, slot, len));
         }
         if len == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let deadline = self.settings.payload_timeout;
         let mut target = tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
@@ -390,7 +411,29 @@ impl<T: Tier> Conn<T> {
                 after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
             })??;
         staging.copy_out(slot, target.as_mut())?;
-        self.tier.finish_write(target, req.crc32c).await
+        Ok(Some(target))
+    }
+
+    /// Runs a request's tier work inline (`Some(reply)`), or for a tier that waits for a
+    /// device (`SPAWN_IO`) in a task of its own, at most `tasks` at once, that sends the reply
+    /// (`None`) while the connection reads on.
+    async fn run_io(
+        &self,
+        work: impl Future<Output = Reply<T::Read>> + Send + 'static,
+        tx: &mpsc::Sender<Reply<T::Read>>,
+    ) -> Option<Reply<T::Read>> {
+        if !T::SPAWN_IO {
+            return Some(work.await);
+        }
+        let Ok(permit) = self.tasks.clone().acquire_owned().await else {
+            return None;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(work.await).await;
+            drop(permit);
+        });
+        None
     }
 
     /// A read: answered now (`Some`) or by a task of its own (`None`).
@@ -434,19 +477,7 @@ impl<T: Tier> Conn<T> {
                 Err(error) => Reply::Failed { id, error },
             }
         };
-        if T::SPAWN_READS {
-            let Ok(permit) = self.reads.clone().acquire_owned().await else {
-                return None;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(work.await).await;
-                drop(permit);
-            });
-            None
-        } else {
-            Some(work.await)
-        }
+        self.run_io(work, tx).await
     }
 }
 
@@ -649,7 +680,7 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 max_connections: 1,
                 id: Arc::new(AtomicU64::new(1)),
             }),
-            reads: Arc::new(Semaphore::new(REPLY_QUEUE)),
+            tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
         };
         let staging = Arc::new(staging);
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
@@ -695,10 +726,10 @@ impl io::Socket for MemorySocket {
         Ok(n)
     }
 
-    fn try_read_buf(&self, dst: &mut BytesMut) -> std::io::Result<usize> {
+    fn try_read_buf<B: bytes::BufMut>(&self, dst: &mut B) -> std::io::Result<usize> {
         let mut left = self.0.lock();
-        let n = (dst.capacity() - dst.len()).min(left.len());
-        dst.extend_from_slice(&left.split_to(n));
+        let n = dst.remaining_mut().min(left.len());
+        dst.put_slice(&left.split_to(n));
         Ok(n)
     }
 
@@ -708,6 +739,10 @@ impl io::Socket for MemorySocket {
         f: impl FnOnce() -> std::io::Result<R>,
     ) -> std::io::Result<R> {
         f()
+    }
+
+    fn recv_now(&self, dst: &mut [u8]) -> std::io::Result<usize> {
+        self.try_read(dst)
     }
 }
 

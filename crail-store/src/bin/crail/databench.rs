@@ -41,6 +41,9 @@ struct Summary {
     buffer: usize,
     ops: u64,
     outstanding: usize,
+    /// Sequential tests: how many times the test and its baselines ran, alternating; the
+    /// MB/s figures are medians over the rounds.
+    rounds: u64,
     seconds: f64,
     mb_per_sec: f64,
     ops_per_sec: f64,
@@ -53,6 +56,11 @@ struct Summary {
     /// Plain TCP between the same addresses, one cached buffer at each end: the socket alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     socket_mb_per_sec: Option<f64>,
+    /// `readRandom`: p50 of a plain TCP round trip between the same addresses (a small
+    /// request answered by one buffer, blocking threads that sleep while they wait): the
+    /// machine's floor for a remote read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p50_us: Option<f64>,
     datanode: String,
     /// How the data travelled: "tcp", or "shared memory" (the same-host fast path).
     transport: &'static str,
@@ -89,76 +97,78 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
             .collect::<Vec<u8>>(),
     );
     let mut latencies = Vec::new();
-    // The file every test reads: written untimed for read tests, timed for write tests.
-    let rounds = if sequential { p.count.max(1) } else { 1 };
-    let start = Instant::now();
-    let mut written = 0u64;
-    let timed_write = matches!(p.test, Test::Write | Test::WriteAsync);
-    for round in 0..rounds {
-        if !timed_write && round > 0 {
-            break;
-        }
-        let _ = store.delete(&path, false).await;
-        let mut placement = crail_store::Placement::default();
-        if let Some(class) = p.storage_class {
-            placement = placement.storage_class(class);
-        }
-        let mut writer = store
-            .create_file(&path, &CreateOptions::default().placement(placement))
-            .await?
-            .writer();
-        let mut left = p.size;
-        while left > 0 {
-            let n = left.min(p.buffer as u64) as usize;
-            let t = Instant::now();
-            writer.write_buffer(data.slice(..n)).await?;
-            if timed_write {
-                latencies.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            left -= n as u64;
-            written += n as u64;
-        }
-        writer.close().await?;
+    let upload = matches!(p.test, Test::Write | Test::WriteAsync);
+    // A read test reads a file written once, untimed.
+    if !upload {
+        write_file(&store, &path, &p, &data, None).await?;
     }
-    let write_time = start.elapsed();
-    let file = store.lookup(&path).await?.into_file()?;
-    let first = file
-        .block_locations(0, 1)
-        .await?
-        .first()
-        .cloned()
-        .context("the file has no blocks")?;
-    let transport = if store.uses_fast_path(first.address).await? {
-        "shared memory"
-    } else {
-        "tcp"
-    };
-    let (bytes, elapsed) = match p.test {
-        Test::Write | Test::WriteAsync => (written, write_time),
-        Test::Read | Test::ReadAsync => {
-            let start = Instant::now();
-            let mut read = 0u64;
-            for _ in 0..rounds {
+    let local = config.local_host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let rounds = if sequential { p.count.max(1) } else { 1 };
+    // Each round times the test, then (sequential tests) the plain TCP streams between the
+    // same addresses, so slow drift of this machine hits both sides of the comparison alike.
+    let (mut rates, mut at_rest, mut socket) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes, mut elapsed) = (0u64, Duration::ZERO);
+    let mut first = None;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let moved = match p.test {
+            Test::Write | Test::WriteAsync => {
+                write_file(&store, &path, &p, &data, Some(&mut latencies)).await?
+            }
+            Test::Read | Test::ReadAsync => {
+                let file = store.lookup(&path).await?.into_file()?;
                 let mut reader = file.reader();
-                let mut t = Instant::now();
+                let (mut read, mut t) = (0u64, Instant::now());
                 while let Some(buf) = reader.next_buffer().await? {
                     latencies.push(t.elapsed().as_secs_f64() * 1e6);
                     read += buf.len() as u64;
                     t = Instant::now();
                 }
+                read
             }
-            (read, start.elapsed())
+            Test::ReadRandom => {
+                let file = store.lookup(&path).await?.into_file()?;
+                random_reads(&file, &p, &mut latencies).await?
+            }
+            _ => bail!("not a data test"),
+        };
+        let took = start.elapsed();
+        bytes += moved;
+        elapsed += took;
+        rates.push(moved as f64 / took.as_secs_f64().max(1e-9) / 1e6);
+        let file = store.lookup(&path).await?.into_file()?;
+        let location = file
+            .block_locations(0, 1)
+            .await?
+            .first()
+            .cloned()
+            .context("the file has no blocks")?;
+        if sequential {
+            let tcp =
+                |at_rest| tcp_baseline(local, location.host, moved, p.buffer, upload, at_rest);
+            at_rest.push(tcp(true).await?);
+            socket.push(tcp(false).await?);
         }
-        Test::ReadRandom => random_reads(&file, &p, &mut latencies).await?,
-        _ => bail!("not a data test"),
-    };
-    let (baseline, socket_only) = if sequential {
-        let local = config.local_host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let upload = matches!(p.test, Test::Write | Test::WriteAsync);
-        let tcp = |at_rest| tcp_baseline(local, first.host, bytes, p.buffer, upload, at_rest);
-        (Some(tcp(true).await?), Some(tcp(false).await?))
+        first = Some(location);
+    }
+    let first = first.context("no round ran")?;
+    let transport = if store.uses_fast_path(first.address).await? {
+        "shared memory"
     } else {
-        (None, None)
+        "tcp"
+    };
+    let median = |v: &mut Vec<f64>| {
+        v.sort_unstable_by(f64::total_cmp);
+        (!v.is_empty()).then(|| crate::iobench::quantile(v, 0.5))
+    };
+    let (baseline, socket_only) = (median(&mut at_rest), median(&mut socket));
+    let round_trip = if matches!(p.test, Test::ReadRandom) {
+        let local = config.local_host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let (host, buffer) = (first.host, p.buffer);
+        let count = latencies.len().clamp(1, 20_000);
+        Some(tcp_round_trip(local, host, buffer, count).await?)
+    } else {
+        None
     };
     store.delete(&path, false).await?;
 
@@ -171,13 +181,15 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
         buffer: p.buffer,
         ops: latencies.len() as u64,
         outstanding: config.outstanding,
+        rounds,
         seconds,
-        mb_per_sec: bytes as f64 / seconds / 1e6,
+        mb_per_sec: median(&mut rates).unwrap_or(0.0),
         ops_per_sec: latencies.len() as f64 / seconds,
         p50_us: at(0.50),
         p99_us: at(0.99),
         baseline_mb_per_sec: baseline,
         socket_mb_per_sec: socket_only,
+        baseline_p50_us: round_trip,
         datanode: first.address.to_string(),
         transport,
     };
@@ -187,7 +199,10 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
             summary.mb_per_sec / b * 100.0,
             summary.mb_per_sec / s * 100.0
         ),
-        _ => String::new(),
+        _ => match summary.baseline_p50_us {
+            Some(rt) => format!(", plain TCP round trip p50 {rt:.1} us"),
+            None => String::new(),
+        },
     };
     println!(
         "{:?}: {} bytes in {} ops of {} B, {} outstanding, {:.3} s, {:.0} MB/s, p50 {:.1} us, p99 {:.1} us{baseline_text} (datanode {}, {})",
@@ -209,14 +224,43 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
     Ok(())
 }
 
+/// Writes the test file afresh (`-s` bytes in `-b` buffers, closed), recording the time of
+/// each buffer's write when `latencies` is given. Returns the bytes written.
+async fn write_file(
+    store: &Store,
+    path: &str,
+    p: &Params,
+    data: &Bytes,
+    mut latencies: Option<&mut Vec<f64>>,
+) -> anyhow::Result<u64> {
+    let _ = store.delete(path, false).await;
+    let mut placement = crail_store::Placement::default();
+    if let Some(class) = p.storage_class {
+        placement = placement.storage_class(class);
+    }
+    let options = CreateOptions::default().placement(placement);
+    let mut writer = store.create_file(path, &options).await?.writer();
+    let mut left = p.size;
+    while left > 0 {
+        let n = left.min(p.buffer as u64) as usize;
+        let t = Instant::now();
+        writer.write_buffer(data.slice(..n)).await?;
+        if let Some(latencies) = latencies.as_deref_mut() {
+            latencies.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        left -= n as u64;
+    }
+    writer.close().await?;
+    Ok(p.size)
+}
+
 async fn random_reads(
     file: &crail_store::File,
     p: &Params,
     latencies: &mut Vec<f64>,
-) -> anyhow::Result<(u64, Duration)> {
+) -> anyhow::Result<u64> {
     let slots = (file.size() / p.buffer as u64).max(1);
     let tasks = p.outstanding.max(1);
-    let start = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let mut reader = file.reader();
@@ -245,7 +289,7 @@ async fn random_reads(
         latencies.extend(lat);
         bytes += b;
     }
-    Ok((bytes, start.elapsed()))
+    Ok(bytes)
 }
 
 /// Most memory a baseline keeps at rest; longer streams wrap around it (still far larger
@@ -323,4 +367,54 @@ async fn tcp_baseline(
     let elapsed = start.elapsed().as_secs_f64();
     server.await??;
     Ok(bytes as f64 / elapsed.max(1e-9) / 1e6)
+}
+
+/// p50 in microseconds of `count` plain TCP round trips from `local` to a listener on
+/// `remote`'s address: 32 bytes out, `buffer` bytes back, blocking threads on both ends (the
+/// kernel's own wakeup path, no runtime, no polling).
+async fn tcp_round_trip(
+    local: IpAddr,
+    remote: IpAddr,
+    buffer: usize,
+    count: usize,
+) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(SocketAddr::new(remote, 0))?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let (mut request, reply) = ([0u8; 32], vec![7u8; buffer]);
+        while s.read_exact(&mut request).is_ok() {
+            s.write_all(&reply)?;
+        }
+        Ok(())
+    });
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    let mut s = socket.connect(addr).await?.into_std()?;
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    let times = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<f64>> {
+        let (request, mut reply) = ([1u8; 32], vec![0u8; buffer]);
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            s.write_all(&request)?;
+            s.read_exact(&mut reply)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(times)
+    })
+    .await??;
+    let mut times = times;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("round-trip server panicked"))??;
+    times.sort_unstable_by(f64::total_cmp);
+    Ok(crate::iobench::quantile(&times, 0.50))
 }

@@ -65,9 +65,9 @@ pub(crate) struct Args {
     /// The operation to measure.
     #[arg(short = 't', long = "test")]
     test: Test,
-    /// Operations in total (split across clients); for write/read tests, how many times the
-    /// file is written or read [default: 100000 operations, 10000 for readRandom, 1 pass for
-    /// the sequential tests].
+    /// Operations in total (split across clients); for write/read tests, how many rounds of
+    /// the test and its plain TCP baselines run, alternating (figures are medians over them)
+    /// [default: 100000 operations, 10000 for readRandom, 1 round for the sequential tests].
     #[arg(short = 'k', long = "count")]
     count: Option<u64>,
     /// Clients, each with its own connection.

@@ -44,7 +44,7 @@ type Done = (Buffer, io::Result<()>);
 #[derive(Debug)]
 pub(crate) struct Disk {
     file: Arc<File>,
-    ring: Option<std::sync::mpsc::Sender<uring::Op>>,
+    ring: Option<uring::Ring>,
 }
 
 impl Disk {
@@ -89,7 +89,7 @@ impl Disk {
                 offset,
                 done: tx,
             };
-            if let Err(std::sync::mpsc::SendError(op)) = ring.send(op) {
+            if let Err(op) = ring.send(op) {
                 return (op.buf, Err(io::Error::other("io_uring thread is gone")));
             }
             return match rx.await {
@@ -126,7 +126,7 @@ mod uring {
     use std::fs::File;
     use std::io;
     use std::ops::Range;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::Arc;
     use std::sync::mpsc::{Receiver, Sender};
 
@@ -147,7 +147,30 @@ mod uring {
         pub(super) done: oneshot::Sender<Done>,
     }
 
-    pub(super) fn start(file: Arc<File>) -> io::Result<Sender<Op>> {
+    /// Key of the ring's read of the wake eventfd.
+    const WAKE: u64 = u64::MAX - 1;
+
+    /// The way to the ring thread: a channel of operations, and an eventfd whose read the
+    /// thread keeps posted in the ring, so an operation sent while the thread waits for
+    /// completions is submitted at once rather than after the next completion (which made
+    /// the device run one request at a time).
+    #[derive(Debug)]
+    pub(super) struct Ring {
+        ops: Sender<Op>,
+        wake: Arc<OwnedFd>,
+    }
+
+    impl Ring {
+        /// Queues `op` and wakes the thread; gives `op` back if the thread is gone.
+        pub(super) fn send(&self, op: Op) -> Result<(), Op> {
+            self.ops.send(op).map_err(|e| e.0)?;
+            // A failed wake leaves the op to the next completion: slower, never lost.
+            let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+            Ok(())
+        }
+    }
+
+    pub(super) fn start(file: Arc<File>) -> io::Result<Ring> {
         let mut ring = IoUring::new(DEPTH)?;
         // Probe with a no-op: some sandboxes create rings but refuse every operation.
         let nop = opcode::Nop::new().build().user_data(u64::MAX);
@@ -160,15 +183,25 @@ mod uring {
         {
             return Err(io::Error::from_raw_os_error(-cqe.result()));
         }
+        let wake = Arc::new(rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?);
         let (tx, rx) = std::sync::mpsc::channel();
+        let thread_wake = wake.clone();
         std::thread::Builder::new()
             .name("crail-uring".into())
-            .spawn(move || run(ring, file, rx))?;
-        Ok(tx)
+            .spawn(move || run(ring, file, rx, thread_wake))?;
+        Ok(Ring { ops: tx, wake })
     }
 
-    fn run(mut ring: IoUring, file: Arc<File>, rx: Receiver<Op>) {
+    fn run(mut ring: IoUring, file: Arc<File>, rx: Receiver<Op>, wake: Arc<OwnedFd>) {
         let fd = types::Fd(file.as_raw_fd());
+        // Where the ring's eventfd read lands. Leaked: a read may still be posted when this
+        // thread ends, and the kernel must never write into freed memory.
+        let wake_buf: &'static mut [u8; 8] = Box::leak(Box::new([0u8; 8]));
+        let wake_ptr = wake_buf.as_mut_ptr();
+        let mut wake_posted = false;
         let mut inflight: HashMap<u64, Op> = HashMap::new();
         let mut next = 0u64;
         let mut queued: VecDeque<Op> = VecDeque::new();
@@ -182,7 +215,8 @@ mod uring {
             while let Ok(op) = rx.try_recv() {
                 queued.push_back(op);
             }
-            while inflight.len() < DEPTH as usize {
+            // One entry stays free for the wake read.
+            while inflight.len() < DEPTH as usize - 1 {
                 let Some(mut op) = queued.pop_front() else {
                     break;
                 };
@@ -209,6 +243,14 @@ mod uring {
             if inflight.is_empty() {
                 continue;
             }
+            if !wake_posted {
+                let read = opcode::Read::new(types::Fd(wake.as_raw_fd()), wake_ptr, 8)
+                    .build()
+                    .user_data(WAKE);
+                // SAFETY: `wake_buf` is leaked, so it outlives any posted read; the eventfd
+                // stays open through `wake`, which this thread holds until it ends.
+                wake_posted = unsafe { ring.submission().push(&read) }.is_ok();
+            }
             if let Err(e) = ring.submit_and_wait(1) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -227,6 +269,11 @@ mod uring {
                 return;
             }
             for cqe in ring.completion() {
+                if cqe.user_data() == WAKE {
+                    // Operations are waiting in the channel: the loop submits them now.
+                    wake_posted = false;
+                    continue;
+                }
                 let Some(op) = inflight.remove(&cqe.user_data()) else {
                     continue;
                 };
@@ -244,6 +291,49 @@ mod uring {
                     Ok(())
                 };
                 let _ = op.done.send((op.buf, result));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Disk, IoEngine};
+    use crate::buffer::Buffer;
+
+    /// Many operations at once, as a connection's spawned reads and writes issue them: every
+    /// one completes with its own bytes, through both engines.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_operations_complete_with_their_own_bytes() {
+        const OPS: usize = 64;
+        const LEN: usize = 64 << 10;
+        for engine in [IoEngine::Auto, IoEngine::Pread] {
+            let file = tempfile::tempfile().expect("temp file");
+            file.set_len((OPS * LEN) as u64).expect("size");
+            let (disk, _) = Disk::new(file, engine).expect("disk");
+            let disk = std::sync::Arc::new(disk);
+            let writes = (0..OPS).map(|i| {
+                let disk = disk.clone();
+                tokio::spawn(async move {
+                    let mut buf = Buffer::new(LEN);
+                    buf.whole_mut().fill(i as u8);
+                    let (_, done) = disk.write(buf, 0..LEN, (i * LEN) as u64).await;
+                    done.expect("write");
+                })
+            });
+            for write in writes.collect::<Vec<_>>() {
+                write.await.expect("write task");
+            }
+            let reads = (0..OPS).map(|i| {
+                let disk = disk.clone();
+                tokio::spawn(async move {
+                    let (buf, done) = disk.read(Buffer::new(LEN), 0..LEN, (i * LEN) as u64).await;
+                    done.expect("read");
+                    assert!(buf.whole()[..LEN].iter().all(|&b| b == i as u8), "op {i}");
+                })
+            });
+            for read in reads.collect::<Vec<_>>() {
+                read.await.expect("read task");
             }
         }
     }

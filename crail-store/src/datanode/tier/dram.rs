@@ -172,7 +172,7 @@ impl AsRef<[u8]> for DramRead {
 impl Tier for DramTier {
     type Write = DramWrite;
     type Read = DramRead;
-    const SPAWN_READS: bool = false;
+    const SPAWN_IO: bool = false;
     // Storing is a copy: pipelining pieces hides it behind the transfer.
     const WRITE_PIECE: u32 = 256 << 10;
 

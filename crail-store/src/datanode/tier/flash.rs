@@ -160,7 +160,7 @@ impl AsRef<[u8]> for FlashRead {
 impl Tier for FlashTier {
     type Write = FlashWrite;
     type Read = FlashRead;
-    const SPAWN_READS: bool = true;
+    const SPAWN_IO: bool = true;
     // Each request is a device write, serialised per block: pieces would only shrink them.
     const WRITE_PIECE: u32 = 0;
 

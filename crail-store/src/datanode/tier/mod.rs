@@ -31,9 +31,10 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     /// The bytes of a read, kept valid until sent.
     type Read: AsRef<[u8]> + Send + Sync + 'static;
 
-    /// Whether reads should run as their own task (they wait for a device) rather than inline
-    /// on the connection (they only copy memory).
-    const SPAWN_READS: bool;
+    /// Whether reads and the storing step of writes (`finish_write`) should run as tasks of
+    /// their own (they wait for a device, and the connection meanwhile receives the next
+    /// request) rather than inline on the connection (they only copy memory).
+    const SPAWN_IO: bool;
 
     /// The request size clients best split a buffer's write into over TCP (0: whole): small
     /// enough that storing one piece overlaps receiving the next, for tiers that store at
