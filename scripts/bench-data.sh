@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1GiB}
 FLASH_DIR=${FLASH_DIR:-$PWD/target}
 
-cargo build --release --locked -q -p crail-store
+cargo build --release --locked -q -p crail-cli
 bin=target/release
 work=$(mktemp -d)
 image="$FLASH_DIR/crail-bench-flash.img"

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 K=${K:-200000}
 
-cargo build --release --locked -q -p crail-store -p crail-transport-bench
+cargo build --release --locked -q -p crail-cli -p crail-transport-bench
 bin=target/release
 work=$(mktemp -d)
 nn_pid=

@@ -26,6 +26,7 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
     { apt-get update -q >/dev/null && apt-get install -y -q libclang-dev >/dev/null; }
 fi
 cargo clippy -p crail-store --lib --features rdma --locked -- -D warnings
+cargo clippy -p crail-cli --features rdma --locked -- -D warnings
 cargo test -p crail-store --lib --features rdma --locked -- rdma
 
 fuzz_seconds=${FUZZ_SECONDS:-15}

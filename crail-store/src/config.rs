@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ use crate::wire::handshake::Secret;
 pub const DEFAULT_NAMENODE_PORT: u16 = 9060;
 
 /// Everything one TOML file can hold.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The metadata server.
@@ -47,7 +48,7 @@ pub struct Config {
 }
 
 /// `[security]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Shared secret every connection must prove; unset means open.
@@ -55,7 +56,7 @@ pub struct SecurityConfig {
 }
 
 /// `[namenode]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamenodeConfig {
     /// Address to listen on.
@@ -64,9 +65,11 @@ pub struct NamenodeConfig {
     pub block_size: ByteSize,
     /// How long a write lease or keyvalue read hold lives without renewal.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub lease_timeout: Duration,
     /// How often datanodes heartbeat.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub heartbeat_interval: Duration,
     /// Missed heartbeats after which a datanode is dead: no new blocks, its blocks are lost.
     pub heartbeat_misses: u32,
@@ -92,6 +95,7 @@ pub struct NamenodeConfig {
     pub max_depth: usize,
     /// Time a new connection has to complete the handshake.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub handshake_timeout: Duration,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
@@ -188,7 +192,7 @@ impl NamenodeConfig {
 }
 
 /// Which storage a datanode serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TierKind {
     /// A pre-allocated memory region.
@@ -228,7 +232,7 @@ impl std::str::FromStr for TierKind {
 }
 
 /// How a datanode's data plane is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Framed protocol over TCP.
@@ -250,7 +254,7 @@ impl std::str::FromStr for Transport {
 }
 
 /// `[datanode]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatanodeConfig {
     /// Data-plane address to listen on (port 0: any free port).
@@ -274,9 +278,11 @@ pub struct DatanodeConfig {
     pub max_connections: usize,
     /// Time a client has to complete the handshake.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub handshake_timeout: Duration,
     /// Time a write's payload may take to arrive (its block is locked meanwhile).
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub payload_timeout: Duration,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
@@ -326,7 +332,7 @@ impl DatanodeConfig {
 }
 
 /// `[client]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// Namenode address, `host:port`.
@@ -336,9 +342,11 @@ pub struct ClientConfig {
     pub local_host: Option<IpAddr>,
     /// Time to establish a connection, handshake included.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub connect_timeout: Duration,
     /// Time a metadata request may take.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub rpc_timeout: Duration,
     /// Largest frame body accepted.
     pub max_frame: ByteSize,
@@ -346,6 +354,7 @@ pub struct ClientConfig {
     pub name: String,
     /// Time a data-plane request (one block read or write) may take.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub data_timeout: Duration,
     /// Size of stream buffers (one block is a good choice).
     pub buffer_size: ByteSize,
@@ -359,6 +368,7 @@ pub struct ClientConfig {
     /// little CPU for latency: on a VM without guest halt-polling, waking an idle CPU costs
     /// tens of microseconds per round trip. `0s` turns it off.
     #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
     pub busy_poll: Duration,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
@@ -409,29 +419,100 @@ impl ClientConfig {
 impl Config {
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
-            key: "config".into(),
-            reason: e.message().to_owned(),
-        })?;
-        config.apply_secret()?;
-        config.namenode.validate()?;
-        Ok(config)
+        Self::from_table(parse_table(text)?, |section, key| {
+            format!("{section}.{key}")
+        })
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            key: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_toml(&text).map_err(|e| match e {
-            Error::Config { key, reason } if key == "config" => Error::Config {
-                key: path.display().to_string(),
+        Self::load(Some(path.as_ref()), std::iter::empty())
+    }
+
+    /// The layers under a command line, each over the one before: the defaults in code, the
+    /// TOML file if one is named, then the `CRAIL_<SECTION>_<KEY>` variables among `env`
+    /// (`CRAIL_CLIENT_NAMENODE` sets `[client] namenode`). A variable naming a section but no
+    /// key of it is an error (a typo would otherwise go unnoticed); other `CRAIL_*` variables
+    /// (`CRAIL_CONF`) are not keys and are left alone.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut table = match file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let in_file = |reason: String| Error::Config {
+                    key: path.display().to_string(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
+                parse_table(&text).map_err(|e| match e {
+                    Error::Config { key, reason } if key == "config" => in_file(reason),
+                    other => other,
+                })?
+            }
+        };
+        let keys = keys();
+        let mut from_env = Vec::new();
+        for (name, value) in env {
+            let Some((section, key)) = env_key(&name) else {
+                continue;
+            };
+            let Some(info) = keys.iter().find(|k| k.section == section && k.key == key) else {
+                return Err(Error::Config {
+                    key: name,
+                    reason: "not a configuration key (docs/config.md lists them)".into(),
+                });
+            };
+            let value = info.kind.parse(&value).map_err(|reason| Error::Config {
+                key: name.clone(),
                 reason,
-            },
-            other => other,
+            })?;
+            if let toml::Value::Table(t) = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                t.insert(key.clone(), value);
+            }
+            from_env.push((section, key, name));
+        }
+        Self::from_table(table, |section, key| {
+            match from_env.iter().find(|(s, k, _)| s == section && k == key) {
+                Some((_, _, name)) => name.clone(),
+                None => match file {
+                    Some(path) => format!("{section}.{key} in {}", path.display()),
+                    None => format!("{section}.{key}"),
+                },
+            }
         })
+    }
+
+    /// Builds the config from merged layers. A value that does not fit its key is reported
+    /// under `origin(section, key)`: the file's key or the variable that set it.
+    fn from_table(table: toml::Table, origin: impl Fn(&str, &str) -> String) -> Result<Self> {
+        let decode = |t: toml::Table| t.try_into::<Config>().map_err(|e| e.message().to_owned());
+        let mut config = match decode(table.clone()) {
+            Ok(config) => config,
+            Err(reason) => {
+                // Find the culprit: the first key that fails on its own.
+                let culprit = table.iter().find_map(|(section, v)| {
+                    v.as_table()?.iter().find_map(|(key, value)| {
+                        let mut one = toml::Table::new();
+                        let mut inner = toml::Table::new();
+                        inner.insert(key.clone(), value.clone());
+                        one.insert(section.clone(), toml::Value::Table(inner));
+                        decode(one)
+                            .err()
+                            .map(|reason| (origin(section, key), reason))
+                    })
+                });
+                let (key, reason) = culprit.unwrap_or(("config".into(), reason));
+                return Err(Error::Config { key, reason });
+            }
+        };
+        config.apply_secret()?;
+        config.namenode.validate()?;
+        Ok(config)
     }
 
     /// Renders the config as TOML (for `--config-out` files and docs).
@@ -454,6 +535,182 @@ impl Config {
         self.client.secret = secret;
         Ok(())
     }
+}
+
+fn parse_table(text: &str) -> Result<toml::Table> {
+    toml::from_str(text).map_err(|e| Error::Config {
+        key: "config".into(),
+        reason: e.message().to_owned(),
+    })
+}
+
+/// The sections of the file, as `CRAIL_<SECTION>_` names them.
+const SECTIONS: [&str; 4] = ["namenode", "datanode", "client", "security"];
+
+/// `CRAIL_CLIENT_BUSY_POLL` -> `("client", "busy_poll")`; `None` if it names no section.
+fn env_key(name: &str) -> Option<(String, String)> {
+    let rest = name.strip_prefix("CRAIL_")?.to_ascii_lowercase();
+    SECTIONS.iter().find_map(|section| {
+        let key = rest.strip_prefix(section)?.strip_prefix('_')?;
+        Some(((*section).to_owned(), key.to_owned()))
+    })
+}
+
+/// How a key's value is written in TOML, hence how its environment variable is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Text, including sizes ("1MiB"), durations ("10s") and addresses.
+    Text,
+    /// A whole number.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+}
+
+impl KeyKind {
+    fn parse(self, text: &str) -> std::result::Result<toml::Value, String> {
+        let t = text.trim();
+        match self {
+            Self::Text => Ok(toml::Value::String(text.to_owned())),
+            Self::Integer => t
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .map_err(|_| format!("{text:?} is not a whole number")),
+            Self::Boolean => match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+                "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+                _ => Err(format!("{text:?} is not true or false")),
+            },
+        }
+    }
+}
+
+/// One configuration key: where it lives, its type, default and meaning.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// Its `[section]`.
+    pub section: String,
+    /// Its name inside the section.
+    pub key: String,
+    /// Its type.
+    pub kind: KeyKind,
+    /// Its default as TOML text; `None` when unset by default.
+    pub default: Option<String>,
+    /// Its doc comment in the code, on one line.
+    pub doc: String,
+}
+
+impl KeyInfo {
+    /// The environment variable that sets it.
+    pub fn env(&self) -> String {
+        format!("CRAIL_{}_{}", self.section, self.key).to_ascii_uppercase()
+    }
+}
+
+/// Every key of the file, in the order of the code, from the config types' schema (their doc
+/// comments) and their defaults.
+pub fn keys() -> Vec<KeyInfo> {
+    let schema = schemars::schema_for!(Config);
+    let root = schema.as_value();
+    let defs = &root["$defs"];
+    let resolve = |v: &'_ serde_json::Value| -> serde_json::Value {
+        match v.get("$ref").and_then(|r| r.as_str()) {
+            Some(r) => defs[r.trim_start_matches("#/$defs/")].clone(),
+            None => v.clone(),
+        }
+    };
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut keys = Vec::new();
+    for section in SECTIONS {
+        let def = resolve(&root["properties"][section]);
+        let Some(props) = def["properties"].as_object() else {
+            continue;
+        };
+        for (key, prop) in props {
+            let prop = resolve(prop);
+            let types: Vec<&str> = match &prop["type"] {
+                serde_json::Value::String(t) => vec![t.as_str()],
+                serde_json::Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
+                _ => vec!["string"], // enums of names
+            };
+            let kind = if types.contains(&"integer") {
+                KeyKind::Integer
+            } else if types.contains(&"boolean") {
+                KeyKind::Boolean
+            } else {
+                KeyKind::Text
+            };
+            let doc = root["properties"][section]["properties"][key]["description"]
+                .as_str()
+                .or_else(|| def["properties"][key]["description"].as_str())
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            // Enums of names: list them.
+            let names: Vec<String> = match (&prop["enum"], &prop["oneOf"]) {
+                (serde_json::Value::Array(names), _) => names.iter(),
+                (_, serde_json::Value::Array(variants)) => variants.iter(),
+                _ => [].iter(),
+            }
+            .filter_map(|v| v.as_str().or_else(|| v["const"].as_str()))
+            .map(|name| format!("`{name}`"))
+            .collect();
+            let doc = if names.is_empty() {
+                doc
+            } else {
+                format!("{doc} One of {}.", names.join(", "))
+            };
+            let default = defaults
+                .get(section)
+                .and_then(|t| t.get(key))
+                .map(|v| v.to_string());
+            keys.push(KeyInfo {
+                section: section.to_owned(),
+                key: key.clone(),
+                kind,
+                default,
+                doc,
+            });
+        }
+    }
+    keys
+}
+
+/// docs/config.md: every key with its environment variable, default and meaning.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Configuration keys\n\n\
+         Generated from the code (`crail-store/src/config.rs`): \
+         `UPDATE_DOCS=1 cargo test -p crail-store config_md` rewrites it, and the test suite \
+         fails while it is stale.\n\n\
+         Every key can be set in one TOML file (`--config FILE`, or the file `CRAIL_CONF` \
+         names) under its `[section]`, by its environment variable, and some by a flag of \
+         `crail`: a flag wins over the environment, which wins over the file, which wins over \
+         the default. Sizes take binary units (`4096`, `64KiB`, `1MiB`, `2g`), durations too \
+         (`50us`, `250ms`, `10s`, `2m`). The shared secret goes in `[security] secret` (or \
+         `CRAIL_SECURITY_SECRET`) and reaches every section.\n",
+    );
+    let keys = keys();
+    for section in SECTIONS {
+        out.push_str(&format!(
+            "\n## [{section}]\n\n| key | environment | default | meaning |\n|---|---|---|---|\n"
+        ));
+        for k in keys.iter().filter(|k| k.section == section) {
+            let default = k
+                .default
+                .as_deref()
+                .map_or("unset".to_owned(), |d| format!("`{d}`"));
+            out.push_str(&format!(
+                "| `{}` | `{}` | {} | {} |\n",
+                k.key,
+                k.env(),
+                default,
+                k.doc.replace('|', "\\|")
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -499,5 +756,112 @@ mod tests {
         assert!(err.to_string().contains("blok_size"), "{err}");
         let err = Config::from_toml("[security]\nsecret = \"\"").unwrap_err();
         assert!(matches!(&err, Error::Config { key, .. } if key == "security.secret"));
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crail.toml");
+        std::fs::write(
+            &file,
+            "[client]\nnamenode = \"127.0.0.9:1\"\noutstanding = 2\n[namenode]\nblock_size = \"2MiB\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), []).unwrap();
+        assert_eq!(config.client.namenode, "127.0.0.9:1");
+        assert_eq!(config.client.outstanding, 2);
+        assert_eq!(config.namenode.block_size, ByteSize(2 << 20));
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("CRAIL_CLIENT_OUTSTANDING", "8"),
+                ("CRAIL_CLIENT_FAST_PATH", "false"),
+                ("CRAIL_CLIENT_BUSY_POLL", "0s"),
+                ("CRAIL_DATANODE_STORAGE_CLASS", "3"),
+                ("CRAIL_SECURITY_SECRET", "s3"),
+                ("CRAIL_CONF", "ignored: not a key"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.client.namenode, "127.0.0.9:1",
+            "the file still counts"
+        );
+        assert_eq!(config.client.outstanding, 8);
+        assert!(!config.client.fast_path);
+        assert_eq!(config.client.busy_poll, Duration::ZERO);
+        assert_eq!(config.datanode.storage_class, Some(3));
+        assert_eq!(config.client.secret, Secret::new("s3"));
+        assert_eq!(config.namenode.block_size, ByteSize(2 << 20));
+    }
+
+    #[test]
+    fn bad_environment_values_name_their_variable() {
+        for (name, value, says) in [
+            ("CRAIL_CLIENT_NAMNODE", "x", "not a configuration key"),
+            ("CRAIL_CLIENT_OUTSTANDING", "many", "not a whole number"),
+            ("CRAIL_CLIENT_FAST_PATH", "maybe", "not true or false"),
+            ("CRAIL_NAMENODE_BLOCK_SIZE", "1000", "multiple of 4KiB"),
+            ("CRAIL_NAMENODE_BLOCK_SIZE", "big", "not a valid size"),
+        ] {
+            let err = Config::load(None, env(&[(name, value)])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(says), "{name}={value}: {text}");
+            assert!(
+                text.contains(name) || text.contains("block_size"),
+                "{name}={value}: {text}"
+            );
+        }
+        let err = Config::load(Some(Path::new("/nonexistent/crail.toml")), []).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/crail.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_key_is_documented_with_its_default() {
+        let keys = keys();
+        for k in &keys {
+            assert!(
+                !k.doc.is_empty(),
+                "{}.{} has no doc comment",
+                k.section,
+                k.key
+            );
+        }
+        let find = |s: &str, k: &str| keys.iter().find(|i| i.section == s && i.key == k).unwrap();
+        assert_eq!(
+            find("namenode", "block_size").default.as_deref(),
+            Some("\"1MiB\"")
+        );
+        assert_eq!(find("client", "outstanding").kind, KeyKind::Integer);
+        assert_eq!(find("client", "fast_path").kind, KeyKind::Boolean);
+        assert_eq!(find("datanode", "tier").kind, KeyKind::Text);
+        assert_eq!(find("datanode", "storage_class").default, None);
+        assert_eq!(find("client", "busy_poll").env(), "CRAIL_CLIENT_BUSY_POLL");
+        assert!(
+            keys.iter()
+                .all(|k| k.key != "secret" || k.section == "security")
+        );
+    }
+
+    /// docs/config.md is generated from the code; `UPDATE_DOCS=1` rewrites it.
+    #[test]
+    fn config_md_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md");
+        let want = reference_markdown();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/config.md is stale: run UPDATE_DOCS=1 cargo test -p crail-store config_md"
+        );
     }
 }

@@ -38,8 +38,9 @@ pub use client::{
     MultiFile, MultiReader, Node, Store, Table, WriteLease,
 };
 pub use config::{
-    ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, NamenodeConfig, SecurityConfig,
-    TierKind, Transport,
+    ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, KeyInfo, KeyKind, NamenodeConfig,
+    SecurityConfig, TierKind, Transport, keys as config_keys,
+    reference_markdown as config_reference_markdown,
 };
 pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};

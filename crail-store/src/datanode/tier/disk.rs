@@ -14,7 +14,17 @@ use tokio::sync::oneshot;
 use crate::buffer::Buffer;
 
 /// Which I/O engine a flash tier uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IoEngine {
     /// io_uring if the kernel allows it, else `pread`/`pwrite`.

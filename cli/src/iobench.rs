@@ -4,7 +4,6 @@
 //! operations in flight per client. Every operation's latency is recorded; the summary gives
 //! throughput and percentiles. Setup and cleanup are not timed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,9 +55,6 @@ pub(crate) enum Test {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Client configuration file (TOML, `[client]` section); also from CRAIL_CONF.
-    #[arg(long, env = "CRAIL_CONF")]
-    config: Option<PathBuf>,
     /// Namenode address, overriding the configuration.
     #[arg(long)]
     namenode: Option<String>,
@@ -112,7 +108,7 @@ struct Summary {
     max_us: f64,
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args, config: crail_store::Config) -> anyhow::Result<()> {
     let count = args.count.unwrap_or(match args.test {
         Test::Write | Test::WriteAsync | Test::Read | Test::ReadAsync => 1,
         Test::ReadRandom => 10_000,
@@ -121,7 +117,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if count == 0 || args.clients == 0 || args.outstanding == 0 {
         bail!("-k, -c and -o must be at least 1");
     }
-    let mut config: ClientConfig = crate::load_config(args.config.as_ref())?.client;
+    let mut config: ClientConfig = config.client;
     if let Some(namenode) = &args.namenode {
         config.namenode = namenode.clone();
     }

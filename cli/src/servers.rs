@@ -1,0 +1,269 @@
+//! The long-running servers: `crail namenode`, `crail datanode` (one tier) and `crail node`
+//! (a node's tiers on one host address).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use crail_store::datanode::Datanode;
+use crail_store::{ByteSize, ClientConfig, Config, DatanodeConfig, TierKind};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::shutdown_signal;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NamenodeArgs {
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:9060].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Block size, a multiple of 4KiB [default: 1MiB].
+    #[arg(long)]
+    block_size: Option<ByteSize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DatanodeArgs {
+    #[command(flatten)]
+    client: crate::ClientArgs,
+    /// Tier to serve: dram or flash [default: dram].
+    #[arg(long)]
+    tier: Option<TierKind>,
+    /// Bytes of storage to offer, e.g. 4GiB [default: 1GiB].
+    #[arg(long)]
+    capacity: Option<ByteSize>,
+    /// File or block device of a flash tier (a file is created if missing).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Storage class [default: 0 for dram, 1 for flash].
+    #[arg(long)]
+    storage_class: Option<u32>,
+    /// Data-plane address to listen on; its IP is the host clients see [default: 127.0.0.1:0].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// I/O engine of a flash tier: auto, uring or pread [default: auto].
+    #[arg(long)]
+    io_engine: Option<crail_store::datanode::IoEngine>,
+    /// Data-plane transport: tcp or rdma (needs the `rdma` build feature and a device)
+    /// [default: tcp].
+    #[arg(long)]
+    transport: Option<crail_store::Transport>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    #[command(flatten)]
+    client: crate::ClientArgs,
+    /// This node's address: clients on it are "local" to its tiers [default: 127.0.0.1].
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// DRAM to offer, e.g. 4GiB; 0 for none [default: the configuration's datanode.capacity].
+    #[arg(long)]
+    dram: Option<ByteSize>,
+    /// Flash to offer, e.g. 16GiB, in a file under --flash-dir [default: none].
+    #[arg(long, requires = "flash_dir")]
+    flash: Option<ByteSize>,
+    /// Directory of the flash tier's file, crail-flash-<host>.img (created, removed on exit).
+    #[arg(long)]
+    flash_dir: Option<PathBuf>,
+    /// Stop when standard input closes (how `crail cluster` ties its nodes to itself).
+    #[arg(long, hide = true)]
+    stop_with_stdin: bool,
+}
+
+pub(crate) async fn namenode(args: NamenodeArgs, config: Config) -> anyhow::Result<()> {
+    let mut config = config.namenode;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(block_size) = args.block_size {
+        config.block_size = block_size;
+    }
+    config.validate()?;
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Scripts and tests read this line to learn the port.
+    println!("namenode listening on {}", listener.local_addr()?);
+    crail_store::namenode::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+pub(crate) async fn datanode(args: DatanodeArgs, config: Config) -> anyhow::Result<()> {
+    let client = args.client.config(config.clone(), "crail datanode");
+    let mut dn = config.datanode;
+    if let Some(tier) = args.tier {
+        dn.tier = tier;
+    }
+    if let Some(capacity) = args.capacity {
+        dn.capacity = capacity;
+    }
+    if args.path.is_some() {
+        dn.path = args.path;
+    }
+    if args.storage_class.is_some() {
+        dn.storage_class = args.storage_class;
+    }
+    if let Some(listen) = args.listen {
+        dn.listen = listen;
+    }
+    if let Some(engine) = args.io_engine {
+        dn.io_engine = engine;
+    }
+    if let Some(transport) = args.transport {
+        dn.transport = transport;
+    }
+    dn.validate()?;
+    let shutdown = shutdown_signal()?;
+    let datanode = start_datanode(dn, client).await?;
+    datanode.serve(shutdown).await?;
+    Ok(())
+}
+
+/// Binds, registers and announces one tier; serving is the caller's.
+async fn start_datanode(dn: DatanodeConfig, client: ClientConfig) -> anyhow::Result<Datanode> {
+    let listener = TcpListener::bind(dn.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", dn.listen))?;
+    let datanode = Datanode::start(listener, dn, client).await?;
+    let info = datanode.info();
+    // Scripts and tests read this line to learn the address.
+    println!(
+        "datanode listening on {} (tier {}, class {}, {}, engine {}{}, id {})",
+        info.address,
+        info.tier.name(),
+        info.storage_class,
+        ByteSize(info.capacity),
+        info.engine,
+        if info.fast_path {
+            ", same-host fast path"
+        } else {
+            ""
+        },
+        info.id.0
+    );
+    Ok(datanode)
+}
+
+/// A flash file this node created; removed when the node stops (its contents cannot outlive
+/// the process: the checksums live in memory).
+struct FlashFile {
+    path: PathBuf,
+    /// For a lock file: the open file holding the lock (closed after the removal).
+    _lock: Option<std::fs::File>,
+}
+
+impl Drop for FlashFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Locks `<flash file>.lock` for the node's life, so two nodes never share a flash file; a
+/// file left by a node that died is reused (its contents died with it).
+fn lock_flash(path: &std::path::Path) -> anyhow::Result<FlashFile> {
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow::anyhow!("{} is in use by another node", path.display()))?;
+    Ok(FlashFile {
+        path: lock_path,
+        _lock: Some(file),
+    })
+}
+
+pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
+    let client = args.client.config(config.clone(), "crail node");
+    let host = args.host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let dram = args.dram.unwrap_or(config.datanode.capacity);
+    let flash = args.flash.unwrap_or(ByteSize(0));
+    if dram.bytes() == 0 && flash.bytes() == 0 {
+        bail!("a node needs some storage: --dram or --flash above 0");
+    }
+    let base = DatanodeConfig {
+        listen: SocketAddr::new(host, 0),
+        storage_class: None,
+        path: None,
+        ..config.datanode
+    };
+    let stop = CancellationToken::new();
+    let signal = shutdown_signal()?;
+    let mut tiers = Vec::new();
+    let mut flash_file = None;
+    let mut lock = None;
+    if dram.bytes() > 0 {
+        let dn = DatanodeConfig {
+            tier: TierKind::Dram,
+            capacity: dram,
+            ..base.clone()
+        };
+        tiers.push(start_datanode(dn, client.clone()).await?);
+    }
+    if flash.bytes() > 0 {
+        let dir = args.flash_dir.context("--flash needs --flash-dir")?;
+        let path = dir.join(format!("crail-flash-{host}.img"));
+        lock = Some(lock_flash(&path)?);
+        let dn = DatanodeConfig {
+            tier: TierKind::Flash,
+            capacity: flash,
+            path: Some(path.clone()),
+            ..base
+        };
+        let started = start_datanode(dn, client).await;
+        if path.exists() {
+            flash_file = Some(FlashFile { path, _lock: None });
+        }
+        tiers.push(started?);
+    }
+    println!(
+        "node {host} serving: {}",
+        tiers
+            .iter()
+            .map(|t| format!("{} {}", t.info().tier.name(), ByteSize(t.info().capacity)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut serving = tokio::task::JoinSet::new();
+    for tier in tiers {
+        let stop = stop.clone();
+        serving.spawn(async move { tier.serve(stop.cancelled_owned()).await });
+    }
+    let stdin_closed = async {
+        if args.stop_with_stdin {
+            let mut sink = [0u8; 64];
+            let mut stdin = tokio::io::stdin();
+            while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let failed = tokio::select! {
+        () = signal => None,
+        () = stdin_closed => None,
+        Some(result) = serving.join_next() => Some(result),
+    };
+    stop.cancel();
+    let mut first_error = match failed {
+        Some(Ok(Ok(()))) | None => None,
+        Some(Ok(Err(e))) => Some(anyhow::Error::from(e)),
+        Some(Err(e)) => Some(anyhow::anyhow!("a tier's task failed: {e}")),
+    };
+    while let Some(result) = serving.join_next().await {
+        if let (None, Ok(Err(e))) = (&first_error, result) {
+            first_error = Some(e.into());
+        }
+    }
+    drop(flash_file);
+    drop(lock);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
