@@ -49,6 +49,16 @@ pub(crate) struct Args {
     block_size: Option<ByteSize>,
 }
 
+impl Args {
+    /// Whether `file` is the client config this cluster writes.
+    pub(crate) fn writes(&self, file: Option<&Path>) -> bool {
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        };
+        matches!((file, &self.config_out), (Some(f), Some(out)) if same(f, out))
+    }
+}
+
 /// A `crail node` child and what we know of it.
 struct Node {
     host: IpAddr,
@@ -145,6 +155,8 @@ async fn start_nodes(
     for i in 0..args.nodes {
         let host = IpAddr::from([127, 0, 0, i + 2]);
         let mut cmd = Command::new(&exe);
+        // The nodes read the file we read, if any, and nothing CRAIL_CONF may name.
+        cmd.env_remove("CRAIL_CONF");
         // Its own process group: a Ctrl-C on the terminal reaches only us, and we stop it.
         cmd.process_group(0);
         if let Some(file) = config_file {

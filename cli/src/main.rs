@@ -143,13 +143,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `crail cluster --config-out F` writes F: a CRAIL_CONF naming F (left exported from the
+    // last run) is the cluster's output, not its input.
+    let config_file = match &cli.command {
+        Command::Cluster(args) if args.writes(cli.config.as_deref()) => None,
+        _ => cli.config,
+    };
     let result = runtime.block_on(async {
-        let config = load_config(cli.config.as_ref())?;
+        let config = load_config(config_file.as_ref())?;
         match cli.command {
             Command::Namenode(args) => servers::namenode(args, config).await,
             Command::Datanode(args) => servers::datanode(args, config).await,
             Command::Node(args) => servers::node(args, config).await,
-            Command::Cluster(args) => cluster::run(args, config, cli.config).await,
+            Command::Cluster(args) => cluster::run(args, config, config_file).await,
             Command::Fs(args) => fs::run(args, config).await,
             Command::Status(args) => status::run(args, config).await,
             Command::Iobench(args) => iobench::run(args, config).await,

@@ -28,8 +28,12 @@ impl Cluster {
             .args(["cluster", "--listen", "127.0.0.1:0", "--config-out"])
             .arg(&config)
             .args(extra)
-            .envs(env.iter().copied())
             .env_remove("CRAIL_CONF")
+            // "{config}" stands for the file the cluster is about to write.
+            .envs(
+                env.iter()
+                    .map(|(k, v)| (*k, v.replace("{config}", config.to_str().unwrap()))),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -367,6 +371,14 @@ fn configuration_layers_file_then_environment_then_flags() {
     );
     let out = status(&["--config", bad, "status"], &[]);
     assert!(!out.status.success());
+
+    // CRAIL_CONF still exported from an earlier run names the file this cluster writes: it is
+    // its output, not a missing input.
+    let again = Cluster::start(
+        &["--nodes", "1", "--dram", "64MiB"],
+        &[("CRAIL_CONF", "{config}")],
+    );
+    assert!(again.ok(&["status"]).contains("1 hosts"));
 }
 
 /// Runs `crail` and expects one clear line on stderr naming `says`, a nonzero exit, no panic.
