@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The project's main job on this machine. Today that is the store benchmark (a real
 # namenode with iobench clients and the framed-vs-tonic comparison, then dram and flash datanodes
-# with data-plane reads and writes); once the shuffle service and bench-terasort exist, it
+# with data-plane reads and writes, then the sorters and serializers); once the shuffle service and bench-terasort exist, it
 # becomes TeraSort end to end on the embedded cluster. Needs only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bench-namenode.sh
 echo
 ./scripts/bench-data.sh
+echo
+./scripts/bench-sort.sh

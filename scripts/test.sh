@@ -36,14 +36,17 @@ if [ "$fuzz_seconds" -gt 0 ]; then
     cargo install --locked cargo-fuzz
   fi
   # No sanitizer: it needs a nightly compiler, and panics are what safe Rust can fail with.
-  (
-    cd crail-store/fuzz
-    for target in $(cargo fuzz list); do
-      cargo fuzz run -s none -O "$target" -- -max_total_time="$fuzz_seconds" -print_final_stats=0 2>&1 |
-        grep -E '^(Done|==|ERROR|thread)' || true
-      [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $target failed"; exit 1; }
-    done
-  )
+  for dir in crail-store/fuzz serializers/fuzz; do
+    (
+      cd "$dir"
+      for target in $(cargo fuzz list); do
+        echo "$dir: $target"
+        cargo fuzz run -s none -O "$target" -- -max_total_time="$fuzz_seconds" -print_final_stats=0 2>&1 |
+          grep -E '^(Done|==|ERROR|thread)' || true
+        [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $dir $target failed"; exit 1; }
+      done
+    )
+  done
 fi
 
 step "all checks passed"

@@ -1,0 +1,153 @@
+//! Every sorter agrees with the standard library's stable sort, on fixed-length and
+//! variable-length keys, including keys that share long prefixes and keys that are prefixes
+//! of others.
+
+#![allow(clippy::unwrap_used)]
+
+use crail_serializers::{Fixed, Serializer};
+use crail_sorters::{Keys, by_name, sort_encoded, sort_fixed, sort_fixed_in_place};
+use proptest::prelude::*;
+
+const SORTERS: [&str; 3] = ["radix", "radsort", "comparison"];
+
+struct VecKeys(Vec<Vec<u8>>);
+
+impl Keys for VecKeys {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn key(&self, i: usize) -> &[u8] {
+        &self.0[i]
+    }
+}
+
+/// The expected order: std's stable sort of indices by key.
+fn expected(keys: &[Vec<u8>]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+    order.sort_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
+    order
+}
+
+/// Keys drawn from a small alphabet with a shared stem, so prefixes tie often.
+fn keys() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop::collection::vec(
+        (
+            0usize..3,
+            prop::collection::vec(prop::sample::select(vec![0u8, 1, 7, 255]), 0..14),
+        ),
+        0..3000,
+    )
+    .prop_map(|ks| {
+        ks.into_iter()
+            .map(|(stem, tail)| {
+                let mut k = vec![0xab; stem * 4];
+                k.extend(tail);
+                k
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_sorter_matches_a_stable_std_sort(keys in keys()) {
+        let want = expected(&keys);
+        let keys = VecKeys(keys);
+        for name in SORTERS {
+            prop_assert_eq!(&by_name(name).unwrap().order(&keys), &want, "{}", name);
+        }
+    }
+
+    #[test]
+    fn fixed_records_come_out_sorted_with_their_values(
+        raw in prop::collection::vec(any::<u8>(), 0..60_000),
+        key in 1usize..12,
+    ) {
+        let record = key + 5;
+        let whole = raw.len() / record * record;
+        let data = &raw[..whole];
+        let format = Fixed::new(key, 5).unwrap();
+        let mut want: Vec<&[u8]> = data.chunks(record).collect();
+        want.sort_by(|a, b| a[..key].cmp(&b[..key]));
+        let want = want.concat();
+        for name in SORTERS {
+            let sorter = by_name(name).unwrap();
+            let got = sort_fixed(&*sorter, data, &format).unwrap();
+            prop_assert!(got == want, "{}", name);
+            let mut in_place = data.to_vec();
+            let mut scratch = vec![0u8; data.len()];
+            sort_fixed_in_place(&*sorter, &mut in_place, &mut scratch, &format).unwrap();
+            prop_assert!(in_place == want, "{} in place", name);
+        }
+    }
+
+    #[test]
+    fn in_place_sorts_are_stable_for_keys_of_every_length(
+        keys in prop::collection::vec(prop::sample::select(vec![0u8, 1, 64, 65, 200]), 0..4000),
+        key in 0usize..4,
+    ) {
+        // Few distinct keys, so most records tie; the value is the input position.
+        let record = key + 4;
+        let mut data = Vec::new();
+        for (i, chunk) in keys.chunks(key.max(1)).enumerate() {
+            let mut k = chunk.to_vec();
+            k.resize(key, 0);
+            data.extend_from_slice(&k);
+            data.extend_from_slice(&(i as u32).to_be_bytes());
+        }
+        let format = Fixed::new(key, 4).unwrap();
+        let mut want: Vec<&[u8]> = data.chunks(record).collect();
+        want.sort_by(|a, b| a[..key].cmp(&b[..key]));
+        let want = want.concat();
+        for name in SORTERS {
+            let mut got = data.clone();
+            let mut scratch = vec![0u8; data.len()];
+            sort_fixed_in_place(&*by_name(name).unwrap(), &mut got, &mut scratch, &format).unwrap();
+            prop_assert!(got == want, "{}", name);
+        }
+    }
+
+    #[test]
+    fn kv_records_come_out_sorted(keys in keys()) {
+        let ser = Serializer::by_name("kv").unwrap();
+        let mut enc = ser.encoder();
+        for (i, k) in keys.iter().enumerate() {
+            enc.push(k, &(i as u32).to_le_bytes()).unwrap();
+        }
+        let data = enc.finish().unwrap();
+        let mut want_enc = ser.encoder();
+        for i in expected(&keys) {
+            want_enc.push(&keys[i as usize], &i.to_le_bytes()).unwrap();
+        }
+        let want = want_enc.finish().unwrap();
+        for name in SORTERS {
+            let got = sort_encoded(&*by_name(name).unwrap(), &data, &ser).unwrap();
+            prop_assert!(got == want, "{}", name);
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let format = Fixed::new(10, 90).unwrap();
+    let radix = by_name("radix").unwrap();
+    let err = sort_fixed(&*radix, &[0u8; 150], &format).unwrap_err();
+    assert!(err.to_string().contains("offset 100"), "{err}");
+    let err = sort_fixed_in_place(&*radix, &mut [0u8; 200], &mut [0u8; 100], &format).unwrap_err();
+    assert!(
+        err.to_string().contains("scratch buffer of 100 bytes"),
+        "{err}"
+    );
+    let kv = Serializer::by_name("kv").unwrap();
+    assert!(sort_encoded(&*radix, &[5, 1, b'a'], &kv).is_err());
+    let framed = Serializer::by_name("kv+lz4").unwrap();
+    assert!(sort_encoded(&*radix, &[], &framed).is_err());
+    assert!(
+        by_name("bogo")
+            .unwrap_err()
+            .to_string()
+            .contains("no such sorter")
+    );
+}
