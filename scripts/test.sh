@@ -41,9 +41,15 @@ if [ "$fuzz_seconds" -gt 0 ]; then
       cd "$dir"
       for target in $(cargo fuzz list); do
         echo "$dir: $target"
-        cargo fuzz run -s none -O "$target" -- -max_total_time="$fuzz_seconds" -print_final_stats=0 2>&1 |
-          grep -E '^(Done|==|ERROR|thread)' || true
-        [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fuzz target $dir $target failed"; exit 1; }
+        log=$(mktemp)
+        if ! cargo fuzz run -s none -O "$target" -- -max_total_time="$fuzz_seconds" \
+          -print_final_stats=0 >"$log" 2>&1; then
+          tail -n 40 "$log"
+          echo "fuzz target $dir $target failed"
+          exit 1
+        fi
+        grep -E '^Done' "$log" || { tail -n 40 "$log"; echo "fuzz target $dir $target did not run"; exit 1; }
+        rm -f "$log"
       done
     )
   done

@@ -43,7 +43,7 @@ fn drain(ser: &Serializer, bytes: &[u8], chunk: usize) -> Result<usize, ()> {
     let mut records = 0;
     for piece in bytes.chunks(chunk) {
         dec.push(piece);
-        while let Some(r) = dec.next().map_err(|_| ())? {
+        while let Some(r) = dec.next_record().map_err(|_| ())? {
             std::hint::black_box(r.key.len() + r.value.len());
             records += 1;
         }

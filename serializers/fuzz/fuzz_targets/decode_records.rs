@@ -24,7 +24,7 @@ fn decode(name: &str, bytes: &[u8], chunk: usize) {
     for piece in bytes.chunks(chunk) {
         dec.push(piece);
         loop {
-            match dec.next() {
+            match dec.next_record() {
                 Ok(Some(r)) => {
                     std::hint::black_box((r.key.len(), r.value.len()));
                 }
