@@ -106,30 +106,24 @@ pub(crate) async fn run(
     ));
 
     let mut nodes = Vec::new();
-    let started = start_nodes(&args, config_file.as_deref(), nn_addr, &mut nodes).await;
-    let outcome = match started {
-        Err(e) => Err(e),
-        Ok(lines) => {
-            let written = match &args.config_out {
-                Some(path) => write_client_config(path, nn_addr, &config).map(Some),
-                None => Ok(None),
-            };
-            match written {
-                Err(e) => Err(e),
-                Ok(written) => {
-                    announce(&args, nn_addr, &lines, written.as_deref());
-                    for node in &nodes {
-                        node.forward.cancel();
-                    }
-                    let result = serve_until_stopped(&mut nodes, signal).await;
-                    if let Some(path) = &written {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    result
-                }
-            }
+    let outcome = async {
+        let lines = start_nodes(&args, config_file.as_deref(), nn_addr, &mut nodes).await?;
+        let written = args
+            .config_out
+            .as_deref()
+            .map(|path| write_client_config(path, nn_addr, &config))
+            .transpose()?;
+        announce(&args, nn_addr, &lines, written.as_deref());
+        for node in &nodes {
+            node.forward.cancel();
         }
-    };
+        let result = serve_until_stopped(&mut nodes, signal).await;
+        if let Some(path) = &written {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+    .await;
     stop_nodes(&mut nodes).await;
     stop_namenode.cancel();
     match namenode.await {

@@ -644,30 +644,20 @@ impl Shell {
     ) -> anyhow::Result<()> {
         let progress = progress(size, path);
         let result = async {
-            match self.store.lookup(path).await? {
-                Node::File(file) => {
-                    let mut reader = file.reader();
-                    while let Some(buf) = reader.next_buffer().await? {
-                        out.write_all(&buf).await?;
-                        progress.inc(buf.len() as u64);
-                    }
-                }
+            // A keyvalue is read through a hold, kept until the copy ends.
+            let (_held, mut source) = match self.store.lookup(path).await? {
+                Node::File(file) => (None, Source::File(file.reader())),
                 Node::KeyValue(_) => {
                     let value = self.store.get(path).await?;
-                    let mut reader = value.reader();
-                    while let Some(buf) = reader.next_buffer().await? {
-                        out.write_all(&buf).await?;
-                        progress.inc(buf.len() as u64);
-                    }
+                    let reader = value.reader();
+                    (Some(value), Source::File(reader))
                 }
-                Node::MultiFile(multi) => {
-                    let mut reader = multi.reader().await?;
-                    while let Some(buf) = reader.next_buffer().await? {
-                        out.write_all(&buf).await?;
-                        progress.inc(buf.len() as u64);
-                    }
-                }
+                Node::MultiFile(multi) => (None, Source::Multi(multi.reader().await?)),
                 other => bail!("{path}: is a {}", other.node_type()),
+            };
+            while let Some(buf) = source.next_buffer().await? {
+                out.write_all(&buf).await?;
+                progress.inc(buf.len() as u64);
             }
             anyhow::Ok(())
         }
@@ -798,6 +788,21 @@ impl Shell {
         ]);
         print!("{}", table.render());
         Ok(())
+    }
+}
+
+/// What `copy_out` streams from: a file's (or keyvalue's) reader, or a multifile's.
+enum Source {
+    File(crail_store::FileReader),
+    Multi(crail_store::MultiReader),
+}
+
+impl Source {
+    async fn next_buffer(&mut self) -> crail_store::Result<Option<crail_store::Buffer>> {
+        match self {
+            Self::File(r) => r.next_buffer().await,
+            Self::Multi(r) => r.next_buffer().await,
+        }
     }
 }
 

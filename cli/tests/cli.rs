@@ -2,45 +2,25 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+mod process;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const CRAIL: &str = env!("CARGO_BIN_EXE_crail");
+use process::{CRAIL, Process};
 
 /// A `crail namenode` process, killed on drop.
 struct Namenode {
-    child: Child,
+    process: Process,
     addr: String,
 }
 
 impl Namenode {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(CRAIL)
-            .args(["namenode", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("CRAIL_CONF")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("namenode listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-}
-
-impl Drop for Namenode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut args = vec!["namenode", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (process, addr) = Process::start(&args, "namenode listening on ");
+        Self { process, addr }
     }
 }
 
@@ -234,12 +214,12 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
 #[test]
 fn sigterm_stops_the_namenode_cleanly() {
     let mut nn = Namenode::start(&[]);
-    let pid = nn.child.id().to_string();
+    let pid = nn.process.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(status) = nn.child.try_wait().unwrap() {
+        if let Some(status) = nn.process.child.try_wait().unwrap() {
             assert!(status.success(), "{status}");
             break;
         }

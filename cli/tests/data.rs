@@ -6,58 +6,43 @@
 #[path = "../../crail-store/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+mod process;
+
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use crail_store::namenode::RunningNamenode;
 use crail_store::testing;
 use crail_store::{ClientConfig, CreateOptions, Error, Placement, Store};
+use process::{CRAIL, Process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CRAIL: &str = env!("CARGO_BIN_EXE_crail");
 const MIB: usize = 1 << 20;
 
 /// A `crail datanode` process, killed on drop.
 struct Datanode {
-    child: Child,
+    process: Process,
     addr: String,
     id: u64,
 }
 
 impl Datanode {
     fn start(nn: &RunningNamenode, host: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(CRAIL)
-            .args(["datanode", "--namenode", &nn.addr().to_string()])
-            .args(["--listen", &format!("{host}:0")])
-            .args(args)
-            .env_remove("CRAIL_CONF")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("datanode listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_owned();
+        let (nn, listen) = (nn.addr().to_string(), format!("{host}:0"));
+        let mut all = vec!["datanode", "--namenode", &nn, "--listen", &listen];
+        all.extend_from_slice(args);
+        // "ADDR (tier ..., id N)"
+        let (process, line) = Process::start(&all, "datanode listening on ");
+        let addr = line.split(' ').next().unwrap().to_owned();
         let id = line
-            .trim()
             .trim_end_matches(')')
             .rsplit(' ')
             .next()
             .unwrap()
             .parse()
             .unwrap();
-        Self { child, addr, id }
+        Self { process, addr, id }
     }
 
     fn dram(nn: &RunningNamenode, host: &str, capacity: &str) -> Self {
@@ -80,14 +65,7 @@ impl Datanode {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Datanode {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 

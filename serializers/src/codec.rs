@@ -251,16 +251,10 @@ impl<C: AsRef<[u8]>> Decoder<C> {
         loop {
             if self.frame_pos < self.frame.len() {
                 let rest = &self.frame[self.frame_pos..];
-                let located = match self.fixed {
-                    Some((key, value)) => (rest.len() >= key + value).then_some(key + value),
-                    None => self
-                        .ser
-                        .format
-                        .decode(rest)
-                        .map_err(|e| e.shifted(self.frame_at))?
-                        .map(|(_, len)| len),
-                };
-                let Some(len) = located else {
+                let Some(len) = self
+                    .record_len(rest)
+                    .map_err(|e| e.shifted(self.frame_at))?
+                else {
                     return Err(Error::CorruptFrame {
                         offset: self.frame_at,
                         reason: format!("it ends inside a record ({} bytes left)", rest.len()),
@@ -315,11 +309,16 @@ impl<C: AsRef<[u8]>> Decoder<C> {
     /// The length of the unit (record, or frame) at the start of `input` once complete.
     fn measure(&self, input: &[u8]) -> Result<Option<usize>> {
         match self.ser.framing {
-            Framing::None => match self.fixed {
-                Some((key, value)) => Ok((input.len() >= key + value).then_some(key + value)),
-                None => Ok(self.ser.format.decode(input)?.map(|(_, len)| len)),
-            },
+            Framing::None => self.record_len(input),
             _ => frame::frame_len(input),
+        }
+    }
+
+    /// The length of the record at the start of `input` once complete.
+    fn record_len(&self, input: &[u8]) -> Result<Option<usize>> {
+        match self.fixed {
+            Some((key, value)) => Ok((input.len() >= key + value).then_some(key + value)),
+            None => Ok(self.ser.format.decode(input)?.map(|(_, len)| len)),
         }
     }
 
