@@ -6,7 +6,7 @@
 //!
 //! | name | how | stable | threads |
 //! |---|---|---|---|
-//! | `radix` | entries of (8-byte key prefix, index); one MSD pass on the top byte splits them into 256 buckets, each sorted by LSD passes over the other prefix bytes (passes where a bucket's byte never varies are skipped); runs of equal prefixes are then ordered by the whole key | yes | all (rayon) |
+//! | `radix` | entries of (8-byte key prefix, index); one MSD pass on the top byte splits them into 256 buckets, each sorted by LSD passes over as many following prefix bytes as tell its entries apart (bytes a bucket never varies in are skipped); runs still equal are then ordered by prefix and whole key. Fixed-length records in place ([`sort_fixed_in_place`]): whole records are scattered into 1024 buckets by the key's first 10 bits past the cache, and each bucket, sorted that way, is gathered back | yes | all (rayon) |
 //! | `radsort` | the same entries sorted by `radsort`'s LSD radix sort on the prefix, runs of equal prefixes ordered by the whole key | yes | one |
 //! | `comparison` | rayon's parallel merge sort of indices, comparing whole keys | yes | all |
 //!
@@ -15,6 +15,7 @@
 //! big-endian integers is numeric order.
 
 mod radix;
+mod streamer;
 
 use std::cmp::Ordering;
 
@@ -102,15 +103,25 @@ impl Sorter for Comparison {
 /// Orders entries of equal prefix by their whole keys (stably): after a sort by prefix, only
 /// runs of equal prefixes can be out of order.
 pub(crate) fn order_ties(entries: &mut [(u64, u32)], keys: &(impl Keys + ?Sized)) {
+    order_runs(entries, 0, keys);
+}
+
+/// Orders runs of entries that agree on `prefix >> shift` by whole prefix, then by whole key
+/// (stably): what is left to do after a sort on the prefix's top `64 - shift` bits.
+pub(crate) fn order_runs(entries: &mut [(u64, u32)], shift: u32, keys: &(impl Keys + ?Sized)) {
+    let high = |e: &(u64, u32)| e.0.checked_shr(shift).unwrap_or(0);
     let mut start = 0;
     while start < entries.len() {
-        let prefix = entries[start].0;
+        let top = high(&entries[start]);
         let mut end = start + 1;
-        while end < entries.len() && entries[end].0 == prefix {
+        while end < entries.len() && high(&entries[end]) == top {
             end += 1;
         }
         if end - start > 1 {
-            entries[start..end].sort_by(|a, b| compare_after_prefix(keys, a.1, b.1));
+            entries[start..end].sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| compare_after_prefix(keys, a.1, b.1))
+            });
         }
         start = end;
     }

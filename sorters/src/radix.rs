@@ -3,15 +3,22 @@
 
 use rayon::prelude::*;
 
-use crate::{Keys, Sorter, order_ties};
+use crate::streamer::Streamer;
+use crate::{Keys, Sorter, order_runs, order_ties};
 
 /// Buckets of the MSD pass on fixed records: the key's first 10 bits, so a bucket of a
 /// gigabyte of uniform keys (about 1 MB) stays in a core's L2 cache while it is sorted.
-const BUCKETS: usize = 1024;
+const BUCKET_BITS: usize = 10;
+const BUCKETS: usize = 1 << BUCKET_BITS;
 
-/// Parallel: an MSD pass on the prefix's top byte into 256 buckets, then LSD passes over the
-/// other seven bytes inside each bucket (skipping bytes a bucket never varies in), in
-/// parallel across buckets. Stable.
+/// The LSD passes stop once the bytes sorted on take this many times more values than there
+/// are entries; the few runs still equal on them are ordered by comparison.
+const SPREAD: usize = 4;
+
+/// Parallel: an MSD pass on the prefix's top byte into 256 buckets, then LSD passes inside
+/// each bucket over the next bytes, as many as tell its entries apart (skipping bytes a bucket
+/// never varies in), in parallel across buckets; runs still equal are ordered by comparison.
+/// Stable.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Radix;
 
@@ -67,19 +74,19 @@ impl Sorter for Radix {
                 for part in &scattered {
                     bucket.extend_from_slice(&part[b]);
                 }
-                lsd(&mut bucket);
-                order_ties(&mut bucket, keys);
+                let shift = lsd(&mut bucket);
+                order_runs(&mut bucket, shift, keys);
                 bucket.into_iter().map(|e| e.1).collect()
             })
             .collect();
         sorted.concat()
     }
 
-    /// Records move twice, both times in bulk: an MSD pass scatters whole records into 256
-    /// buckets by the key's first byte (into `scratch`, stably: each part of the input owns
-    /// a slice of every bucket), then each bucket, a few MiB that stay in cache, is sorted
-    /// as entries of (prefix, index) and gathered back into `data`. Random reads happen only
-    /// inside a bucket.
+    /// Records move twice, both times in bulk: an MSD pass scatters whole records into 1024
+    /// buckets by the key's first 10 bits (into `scratch`, stably: each part of the input owns
+    /// a slice of every bucket; written past the cache by a [`Streamer`] per slice), then each
+    /// bucket, about a MiB that stays in cache, is sorted as entries of (prefix, index) and
+    /// gathered back into `data`. Random reads happen only inside a bucket.
     fn sort_records(&self, data: &mut [u8], scratch: &mut [u8], record: usize, key: usize) {
         let n = data.len() / record;
         if n < 2 {
@@ -88,8 +95,8 @@ impl Sorter for Radix {
         // The key's first 10 bits (zero-padded).
         let bucket_of = |r: &[u8]| match key {
             0 => 0,
-            1 => usize::from(r[0]) << 2,
-            _ => usize::from(r[0]) << 2 | usize::from(r[1] >> 6),
+            1 => usize::from(r[0]) << (BUCKET_BITS - 8),
+            _ => (usize::from(r[0]) << 8 | usize::from(r[1])) >> (16 - BUCKET_BITS),
         };
         let parts = (rayon::current_num_threads() * 4).min(n);
         let part_bytes = n.div_ceil(parts) * record;
@@ -118,13 +125,12 @@ impl Sorter for Radix {
         }
         data.par_chunks(part_bytes)
             .zip(slots.into_par_iter())
-            .for_each(|(part, mut slots)| {
-                let mut at = vec![0usize; BUCKETS];
+            .for_each(|(part, slots)| {
+                let mut streams: Vec<Streamer> = slots.into_iter().map(Streamer::new).collect();
                 for r in part.chunks_exact(record) {
-                    let b = bucket_of(r);
-                    copy_record(&mut slots[b][at[b]..at[b] + record], r);
-                    at[b] += record;
+                    streams[bucket_of(r)].push(r);
                 }
+                streams.into_iter().for_each(Streamer::finish);
             });
         // Each bucket of scratch, sorted, lands at the same place in data.
         let mut pairs = Vec::with_capacity(BUCKETS);
@@ -145,8 +151,8 @@ impl Sorter for Radix {
             let mut entries: Vec<(u64, u32)> = (0..src.len() / record)
                 .map(|i| (keys.prefix(i), i as u32))
                 .collect();
-            lsd(&mut entries);
-            order_ties(&mut entries, &keys);
+            let shift = lsd(&mut entries);
+            order_runs(&mut entries, shift, &keys);
             for (slot, e) in dst.chunks_exact_mut(record).zip(&entries) {
                 let at = e.1 as usize * record;
                 copy_record(slot, &src[at..at + record]);
@@ -155,34 +161,66 @@ impl Sorter for Radix {
     }
 }
 
-/// Stable LSD radix sort of `entries` by prefix, bytes 7 (least significant) to 0. A byte every
-/// entry shares (the bucket's first byte, for one) costs no pass.
-fn lsd(entries: &mut Vec<(u64, u32)>) {
-    if entries.len() < 2 {
-        return;
-    }
+/// Stable LSD radix sort of `entries` by the prefix's top bytes; returns how many low bits it
+/// left unsorted, for [`order_runs`]. Bytes every entry shares (the bucket's first byte, for
+/// one) cost no pass, and it stops after enough varying bytes to tell `entries.len()` entries
+/// apart (two for up to 65536), since runs still equal on those are short: sorting the low
+/// bytes of every entry would cost a pass each for the few entries that need it.
+fn lsd(entries: &mut Vec<(u64, u32)>) -> u32 {
     if entries.len() < 64 {
         entries.sort_by_key(|e| e.0);
-        return;
+        return 0;
     }
-    let mut counts = [[0usize; 256]; 8];
-    for e in entries.iter() {
-        for (byte, count) in counts.iter_mut().enumerate() {
-            count[((e.0 >> (56 - 8 * byte)) & 0xff) as usize] += 1;
+    let n = entries.len();
+    // Histograms of the top four bytes, and of the low four only if they are needed.
+    let mut counts = [[0u32; 256]; 8];
+    let count = |counts: &mut [[u32; 256]; 8], bytes: std::ops::Range<usize>| {
+        for e in entries.iter() {
+            for byte in bytes.clone() {
+                counts[byte][((e.0 >> (56 - 8 * byte)) & 0xff) as usize] += 1;
+            }
         }
+    };
+    count(&mut counts, 0..4);
+    let mut low_counted = false;
+    // The bytes to sort on: from the first that varies, until the values they take could
+    // tell n entries apart several times over.
+    let all = n as u32;
+    let first = match (0..4).find(|&b| !counts[b].contains(&all)) {
+        Some(first) => first,
+        None => {
+            count(&mut counts, 4..8);
+            low_counted = true;
+            match (4..8).find(|&b| !counts[b].contains(&all)) {
+                Some(first) => first,
+                None => return 0,
+            }
+        }
+    };
+    let mut wanted = 0;
+    let mut values = 1usize;
+    while first + wanted < 8 && values < n.saturating_mul(SPREAD) {
+        if first + wanted == 4 && !low_counted {
+            count(&mut counts, 4..8);
+            low_counted = true;
+        }
+        let distinct = counts[first + wanted].iter().filter(|&&c| c > 0).count();
+        values = values.saturating_mul(distinct);
+        wanted += 1;
     }
+    let last = first + wanted - 1;
     let mut from = std::mem::take(entries);
-    let mut to = vec![(0u64, 0u32); from.len()];
-    for byte in (0..8).rev() {
+    let mut to = vec![(0u64, 0u32); n];
+    for byte in (first..=last).rev() {
         let count = &counts[byte];
-        if count.contains(&from.len()) {
+        if count.contains(&all) {
             continue;
         }
         let mut next = [0usize; 256];
         let mut sum = 0;
         for (slot, &c) in next.iter_mut().zip(count.iter()) {
             *slot = sum;
-            sum += c;
+            sum += c as usize;
         }
         let shift = 56 - 8 * byte;
         for e in &from {
@@ -193,12 +231,13 @@ fn lsd(entries: &mut Vec<(u64, u32)>) {
         std::mem::swap(&mut from, &mut to);
     }
     *entries = from;
+    (56 - 8 * last) as u32
 }
 
 /// Copies one record; TeraSort's 100 bytes as a fixed-size move the compiler inlines, rather
 /// than a call to memcpy per record.
 #[inline]
-fn copy_record(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_record(dst: &mut [u8], src: &[u8]) {
     match (
         <&mut [u8; 100]>::try_from(&mut *dst),
         <&[u8; 100]>::try_from(src),

@@ -151,3 +151,65 @@ fn bad_input_is_a_typed_error() {
             .contains("no such sorter")
     );
 }
+
+/// Large batches whose keys vary where the radix passes do not look first: in the low prefix
+/// bytes only, in few values of the high bytes with random low bytes, and past the prefix.
+/// Runs the partial-LSD path and the comparison of long runs at sizes proptest does not reach.
+#[test]
+fn large_batches_of_skewed_keys_sort_like_std() {
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    type Shape<'a> = (&'a str, &'a dyn Fn(u64, usize) -> [u8; 16]);
+    let shapes: [Shape; 4] = [
+        ("low bytes only", &|r, _| {
+            let mut k = [0u8; 16];
+            k[5..8].copy_from_slice(&r.to_be_bytes()[..3]);
+            k
+        }),
+        ("few high values", &|r, _| {
+            let mut k = [0u8; 16];
+            k[1] = (r % 3) as u8;
+            k[4..12].copy_from_slice(&r.to_be_bytes());
+            k
+        }),
+        ("past the prefix", &|r, _| {
+            let mut k = [7u8; 16];
+            k[12..16].copy_from_slice(&(r as u32 % 50_000).to_be_bytes());
+            k
+        }),
+        ("uniform", &|r, i| {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&r.to_be_bytes());
+            k[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            k
+        }),
+    ];
+    let format = Fixed::new(16, 4).unwrap();
+    for (shape, make) in shapes {
+        let n = 150_000;
+        let mut data = Vec::with_capacity(n * 20);
+        for i in 0..n {
+            data.extend_from_slice(&make(next(), i));
+            data.extend_from_slice(&(i as u32).to_be_bytes());
+        }
+        let mut want: Vec<&[u8]> = data.chunks(20).collect();
+        want.sort_by(|a, b| a[..16].cmp(&b[..16]));
+        let want = want.concat();
+        for name in SORTERS {
+            let sorter = by_name(name).unwrap();
+            assert!(
+                sort_fixed(&*sorter, &data, &format).unwrap() == want,
+                "{name}: {shape}"
+            );
+            let mut got = data.clone();
+            let mut scratch = vec![0u8; data.len()];
+            sort_fixed_in_place(&*sorter, &mut got, &mut scratch, &format).unwrap();
+            assert!(got == want, "{name} in place: {shape}");
+        }
+    }
+}
