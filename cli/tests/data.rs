@@ -176,6 +176,10 @@ async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
             writer.write(&more).await.unwrap();
             expect.extend_from_slice(&more);
         }
+        // A sync commits what is written so far for readers; the writer goes on.
+        assert_eq!(writer.sync().await.unwrap().size, expect.len() as u64);
+        let seen = store.lookup(path).await.unwrap().into_file().unwrap();
+        assert!(seen.read_to_end().await.unwrap() == expect, "{path} synced");
         // Overwrite across a block boundary, then a few bytes near the start.
         let patch = pattern(10_000, 9);
         writer.seek(MIB as u64 - 3000).await.unwrap();

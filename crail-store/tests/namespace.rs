@@ -106,6 +106,33 @@ async fn a_file_has_one_writer_at_a_time_and_leases_expire() {
 }
 
 #[tokio::test]
+async fn a_writer_commits_its_size_and_keeps_writing() {
+    let (_nn, store, _beat) = cluster(64).await;
+    let mut lease = store.create_file("/f", &opts()).await.unwrap();
+    lease.allocate(0, 2).await.unwrap();
+    let stat = lease.commit(10).await.unwrap();
+    assert_eq!((stat.size, stat.block_count), (10, 2));
+    assert_eq!(store.stat("/f").await.unwrap().size, 10);
+    // Still the only writer, with every block kept.
+    let err = store.open_write("/f").await.unwrap_err();
+    assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+    assert_eq!(used_blocks(&store).await, 2);
+    let err = lease.commit(3 * BLOCK).await.unwrap_err();
+    assert!(matches!(err, Error::SizeBeyondBlocks { .. }), "{err}");
+    lease.commit(BLOCK + 5).await.unwrap();
+    assert_eq!(store.stat("/f").await.unwrap().size, BLOCK + 5);
+    lease.close(BLOCK + 7).await.unwrap();
+    assert_eq!(store.stat("/f").await.unwrap().size, BLOCK + 7);
+
+    // A keyvalue value becomes current only when closed.
+    store.create_table("/t", &opts()).await.unwrap();
+    let mut value = store.put("/t/k", &opts()).await.unwrap();
+    value.allocate(0, 1).await.unwrap();
+    let err = value.commit(1).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn append_overwrite_and_truncate() {
     let (_nn, store, _beat) = cluster(64).await;
     let lease = store.create_file("/f", &opts()).await.unwrap();

@@ -220,6 +220,7 @@ impl Store {
                     file_id: stat.file_id,
                     lease,
                     size: 0,
+                    keep: false,
                 })
                 .await?;
             stat = stat_of(reply.node)?;

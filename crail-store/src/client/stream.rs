@@ -166,6 +166,18 @@ impl FileWriter {
         self.settle(0).await
     }
 
+    /// Flushes and commits what is written so far, keeping the lease: the file's size becomes
+    /// [`FileWriter::len`] for readers that look it up from now on, and writing goes on.
+    /// Returns the new stat. After a failed write nothing new is committed.
+    pub async fn sync(&mut self) -> Result<Stat> {
+        self.flush().await?;
+        let end = self.end;
+        match self.lease.as_mut() {
+            Some(lease) => lease.commit(end).await,
+            None => Err(self.lost()),
+        }
+    }
+
     /// Flushes and commits: the file's size becomes [`FileWriter::len`]. Returns the new stat.
     /// After any failed write nothing is committed: the write is aborted and the error
     /// returned.

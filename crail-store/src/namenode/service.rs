@@ -214,7 +214,7 @@ impl Core {
         let node = self
             .ns
             .lock()
-            .close(req.file_id, req.lease, req.size, ctx)?;
+            .close(req.file_id, req.lease, req.size, req.keep, ctx)?;
         Ok(pb::CloseReply { node: Some(node) })
     }
 

@@ -131,12 +131,14 @@ impl Namespace {
     }
 
     /// Ends a write: sets the size, frees blocks past it, drops the lease. A keyvalue value
-    /// becomes the current value (the last writer to close wins).
+    /// becomes the current value (the last writer to close wins). With `keep` only the size
+    /// is committed: the lease and every block stay (files only).
     pub(crate) fn close(
         &mut self,
         file: FileId,
         lease: u64,
         size: u64,
+        keep: bool,
         ctx: &Ctx,
     ) -> Result<pb::NodeInfo> {
         self.leased(file, lease, ctx.now)?;
@@ -149,6 +151,22 @@ impl Namespace {
                 size,
                 capacity,
             });
+        }
+        if keep {
+            if f.state == FileState::Pending {
+                return Err(Error::Unsupported {
+                    feature: "committing a keyvalue value while writing it".into(),
+                    reason: "a value becomes current only when its write is closed".into(),
+                });
+            }
+            let node = f.node;
+            if let Some(f) = self.files.get_mut(&file) {
+                f.size = size;
+            }
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.modified = ctx.wall;
+            }
+            return Ok(self.info(node));
         }
         let keep = size.div_ceil(block_size) as usize;
         let (node, state) = (f.node, f.state);
