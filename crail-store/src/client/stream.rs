@@ -166,6 +166,15 @@ impl FileWriter {
         self.settle(0).await
     }
 
+    /// Extends the write lease, for a writer that may sit idle longer than the namenode's
+    /// lease timeout (allocating blocks renews it too).
+    pub async fn renew(&mut self) -> Result<()> {
+        match &self.lease {
+            Some(lease) => lease.renew().await,
+            None => Err(self.lost()),
+        }
+    }
+
     /// Flushes and commits what is written so far, keeping the lease: the file's size becomes
     /// [`FileWriter::len`] for readers that look it up from now on, and writing goes on.
     /// Returns the new stat. After a failed write nothing new is committed.

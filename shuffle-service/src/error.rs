@@ -1,0 +1,102 @@
+//! The shuffle service's errors: one line each, naming the shuffle, partition or map.
+
+use crate::ShuffleId;
+
+/// What can go wrong with a shuffle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such shuffle (never registered, or unregistered).
+    #[error("shuffle {id} is not registered")]
+    UnknownShuffle {
+        /// The shuffle.
+        id: ShuffleId,
+    },
+    /// `register` of a shuffle that exists.
+    #[error("shuffle {id} is already registered")]
+    AlreadyRegistered {
+        /// The shuffle.
+        id: ShuffleId,
+    },
+    /// A bad argument: an app name that is no path component, zero partitions, an unknown
+    /// serializer, a range out of order.
+    #[error("shuffle {id}: {problem}")]
+    Invalid {
+        /// The shuffle.
+        id: ShuffleId,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A partition past the shuffle's partitions.
+    #[error("shuffle {id}: partition {partition} is out of range (it has {partitions})")]
+    PartitionOutOfRange {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The partition asked for.
+        partition: u32,
+        /// How many it has.
+        partitions: u32,
+    },
+    /// A map past the shuffle's maps.
+    #[error("shuffle {id}: map {map} is out of range (it has {maps})")]
+    MapOutOfRange {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The map asked for.
+        map: u32,
+        /// How many it has.
+        maps: u32,
+    },
+    /// Another attempt of the map committed first; this attempt's output is never read.
+    #[error(
+        "shuffle {id}: map {map} attempt {attempt} was not committed: attempt {winner} of it already was"
+    )]
+    AlreadyCommitted {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The map.
+        map: u32,
+        /// The attempt refused.
+        attempt: u64,
+        /// The attempt that committed.
+        winner: u64,
+    },
+    /// A read of maps that have not committed (yet).
+    #[error("shuffle {id}: maps {maps:?} have not committed")]
+    NotCommitted {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The maps missing, ascending.
+        maps: Vec<u32>,
+    },
+    /// Committed data can no longer be read (its blocks were lost, or a checksum failed): the
+    /// engine must run these maps again and commit them, then read again.
+    #[error(
+        "shuffle {id}: fetch failed for partition {partition}: maps {maps:?} must be recomputed ({cause})"
+    )]
+    FetchFailed {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The partition being read.
+        partition: u32,
+        /// The maps whose output was lost, ascending.
+        maps: Vec<u32>,
+        /// What the store said.
+        cause: String,
+    },
+    /// A record kept in the store that does not parse (written by something else).
+    #[error("shuffle {id}: {path}: bad record: {cause}")]
+    BadRecord {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The record's path.
+        path: String,
+        /// What is wrong.
+        cause: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crail_store::Error),
+}
+
+/// The crate's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,142 @@
+//! Where a shuffle lives in the store, and the two records kept there.
+//!
+//! ```text
+//! /crail-shuffle/<app>/<shuffle>/
+//!     meta                  what register was given (JSON)
+//!     p<partition>/         one directory per reduce partition
+//!         <host>-<slot>     a writer group's file: every map that ran on that slot appends here
+//!     maps/<map>            the committed attempt of a map and its segments (JSON); made by a
+//!                           rename, which the namenode refuses if the name exists: the first
+//!                           attempt to commit wins, exactly once
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The root of every shuffle in the store.
+pub const ROOT: &str = "/crail-shuffle";
+
+/// A shuffle: an application's name and its shuffle number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShuffleId {
+    /// The application (a Spark application id, a Ray job): letters, digits, `.`, `_`, `-`.
+    pub app: String,
+    /// The shuffle's number in the application.
+    pub shuffle: u32,
+}
+
+impl ShuffleId {
+    /// A shuffle of `app`.
+    pub fn new(app: impl Into<String>, shuffle: u32) -> Self {
+        Self {
+            app: app.into(),
+            shuffle,
+        }
+    }
+
+    /// Refuses app names that are not one plain path component.
+    pub(crate) fn check(&self) -> Result<()> {
+        let ok = !self.app.is_empty()
+            && self.app.len() <= 200
+            && !self.app.starts_with('.')
+            && self
+                .app
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid {
+                id: self.clone(),
+                problem: "an app name is 1 to 200 letters, digits, '.', '_' or '-', not starting with '.'".into(),
+            })
+        }
+    }
+
+    pub(crate) fn app_dir(app: &str) -> String {
+        format!("{ROOT}/{app}")
+    }
+
+    pub(crate) fn dir(&self) -> String {
+        format!("{ROOT}/{}/{}", self.app, self.shuffle)
+    }
+
+    pub(crate) fn meta(&self) -> String {
+        format!("{}/meta", self.dir())
+    }
+
+    pub(crate) fn partition_dir(&self, partition: u32) -> String {
+        format!("{}/p{partition}", self.dir())
+    }
+
+    pub(crate) fn maps_dir(&self) -> String {
+        format!("{}/maps", self.dir())
+    }
+
+    pub(crate) fn commit(&self, map: u32) -> String {
+        format!("{}/maps/{map}", self.dir())
+    }
+}
+
+impl fmt::Display for ShuffleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.shuffle)
+    }
+}
+
+/// What `register` was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Map tasks.
+    pub maps: u32,
+    /// Reduce partitions.
+    pub partitions: u32,
+    /// The record format's name (see `crail_serializers::Serializer::by_name`).
+    pub serializer: String,
+}
+
+/// A map's output for one partition: `len` bytes at `offset` of a group file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// The partition.
+    pub partition: u32,
+    /// The group file, relative to the shuffle's directory (`p3/127.0.0.2-0`).
+    pub file: String,
+    /// Where the map's bytes start in it.
+    pub offset: u64,
+    /// How many.
+    pub len: u64,
+    /// Their crc32c.
+    pub crc: u32,
+}
+
+/// The committed attempt of a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The map.
+    pub map: u32,
+    /// The attempt that committed.
+    pub attempt: u64,
+    /// Its non-empty segments, by partition.
+    pub segments: Vec<Segment>,
+}
+
+pub(crate) fn parse<T: for<'a> Deserialize<'a>>(
+    id: &ShuffleId,
+    path: &str,
+    raw: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| Error::BadRecord {
+        id: id.clone(),
+        path: path.to_owned(),
+        cause: e.to_string(),
+    })
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain structs of numbers and strings always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}

@@ -1,0 +1,256 @@
+//! The shuffle service: map output written per node into writer groups of append files, one
+//! file per reduce partition per slot, committed exactly once per map, and read back by
+//! partition and map ranges.
+//!
+//! - [`Shuffles`] registers and unregisters shuffles, lists their committed maps (map status:
+//!   bytes per partition) and starts reads ([`PartitionReader`]).
+//! - [`Slots`] are one node's writer groups: [`Slots::lease`] gives a map task a
+//!   [`MapWriter`], which appends per partition and commits.
+//!
+//! Everything a shuffle is lives in the store (see [`layout`]): any node can serve any read,
+//! and the namenode's refusal to rename onto an existing name is what makes a map's first
+//! commit the only one.
+
+mod error;
+pub mod layout;
+mod reader;
+mod writer;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crail_store::{CreateOptions, Error as StoreError, Store};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+pub use error::{Error, Result};
+pub use layout::{Commit, Meta, Segment, ShuffleId};
+pub use reader::{Chunk, PartitionReader, lengths};
+pub use writer::{MapWriter, Slots};
+
+/// Commit records read at once.
+const METADATA_READS: usize = 16;
+
+/// Group files fetched at once by a read.
+pub const DEFAULT_PREFETCH: usize = 4;
+
+/// Shuffles in a store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Shuffles {
+    store: Store,
+}
+
+impl Shuffles {
+    /// The shuffles of `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Registers a shuffle of `meta.maps` maps into `meta.partitions` partitions of records
+    /// in format `meta.serializer`: its directories appear at once, whole, or not at all.
+    pub async fn register(&self, id: &ShuffleId, meta: &Meta) -> Result<()> {
+        id.check()?;
+        let invalid = |problem: String| Error::Invalid {
+            id: id.clone(),
+            problem,
+        };
+        if meta.maps == 0 || meta.partitions == 0 {
+            return Err(invalid(
+                "a shuffle needs at least one map and one partition".into(),
+            ));
+        }
+        crail_serializers::Serializer::by_name(&meta.serializer)
+            .map_err(|e| invalid(e.to_string()))?;
+        let dirs = &CreateOptions::default();
+        for dir in [layout::ROOT.to_owned(), ShuffleId::app_dir(&id.app)] {
+            match self.store.create_dir(&dir, dirs).await {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.store.stat(&id.dir()).await.is_ok() {
+            return Err(Error::AlreadyRegistered { id: id.clone() });
+        }
+        // Built under a hidden name, then renamed into place.
+        let building = format!(
+            "{}/.{}.{:x}",
+            ShuffleId::app_dir(&id.app),
+            id.shuffle,
+            nonce()
+        );
+        let built = async {
+            self.store.create_dir(&building, dirs).await?;
+            stream::iter((0..meta.partitions).map(|p| format!("{building}/p{p}")))
+                .map(|dir| async move { self.store.create_dir(&dir, dirs).await })
+                .buffer_unordered(METADATA_READS)
+                .try_collect::<Vec<_>>()
+                .await?;
+            self.store
+                .create_dir(&format!("{building}/maps"), dirs)
+                .await?;
+            self.store
+                .write_file(&format!("{building}/meta"), &layout::to_json(meta), dirs)
+                .await?;
+            self.store.rename(&building, &id.dir()).await
+        }
+        .await;
+        match built {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.store.delete(&building, true).await;
+                match e {
+                    StoreError::AlreadyExists { .. } => {
+                        Err(Error::AlreadyRegistered { id: id.clone() })
+                    }
+                    e => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// What the shuffle was registered with.
+    pub async fn meta(&self, id: &ShuffleId) -> Result<Meta> {
+        read_meta(&self.store, id).await
+    }
+
+    /// The committed attempts of maps `maps` (all of them when `None`), by map; any map of
+    /// the range not committed is [`Error::NotCommitted`].
+    pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
+        let meta = self.meta(id).await?;
+        let maps = maps.unwrap_or(0..meta.maps);
+        check_range(id, &maps, meta.maps, |map| Error::MapOutOfRange {
+            id: id.clone(),
+            map,
+            maps: meta.maps,
+        })?;
+        let entries = self
+            .store
+            .list(&id.maps_dir())
+            .await
+            .map_err(|e| unknown_if_missing(id, e))?;
+        let wanted: Vec<u32> = entries
+            .iter()
+            .filter_map(|e| e.name.parse::<u32>().ok())
+            .filter(|m| maps.contains(m))
+            .collect();
+        let found: HashMap<u32, Commit> = stream::iter(wanted)
+            .map(|map| async move { read_commit(&self.store, id, map).await.map(|c| (map, c)) })
+            .buffer_unordered(METADATA_READS)
+            .try_collect()
+            .await?;
+        reader::complete(id, found, maps)
+    }
+
+    /// Map status: for every committed map of `maps`, its bytes per partition.
+    pub async fn map_statuses(
+        &self,
+        id: &ShuffleId,
+        maps: Option<Range<u32>>,
+    ) -> Result<Vec<(u32, Vec<u64>)>> {
+        let meta = self.meta(id).await?;
+        Ok(self
+            .commits(id, maps)
+            .await?
+            .iter()
+            .map(|c| (c.map, lengths(c, meta.partitions)))
+            .collect())
+    }
+
+    /// Reads partitions `partitions` as written by maps `maps` (all maps when `None`), every
+    /// map of the range committed; group files are fetched `prefetch` at a time.
+    pub async fn read(
+        &self,
+        id: &ShuffleId,
+        partitions: Range<u32>,
+        maps: Option<Range<u32>>,
+        prefetch: usize,
+    ) -> Result<PartitionReader> {
+        let meta = self.meta(id).await?;
+        check_range(id, &partitions, meta.partitions, |partition| {
+            Error::PartitionOutOfRange {
+                id: id.clone(),
+                partition,
+                partitions: meta.partitions,
+            }
+        })?;
+        let commits = self.commits(id, maps).await?;
+        Ok(PartitionReader::start(
+            self.store.clone(),
+            id.clone(),
+            commits,
+            partitions,
+            prefetch,
+        ))
+    }
+
+    /// Deletes a shuffle and all of its files.
+    pub async fn unregister(&self, id: &ShuffleId) -> Result<()> {
+        id.check()?;
+        self.store
+            .delete(&id.dir(), true)
+            .await
+            .map_err(|e| unknown_if_missing(id, e))
+    }
+
+    /// Deletes every shuffle of an application (nothing to do if it has none).
+    pub async fn remove_app(&self, app: &str) -> Result<()> {
+        ShuffleId::new(app, 0).check()?;
+        match self.store.delete(&ShuffleId::app_dir(app), true).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn check_range(
+    id: &ShuffleId,
+    range: &Range<u32>,
+    limit: u32,
+    past: impl Fn(u32) -> Error,
+) -> Result<()> {
+    if range.start > range.end {
+        return Err(Error::Invalid {
+            id: id.clone(),
+            problem: format!("range {}..{} is backwards", range.start, range.end),
+        });
+    }
+    if range.end > limit {
+        return Err(past(range.end - 1));
+    }
+    Ok(())
+}
+
+fn unknown_if_missing(id: &ShuffleId, e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound { .. } => Error::UnknownShuffle { id: id.clone() },
+        e => e.into(),
+    }
+}
+
+pub(crate) async fn read_meta(store: &Store, id: &ShuffleId) -> Result<Meta> {
+    id.check()?;
+    let path = id.meta();
+    let raw = read_small(store, &path)
+        .await
+        .map_err(|e| unknown_if_missing(id, e))?;
+    layout::parse(id, &path, &raw)
+}
+
+pub(crate) async fn read_commit(store: &Store, id: &ShuffleId, map: u32) -> Result<Commit> {
+    let path = id.commit(map);
+    let raw = read_small(store, &path).await?;
+    layout::parse(id, &path, &raw)
+}
+
+async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
+    store.lookup(path).await?.into_file()?.read_to_end().await
+}
+
+/// A value unlikely to repeat, for hidden names of things being built.
+fn nonce() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}

@@ -1,0 +1,382 @@
+//! Shuffles through a real store: a namenode and three dram datanodes in this process, each on
+//! its own 127.0.0.x address, and per "node" a `Slots` whose client lives on that address.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crail_shuffle::{Error, Meta, ShuffleId, Shuffles, Slots};
+use crail_store::datanode::Datanode;
+use crail_store::namenode::RunningNamenode;
+use crail_store::{ByteSize, ClientConfig, DatanodeConfig, NamenodeConfig, Store};
+
+const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+const SLOTS: usize = 2;
+const RECORD: usize = 100;
+
+struct Cluster {
+    _nn: RunningNamenode,
+    store: Store,
+    nodes: Vec<Slots>,
+}
+
+async fn cluster() -> Cluster {
+    let nn = RunningNamenode::start(NamenodeConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..NamenodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = ClientConfig::for_namenode(nn.addr());
+    let mut nodes = Vec::new();
+    for host in HOSTS {
+        let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
+            .await
+            .unwrap();
+        let dn = Datanode::start(
+            listener,
+            DatanodeConfig {
+                capacity: ByteSize(256 << 20),
+                ..DatanodeConfig::default()
+            },
+            client.clone(),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(dn.serve(std::future::pending()));
+        let local = client.clone().with_local_host(host.parse().unwrap());
+        nodes.push(Slots::new(
+            Store::connect(&local).await.unwrap(),
+            host,
+            SLOTS,
+        ));
+    }
+    let store = Store::connect(&client).await.unwrap();
+    Cluster {
+        _nn: nn,
+        store,
+        nodes,
+    }
+}
+
+fn meta(maps: u32, partitions: u32) -> Meta {
+    Meta {
+        maps,
+        partitions,
+        serializer: "fixed:10:90".into(),
+    }
+}
+
+/// Map `map`'s records: `count` TeraSort-shaped records whose key starts with the map and
+/// record number, partitioned by key.
+fn records(map: u32, count: u32, partitions: u32) -> HashMap<u32, Vec<u8>> {
+    let mut out: HashMap<u32, Vec<u8>> = HashMap::new();
+    for i in 0..count {
+        let mut r = [0u8; RECORD];
+        let x = (u64::from(map) << 32 | u64::from(i)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        r[..8].copy_from_slice(&x.to_be_bytes());
+        r[8..12].copy_from_slice(&map.to_be_bytes());
+        r[12..16].copy_from_slice(&i.to_be_bytes());
+        let partition = (x >> 40) as u32 % partitions;
+        out.entry(partition).or_default().extend_from_slice(&r);
+    }
+    out
+}
+
+async fn run_map(slots: &Slots, id: &ShuffleId, map: u32, attempt: u64, partitions: u32) {
+    let mut writer = slots.lease(id, map, attempt).await.unwrap();
+    let mut parts: Vec<_> = records(map, 500 + map * 7, partitions)
+        .into_iter()
+        .collect();
+    parts.sort_by_key(|(p, _)| *p);
+    for (partition, bytes) in parts {
+        // In two writes, as an engine's buffers would come.
+        let half = bytes.len() / RECORD / 2 * RECORD;
+        writer.write(partition, &bytes[..half]).await.unwrap();
+        writer.write(partition, &bytes[half..]).await.unwrap();
+    }
+    writer.commit().await.unwrap();
+}
+
+fn split(bytes: &[u8]) -> impl Iterator<Item = [u8; RECORD]> + '_ {
+    bytes
+        .chunks(RECORD)
+        .map(|r| <[u8; RECORD]>::try_from(r).unwrap())
+}
+
+/// Every record of partitions `parts` from maps `maps`, sorted.
+async fn read_sorted(
+    shuffles: &Shuffles,
+    id: &ShuffleId,
+    parts: std::ops::Range<u32>,
+    maps: Option<std::ops::Range<u32>>,
+) -> Vec<[u8; RECORD]> {
+    let mut reader = shuffles.read(id, parts.clone(), maps, 4).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        assert!(parts.contains(&chunk.partition));
+        assert_eq!(chunk.data.len() % RECORD, 0);
+        out.extend(split(&chunk.data));
+    }
+    out.sort_unstable();
+    out
+}
+
+fn expected(
+    maps: std::ops::Range<u32>,
+    parts: std::ops::Range<u32>,
+    partitions: u32,
+) -> Vec<[u8; RECORD]> {
+    let mut out = Vec::new();
+    for map in maps {
+        for (p, bytes) in records(map, 500 + map * 7, partitions) {
+            if parts.contains(&p) {
+                out.extend(split(&bytes));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_maps_and_reducers_read_exactly_what_was_written_from_few_files() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-1", 0);
+    let (maps, partitions) = (24u32, 8u32);
+    shuffles
+        .register(&id, &meta(maps, partitions))
+        .await
+        .unwrap();
+
+    // Maps run on every node, several at once per node (more than its slots).
+    let mut tasks = Vec::new();
+    for map in 0..maps {
+        let slots = c.nodes[map as usize % HOSTS.len()].clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            run_map(&slots, &id, map, 1, partitions).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // Every reducer gets its partition's records, no more, no fewer.
+    let mut all = Vec::new();
+    for p in 0..partitions {
+        let got = read_sorted(&shuffles, &id, p..p + 1, None).await;
+        assert!(
+            got == expected(0..maps, p..p + 1, partitions),
+            "partition {p}"
+        );
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert!(all == expected(0..maps, 0..partitions, partitions));
+
+    // nodes x slots x partitions files, not maps x partitions, each on its writer's node.
+    let mut files = 0;
+    for p in 0..partitions {
+        for entry in c
+            .store
+            .list(&format!("/crail-shuffle/app-1/0/p{p}"))
+            .await
+            .unwrap()
+        {
+            files += 1;
+            let host = entry.name.split('-').next().unwrap().to_owned();
+            let path = format!("/crail-shuffle/app-1/0/p{p}/{}", entry.name);
+            let file = c.store.lookup(&path).await.unwrap().into_file().unwrap();
+            for block in file.all_block_locations().await.unwrap() {
+                assert_eq!(block.host.to_string(), host, "{path}");
+            }
+        }
+    }
+    assert_eq!(files, HOSTS.len() * SLOTS * partitions as usize);
+
+    // Map status: bytes per partition of every map, as written.
+    let statuses = shuffles.map_statuses(&id, None).await.unwrap();
+    assert_eq!(statuses.len(), maps as usize);
+    for (map, lengths) in statuses {
+        let written = records(map, 500 + map * 7, partitions);
+        for (p, len) in lengths.iter().enumerate() {
+            let want = written.get(&(p as u32)).map_or(0, Vec::len) as u64;
+            assert_eq!(*len, want, "map {map} partition {p}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_retried_and_speculative_attempts_are_read_once() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-2", 3);
+    let (maps, partitions) = (4u32, 3u32);
+    shuffles
+        .register(&id, &meta(maps, partitions))
+        .await
+        .unwrap();
+
+    // Attempt 1 of map 0 writes garbage and fails (dropped); attempt 2 on the same slots
+    // writes over it and commits.
+    {
+        let mut w = c.nodes[0].lease(&id, 0, 1).await.unwrap();
+        for p in 0..partitions {
+            w.write(p, &[0xee; RECORD * 3]).await.unwrap();
+        }
+    }
+    run_map(&c.nodes[0], &id, 0, 2, partitions).await;
+    // A speculative attempt 3 on another node finishes later: refused, never read.
+    let mut late = c.nodes[1].lease(&id, 0, 3).await.unwrap();
+    for (p, bytes) in records(0, 500, partitions) {
+        late.write(p, &bytes).await.unwrap();
+    }
+    let err = late.commit().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AlreadyCommitted {
+                map: 0,
+                attempt: 3,
+                winner: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An explicit abort too.
+    let mut aborted = c.nodes[2].lease(&id, 1, 1).await.unwrap();
+    aborted.write(0, &[0xdd; RECORD]).await.unwrap();
+    aborted.abort().await;
+
+    // Not every map has committed yet: a read names the missing ones.
+    let err = shuffles
+        .read(&id, 0..partitions, None, 4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotCommitted { maps, .. } if maps == &[1, 2, 3]),
+        "{err}"
+    );
+    for map in 1..maps {
+        run_map(&c.nodes[map as usize % 3], &id, map, 7, partitions).await;
+    }
+    let got = read_sorted(&shuffles, &id, 0..partitions, None).await;
+    assert!(got == expected(0..maps, 0..partitions, partitions));
+    let commits = shuffles.commits(&id, None).await.unwrap();
+    assert_eq!(commits[0].attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reducers_read_partition_and_map_ranges() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-3", 1);
+    let (maps, partitions) = (12u32, 6u32);
+    shuffles
+        .register(&id, &meta(maps, partitions))
+        .await
+        .unwrap();
+    for map in 0..maps {
+        run_map(&c.nodes[map as usize % 3], &id, map, 0, partitions).await;
+    }
+    // As Spark AQE asks: coalesced partitions, and a skewed partition split by maps.
+    for (parts, maps_range) in [
+        (2..5, Some(4..10)),
+        (0..6, Some(0..1)),
+        (5..6, None),
+        (3..3, None),
+    ] {
+        let got = read_sorted(&shuffles, &id, parts.clone(), maps_range.clone()).await;
+        let want = expected(
+            maps_range.clone().unwrap_or(0..maps),
+            parts.clone(),
+            partitions,
+        );
+        assert!(got == want, "{parts:?} {maps_range:?}");
+    }
+    let err = shuffles.read(&id, 0..7, None, 4).await.unwrap_err();
+    assert!(
+        matches!(err, Error::PartitionOutOfRange { partition: 6, .. }),
+        "{err}"
+    );
+    let err = shuffles.read(&id, 0..1, Some(3..13), 4).await.unwrap_err();
+    assert!(matches!(err, Error::MapOutOfRange { map: 12, .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_unregister_cleans_up() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-4", 0);
+    let unknown = ShuffleId::new("app-4", 9);
+
+    let err = shuffles
+        .register(&ShuffleId::new("../x", 0), &meta(1, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    let bad = Meta {
+        serializer: "yaml".into(),
+        ..meta(1, 1)
+    };
+    let err = shuffles.register(&id, &bad).await.unwrap_err();
+    assert!(err.to_string().contains("yaml"), "{err}");
+    let err = shuffles.register(&id, &meta(0, 1)).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+
+    shuffles.register(&id, &meta(2, 2)).await.unwrap();
+    let err = shuffles.register(&id, &meta(2, 2)).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered { .. }), "{err}");
+    for err in [
+        shuffles.read(&unknown, 0..1, None, 1).await.unwrap_err(),
+        c.nodes[0].lease(&unknown, 0, 0).await.unwrap_err(),
+        shuffles.unregister(&unknown).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::UnknownShuffle { .. }), "{err}");
+        assert_eq!(err.to_string(), "shuffle app-4/9 is not registered");
+    }
+    let err = c.nodes[0].lease(&id, 2, 0).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MapOutOfRange {
+                map: 2,
+                maps: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut w = c.nodes[0].lease(&id, 0, 0).await.unwrap();
+    let err = w.write(2, &[0; RECORD]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::PartitionOutOfRange { partition: 2, .. }),
+        "{err}"
+    );
+    w.write(1, &[1; RECORD]).await.unwrap();
+    w.commit().await.unwrap();
+
+    // A second shuffle of the app, then unregister of one and the end of the app.
+    let other = ShuffleId::new("app-4", 1);
+    shuffles.register(&other, &meta(1, 1)).await.unwrap();
+    run_map(&c.nodes[1], &other, 0, 0, 1).await;
+    let used = |store: Store| async move {
+        let info = store.cluster_info().await.unwrap();
+        info.datanodes.iter().map(|d| d.used).sum::<u64>()
+    };
+    let before = used(c.store.clone()).await;
+    shuffles.unregister(&id).await.unwrap();
+    c.nodes[0].forget(&id);
+    assert!(used(c.store.clone()).await < before);
+    let err = shuffles.map_statuses(&id, None).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownShuffle { .. }), "{err}");
+    assert_eq!(shuffles.map_statuses(&other, None).await.unwrap().len(), 1);
+    shuffles.remove_app("app-4").await.unwrap();
+    c.nodes[1].forget(&other);
+    assert_eq!(used(c.store.clone()).await, 0);
+    assert!(c.store.list("/crail-shuffle").await.unwrap().is_empty());
+}
