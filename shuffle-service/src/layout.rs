@@ -68,8 +68,10 @@ impl ShuffleId {
         format!("{}/meta", self.dir())
     }
 
-    pub(crate) fn partition_dir(&self, partition: u32) -> String {
-        format!("{}/p{partition}", self.dir())
+    /// A writer group's file of `partition`, relative to [`ShuffleId::dir`] (as segments
+    /// name it).
+    pub(crate) fn group_file(partition: u32, host: &str, slot: usize) -> String {
+        format!("p{partition}/{host}-{slot}")
     }
 
     pub(crate) fn maps_dir(&self) -> String {

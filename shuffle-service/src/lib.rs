@@ -116,6 +116,15 @@ impl Shuffles {
     /// the range not committed is [`Error::NotCommitted`].
     pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
         let meta = self.meta(id).await?;
+        self.commits_of(id, &meta, maps).await
+    }
+
+    async fn commits_of(
+        &self,
+        id: &ShuffleId,
+        meta: &Meta,
+        maps: Option<Range<u32>>,
+    ) -> Result<Vec<Commit>> {
         let maps = maps.unwrap_or(0..meta.maps);
         check_range(id, &maps, meta.maps, |map| Error::MapOutOfRange {
             id: id.clone(),
@@ -148,7 +157,7 @@ impl Shuffles {
     ) -> Result<Vec<(u32, Vec<u64>)>> {
         let meta = self.meta(id).await?;
         Ok(self
-            .commits(id, maps)
+            .commits_of(id, &meta, maps)
             .await?
             .iter()
             .map(|c| (c.map, lengths(c, meta.partitions)))
@@ -172,7 +181,7 @@ impl Shuffles {
                 partitions: meta.partitions,
             }
         })?;
-        let commits = self.commits(id, maps).await?;
+        let commits = self.commits_of(id, &meta, maps).await?;
         Ok(PartitionReader::start(
             self.store.clone(),
             id.clone(),

@@ -43,10 +43,45 @@ struct Inner {
 struct Groups {
     meta: Meta,
     permits: Arc<Semaphore>,
-    /// Groups not leased, and every group (for renewal).
-    free: parking_lot::Mutex<Vec<Arc<Mutex<Group>>>>,
-    all: parking_lot::Mutex<Vec<Arc<Mutex<Group>>>>,
-    next_slot: parking_lot::Mutex<usize>,
+    slots: parking_lot::Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Groups not leased.
+    free: Vec<Arc<Mutex<Group>>>,
+    /// Every live group (for renewal).
+    all: Vec<Arc<Mutex<Group>>>,
+    /// The next new slot's number (a retired group's number is not reused: its files stay).
+    next: usize,
+}
+
+impl Groups {
+    /// A free group, or a new one on a new slot.
+    fn take(&self) -> Arc<Mutex<Group>> {
+        let mut state = self.slots.lock();
+        if let Some(group) = state.free.pop() {
+            return group;
+        }
+        let group = Arc::new(Mutex::new(Group {
+            slot: state.next,
+            files: HashMap::new(),
+            broken: false,
+        }));
+        state.next += 1;
+        state.all.push(Arc::clone(&group));
+        group
+    }
+
+    /// A group back from its task: free again, or retired when `reusable` is false.
+    fn put_back(&self, group: Arc<Mutex<Group>>, reusable: bool) {
+        let mut state = self.slots.lock();
+        if reusable {
+            state.free.push(group);
+        } else {
+            state.all.retain(|other| !Arc::ptr_eq(other, &group));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -96,24 +131,7 @@ impl Slots {
             .acquire_owned()
             .await
             .map_err(|_| Error::UnknownShuffle { id: id.clone() })?;
-        let group = groups.free.lock().pop();
-        let group = match group {
-            Some(group) => group,
-            None => {
-                let slot = {
-                    let mut next = groups.next_slot.lock();
-                    *next += 1;
-                    *next - 1
-                };
-                let group = Arc::new(Mutex::new(Group {
-                    slot,
-                    files: HashMap::new(),
-                    broken: false,
-                }));
-                groups.all.lock().push(Arc::clone(&group));
-                group
-            }
-        };
+        let group = groups.take();
         Ok(MapWriter {
             slots: self.clone(),
             groups,
@@ -143,9 +161,7 @@ impl Slots {
             Arc::new(Groups {
                 meta,
                 permits: Arc::new(Semaphore::new(self.inner.slots)),
-                free: parking_lot::Mutex::new(Vec::new()),
-                all: parking_lot::Mutex::new(Vec::new()),
-                next_slot: parking_lot::Mutex::new(0),
+                slots: parking_lot::Mutex::new(SlotState::default()),
             })
         });
         Ok(Arc::clone(groups))
@@ -158,7 +174,7 @@ impl Inner {
             .shuffles
             .lock()
             .values()
-            .flat_map(|g| g.all.lock().clone())
+            .flat_map(|g| g.slots.lock().all.clone())
             .collect();
         for group in groups {
             let mut group = group.lock().await;
@@ -215,10 +231,9 @@ impl MapWriter {
     async fn append(&mut self, group: &mut Group, partition: u32, bytes: &[u8]) -> Result<()> {
         if !group.files.contains_key(&partition) {
             let path = format!(
-                "{}/{}-{}",
-                self.id.partition_dir(partition),
-                self.slots.inner.host,
-                group.slot
+                "{}/{}",
+                self.id.dir(),
+                ShuffleId::group_file(partition, &self.slots.inner.host, group.slot)
             );
             let writer = self
                 .slots
@@ -260,6 +275,7 @@ impl MapWriter {
 
     async fn commit_group(&self, group: &Arc<Mutex<Group>>) -> Result<Commit> {
         let mut g = group.lock().await;
+        let slot = g.slot;
         let mut segments = Vec::with_capacity(self.started.len());
         for (&partition, &(offset, len, crc)) in &self.started {
             let Some((writer, _)) = g.files.get_mut(&partition) else {
@@ -271,7 +287,7 @@ impl MapWriter {
             }
             segments.push(Segment {
                 partition,
-                file: format!("p{partition}/{}-{}", self.slots.inner.host, g.slot),
+                file: ShuffleId::group_file(partition, &self.slots.inner.host, slot),
                 offset,
                 len,
                 crc,
@@ -286,12 +302,11 @@ impl MapWriter {
         };
         let store = &self.slots.inner.store;
         let pending = format!(
-            "{}/.{}-{}-{}-{}",
+            "{}/.{}-{}-{}-{slot}",
             self.id.maps_dir(),
             self.map,
             self.attempt,
             self.slots.inner.host,
-            group.lock().await.slot
         );
         store
             .write_file(&pending, &to_json(&commit), &CreateOptions::default())
@@ -327,25 +342,17 @@ impl MapWriter {
     /// Returns the group to the free list; a committed task's bytes become the files'
     /// committed ends, anything else is written over by the next task.
     async fn give_back(&self, group: Arc<Mutex<Group>>, advance: bool) {
-        {
-            let mut g = group.lock().await;
-            if advance {
-                for (partition, (offset, len, _)) in &self.started {
-                    if let Some((_, committed)) = g.files.get_mut(partition) {
-                        *committed = offset + len;
-                    }
+        let mut g = group.lock().await;
+        if advance {
+            for (partition, (offset, len, _)) in &self.started {
+                if let Some((_, committed)) = g.files.get_mut(partition) {
+                    *committed = offset + len;
                 }
             }
-            if g.broken {
-                drop(g);
-                self.groups
-                    .all
-                    .lock()
-                    .retain(|other| !Arc::ptr_eq(other, &group));
-                return;
-            }
         }
-        self.groups.free.lock().push(group);
+        let reusable = !g.broken;
+        drop(g);
+        self.groups.put_back(group, reusable);
     }
 
     fn closed(&self) -> Error {
@@ -365,14 +372,7 @@ impl Drop for MapWriter {
         // group goes back as after an abort, its uncommitted bytes to be written over.
         if let Some(group) = self.group.take() {
             let reusable = matches!(group.try_lock(), Ok(g) if !g.broken);
-            if reusable {
-                self.groups.free.lock().push(group);
-            } else {
-                self.groups
-                    .all
-                    .lock()
-                    .retain(|other| !Arc::ptr_eq(other, &group));
-            }
+            self.groups.put_back(group, reusable);
         }
     }
 }

@@ -198,13 +198,7 @@ pub fn sort_fixed_into(
 ) -> Result<()> {
     let keys = FixedKeys::new(data, format)?;
     check_count(keys.len())?;
-    if out.len() != data.len() {
-        return Err(Error::WrongSize {
-            format: format!("an output of {} bytes", out.len()),
-            key: data.len(),
-            value: 0,
-        });
-    }
+    check_same_len("an output", out.len(), data.len())?;
     let order = sorter.order(&keys);
     gather(data, &order, format.record_len(), out);
     Ok(())
@@ -244,13 +238,7 @@ pub fn sort_fixed_in_place(
 ) -> Result<()> {
     let keys = FixedKeys::new(data, format)?;
     check_count(keys.len())?;
-    if scratch.len() != data.len() {
-        return Err(Error::WrongSize {
-            format: format!("a scratch buffer of {} bytes", scratch.len()),
-            key: data.len(),
-            value: 0,
-        });
-    }
+    check_same_len("a scratch buffer", scratch.len(), data.len())?;
     sorter.sort_records(data, scratch, format.record_len(), format.key_len());
     Ok(())
 }
@@ -263,6 +251,18 @@ pub fn sort_buffer(len: usize) -> std::io::Result<memmap2::MmapMut> {
     // Only advice: where the kernel says no (THP off), the buffer works with small pages.
     let _ = map.advise(memmap2::Advice::HugePage);
     Ok(map)
+}
+
+/// A buffer that must be as long as the data it sorts.
+fn check_same_len(what: &str, len: usize, data: usize) -> Result<()> {
+    if len == data {
+        return Ok(());
+    }
+    Err(Error::WrongSize {
+        format: format!("{what} of {len} bytes"),
+        key: data,
+        value: 0,
+    })
 }
 
 fn check_count(n: usize) -> Result<()> {

@@ -454,33 +454,29 @@ impl WriteLease {
     /// Commits `size` bytes and keeps the lease: readers that look the file up from now on
     /// see that size, and writing goes on (blocks past it stay allocated). Files only.
     pub async fn commit(&mut self, size: u64) -> Result<Stat> {
-        let reply = self
-            .store
-            .call(&pb::CloseRequest {
-                file_id: self.stat.file_id,
-                lease: self.token,
-                size,
-                keep: true,
-            })
-            .await?;
-        self.stat = stat_of(reply.node)?;
+        self.stat = self.send_close(size, true).await?;
         Ok(self.stat.clone())
     }
 
     /// Commits `size` bytes (blocks past it are freed) and gives up the lease. Returns the
     /// node's new stat.
     pub async fn close(mut self, size: u64) -> Result<Stat> {
+        let stat = self.send_close(size, false).await?;
+        // Committed: nothing left to abort. (On error the drop below aborts the write.)
+        self.token = 0;
+        Ok(stat)
+    }
+
+    async fn send_close(&self, size: u64, keep: bool) -> Result<Stat> {
         let reply = self
             .store
             .call(&pb::CloseRequest {
                 file_id: self.stat.file_id,
                 lease: self.token,
                 size,
-                keep: false,
+                keep,
             })
             .await?;
-        // Committed: nothing left to abort. (On error the drop below aborts the write.)
-        self.token = 0;
         stat_of(reply.node)
     }
 
