@@ -35,7 +35,7 @@ pub struct ReadmeDoctests;
 pub use buffer::{ALIGN, Buffer, BufferPool};
 pub use client::{
     AsyncBufferReader, AsyncFileWriter, Directory, File, FileReader, FileWriter, KeyValue,
-    MultiFile, MultiReader, Node, Store, Table, WriteLease,
+    LeaseTicket, MultiFile, MultiReader, Node, Store, Table, WriteLease,
 };
 pub use config::{
     ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, KeyInfo, KeyKind, NamenodeConfig,

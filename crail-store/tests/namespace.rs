@@ -133,6 +133,35 @@ async fn a_writer_commits_its_size_and_keeps_writing() {
 }
 
 #[tokio::test]
+async fn a_ticket_lends_a_lease_to_another_client_without_giving_it_up() {
+    let (nn, store, _beat) = cluster(64).await;
+    let mut lease = store.create_file("/f", &opts()).await.unwrap();
+    lease.allocate(0, 1).await.unwrap();
+    lease.commit(10).await.unwrap();
+    let ticket = lease.ticket(10);
+    assert_eq!((ticket.path.as_str(), ticket.size), ("/f", 10));
+
+    // Another client (another process, in a real deployment) commits through the ticket.
+    let other = client(&nn).await;
+    let mut writer = other.borrow_lease(ticket.clone());
+    assert_eq!(writer.position(), 10);
+    writer.renew().await.unwrap();
+    assert_eq!(writer.sync().await.unwrap().size, 10);
+    drop(writer);
+    // Dropping the borrowed writer gave nothing up: the owner still holds the only lease.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let err = store.open_write("/f").await.unwrap_err();
+    assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+    lease.commit(BLOCK).await.unwrap();
+    assert_eq!(store.stat("/f").await.unwrap().size, BLOCK);
+
+    // Once the owner lets go, the ticket is worth nothing.
+    lease.close(BLOCK).await.unwrap();
+    let err = other.borrow_lease(ticket).renew().await.unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn append_overwrite_and_truncate() {
     let (_nn, store, _beat) = cluster(64).await;
     let lease = store.create_file("/f", &opts()).await.unwrap();

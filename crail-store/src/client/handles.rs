@@ -394,6 +394,25 @@ pub struct WriteLease {
     path: String,
     stat: Stat,
     token: u64,
+    /// Made from a [`LeaseTicket`]: the lease belongs to someone else, so dropping or
+    /// aborting this one gives nothing up.
+    borrowed: bool,
+}
+
+/// A write lease as another process can use it: the file, its data object, the lease token
+/// and the committed size to append from. A token is a capability: whoever holds it can write
+/// the file's blocks, so tickets only travel to trusted peers (a node's shuffle service hands
+/// its writer groups to the engines on that node this way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTicket {
+    /// The file's path.
+    pub path: String,
+    /// Its data object.
+    pub file_id: u64,
+    /// The lease token.
+    pub token: u64,
+    /// Where appending starts (the committed size).
+    pub size: u64,
 }
 
 impl WriteLease {
@@ -403,6 +422,43 @@ impl WriteLease {
             path,
             stat,
             token,
+            borrowed: false,
+        }
+    }
+
+    /// A lease written through `store` on the strength of someone else's `ticket`: writing,
+    /// [`WriteLease::commit`] and renewing work as on the owner's; dropping it or
+    /// [`WriteLease::abort`] leaves the owner's lease alone.
+    pub(crate) fn borrow(store: Store, ticket: LeaseTicket) -> Self {
+        let now = std::time::SystemTime::now();
+        let stat = Stat {
+            id: 0,
+            node_type: crate::NodeType::File,
+            size: ticket.size,
+            block_count: ticket.size.div_ceil(store.block_size().max(1)),
+            file_id: ticket.file_id,
+            placement: crate::Placement::default(),
+            enumerable: true,
+            created: now,
+            modified: now,
+            children: 0,
+        };
+        Self {
+            store,
+            path: ticket.path,
+            stat,
+            token: ticket.token,
+            borrowed: true,
+        }
+    }
+
+    /// This lease as a ticket, appending from `size` (at most what is committed).
+    pub fn ticket(&self, size: u64) -> LeaseTicket {
+        LeaseTicket {
+            path: self.path.clone(),
+            file_id: self.stat.file_id,
+            token: self.token,
+            size,
         }
     }
 
@@ -480,16 +536,20 @@ impl WriteLease {
         stat_of(reply.node)
     }
 
-    /// Gives up the lease without committing anything new.
+    /// Gives up the lease without committing anything new (a borrowed lease: only this
+    /// handle).
     pub async fn abort(mut self) -> Result<()> {
         let token = std::mem::take(&mut self.token);
+        if self.borrowed {
+            return Ok(());
+        }
         self.store.release_token(self.stat.file_id, token).await
     }
 }
 
 impl Drop for WriteLease {
     fn drop(&mut self) {
-        if self.token != 0 {
+        if self.token != 0 && !self.borrowed {
             self.store
                 .release_in_background(self.stat.file_id, self.token);
         }

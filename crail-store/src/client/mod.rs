@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use handles::{Directory, File, KeyValue, MultiFile, Node, Table, WriteLease};
+pub use handles::{Directory, File, KeyValue, LeaseTicket, MultiFile, Node, Table, WriteLease};
 pub use stream::{AsyncBufferReader, AsyncFileWriter, FileReader, FileWriter, MultiReader};
 
 use crate::buffer::BufferPool;
@@ -472,6 +472,12 @@ impl Store {
                 let _ = store.release_token(file_id, token).await;
             });
         }
+    }
+
+    /// Writes a file on the strength of another holder's lease (see [`LeaseTicket`]),
+    /// appending from the ticket's size. Dropping the writer leaves the owner's lease alone.
+    pub fn borrow_lease(&self, ticket: LeaseTicket) -> FileWriter {
+        WriteLease::borrow(self.clone(), ticket).writer()
     }
 
     /// Datanodes, block size and namespace counts as the namenode sees them.
