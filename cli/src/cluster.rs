@@ -47,6 +47,13 @@ pub(crate) struct Args {
     /// Block size, a multiple of 4KiB [default: 1MiB].
     #[arg(long)]
     block_size: Option<ByteSize>,
+    /// Keep serving when a node dies (it is reported; its data is lost to the store), as a
+    /// real cluster would: for fault-injection tests. Without it a dead node stops the
+    /// cluster.
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    shuffle: crate::servers::ShuffleArgs,
 }
 
 impl Args {
@@ -117,7 +124,7 @@ pub(crate) async fn run(
         for node in &nodes {
             node.forward.cancel();
         }
-        let result = serve_until_stopped(&mut nodes, signal).await;
+        let result = serve_until_stopped(&mut nodes, signal, args.keep_going).await;
         if let Some(path) = &written {
             let _ = std::fs::remove_file(path);
         }
@@ -168,6 +175,11 @@ async fn start_nodes(
             "--dram",
             &args.dram.to_string(),
         ]);
+        // Any free port unless one is asked for (two clusters on one machine must not clash);
+        // clients find the services in the store (`ShuffleClient::connect_local`).
+        let mut shuffle = args.shuffle.clone();
+        shuffle.shuffle_port.get_or_insert(0);
+        cmd.args(shuffle.to_args());
         if let (Some(flash), Some(dir)) = (args.flash, &args.flash_dir) {
             cmd.args(["--flash", &flash.to_string()])
                 .arg("--flash-dir")
@@ -336,21 +348,31 @@ fn announce(args: &Args, nn: SocketAddr, lines: &[String], config_out: Option<&P
     println!("Ctrl-C or SIGTERM stops the cluster");
 }
 
-/// Waits for a signal, or for a node to die (an error: the cluster is no longer whole).
+/// Waits for a signal, or for a node to die: an error (the cluster is no longer whole), or
+/// with `keep_going` a report, and the rest serve on (until every node is gone).
 async fn serve_until_stopped(
     nodes: &mut [Node],
     signal: impl std::future::Future<Output = ()>,
+    keep_going: bool,
 ) -> anyhow::Result<()> {
-    let any_exit = futures_util::future::select_all(
-        nodes
-            .iter_mut()
-            .map(|n| Box::pin(async move { (n.host, n.child.wait().await) })),
-    );
-    tokio::select! {
-        () = signal => Ok(()),
-        ((host, status), _, _) = any_exit => {
-            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-            bail!("node {host} stopped unexpectedly ({status}); stopping the cluster")
+    let mut exits: futures_util::stream::FuturesUnordered<_> = nodes
+        .iter_mut()
+        .map(|n| async move { (n.host, n.child.wait().await) })
+        .collect();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => return Ok(()),
+            exit = futures_util::StreamExt::next(&mut exits) => {
+                let Some((host, status)) = exit else {
+                    bail!("every node has stopped; stopping the cluster");
+                };
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                if !keep_going {
+                    bail!("node {host} stopped unexpectedly ({status}); stopping the cluster");
+                }
+                eprintln!("crail: node {host} stopped unexpectedly ({status}); {} left", exits.len());
+            }
         }
     }
 }

@@ -85,6 +85,24 @@ impl ClientArgs {
     }
 }
 
+/// A duration flag: `500ms`, `10s`, `1h`.
+#[derive(Debug, Clone, Copy)]
+struct DurationArg(std::time::Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = crail_store::UnitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crail_store::parse_duration(s).map(Self)
+    }
+}
+
+impl std::fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crail_store::format_duration(self.0))
+    }
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -67,10 +67,49 @@ pub(crate) struct NodeArgs {
     /// Directory of the flash tier's file, crail-flash-<host>.img (created, removed on exit).
     #[arg(long)]
     flash_dir: Option<PathBuf>,
+    #[command(flatten)]
+    shuffle: ShuffleArgs,
     /// Stop when standard input closes (how `crail cluster` ties its nodes to itself).
     #[arg(long, hide = true)]
     stop_with_stdin: bool,
 }
+
+/// The node's shuffle service.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ShuffleArgs {
+    /// TCP port of the node's shuffle service, on the node's address; 0 picks a free one
+    /// [default: 9070].
+    #[arg(long)]
+    pub(crate) shuffle_port: Option<u16>,
+    /// Map tasks of one shuffle writing at once on this node, each through its own group of
+    /// files [default: the machine's cores].
+    #[arg(long)]
+    pub(crate) shuffle_slots: Option<usize>,
+    /// Remove an application's shuffles once no node has seen a client of it for this long,
+    /// e.g. 1h; 0 keeps them until removed [default: 1h].
+    #[arg(long)]
+    pub(crate) orphan_ttl: Option<crate::DurationArg>,
+}
+
+impl ShuffleArgs {
+    /// These flags again, for a child `crail node`.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(port) = self.shuffle_port {
+            out.extend(["--shuffle-port".into(), port.to_string()]);
+        }
+        if let Some(slots) = self.shuffle_slots {
+            out.extend(["--shuffle-slots".into(), slots.to_string()]);
+        }
+        if let Some(ttl) = &self.orphan_ttl {
+            out.extend(["--orphan-ttl".into(), ttl.to_string()]);
+        }
+        out
+    }
+}
+
+/// Default TCP port of a node's shuffle service.
+const SHUFFLE_PORT: u16 = 9070;
 
 pub(crate) async fn namenode(args: NamenodeArgs, config: Config) -> anyhow::Result<()> {
     let mut config = config.namenode;
@@ -182,6 +221,7 @@ fn lock_flash(path: &std::path::Path) -> anyhow::Result<FlashFile> {
 pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
     let client = args.client.config(config.clone(), "crail node");
     let host = args.host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let client_for_shuffle = client.clone().with_local_host(host);
     let dram = args.dram.unwrap_or(config.datanode.capacity);
     let flash = args.flash.unwrap_or(ByteSize(0));
     if dram.bytes() == 0 && flash.bytes() == 0 {
@@ -222,14 +262,11 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
         }
         tiers.push(started?);
     }
-    println!(
-        "node {host} serving: {}",
-        tiers
-            .iter()
-            .map(|t| format!("{} {}", t.info().tier.name(), ByteSize(t.info().capacity)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let offered = tiers
+        .iter()
+        .map(|t| format!("{} {}", t.info().tier.name(), ByteSize(t.info().capacity)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut serving = tokio::task::JoinSet::new();
     for tier in tiers {
         let stop = stop.clone();
@@ -244,6 +281,27 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
         }
     };
+    // The tiers serve (and heartbeat) first: the service's own store client may take a
+    // moment, and a silent datanode is soon declared dead.
+    let shuffle = match start_shuffle(&args.shuffle, host, client_for_shuffle, stop.clone()).await {
+        Ok(shuffle) => shuffle,
+        Err(e) => {
+            stop.cancel();
+            while serving.join_next().await.is_some() {}
+            return Err(e);
+        }
+    };
+    println!("node {host} serving: {offered}");
+    serving.spawn(async move {
+        shuffle
+            .await
+            .map_err(|e| crail_store::Error::Io {
+                cause: std::io::Error::other(format!("the shuffle service's task failed: {e}")),
+            })?
+            .map_err(|e| crail_store::Error::Io {
+                cause: std::io::Error::other(format!("shuffle service: {e}")),
+            })
+    });
     let failed = tokio::select! {
         () = signal => None,
         () = stdin_closed => None,
@@ -266,4 +324,58 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Starts the node's shuffle service on TCP (the node's address) and on the abstract Unix
+/// socket `@crail-shuffle/<host>:<port>`, announcing both; it serves until `stop`.
+async fn start_shuffle(
+    args: &ShuffleArgs,
+    host: IpAddr,
+    client: ClientConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<crail_shuffle::Result<()>>> {
+    let addr = SocketAddr::new(host, args.shuffle_port.unwrap_or(SHUFFLE_PORT));
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("shuffle service: cannot listen on {addr}"))?;
+    let addr = tcp.local_addr()?;
+    let unix_name = format!("@crail-shuffle/{addr}");
+    let unix = crail_shuffle::service::Listener::unix(&unix_name)
+        .with_context(|| format!("shuffle service: cannot listen on unix:{unix_name}"))?;
+    let store = crail_store::Store::connect(&client)
+        .await
+        .context("shuffle service: cannot reach the namenode")?;
+    let slots = args
+        .shuffle_slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    if slots == 0 {
+        bail!("--shuffle-slots must be at least 1");
+    }
+    let config = crail_shuffle::service::ServiceConfig {
+        orphan_ttl: match &args.orphan_ttl {
+            Some(ttl) if ttl.0.is_zero() => None,
+            Some(ttl) => Some(ttl.0),
+            None => crail_shuffle::service::ServiceConfig::default().orphan_ttl,
+        },
+    };
+    crail_shuffle::service::advertise(
+        &store,
+        &host.to_string(),
+        &[
+            crail_shuffle::Endpoint::Unix(unix_name.clone()),
+            crail_shuffle::Endpoint::Tcp(addr),
+        ],
+    )
+    .await
+    .context("shuffle service: cannot advertise itself in the store")?;
+    // Scripts and tests read this line to learn the endpoints.
+    println!("shuffle service on tcp:{addr} and unix:{unix_name} ({slots} slots per shuffle)");
+    let slots = crail_shuffle::Slots::new(store, host.to_string(), slots);
+    let listeners = vec![crail_shuffle::service::Listener::Tcp(tcp), unix];
+    Ok(tokio::spawn(crail_shuffle::service::run(
+        slots,
+        config,
+        listeners,
+        stop.cancelled_owned(),
+    )))
 }

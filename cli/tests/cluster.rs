@@ -3,121 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod process;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const CRAIL: &str = env!("CARGO_BIN_EXE_crail");
+use process::{CRAIL, Cluster};
 const MIB: u64 = 1 << 20;
-
-/// A `crail cluster` process; killed on drop if a test did not stop it.
-struct Cluster {
-    child: Child,
-    config: PathBuf,
-    namenode: String,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// Starts `crail cluster` with a free namenode port and waits for its client config.
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("client.toml");
-        let mut child = Command::new(CRAIL)
-            .args(["cluster", "--listen", "127.0.0.1:0", "--config-out"])
-            .arg(&config)
-            .args(extra)
-            .env_remove("CRAIL_CONF")
-            // "{config}" stands for the file the cluster is about to write.
-            .envs(
-                env.iter()
-                    .map(|(k, v)| (*k, v.replace("{config}", config.to_str().unwrap()))),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut namenode = None;
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            if out.read_line(&mut line).unwrap() == 0 {
-                let mut err = String::new();
-                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                panic!("cluster ended before it was up: {lines:?} {err}");
-            }
-            if let Some(addr) = line.trim().strip_prefix("namenode listening on ") {
-                namenode = Some(addr.to_owned());
-            }
-            let up = line.starts_with("Ctrl-C or SIGTERM");
-            lines.push(line);
-            if up {
-                break;
-            }
-        }
-        // Keep draining stdout so the cluster never blocks on a full pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        assert!(config.exists(), "no config file once up: {lines:?}");
-        Self {
-            child,
-            config,
-            namenode: namenode.unwrap(),
-            dir,
-        }
-    }
-
-    /// Runs `crail` with this cluster's client config in CRAIL_CONF.
-    fn crail(&self, args: &[&str]) -> Output {
-        Command::new(CRAIL)
-            .args(args)
-            .env("CRAIL_CONF", &self.config)
-            .output()
-            .unwrap()
-    }
-
-    /// As `crail`, and the command must succeed; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.crail(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the cluster process to end; returns whether it succeeded and its stderr.
-    fn wait(&mut self) -> (bool, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err)
-                    .unwrap();
-                return (status.success(), err);
-            }
-            assert!(Instant::now() < deadline, "the cluster did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `crail node` processes of the cluster whose namenode is `namenode`, from /proc.
 fn nodes_of(namenode: &str) -> usize {
@@ -256,7 +150,8 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
         "{du}"
     );
     let df = cluster.ok(&["fs", "-df", "-b"]);
-    let blocks = 2 * size.div_ceil(MIB) + 1;
+    // The two copies, the small file, and each node's shuffle service advertisement.
+    let blocks = 2 * size.div_ceil(MIB) + 1 + 3;
     assert_eq!(cell(&df, "total", 4), blocks * MIB, "{df}");
     assert_eq!(cell(&df, "total", 3), 3 * (200 + 256) * MIB, "{df}");
     assert_eq!(cell(&df, "dram", 2), 3, "{df}");
@@ -286,9 +181,14 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
     cluster.ok(&["fs", "-mv", "/data/copy.bin", "/data/sets"]);
     cluster.ok(&["fs", "-rm", "/data/sets/copy.bin", "/data/hello.txt"]);
     cluster.ok(&["fs", "-rm", "-r", "/data"]);
-    assert_eq!(cluster.ok(&["fs", "-ls", "/"]), "");
+    // What is left is the shuffle services' advertisements (a block each).
+    let ls = cluster.ok(&["fs", "-ls", "/"]);
+    assert!(
+        ls.ends_with(" /crail-shuffle\n") && ls.lines().count() == 1,
+        "{ls}"
+    );
     let df = cluster.ok(&["fs", "-df", "-b"]);
-    assert_eq!(cell(&df, "total", 4), 0, "{df}");
+    assert_eq!(cell(&df, "total", 4), 3 * MIB, "{df}");
 
     // SIGTERM: everything stops, and the config and flash files go with it.
     cluster.signal("-TERM");

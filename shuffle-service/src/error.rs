@@ -93,6 +93,15 @@ pub enum Error {
         /// What is wrong.
         cause: String,
     },
+    /// The node's shuffle service failed a request (its store failed), or could not be
+    /// reached, or broke the protocol.
+    #[error("shuffle service {service}: {cause}")]
+    Service {
+        /// The service's address.
+        service: String,
+        /// What happened.
+        cause: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crail_store::Error),

@@ -5,9 +5,12 @@
 //!     meta                  what register was given (JSON)
 //!     p<partition>/         one directory per reduce partition
 //!         <host>-<slot>     a writer group's file: every map that ran on that slot appends here
+//!         <host>-<slot>.r<k> its k-th replica, on another node (shuffles registered with a
+//!                           replication factor above 1): the same bytes at the same offsets
 //!     maps/<map>            the committed attempt of a map and its segments (JSON); made by a
 //!                           rename, which the namenode refuses if the name exists: the first
 //!                           attempt to commit wins, exactly once
+//!     maps/<map>.r<k>       copies of it on the replicas' nodes (replicated shuffles)
 //! ```
 
 use std::fmt;
@@ -70,8 +73,17 @@ impl ShuffleId {
 
     /// A writer group's file of `partition`, relative to [`ShuffleId::dir`] (as segments
     /// name it).
-    pub(crate) fn group_file(partition: u32, host: &str, slot: usize) -> String {
+    pub(crate) fn group_file(partition: u32, host: &str, slot: u32) -> String {
         format!("p{partition}/{host}-{slot}")
+    }
+
+    /// Copy `copy` of a group file (0: the file itself), relative like the file.
+    pub(crate) fn copy_file(file: &str, copy: u32) -> String {
+        if copy == 0 {
+            file.to_owned()
+        } else {
+            format!("{file}.r{copy}")
+        }
     }
 
     pub(crate) fn maps_dir(&self) -> String {
@@ -80,6 +92,15 @@ impl ShuffleId {
 
     pub(crate) fn commit(&self, map: u32) -> String {
         format!("{}/maps/{map}", self.dir())
+    }
+
+    /// Copy `copy` of a map's commit record (0: the record itself, made by the winning
+    /// rename; k: a replica on another node, written after it).
+    pub(crate) fn commit_copy(&self, map: u32, copy: u32) -> String {
+        match copy {
+            0 => self.commit(map),
+            k => format!("{}/maps/{map}.r{k}", self.dir()),
+        }
     }
 }
 
@@ -98,6 +119,32 @@ pub struct Meta {
     pub partitions: u32,
     /// The record format's name (see `crail_serializers::Serializer::by_name`).
     pub serializer: String,
+    /// Copies of every group file, each on another node (1: no replicas). With 2, losing one
+    /// node's datanodes needs no map to run again.
+    #[serde(default = "one")]
+    pub replication: u32,
+}
+
+impl Meta {
+    /// A shuffle of `maps` maps into `partitions` partitions of `serializer` records, one copy.
+    pub fn new(maps: u32, partitions: u32, serializer: impl Into<String>) -> Self {
+        Self {
+            maps,
+            partitions,
+            serializer: serializer.into(),
+            replication: 1,
+        }
+    }
+
+    /// With `copies` copies of every group file.
+    pub fn replication(mut self, copies: u32) -> Self {
+        self.replication = copies;
+        self
+    }
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A map's output for one partition: `len` bytes at `offset` of a group file.
@@ -113,6 +160,9 @@ pub struct Segment {
     pub len: u64,
     /// Their crc32c.
     pub crc: u32,
+    /// Copies written: the file and `copies - 1` replicas (`<file>.r<k>`), same offsets.
+    #[serde(default = "one")]
+    pub copies: u32,
 }
 
 /// The committed attempt of a map.

@@ -11,9 +11,13 @@
 //! and the namenode's refusal to rename onto an existing name is what makes a map's first
 //! commit the only one.
 
+mod client;
 mod error;
 pub mod layout;
 mod reader;
+pub mod service;
+mod slots;
+mod wire;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,10 +26,12 @@ use std::ops::Range;
 use crail_store::{CreateOptions, Error as StoreError, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+pub use client::{Endpoint, ShuffleClient};
 pub use error::{Error, Result};
 pub use layout::{Commit, Meta, Segment, ShuffleId};
 pub use reader::{Chunk, PartitionReader, lengths};
-pub use writer::{MapWriter, Slots};
+pub use slots::{GroupFile, GroupLease, Outcome, Slots};
+pub use writer::MapWriter;
 
 /// Commit records read at once.
 const METADATA_READS: usize = 16;
@@ -43,6 +49,11 @@ impl Shuffles {
     /// The shuffles of `store`.
     pub fn new(store: Store) -> Self {
         Self { store }
+    }
+
+    /// The store they live in.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Registers a shuffle of `meta.maps` maps into `meta.partitions` partitions of records
@@ -116,14 +127,16 @@ impl Shuffles {
     /// the range not committed is [`Error::NotCommitted`].
     pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
         let meta = self.meta(id).await?;
-        self.commits_of(id, &meta, maps).await
+        self.commits_of(id, &meta, maps, 0..meta.partitions).await
     }
 
+    /// The commits of `maps` for a read of `partitions` (which lost maps a failure names).
     async fn commits_of(
         &self,
         id: &ShuffleId,
         meta: &Meta,
         maps: Option<Range<u32>>,
+        partitions: Range<u32>,
     ) -> Result<Vec<Commit>> {
         let maps = maps.unwrap_or(0..meta.maps);
         check_range(id, &maps, meta.maps, |map| Error::MapOutOfRange {
@@ -141,11 +154,37 @@ impl Shuffles {
             .filter_map(|e| e.name.parse::<u32>().ok())
             .filter(|m| maps.contains(m))
             .collect();
-        let found: HashMap<u32, Commit> = stream::iter(wanted)
-            .map(|map| async move { read_commit(&self.store, id, map).await.map(|c| (map, c)) })
+        let records: Vec<(u32, Record)> = stream::iter(wanted)
+            .map(|map| async move {
+                read_commit(&self.store, id, map, meta.replication)
+                    .await
+                    .map(|r| (map, r))
+            })
             .buffer_unordered(METADATA_READS)
             .try_collect()
             .await?;
+        let mut found = HashMap::new();
+        let mut lost = Vec::new();
+        let mut cause = String::new();
+        for (map, record) in records {
+            match record {
+                Record::Found(commit) => {
+                    found.insert(map, commit);
+                }
+                Record::Lost(why) => {
+                    lost.push(map);
+                    cause = why;
+                }
+            }
+        }
+        if !lost.is_empty() {
+            // A map whose record is gone is lost like one whose data is; name every lost map
+            // of the read at once.
+            let commits: Vec<Commit> = found.into_values().collect();
+            return Err(reader::Failure::new(partitions.start, lost, cause)
+                .into_error(&self.store, id, &commits, &partitions)
+                .await);
+        }
         reader::complete(id, found, maps)
     }
 
@@ -157,7 +196,7 @@ impl Shuffles {
     ) -> Result<Vec<(u32, Vec<u64>)>> {
         let meta = self.meta(id).await?;
         Ok(self
-            .commits_of(id, &meta, maps)
+            .commits_of(id, &meta, maps, 0..meta.partitions)
             .await?
             .iter()
             .map(|c| (c.map, lengths(c, meta.partitions)))
@@ -181,7 +220,7 @@ impl Shuffles {
                 partitions: meta.partitions,
             }
         })?;
-        let commits = self.commits_of(id, &meta, maps).await?;
+        let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
         Ok(PartitionReader::start(
             self.store.clone(),
             id.clone(),
@@ -244,18 +283,42 @@ pub(crate) async fn read_meta(store: &Store, id: &ShuffleId) -> Result<Meta> {
     layout::parse(id, &path, &raw)
 }
 
-pub(crate) async fn read_commit(store: &Store, id: &ShuffleId, map: u32) -> Result<Commit> {
-    let path = id.commit(map);
-    let raw = read_small(store, &path).await?;
-    layout::parse(id, &path, &raw)
+/// A map's commit record as read: found (in some copy), or lost with every copy.
+pub(crate) enum Record {
+    Found(Commit),
+    Lost(String),
 }
 
-async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
+/// Reads map `map`'s commit record, from its copies (`copies` of them) if the first cannot
+/// be read. A record that does not exist is the store's `NotFound`.
+pub(crate) async fn read_commit(
+    store: &Store,
+    id: &ShuffleId,
+    map: u32,
+    copies: u32,
+) -> Result<Record> {
+    let mut cause = String::new();
+    for copy in 0..copies.max(1) {
+        let path = id.commit_copy(map, copy);
+        match read_small(store, &path).await {
+            Ok(raw) => return layout::parse(id, &path, &raw).map(Record::Found),
+            Err(e @ StoreError::NotFound { .. }) if copy == 0 => return Err(e.into()),
+            Err(e) => {
+                if cause.is_empty() {
+                    cause = e.to_string();
+                }
+            }
+        }
+    }
+    Ok(Record::Lost(cause))
+}
+
+pub(crate) async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
     store.lookup(path).await?.into_file()?.read_to_end().await
 }
 
 /// A value unlikely to repeat, for hidden names of things being built.
-fn nonce() -> u64 {
+pub(crate) fn nonce() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -5,16 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use bytes::Bytes;
-use crail_store::Store;
+use crail_store::{Error as StoreError, FileReader, Store};
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Segment, ShuffleId};
 
-/// Segments up to this size are read whole and checked before they are handed out; larger
-/// ones come in pieces of this size, their crc32c checked at their end (the store checks every
-/// stored chunk's checksum before it hands out a byte in either case).
+/// Segments are read in pieces of up to this size; every piece of a segment is read and the
+/// segment's crc32c checked before any of it is handed out, so a reducer never sees bytes of a
+/// segment that turns out corrupt (and a replica can be read instead).
 const WHOLE: u64 = 64 << 20;
 
 /// A piece of reduce input: bytes of one map's segment of one partition (whole records unless
@@ -46,13 +46,13 @@ impl PartitionReader {
     ) -> Self {
         // One job per group file: its segments in offset order, read with one reader.
         let mut files: BTreeMap<String, Vec<(u32, Segment)>> = BTreeMap::new();
-        for commit in commits {
-            for seg in commit.segments {
+        for commit in &commits {
+            for seg in &commit.segments {
                 if partitions.contains(&seg.partition) && seg.len > 0 {
                     files
                         .entry(seg.file.clone())
                         .or_default()
-                        .push((commit.map, seg));
+                        .push((commit.map, seg.clone()));
                 }
             }
         }
@@ -61,21 +61,16 @@ impl PartitionReader {
         }
         let (tx, rx) = mpsc::channel(prefetch.max(1) * 2);
         let task = tokio::spawn(async move {
-            let dir = id.dir();
             let mut jobs = stream::iter(files)
                 .map(|(file, segs)| {
-                    let (store, id, tx, path) = (
-                        store.clone(),
-                        id.clone(),
-                        tx.clone(),
-                        format!("{dir}/{file}"),
-                    );
-                    async move { read_file(&store, &id, &path, segs, &tx).await }
+                    let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
+                    async move { read_file(&store, &id, &file, segs, &tx).await }
                 })
                 .buffer_unordered(prefetch.max(1));
             while let Some(result) = jobs.next().await {
-                if let Err(e) = result {
-                    let _ = tx.send(Err(e)).await;
+                if let Err(failure) = result {
+                    let error = failure.into_error(&store, &id, &commits, &partitions).await;
+                    let _ = tx.send(Err(error)).await;
                     return;
                 }
             }
@@ -95,55 +90,126 @@ impl Drop for PartitionReader {
     }
 }
 
-async fn read_file(
-    store: &Store,
-    id: &ShuffleId,
-    path: &str,
-    segs: Vec<(u32, Segment)>,
-    tx: &mpsc::Sender<Result<Chunk>>,
-) -> Result<()> {
-    let failed = |segs: &[(u32, Segment)], at: usize, cause: String| {
-        let (_, seg) = &segs[at];
-        let mut maps: Vec<u32> = segs[at..].iter().map(|(m, _)| *m).collect();
+/// A group file that could not be read: the partition and maps it was being read for.
+pub(crate) struct Failure {
+    partition: u32,
+    maps: Vec<u32>,
+    cause: String,
+}
+
+impl Failure {
+    pub(crate) fn new(partition: u32, maps: Vec<u32>, cause: String) -> Self {
+        Self {
+            partition,
+            maps,
+            cause,
+        }
+    }
+
+    /// The fetch failure to report: the maps whose segments in the failing file were not
+    /// delivered, and every other map of the read whose data the namenode reports lost (a
+    /// dead datanode takes many maps' segments with it; naming them all at once saves the
+    /// engine a round of recomputation per map).
+    pub(crate) async fn into_error(
+        self,
+        store: &Store,
+        id: &ShuffleId,
+        commits: &[Commit],
+        partitions: &Range<u32>,
+    ) -> Error {
+        let mut maps = self.maps;
+        for commit in commits {
+            let in_range: Vec<&Segment> = commit
+                .segments
+                .iter()
+                .filter(|s| partitions.contains(&s.partition) && s.len > 0)
+                .collect();
+            for seg in in_range {
+                if segment_lost(store, id, seg).await {
+                    maps.push(commit.map);
+                    break;
+                }
+            }
+        }
         maps.sort_unstable();
         maps.dedup();
         Error::FetchFailed {
             id: id.clone(),
-            partition: seg.partition,
+            partition: self.partition,
             maps,
-            cause,
+            cause: self.cause,
         }
-    };
-    let file = match store.lookup(path).await.and_then(|n| n.into_file()) {
-        Ok(file) => file,
-        Err(e) => return Err(failed(&segs, 0, format!("{path}: {e}"))),
-    };
-    let mut reader = file.reader();
+    }
+}
+
+/// Whether any of `commit`'s segments is lost (in every copy).
+pub(crate) async fn commit_lost(store: &Store, id: &ShuffleId, commit: &Commit) -> bool {
+    for seg in &commit.segments {
+        if seg.len > 0 && segment_lost(store, id, seg).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the namenode reports every copy of `seg` lost: its file gone, or a block of its
+/// range on a dead datanode. Other errors (the namenode unreachable) are not proof of loss.
+async fn segment_lost(store: &Store, id: &ShuffleId, seg: &Segment) -> bool {
+    let block = store.block_size().max(1);
+    for copy in 0..seg.copies.max(1) {
+        let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(&seg.file, copy));
+        let first = seg.offset / block;
+        let count = (seg.offset + seg.len).div_ceil(block) - first;
+        let located = match store.lookup(&path).await.and_then(|n| n.into_file()) {
+            Ok(file) => file.block_locations(first, count).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match located {
+            Ok(()) => return false,
+            Err(StoreError::LostBlocks { .. } | StoreError::NotFound { .. }) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Reads one group file's segments in offset order; a segment whose copy fails is read from
+/// its next copy (replicas hold the same bytes at the same offsets).
+async fn read_file(
+    store: &Store,
+    id: &ShuffleId,
+    file: &str,
+    segs: Vec<(u32, Segment)>,
+    tx: &mpsc::Sender<Result<Chunk>>,
+) -> Result<(), Failure> {
+    let copies = segs.iter().map(|(_, s)| s.copies.max(1)).max().unwrap_or(1);
+    let mut readers: Vec<Option<FileReader>> = (0..copies).map(|_| None).collect();
+    let mut copy = 0u32;
     for (i, (map, seg)) in segs.iter().enumerate() {
-        let mut crc = 0u32;
-        let mut at = seg.offset;
-        let end = seg.offset + seg.len;
-        let piece = if seg.len <= WHOLE { seg.len } else { WHOLE };
-        while at < end {
-            let want = piece.min(end - at);
-            let buf = match reader.read_at(at, want as usize).await {
-                Ok(buf) if buf.len() as u64 == want => buf,
-                Ok(buf) => {
-                    let cause = format!("{path}: {} bytes at {at}, {want} expected", buf.len());
-                    return Err(failed(&segs, i, cause));
+        let chunks = loop {
+            match read_segment(store, id, file, copy, seg, &mut readers).await {
+                Ok(chunks) => break chunks,
+                Err(cause) if copy + 1 < seg.copies.max(1) => {
+                    tracing::debug!("{cause}; reading copy {}", copy + 1);
+                    copy += 1;
                 }
-                Err(e) => return Err(failed(&segs, i, e.to_string())),
-            };
-            crc = crc32c::crc32c_append(crc, &buf);
-            at += want;
-            if at == end && crc != seg.crc {
-                let cause = format!("{path}: segment at {} fails its checksum", seg.offset);
-                return Err(failed(&segs, i, cause));
+                Err(cause) => {
+                    let mut maps: Vec<u32> = segs[i..].iter().map(|(m, _)| *m).collect();
+                    maps.sort_unstable();
+                    maps.dedup();
+                    return Err(Failure {
+                        partition: seg.partition,
+                        maps,
+                        cause,
+                    });
+                }
             }
+        };
+        for data in chunks {
             let chunk = Chunk {
                 partition: seg.partition,
                 map: *map,
-                data: buf.freeze(),
+                data,
             };
             if tx.send(Ok(chunk)).await.is_err() {
                 return Ok(()); // the reader was dropped
@@ -151,6 +217,60 @@ async fn read_file(
         }
     }
     Ok(())
+}
+
+/// One segment from copy `copy`, checked against its crc32c before anything is handed out
+/// (in pieces of at most 64 MiB).
+async fn read_segment(
+    store: &Store,
+    id: &ShuffleId,
+    file: &str,
+    copy: u32,
+    seg: &Segment,
+    readers: &mut [Option<FileReader>],
+) -> Result<Vec<Bytes>, String> {
+    let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(file, copy));
+    let slot = readers
+        .get_mut(copy as usize)
+        .ok_or_else(|| format!("{path}: no such copy"))?;
+    if slot.is_none() {
+        let file = store
+            .lookup(&path)
+            .await
+            .and_then(|n| n.into_file())
+            .map_err(|e| format!("{path}: {e}"))?;
+        *slot = Some(file.reader());
+    }
+    let Some(reader) = slot.as_mut() else {
+        return Err(format!("{path}: no reader"));
+    };
+    let mut crc = 0u32;
+    let mut at = seg.offset;
+    let end = seg.offset + seg.len;
+    let mut out = Vec::new();
+    while at < end {
+        let want = WHOLE.min(end - at);
+        let buf = reader
+            .read_at(at, want as usize)
+            .await
+            .map_err(|e| e.to_string())?;
+        if buf.len() as u64 != want {
+            return Err(format!(
+                "{path}: {} bytes at {at}, {want} expected",
+                buf.len()
+            ));
+        }
+        crc = crc32c::crc32c_append(crc, &buf);
+        at += want;
+        out.push(buf.freeze());
+    }
+    if crc != seg.crc {
+        return Err(format!(
+            "{path}: segment at {} fails its checksum",
+            seg.offset
+        ));
+    }
+    Ok(out)
 }
 
 /// Per map: bytes per partition (a Spark MapStatus).

@@ -1,188 +1,41 @@
-//! Map output: a node's slots, each owning a writer group (one append file per partition) per
-//! shuffle, leased to one map task at a time.
+//! Map output: a map task appends its records per partition to a borrowed writer group and
+//! commits them as the map's output, exactly once.
 //!
-//! A task appends its records per partition to its group's files and commits. Committing
-//! syncs every file it touched (their sizes are committed in the namenode, their leases kept)
-//! and then records its segments as `maps/<map>` by a rename the namenode refuses when the
-//! name exists, so the first attempt of a map to commit is the only one ever read. The next
-//! task on the slot appends after what is committed; a task that aborts (or is dropped, or
-//! loses its client) leaves its bytes to be overwritten. A group whose file failed is retired
-//! and the slot gets fresh files.
+//! Committing syncs every file the task touched (their sizes are committed in the namenode,
+//! the leases stay with the group's node) and then records the segments as `maps/<map>` by a
+//! rename the namenode refuses when the name exists, so the first attempt of a map to commit
+//! is the only one ever read. The one exception: when the committed attempt's data was lost
+//! (its blocks' datanodes died), a new attempt replaces it, which is how an engine recovers
+//! from a fetch failure. A task that aborts, fails or is dropped leaves its bytes to be
+//! written over by the slot's next task.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use crail_store::{CreateOptions, Error as StoreError, FileWriter, Store};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use crail_store::{CreateOptions, Error as StoreError, FileWriter, Placement, Store};
+use futures_util::future::join_all;
 
+use crate::client::Connection;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Meta, Segment, ShuffleId, to_json};
+use crate::slots::{GroupLease, Outcome, Slots};
 
-/// How often idle group files have their write leases renewed (the namenode's lease timeout
-/// defaults to 10 s).
-const RENEW_EVERY: Duration = Duration::from_secs(2);
-
-/// The writer groups of one node. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Slots {
-    inner: Arc<Inner>,
-}
-
+/// Where a group goes back when its task ends.
 #[derive(Debug)]
-struct Inner {
-    store: Store,
-    /// The node's name in group file names (its address).
-    host: String,
-    /// Slots per shuffle: how many map tasks of a shuffle write at once on this node.
-    slots: usize,
-    shuffles: parking_lot::Mutex<HashMap<ShuffleId, Arc<Groups>>>,
+pub(crate) enum GiveBack {
+    /// To slots in this process.
+    Local(Slots),
+    /// To the node's service over a connection.
+    Remote(Connection),
 }
 
-#[derive(Debug)]
-struct Groups {
-    meta: Meta,
-    permits: Arc<Semaphore>,
-    slots: parking_lot::Mutex<SlotState>,
-}
-
-#[derive(Debug, Default)]
-struct SlotState {
-    /// Groups not leased.
-    free: Vec<Arc<Mutex<Group>>>,
-    /// Every live group (for renewal).
-    all: Vec<Arc<Mutex<Group>>>,
-    /// The next new slot's number (a retired group's number is not reused: its files stay).
-    next: usize,
-}
-
-impl Groups {
-    /// A free group, or a new one on a new slot.
-    fn take(&self) -> Arc<Mutex<Group>> {
-        let mut state = self.slots.lock();
-        if let Some(group) = state.free.pop() {
-            return group;
-        }
-        let group = Arc::new(Mutex::new(Group {
-            slot: state.next,
-            files: HashMap::new(),
-            broken: false,
-        }));
-        state.next += 1;
-        state.all.push(Arc::clone(&group));
-        group
-    }
-
-    /// A group back from its task: free again, or retired when `reusable` is false.
-    fn put_back(&self, group: Arc<Mutex<Group>>, reusable: bool) {
-        let mut state = self.slots.lock();
-        if reusable {
-            state.free.push(group);
-        } else {
-            state.all.retain(|other| !Arc::ptr_eq(other, &group));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Group {
-    slot: usize,
-    /// Open files by partition, and how far each is committed.
-    files: HashMap<u32, (FileWriter, u64)>,
-    /// A file failed: the group is dropped when its task ends.
-    broken: bool,
-}
-
-impl Slots {
-    /// The slots of the node at `host` (its address, used in file names), `slots` per
-    /// shuffle, writing through `store` (whose local host should be `host`, so group files
-    /// land on this node's datanodes first). Renews the group files' leases in the
-    /// background while the runtime runs.
-    pub fn new(store: Store, host: impl Into<String>, slots: usize) -> Self {
-        let inner = Arc::new(Inner {
-            store,
-            host: host.into(),
-            slots: slots.max(1),
-            shuffles: parking_lot::Mutex::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RENEW_EVERY).await;
-                let Some(inner) = weak.upgrade() else { return };
-                inner.renew().await;
+impl GiveBack {
+    async fn give(self, lease: u64, outcome: Outcome) {
+        match self {
+            Self::Local(slots) => slots.give_back(lease, outcome),
+            // A service that cannot be told retires the group when the connection ends.
+            Self::Remote(conn) => {
+                let _ = conn.release(lease, outcome).await;
             }
-        });
-        Self { inner }
-    }
-
-    /// Leases a writer group of this node for attempt `attempt` of map `map`, waiting while
-    /// every slot of the shuffle is busy.
-    pub async fn lease(&self, id: &ShuffleId, map: u32, attempt: u64) -> Result<MapWriter> {
-        let groups = self.groups(id).await?;
-        if map >= groups.meta.maps {
-            return Err(Error::MapOutOfRange {
-                id: id.clone(),
-                map,
-                maps: groups.meta.maps,
-            });
-        }
-        let permit = Arc::clone(&groups.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::UnknownShuffle { id: id.clone() })?;
-        let group = groups.take();
-        Ok(MapWriter {
-            slots: self.clone(),
-            groups,
-            group: Some(group),
-            _permit: permit,
-            id: id.clone(),
-            map,
-            attempt,
-            started: HashMap::new(),
-        })
-    }
-
-    /// Drops this node's groups of a shuffle (their files go when the shuffle is deleted).
-    pub fn forget(&self, id: &ShuffleId) {
-        if let Some(groups) = self.inner.shuffles.lock().remove(id) {
-            groups.permits.close();
-        }
-    }
-
-    async fn groups(&self, id: &ShuffleId) -> Result<Arc<Groups>> {
-        if let Some(groups) = self.inner.shuffles.lock().get(id) {
-            return Ok(Arc::clone(groups));
-        }
-        let meta = crate::read_meta(&self.inner.store, id).await?;
-        let mut shuffles = self.inner.shuffles.lock();
-        let groups = shuffles.entry(id.clone()).or_insert_with(|| {
-            Arc::new(Groups {
-                meta,
-                permits: Arc::new(Semaphore::new(self.inner.slots)),
-                slots: parking_lot::Mutex::new(SlotState::default()),
-            })
-        });
-        Ok(Arc::clone(groups))
-    }
-}
-
-impl Inner {
-    async fn renew(&self) {
-        let groups: Vec<Arc<Mutex<Group>>> = self
-            .shuffles
-            .lock()
-            .values()
-            .flat_map(|g| g.slots.lock().all.clone())
-            .collect();
-        for group in groups {
-            let mut group = group.lock().await;
-            let mut failed = false;
-            for (writer, _) in group.files.values_mut() {
-                failed |= writer.renew().await.is_err();
-            }
-            group.broken |= failed;
         }
     }
 }
@@ -190,174 +43,185 @@ impl Inner {
 /// A map task's lease on a writer group. Commit it, or abort it; dropping it aborts.
 #[derive(Debug)]
 pub struct MapWriter {
-    slots: Slots,
-    groups: Arc<Groups>,
-    group: Option<Arc<Mutex<Group>>>,
-    _permit: OwnedSemaphorePermit,
-    id: ShuffleId,
+    store: Store,
+    meta: Meta,
     map: u32,
     attempt: u64,
+    group: GroupLease,
+    back: Option<GiveBack>,
+    /// Per partition written: its copies' writers (file first, then replicas).
+    writers: HashMap<u32, Vec<FileWriter>>,
     /// Per partition written: where this task's bytes start, how many, their crc32c.
     started: HashMap<u32, (u64, u64, u32)>,
+    broken: bool,
 }
 
 impl MapWriter {
+    pub(crate) fn new(
+        store: Store,
+        meta: Meta,
+        map: u32,
+        attempt: u64,
+        group: GroupLease,
+        back: GiveBack,
+    ) -> Self {
+        Self {
+            store,
+            meta,
+            map,
+            attempt,
+            group,
+            back: Some(back),
+            writers: HashMap::new(),
+            started: HashMap::new(),
+            broken: false,
+        }
+    }
+
+    /// The shuffle.
+    pub fn id(&self) -> &ShuffleId {
+        &self.group.id
+    }
+
     /// The shuffle's partitions.
     pub fn partitions(&self) -> u32 {
-        self.groups.meta.partitions
+        self.meta.partitions
+    }
+
+    /// The slot (of the lending node) this task writes through.
+    pub fn slot(&self) -> u32 {
+        self.group.slot
     }
 
     /// Appends `bytes` (whole records of the shuffle's serializer) to `partition`.
     pub async fn write(&mut self, partition: u32, bytes: &[u8]) -> Result<()> {
-        if partition >= self.groups.meta.partitions {
+        if partition >= self.meta.partitions {
             return Err(Error::PartitionOutOfRange {
-                id: self.id.clone(),
+                id: self.group.id.clone(),
                 partition,
-                partitions: self.groups.meta.partitions,
+                partitions: self.meta.partitions,
             });
+        }
+        if self.back.is_none() || self.broken {
+            return Err(self.closed());
         }
         if bytes.is_empty() {
             return Ok(());
         }
-        let group = Arc::clone(self.group.as_ref().ok_or_else(|| self.closed())?);
-        let mut group = group.lock().await;
-        let result = self.append(&mut group, partition, bytes).await;
+        let result = self.append(partition, bytes).await;
         if result.is_err() {
-            group.broken = true;
+            self.broken = true;
         }
         result
     }
 
-    async fn append(&mut self, group: &mut Group, partition: u32, bytes: &[u8]) -> Result<()> {
-        if !group.files.contains_key(&partition) {
-            let path = format!(
-                "{}/{}",
-                self.id.dir(),
-                ShuffleId::group_file(partition, &self.slots.inner.host, group.slot)
-            );
-            let writer = self
-                .slots
-                .inner
-                .store
-                .create_file(&path, &CreateOptions::default())
-                .await?
-                .writer();
-            group.files.insert(partition, (writer, 0));
+    async fn append(&mut self, partition: u32, bytes: &[u8]) -> Result<()> {
+        if !self.writers.contains_key(&partition) {
+            let mut files: Vec<_> = self
+                .group
+                .files
+                .iter()
+                .filter(|f| f.partition == partition)
+                .collect();
+            files.sort_by_key(|f| f.copy);
+            let Some(first) = files.first() else {
+                return Err(self.closed());
+            };
+            self.started.insert(partition, (first.ticket.size, 0, 0));
+            let writers = files
+                .iter()
+                .map(|f| self.store.borrow_lease(f.ticket.clone()))
+                .collect();
+            self.writers.insert(partition, writers);
         }
-        let Some((writer, committed)) = group.files.get_mut(&partition) else {
-            return Err(self.closed());
+        let (Some(writers), Some(entry)) = (
+            self.writers.get_mut(&partition),
+            self.started.get_mut(&partition),
+        ) else {
+            return Err(Error::Invalid {
+                id: self.group.id.clone(),
+                problem: "writer state lost".into(),
+            });
         };
-        let entry = match self.started.get_mut(&partition) {
-            Some(entry) => entry,
-            None => {
-                // Whatever an aborted task left past the committed end is overwritten.
-                if writer.position() != *committed {
-                    writer.seek(*committed).await?;
-                }
-                self.started.entry(partition).or_insert((*committed, 0, 0))
-            }
-        };
-        writer.write(bytes).await?;
+        for writer in writers.iter_mut() {
+            writer.write(bytes).await?;
+        }
         entry.1 += bytes.len() as u64;
         entry.2 = crc32c::crc32c_append(entry.2, bytes);
         Ok(())
     }
 
     /// Makes this attempt the map's output, unless another attempt of the map committed first
-    /// ([`Error::AlreadyCommitted`]: nothing of this attempt is ever read). Returns the commit
-    /// (the map's segments, hence its per-partition lengths).
+    /// and its output is still readable ([`Error::AlreadyCommitted`]: nothing of this attempt
+    /// is ever read). Returns the commit (the map's segments, hence its per-partition
+    /// lengths).
     pub async fn commit(mut self) -> Result<Commit> {
-        let group = self.group.take().ok_or_else(|| self.closed())?;
-        let result = self.commit_group(&group).await;
-        self.give_back(group, result.is_ok()).await;
-        result
-    }
-
-    async fn commit_group(&self, group: &Arc<Mutex<Group>>) -> Result<Commit> {
-        let mut g = group.lock().await;
-        let slot = g.slot;
-        let mut segments = Vec::with_capacity(self.started.len());
-        for (&partition, &(offset, len, crc)) in &self.started {
-            let Some((writer, _)) = g.files.get_mut(&partition) else {
-                return Err(self.closed());
-            };
-            if let Err(e) = writer.sync().await {
-                g.broken = true;
-                return Err(e.into());
-            }
-            segments.push(Segment {
+        let back = self.back.take().ok_or_else(|| self.closed())?;
+        if self.broken {
+            back.give(self.group.lease, Outcome::Broken).await;
+            return Err(self.closed());
+        }
+        let synced = join_all(
+            self.writers
+                .values_mut()
+                .flat_map(|w| w.iter_mut())
+                .map(|w| w.sync()),
+        )
+        .await;
+        if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
+            back.give(self.group.lease, Outcome::Broken).await;
+            return Err(e.into());
+        }
+        let copies = self.meta.replication.max(1);
+        let mut segments: Vec<Segment> = self
+            .started
+            .iter()
+            .map(|(&partition, &(offset, len, crc))| Segment {
                 partition,
-                file: ShuffleId::group_file(partition, &self.slots.inner.host, slot),
+                file: ShuffleId::group_file(partition, &self.group.host, self.group.slot),
                 offset,
                 len,
                 crc,
-            });
-        }
-        drop(g);
+                copies,
+            })
+            .collect();
         segments.sort_by_key(|s| s.partition);
         let commit = Commit {
             map: self.map,
             attempt: self.attempt,
             segments,
         };
-        let store = &self.slots.inner.store;
-        let pending = format!(
-            "{}/.{}-{}-{}-{slot}",
-            self.id.maps_dir(),
-            self.map,
-            self.attempt,
-            self.slots.inner.host,
-        );
-        store
-            .write_file(&pending, &to_json(&commit), &CreateOptions::default())
-            .await?;
-        let path = self.id.commit(self.map);
-        match store.rename(&pending, &path).await {
-            Ok(()) => Ok(commit),
-            Err(StoreError::AlreadyExists { .. }) => {
-                let _ = store.delete(&pending, false).await;
-                let winner = crate::read_commit(store, &self.id, self.map).await?;
-                Err(Error::AlreadyCommitted {
-                    id: self.id.clone(),
-                    map: self.map,
-                    attempt: self.attempt,
-                    winner: winner.attempt,
-                })
-            }
-            Err(e) => {
-                let _ = store.delete(&pending, false).await;
-                Err(e.into())
-            }
-        }
+        let published = publish(&self.store, &self.group, &commit, copies).await;
+        let outcome = match &published {
+            Ok(()) => Outcome::Committed(
+                self.started
+                    .iter()
+                    .map(|(&p, &(offset, len, _))| (p, offset + len))
+                    .collect(),
+            ),
+            Err(Error::AlreadyCommitted { .. }) => Outcome::Aborted,
+            Err(_) => Outcome::Broken,
+        };
+        back.give(self.group.lease, outcome).await;
+        published.map(|()| commit)
     }
 
     /// Gives the group up: nothing this task wrote is read, and the next task on the slot
     /// writes over it.
     pub async fn abort(mut self) {
-        if let Some(group) = self.group.take() {
-            self.give_back(group, false).await;
+        if let Some(back) = self.back.take() {
+            let outcome = if self.broken {
+                Outcome::Broken
+            } else {
+                Outcome::Aborted
+            };
+            back.give(self.group.lease, outcome).await;
         }
-    }
-
-    /// Returns the group to the free list; a committed task's bytes become the files'
-    /// committed ends, anything else is written over by the next task.
-    async fn give_back(&self, group: Arc<Mutex<Group>>, advance: bool) {
-        let mut g = group.lock().await;
-        if advance {
-            for (partition, (offset, len, _)) in &self.started {
-                if let Some((_, committed)) = g.files.get_mut(partition) {
-                    *committed = offset + len;
-                }
-            }
-        }
-        let reusable = !g.broken;
-        drop(g);
-        self.groups.put_back(group, reusable);
     }
 
     fn closed(&self) -> Error {
         Error::Invalid {
-            id: self.id.clone(),
+            id: self.group.id.clone(),
             problem: format!(
                 "map {} attempt {}: the writer is closed",
                 self.map, self.attempt
@@ -368,11 +232,117 @@ impl MapWriter {
 
 impl Drop for MapWriter {
     fn drop(&mut self) {
-        // Dropped without commit or abort (a task that failed, a client that went away): the
-        // group goes back as after an abort, its uncommitted bytes to be written over.
-        if let Some(group) = self.group.take() {
-            let reusable = matches!(group.try_lock(), Ok(g) if !g.broken);
-            self.groups.put_back(group, reusable);
+        // Dropped without commit or abort (a task that failed): the group goes back as after
+        // an abort, its uncommitted bytes to be written over.
+        let Some(back) = self.back.take() else { return };
+        let outcome = if self.broken {
+            Outcome::Broken
+        } else {
+            Outcome::Aborted
+        };
+        let lease = self.group.lease;
+        match back {
+            GiveBack::Local(slots) => slots.give_back(lease, outcome),
+            GiveBack::Remote(conn) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = conn.release(lease, outcome).await;
+                    });
+                }
+            }
         }
     }
+}
+
+/// Records `commit` as its map's output: under a hidden name, then renamed to `maps/<map>`,
+/// then copied to the replicas' hosts. A map already committed keeps its attempt unless that
+/// attempt's data (or record) is lost, in which case this one replaces it.
+async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32) -> Result<()> {
+    let id = &group.id;
+    let pending = format!(
+        "{}/.{}-{}-{}-{}",
+        id.maps_dir(),
+        commit.map,
+        commit.attempt,
+        group.host,
+        group.slot,
+    );
+    let record = to_json(commit);
+    store
+        .write_file(&pending, &record, &CreateOptions::default())
+        .await?;
+    let path = id.commit(commit.map);
+    let refused = |winner: u64| Error::AlreadyCommitted {
+        id: id.clone(),
+        map: commit.map,
+        attempt: commit.attempt,
+        winner,
+    };
+    let won = async {
+        // Two rounds at most: a lost winner is moved aside once.
+        for _ in 0..2 {
+            match store.rename(&pending, &path).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let winner = match crate::read_commit(store, id, commit.map, copies).await? {
+                crate::Record::Found(winner) => {
+                    if !crate::reader::commit_lost(store, id, &winner).await {
+                        return Err(refused(winner.attempt));
+                    }
+                    Some(winner)
+                }
+                crate::Record::Lost(_) => None,
+            };
+            // Move the lost record aside; if what was moved is not the record judged lost
+            // (another attempt replaced it meanwhile), put it back and lose to it.
+            let aside = format!("{pending}.lost");
+            match store.rename(&path, &aside).await {
+                Ok(()) => {}
+                Err(StoreError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let moved = read_record(store, id, &aside).await.ok();
+            if winner.is_none() || moved == winner {
+                let _ = store.delete(&aside, false).await;
+            } else {
+                if store.rename(&aside, &path).await.is_err() {
+                    let _ = store.delete(&aside, false).await;
+                }
+                break;
+            }
+        }
+        match crate::read_commit(store, id, commit.map, copies).await? {
+            crate::Record::Found(winner) => Err(refused(winner.attempt)),
+            crate::Record::Lost(cause) => Err(Error::Service {
+                service: group.host.clone(),
+                cause: format!(
+                    "map {} could not replace its lost commit: {cause}",
+                    commit.map
+                ),
+            }),
+        }
+    }
+    .await;
+    if won.is_err() {
+        let _ = store.delete(&pending, false).await;
+        return won;
+    }
+    // Copies of the record beside the replicas, so losing this node loses no record. The
+    // commit stands either way; a missing copy only weakens it.
+    for (copy, home) in (1..copies).zip(&group.homes) {
+        let path = id.commit_copy(commit.map, copy);
+        let _ = store.delete(&path, false).await;
+        let options = CreateOptions::default().placement(Placement::default().location(*home));
+        if let Err(e) = store.write_file(&path, &record, &options).await {
+            tracing::warn!("{path}: the commit record's copy was not written: {e}");
+        }
+    }
+    Ok(())
+}
+
+async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Result<Commit> {
+    let raw = crate::read_small(store, path).await?;
+    crate::layout::parse(id, path, &raw)
 }

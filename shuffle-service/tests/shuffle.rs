@@ -61,11 +61,7 @@ async fn cluster() -> Cluster {
 }
 
 fn meta(maps: u32, partitions: u32) -> Meta {
-    Meta {
-        maps,
-        partitions,
-        serializer: "fixed:10:90".into(),
-    }
+    Meta::new(maps, partitions, "fixed:10:90")
 }
 
 /// Map `map`'s records: `count` TeraSort-shaped records whose key starts with the map and

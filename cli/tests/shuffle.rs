@@ -1,0 +1,442 @@
+//! The shuffle service in a real 3-node `crail cluster` (each node its own process on its own
+//! 127.0.0.x, each running datanodes and the node's shuffle service): engines on every node
+//! connect to their node's service, maps write and commit, reducers read; then faults: a
+//! killed node, fetch failures naming the lost maps, recommits, replication, and the expiry
+//! of a vanished application.
+
+#![allow(clippy::unwrap_used)]
+
+mod process;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crail_shuffle::{Error, Meta, ShuffleClient, ShuffleId};
+use crail_store::{ClientConfig, Config, Store};
+use process::Cluster;
+
+const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+const SLOTS: usize = 2;
+const RECORD: usize = 100;
+
+/// A cluster whose namenode declares a silent datanode dead within about a second.
+fn cluster(extra: &[&str]) -> Cluster {
+    let mut args = vec!["--dram", "256MiB", "--keep-going", "--shuffle-slots", "2"];
+    args.extend_from_slice(extra);
+    Cluster::start(
+        &args,
+        &[
+            ("CRAIL_NAMENODE_HEARTBEAT_INTERVAL", "200ms"),
+            ("CRAIL_NAMENODE_HEARTBEAT_MISSES", "4"),
+        ],
+    )
+}
+
+/// Per node: an engine's store client on the node's address and its shuffle client.
+async fn engines(cluster: &Cluster, app: &str) -> Vec<ShuffleClient> {
+    let config = Config::load(
+        Some(cluster.config.as_path()),
+        std::iter::empty::<(String, String)>(),
+    )
+    .unwrap()
+    .client;
+    let mut out = Vec::new();
+    for host in HOSTS {
+        let local: ClientConfig = config.clone().with_local_host(host.parse().unwrap());
+        let store = Store::connect(&local).await.unwrap();
+        let client = ShuffleClient::connect_local(store, app).await.unwrap();
+        assert_eq!(client.host(), host);
+        out.push(client);
+    }
+    out
+}
+
+/// Map `map`'s records, by partition: TeraSort-shaped, unique per map and record.
+fn records(map: u32, partitions: u32) -> HashMap<u32, Vec<u8>> {
+    let mut out: HashMap<u32, Vec<u8>> = HashMap::new();
+    for i in 0..(300 + map * 11) {
+        let mut r = [0u8; RECORD];
+        let x = (u64::from(map) << 32 | u64::from(i)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        r[..8].copy_from_slice(&x.to_be_bytes());
+        r[8..12].copy_from_slice(&map.to_be_bytes());
+        r[12..16].copy_from_slice(&i.to_be_bytes());
+        out.entry((x >> 40) as u32 % partitions)
+            .or_default()
+            .extend_from_slice(&r);
+    }
+    out
+}
+
+async fn run_map(client: &ShuffleClient, id: &ShuffleId, map: u32, attempt: u64, parts: u32) {
+    let mut writer = client.map_writer(id, map, attempt).await.unwrap();
+    for (partition, bytes) in records(map, parts) {
+        writer.write(partition, &bytes).await.unwrap();
+    }
+    writer.commit().await.unwrap();
+}
+
+/// Runs maps `maps`, map m on node m % 3, all at once.
+async fn run_maps(engines: &[ShuffleClient], id: &ShuffleId, maps: Range<u32>, parts: u32) {
+    let tasks: Vec<_> = maps
+        .map(|map| {
+            let (client, id) = (engines[map as usize % 3].clone(), id.clone());
+            tokio::spawn(async move { run_map(&client, &id, map, 0, parts).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn read(
+    client: &ShuffleClient,
+    id: &ShuffleId,
+    parts: Range<u32>,
+    maps: Option<Range<u32>>,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut reader = client.read(id, parts, maps, 4).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        out.extend(chunk.data.chunks(RECORD).map(<[u8]>::to_vec));
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn expected(maps: Range<u32>, parts: Range<u32>, partitions: u32) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = maps
+        .flat_map(|m| records(m, partitions))
+        .filter(|(p, _)| parts.contains(p))
+        .flat_map(|(_, bytes)| bytes.chunks(RECORD).map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_and_reducers_on_three_nodes_read_exactly_what_was_written() {
+    let cluster = cluster(&["--orphan-ttl", "1s"]);
+    let e = engines(&cluster, "app-a").await;
+    let id = ShuffleId::new("app-a", 0);
+    let (maps, partitions) = (30u32, 8u32);
+    let used = |store: Store| async move {
+        let info = store.cluster_info().await.unwrap();
+        info.datanodes.iter().map(|d| d.used).sum::<u64>()
+    };
+    // The services' advertisements.
+    let baseline = used(e[0].shuffles().store().clone()).await;
+    e[0].register(&id, &Meta::new(maps, partitions, "fixed:10:90"))
+        .await
+        .unwrap();
+    let err = e[1]
+        .register(&id, &Meta::new(maps, partitions, "fixed:10:90"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyRegistered { .. }), "{err}");
+
+    // A failed attempt (dropped mid-write) and a speculative one that loses.
+    {
+        let mut w = e[2].map_writer(&id, 0, 1).await.unwrap();
+        w.write(0, &[0xee; RECORD * 5]).await.unwrap();
+    }
+    run_maps(&e, &id, 0..maps, partitions).await;
+    let mut late = e[1].map_writer(&id, 0, 9).await.unwrap();
+    for (p, bytes) in records(0, partitions) {
+        late.write(p, &bytes).await.unwrap();
+    }
+    let err = late.commit().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AlreadyCommitted {
+                map: 0,
+                attempt: 9,
+                winner: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Every reducer, on any node, reads its partition's records exactly.
+    for p in 0..partitions {
+        let got = read(&e[p as usize % 3], &id, p..p + 1, None).await.unwrap();
+        assert!(
+            got == expected(0..maps, p..p + 1, partitions),
+            "partition {p}"
+        );
+    }
+    // AQE: coalesced partitions, and a skewed one split by map ranges.
+    for (parts, range) in [
+        (2..6, Some(5..17)),
+        (7..8, Some(0..1)),
+        (0..8, Some(29..30)),
+    ] {
+        let got = read(&e[0], &id, parts.clone(), range.clone())
+            .await
+            .unwrap();
+        assert!(got == expected(range.clone().unwrap(), parts.clone(), partitions));
+    }
+    // Map status as written.
+    for (map, lengths) in e[1].map_statuses(&id, None).await.unwrap() {
+        let written = records(map, partitions);
+        for (p, len) in lengths.iter().enumerate() {
+            assert_eq!(*len, written.get(&(p as u32)).map_or(0, Vec::len) as u64);
+        }
+    }
+
+    // nodes x slots x partitions group files, each on its node's datanodes.
+    let store = e[0].shuffles().store();
+    let mut files = 0;
+    for p in 0..partitions {
+        for entry in store
+            .list(&format!("/crail-shuffle/app-a/0/p{p}"))
+            .await
+            .unwrap()
+        {
+            files += 1;
+            let host = entry.name.split('-').next().unwrap().to_owned();
+            let path = format!("/crail-shuffle/app-a/0/p{p}/{}", entry.name);
+            let file = store.lookup(&path).await.unwrap().into_file().unwrap();
+            for block in file.all_block_locations().await.unwrap() {
+                assert_eq!(block.host.to_string(), host, "{path}");
+            }
+        }
+    }
+    assert_eq!(files, HOSTS.len() * SLOTS * partitions as usize);
+
+    // Bad input: typed errors, the shuffle unharmed.
+    let unknown = ShuffleId::new("app-a", 7);
+    let err = e[0].map_writer(&unknown, 0, 0).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownShuffle { .. }), "{err}");
+    let err = e[0].map_writer(&id, maps, 0).await.unwrap_err();
+    assert!(matches!(err, Error::MapOutOfRange { .. }), "{err}");
+    let err = read(&e[0], &id, 0..partitions + 1, None).await.unwrap_err();
+    assert!(matches!(err, Error::PartitionOutOfRange { .. }), "{err}");
+    let err = e[0]
+        .register(&ShuffleId::new("app-a", 1), &Meta::new(1, 1, "nope"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+
+    // Unregister deletes the files.
+    e[2].unregister(&id).await.unwrap();
+    assert!(store.lookup("/crail-shuffle/app-a/0").await.is_err());
+    // Every node lets go of its groups' leases once it sees the shuffle gone.
+    wait_until("the blocks to be freed", || async {
+        used(store.clone()).await == baseline
+    })
+    .await;
+
+    // A vanished application's shuffles expire; a connected one's stay.
+    let ghost = engines(&cluster, "ghost").await;
+    let gid = ShuffleId::new("ghost", 0);
+    ghost[0]
+        .register(&gid, &Meta::new(3, 2, "kv"))
+        .await
+        .unwrap();
+    run_maps(&ghost, &gid, 0..3, 2).await;
+    e[0].register(&ShuffleId::new("app-a", 2), &Meta::new(1, 1, "kv"))
+        .await
+        .unwrap();
+    drop(ghost);
+    wait_until("the ghost app to expire", || async {
+        store.lookup("/crail-shuffle/ghost").await.is_err()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(store.lookup("/crail-shuffle/app-a/2").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas_need_none() {
+    let cluster = cluster(&[]);
+    let e = engines(&cluster, "app-f").await;
+    let (maps, partitions) = (12u32, 4u32);
+    let single = ShuffleId::new("app-f", 0);
+    let replicated = ShuffleId::new("app-f", 1);
+    e[0].register(&single, &Meta::new(maps, partitions, "fixed:10:90"))
+        .await
+        .unwrap();
+    e[0].register(
+        &replicated,
+        &Meta::new(maps, partitions, "fixed:10:90").replication(2),
+    )
+    .await
+    .unwrap();
+    run_maps(&e, &single, 0..maps, partitions).await;
+    run_maps(&e, &replicated, 0..maps, partitions).await;
+    assert!(
+        read(&e[0], &replicated, 0..partitions, None).await.unwrap()
+            == expected(0..maps, 0..partitions, partitions)
+    );
+
+    // Kill the node on 127.0.0.4 (its datanodes and its service) and wait for the namenode
+    // to declare its datanodes dead.
+    let store = e[0].shuffles().store().clone();
+    kill_node(&cluster, HOSTS[2]);
+    wait_until(
+        "the killed node's datanodes to be declared dead",
+        || async {
+            let info = store.cluster_info().await.unwrap();
+            info.datanodes
+                .iter()
+                .filter(|d| d.host.to_string() == HOSTS[2])
+                .all(|d| !d.alive)
+        },
+    )
+    .await;
+
+    // One copy: fetch-failed, naming exactly the maps that ran there.
+    let lost: BTreeSet<u32> = (0..maps).filter(|m| m % 3 == 2).collect();
+    let err = read(&e[0], &single, 0..partitions, None).await.unwrap_err();
+    match &err {
+        Error::FetchFailed { maps, .. } => {
+            assert_eq!(maps.iter().copied().collect::<BTreeSet<_>>(), lost, "{err}");
+        }
+        other => panic!("expected a fetch failure, got {other}"),
+    }
+    // The engine runs them again elsewhere; their new attempts replace the lost commits.
+    for &map in &lost {
+        run_map(&e[map as usize % 2], &single, map, 1, partitions).await;
+    }
+    let got = read(&e[1], &single, 0..partitions, None).await.unwrap();
+    assert!(got == expected(0..maps, 0..partitions, partitions));
+    let commits = e[1].commits(&single, None).await.unwrap();
+    for c in commits {
+        assert_eq!(c.attempt, u64::from(lost.contains(&c.map)), "map {}", c.map);
+    }
+    // An intact commit is still never replaced.
+    let mut again = e[0].map_writer(&single, 0, 5).await.unwrap();
+    again.write(0, &[1; RECORD]).await.unwrap();
+    let err = again.commit().await.unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyCommitted { winner: 0, .. }),
+        "{err}"
+    );
+
+    // Two copies: the same loss needs no recompute.
+    let got = read(&e[1], &replicated, 0..partitions, None).await.unwrap();
+    assert!(got == expected(0..maps, 0..partitions, partitions));
+}
+
+/// A protobuf length-delimited field.
+fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![number << 3 | 2, u8::try_from(bytes.len()).unwrap()];
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A request frame: id 1 (field 1) and operation field `op` with body `body`.
+fn frame(op: u8, body: &[u8]) -> Vec<u8> {
+    let mut msg = vec![0x08, 0x01];
+    msg.extend(field(op, body));
+    let mut out = u32::try_from(msg.len()).unwrap().to_le_bytes().to_vec();
+    out.extend(msg);
+    out
+}
+
+/// Reads one reply frame's body, or `None` once the service closed the connection.
+async fn reply(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_and_clients_that_vanish_mid_write_leave_the_service_whole() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = cluster(&[]);
+    let e = engines(&cluster, "app-b").await;
+    let id = ShuffleId::new("app-b", 0);
+    e[0].register(&id, &Meta::new(4, 2, "fixed:10:90"))
+        .await
+        .unwrap();
+    let tcp = cluster
+        .lines
+        .iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix("shuffle service on tcp:")?;
+            rest.split(' ').next()?.parse::<std::net::SocketAddr>().ok()
+        })
+        .filter(|a| a.ip().to_string() == HOSTS[0])
+        .unwrap();
+    let hello = |version: u8| frame(2, &[0x08, version]);
+
+    // A length past the limit, an undecodable body, a wrong version: dropped, one by one.
+    for bad in [
+        vec![0xff, 0xff, 0xff, 0xff],
+        [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff].to_vec(),
+        hello(99),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+        s.write_all(&bad).await.unwrap();
+        if let Some(body) = reply(&mut s).await {
+            assert!(String::from_utf8_lossy(&body).contains("version 99"));
+        }
+        assert!(reply(&mut s).await.is_none());
+    }
+
+    // Clients that borrow a group and vanish, more of them than the node has slots: each
+    // group is taken back, and a map still gets one.
+    let shuffle = [field(1, b"app-b"), vec![0x10, 0x00]].concat();
+    let lease = [field(1, &shuffle), vec![0x10, 0x01, 0x18, 0x01]].concat();
+    for _ in 0..SLOTS + 1 {
+        let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
+        s.write_all(&[hello(1), frame(6, &lease)].concat())
+            .await
+            .unwrap();
+        assert!(reply(&mut s).await.is_some(), "welcome");
+        let group = reply(&mut s).await.unwrap();
+        assert!(String::from_utf8_lossy(&group).contains("app-b/0/p1/127.0.0.2-"));
+    }
+    let writer = tokio::time::timeout(Duration::from_secs(10), e[0].map_writer(&id, 1, 2)).await;
+    let mut writer = writer
+        .expect("the vanished clients' groups came back")
+        .unwrap();
+    writer.write(1, &[7; RECORD]).await.unwrap();
+    writer.commit().await.unwrap();
+    for map in [0, 2, 3] {
+        run_map(&e[1], &id, map, 0, 2).await;
+    }
+    let mut want = expected(0..4, 0..2, 2);
+    want.retain(|r| !r[8..12].eq(&1u32.to_be_bytes()));
+    want.push(vec![7; RECORD]);
+    want.sort_unstable();
+    assert!(read(&e[2], &id, 0..2, None).await.unwrap() == want);
+}
+
+/// SIGKILLs the `crail node` process of `host` in this cluster.
+fn kill_node(cluster: &Cluster, host: &str) {
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(" node ") && cmd.contains(&cluster.namenode) && cmd.contains(host))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no node process for {host}"));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
