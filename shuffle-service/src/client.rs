@@ -68,6 +68,17 @@ impl FromStr for Endpoint {
     }
 }
 
+/// A Unix socket address: `@name` in the abstract namespace, else a path.
+pub(crate) fn unix_addr(path: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    match path.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+        }
+        None => std::os::unix::net::SocketAddr::from_pathname(path),
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -80,14 +91,7 @@ async fn open(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
             Ok(Box::new(stream))
         }
         Endpoint::Unix(path) => {
-            let std = match path.strip_prefix('@') {
-                Some(name) => {
-                    use std::os::linux::net::SocketAddrExt;
-                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                    std::os::unix::net::UnixStream::connect_addr(&addr)?
-                }
-                None => std::os::unix::net::UnixStream::connect(path)?,
-            };
+            let std = std::os::unix::net::UnixStream::connect_addr(&unix_addr(path)?)?;
             std.set_nonblocking(true)?;
             Ok(Box::new(tokio::net::UnixStream::from_std(std)?))
         }

@@ -300,9 +300,9 @@ pub(crate) async fn read_commit(
     let mut cause = String::new();
     for copy in 0..copies.max(1) {
         let path = id.commit_copy(map, copy);
-        match read_small(store, &path).await {
-            Ok(raw) => return layout::parse(id, &path, &raw).map(Record::Found),
-            Err(e @ StoreError::NotFound { .. }) if copy == 0 => return Err(e.into()),
+        match read_record(store, id, &path).await {
+            Ok(commit) => return Ok(Record::Found(commit)),
+            Err(e @ Error::Store(StoreError::NotFound { .. })) if copy == 0 => return Err(e),
             Err(e) => {
                 if cause.is_empty() {
                     cause = e.to_string();
@@ -311,6 +311,12 @@ pub(crate) async fn read_commit(
         }
     }
     Ok(Record::Lost(cause))
+}
+
+/// A commit record at `path`.
+pub(crate) async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Result<Commit> {
+    let raw = read_small(store, path).await?;
+    layout::parse(id, path, &raw)
 }
 
 pub(crate) async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {

@@ -156,10 +156,10 @@ pub(crate) async fn commit_lost(store: &Store, id: &ShuffleId, commit: &Commit) 
 /// range on a dead datanode. Other errors (the namenode unreachable) are not proof of loss.
 async fn segment_lost(store: &Store, id: &ShuffleId, seg: &Segment) -> bool {
     let block = store.block_size().max(1);
+    let first = seg.offset / block;
+    let count = (seg.offset + seg.len).div_ceil(block) - first;
     for copy in 0..seg.copies.max(1) {
         let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(&seg.file, copy));
-        let first = seg.offset / block;
-        let count = (seg.offset + seg.len).div_ceil(block) - first;
         let located = match store.lookup(&path).await.and_then(|n| n.into_file()) {
             Ok(file) => file.block_locations(first, count).await.map(|_| ()),
             Err(e) => Err(e),

@@ -59,14 +59,7 @@ impl Listener {
     /// Listens on a Unix socket: a path, or `@name` in the abstract namespace (nothing left
     /// behind in the file system, gone with the process).
     pub fn unix(path: &str) -> std::io::Result<Self> {
-        let std = match path.strip_prefix('@') {
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                std::os::unix::net::UnixListener::bind_addr(&addr)?
-            }
-            None => std::os::unix::net::UnixListener::bind(path)?,
-        };
+        let std = std::os::unix::net::UnixListener::bind_addr(&crate::client::unix_addr(path)?)?;
         std.set_nonblocking(true)?;
         Ok(Self::Unix(UnixListener::from_std(std)?))
     }
@@ -337,7 +330,7 @@ impl Service {
             }
             Some(request::Op::Lease(r)) => {
                 let id = wire::shuffle_id(r.shuffle.as_ref());
-                let (group, meta) = self.slots.lend(&id, r.map, r.attempt).await?;
+                let (group, meta) = self.slots.lend(&id, r.map).await?;
                 // No await between lending and recording it: a client that goes away now
                 // still has the group taken back.
                 leases.lock().insert(group.lease);

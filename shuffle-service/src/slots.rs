@@ -173,7 +173,7 @@ impl Slots {
     /// every slot of the shuffle is busy, and writes through this node's own store client
     /// (for engines that embed the node's slots).
     pub async fn lease(&self, id: &ShuffleId, map: u32, attempt: u64) -> Result<MapWriter> {
-        let (group, meta) = self.lend(id, map, attempt).await?;
+        let (group, meta) = self.lend(id, map).await?;
         Ok(MapWriter::new(
             self.inner.store.clone(),
             meta,
@@ -186,12 +186,7 @@ impl Slots {
 
     /// Lends a group for map `map` (waiting for a free slot): the tickets its task writes
     /// through, and the shuffle's meta. Give it back with [`Slots::give_back`].
-    pub async fn lend(
-        &self,
-        id: &ShuffleId,
-        map: u32,
-        _attempt: u64,
-    ) -> Result<(GroupLease, Meta)> {
+    pub async fn lend(&self, id: &ShuffleId, map: u32) -> Result<(GroupLease, Meta)> {
         let groups = self.groups(id).await?;
         if map >= groups.meta.maps {
             return Err(Error::MapOutOfRange {

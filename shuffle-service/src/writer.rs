@@ -210,12 +210,16 @@ impl MapWriter {
     /// writes over it.
     pub async fn abort(mut self) {
         if let Some(back) = self.back.take() {
-            let outcome = if self.broken {
-                Outcome::Broken
-            } else {
-                Outcome::Aborted
-            };
-            back.give(self.group.lease, outcome).await;
+            back.give(self.group.lease, self.unfinished()).await;
+        }
+    }
+
+    /// How a task that did not commit gives its group back.
+    fn unfinished(&self) -> Outcome {
+        if self.broken {
+            Outcome::Broken
+        } else {
+            Outcome::Aborted
         }
     }
 
@@ -235,11 +239,7 @@ impl Drop for MapWriter {
         // Dropped without commit or abort (a task that failed): the group goes back as after
         // an abort, its uncommitted bytes to be written over.
         let Some(back) = self.back.take() else { return };
-        let outcome = if self.broken {
-            Outcome::Broken
-        } else {
-            Outcome::Aborted
-        };
+        let outcome = self.unfinished();
         let lease = self.group.lease;
         match back {
             GiveBack::Local(slots) => slots.give_back(lease, outcome),
@@ -303,7 +303,7 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let moved = read_record(store, id, &aside).await.ok();
+            let moved = crate::read_record(store, id, &aside).await.ok();
             if winner.is_none() || moved == winner {
                 let _ = store.delete(&aside, false).await;
             } else {
@@ -340,9 +340,4 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
         }
     }
     Ok(())
-}
-
-async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Result<Commit> {
-    let raw = crate::read_small(store, path).await?;
-    crate::layout::parse(id, path, &raw)
 }
