@@ -282,6 +282,11 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
         read(&e[0], &replicated, 0..partitions, None).await.unwrap()
             == expected(0..maps, 0..partitions, partitions)
     );
+    // e[1] keeps every commit record of `single` it reads: it must notice the replaced ones.
+    assert!(
+        read(&e[1], &single, 0..partitions, None).await.unwrap()
+            == expected(0..maps, 0..partitions, partitions)
+    );
 
     // Kill the node on 127.0.0.4 (its datanodes and its service) and wait for the namenode
     // to declare its datanodes dead.
@@ -312,8 +317,10 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
     for &map in &lost {
         run_map(&e[map as usize % 2], &single, map, 1, partitions).await;
     }
-    let got = read(&e[1], &single, 0..partitions, None).await.unwrap();
-    assert!(got == expected(0..maps, 0..partitions, partitions));
+    for engine in &e[..2] {
+        let got = read(engine, &single, 0..partitions, None).await.unwrap();
+        assert!(got == expected(0..maps, 0..partitions, partitions));
+    }
     let commits = e[1].commits(&single, None).await.unwrap();
     for c in commits {
         assert_eq!(c.attempt, u64::from(lost.contains(&c.map)), "map {}", c.map);

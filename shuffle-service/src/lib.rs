@@ -22,6 +22,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use crail_store::{CreateOptions, Error as StoreError, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -39,16 +40,63 @@ const METADATA_READS: usize = 16;
 /// Group files fetched at once by a read.
 pub const DEFAULT_PREFETCH: usize = 4;
 
-/// Shuffles in a store. Cheap to clone.
+/// Shuffles whose commit records a [`Shuffles`] keeps parsed.
+const CACHED_SHUFFLES: usize = 64;
+
+/// Shuffles in a store. Cheap to clone; clones share the commit records they have read.
 #[derive(Debug, Clone)]
 pub struct Shuffles {
     store: Store,
+    commits: Arc<Mutex<CommitCache>>,
+}
+
+/// Commit records already read, per shuffle and map, with the data object each was read from:
+/// a record replaced by a recommit is a new object, so the listing every read starts with
+/// says which records are still current, and only new ones are read. Every reduce task of an
+/// engine process reads each map's record once, not once per task.
+#[derive(Debug, Default)]
+struct CommitCache {
+    shuffles: HashMap<ShuffleId, HashMap<u32, (u64, Arc<Commit>)>>,
+}
+
+impl CommitCache {
+    fn get(&self, id: &ShuffleId, map: u32, object: u64) -> Option<Arc<Commit>> {
+        match self.shuffles.get(id)?.get(&map) {
+            Some((seen, commit)) if *seen == object => Some(commit.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, id: &ShuffleId, map: u32, object: u64, commit: Arc<Commit>) {
+        if !self.shuffles.contains_key(id) && self.shuffles.len() >= CACHED_SHUFFLES {
+            let evicted = self.shuffles.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.shuffles.remove(&evicted);
+            }
+        }
+        self.shuffles
+            .entry(id.clone())
+            .or_default()
+            .insert(map, (object, commit));
+    }
+
+    fn forget(&mut self, gone: impl Fn(&ShuffleId) -> bool) {
+        self.shuffles.retain(|id, _| !gone(id));
+    }
 }
 
 impl Shuffles {
     /// The shuffles of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            commits: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, CommitCache> {
+        // The cache holds no invariant a panic could break half-way.
+        self.commits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The store they live in.
@@ -144,32 +192,61 @@ impl Shuffles {
             map,
             maps: meta.maps,
         })?;
-        let entries = self
-            .store
-            .list(&id.maps_dir())
-            .await
-            .map_err(|e| unknown_if_missing(id, e))?;
-        let wanted: Vec<u32> = entries
-            .iter()
-            .filter_map(|e| e.name.parse::<u32>().ok())
-            .filter(|m| maps.contains(m))
-            .collect();
-        let records: Vec<(u32, Record)> = stream::iter(wanted)
-            .map(|map| async move {
+        let entries = match self.store.list(&id.maps_dir()).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                if matches!(e, StoreError::NotFound { .. }) {
+                    self.cache().forget(|gone| gone == id);
+                }
+                return Err(unknown_if_missing(id, e));
+            }
+        };
+        // Segments outside the read's partitions are not handed on.
+        let part = |commit: &Commit| Commit {
+            map: commit.map,
+            attempt: commit.attempt,
+            segments: commit
+                .segments
+                .iter()
+                .filter(|s| partitions.contains(&s.partition))
+                .cloned()
+                .collect(),
+        };
+        let mut found = HashMap::new();
+        let mut unread = Vec::new();
+        {
+            let cache = self.cache();
+            for entry in &entries {
+                let Ok(map) = entry.name.parse::<u32>() else {
+                    continue;
+                };
+                if !maps.contains(&map) {
+                    continue;
+                }
+                match cache.get(id, map, entry.stat.file_id) {
+                    Some(commit) => {
+                        found.insert(map, part(&commit));
+                    }
+                    None => unread.push((map, entry.stat.file_id)),
+                }
+            }
+        }
+        let records: Vec<(u32, u64, Record)> = stream::iter(unread)
+            .map(|(map, object)| async move {
                 read_commit(&self.store, id, map, meta.replication)
                     .await
-                    .map(|r| (map, r))
+                    .map(|r| (map, object, r))
             })
             .buffer_unordered(METADATA_READS)
             .try_collect()
             .await?;
-        let mut found = HashMap::new();
         let mut lost = Vec::new();
         let mut cause = String::new();
-        for (map, record) in records {
+        for (map, object, record) in records {
             match record {
                 Record::Found(commit) => {
-                    found.insert(map, commit);
+                    found.insert(map, part(&commit));
+                    self.cache().put(id, map, object, Arc::new(commit));
                 }
                 Record::Lost(why) => {
                     lost.push(map);
@@ -233,6 +310,7 @@ impl Shuffles {
     /// Deletes a shuffle and all of its files.
     pub async fn unregister(&self, id: &ShuffleId) -> Result<()> {
         id.check()?;
+        self.cache().forget(|gone| gone == id);
         self.store
             .delete(&id.dir(), true)
             .await
@@ -242,6 +320,7 @@ impl Shuffles {
     /// Deletes every shuffle of an application (nothing to do if it has none).
     pub async fn remove_app(&self, app: &str) -> Result<()> {
         ShuffleId::new(app, 0).check()?;
+        self.cache().forget(|gone| gone.app == app);
         match self.store.delete(&ShuffleId::app_dir(app), true).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),

@@ -90,6 +90,23 @@ pub async fn advertise(store: &Store, host: &str, endpoints: &[Endpoint]) -> Res
     Ok(())
 }
 
+/// The hosts whose shuffle service advertised itself in the store (see [`advertise`]), in
+/// address order: where a driver can place tasks. Empty when no node runs one.
+pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
+    let dir = format!("{}/.services", layout::ROOT);
+    let entries = match store.list(&dir).await {
+        Ok(entries) => entries,
+        Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut hosts: Vec<(std::net::IpAddr, String)> = entries
+        .into_iter()
+        .filter_map(|e| Some((e.name.parse().ok()?, e.name)))
+        .collect();
+    hosts.sort();
+    Ok(hosts.into_iter().map(|(_, name)| name).collect())
+}
+
 /// Serves the node's slots on `listeners` until `shutdown` completes.
 pub async fn run(
     slots: Slots,

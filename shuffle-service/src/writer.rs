@@ -9,7 +9,7 @@
 //! from a fetch failure. A task that aborts, fails or is dropped leaves its bytes to be
 //! written over by the slot's next task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crail_store::{CreateOptions, Error as StoreError, FileWriter, Placement, Store};
 use futures_util::future::join_all;
@@ -18,6 +18,10 @@ use crate::client::Connection;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Meta, Segment, ShuffleId, to_json};
 use crate::slots::{GroupLease, Outcome, Slots};
+
+/// Partitions a task keeps unsent bytes for (each holds a pool buffer of the store's
+/// `buffer_size`); the least recently written beyond these are flushed.
+const STAGED: usize = 8;
 
 /// Where a group goes back when its task ends.
 #[derive(Debug)]
@@ -53,6 +57,8 @@ pub struct MapWriter {
     writers: HashMap<u32, Vec<FileWriter>>,
     /// Per partition written: where this task's bytes start, how many, their crc32c.
     started: HashMap<u32, (u64, u64, u32)>,
+    /// Partitions whose writers hold bytes not sent yet, least recently written first.
+    staged: VecDeque<u32>,
     broken: bool,
 }
 
@@ -74,6 +80,7 @@ impl MapWriter {
             back: Some(back),
             writers: HashMap::new(),
             started: HashMap::new(),
+            staged: VecDeque::new(),
             broken: false,
         }
     }
@@ -148,6 +155,26 @@ impl MapWriter {
         }
         entry.1 += bytes.len() as u64;
         entry.2 = crc32c::crc32c_append(entry.2, bytes);
+        let buffered = writers.iter().any(|w| w.buffered() > 0);
+        self.stage(partition, buffered).await
+    }
+
+    /// Notes whether `partition` holds unsent bytes, and sends those of the least recently
+    /// written partitions beyond [`STAGED`]: a task writing many small partitions holds a few
+    /// pool buffers (and those of writes in flight), not one per partition.
+    async fn stage(&mut self, partition: u32, buffered: bool) -> Result<()> {
+        self.staged.retain(|&p| p != partition);
+        if buffered {
+            self.staged.push_back(partition);
+        }
+        while self.staged.len() > STAGED {
+            let Some(oldest) = self.staged.pop_front() else {
+                break;
+            };
+            for writer in self.writers.get_mut(&oldest).into_iter().flatten() {
+                writer.send_buffered().await?;
+            }
+        }
         Ok(())
     }
 

@@ -376,3 +376,44 @@ async fn bad_input_is_a_typed_error_and_unregister_cleans_up() {
     assert_eq!(used(c.store.clone()).await, 0);
     assert!(c.store.list("/crail-shuffle").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_one_by_one_across_many_partitions_all_arrive_in_place() {
+    // More partitions than a task keeps bytes buffered for, written a record at a time in
+    // key order (as an unsorted engine would): partitions are sent early, then buffered again.
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("interleaved", 0);
+    let (maps, partitions) = (3u32, 40u32);
+    shuffles
+        .register(&id, &meta(maps, partitions))
+        .await
+        .unwrap();
+    for map in 0..maps {
+        let mut writer = c.nodes[map as usize].lease(&id, map, 0).await.unwrap();
+        let parts = records(map, 500 + map * 7, partitions);
+        let mut at: HashMap<u32, usize> = HashMap::new();
+        let mut order: Vec<(u64, u32)> = parts
+            .iter()
+            .flat_map(|(&p, bytes)| {
+                split(bytes)
+                    .map(move |r| (u64::from_be_bytes(r[..8].try_into().unwrap()), p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(key, p)| (key.rotate_left(17), p));
+        for (_, p) in order {
+            let i = at.entry(p).or_default();
+            writer.write(p, &parts[&p][*i..*i + RECORD]).await.unwrap();
+            *i += RECORD;
+        }
+        writer.commit().await.unwrap();
+    }
+    for p in 0..partitions {
+        let got = read_sorted(&shuffles, &id, p..p + 1, None).await;
+        assert!(
+            got == expected(0..maps, p..p + 1, partitions),
+            "partition {p}"
+        );
+    }
+}

@@ -92,6 +92,12 @@ impl FileWriter {
         self.end == 0
     }
 
+    /// Bytes copied in by [`FileWriter::write`] and not sent yet (they hold a pool buffer
+    /// until the buffer fills or the writer flushes).
+    pub fn buffered(&self) -> usize {
+        self.staging.as_ref().map_or(0, Buffer::len)
+    }
+
     fn path(&self) -> &str {
         self.lease.as_ref().map_or("", |l| l.path())
     }
@@ -157,6 +163,13 @@ impl FileWriter {
         }
         self.staged_at = self.pos;
         Ok(())
+    }
+
+    /// Sends buffered bytes without waiting for them (beyond `outstanding` writes in flight),
+    /// giving back the pool buffer they held once acknowledged.
+    pub async fn send_buffered(&mut self) -> Result<()> {
+        self.check()?;
+        self.send_staging().await
     }
 
     /// Sends buffered bytes and waits until every write is acknowledged.
