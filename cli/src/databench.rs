@@ -303,7 +303,7 @@ const AT_REST_MAX: usize = 1 << 30;
 /// `at_rest`: the far side's bytes live in memory the size of the stream (up to 1 GiB), as a
 /// datanode's do: an upload lands in fresh memory, a download comes from it. Otherwise both
 /// sides reuse one buffer that stays in cache, which measures the socket alone.
-async fn tcp_baseline(
+pub(crate) async fn tcp_baseline(
     local: IpAddr,
     remote: IpAddr,
     bytes: u64,

@@ -7,6 +7,7 @@ mod databench;
 mod fs;
 mod iobench;
 mod servers;
+mod shufflebench;
 mod status;
 mod table;
 
@@ -50,6 +51,8 @@ enum Command {
     Status(status::Args),
     /// Measure metadata and data operations against a running store.
     Iobench(iobench::Args),
+    /// Measure the shuffle service of a running cluster against a plain TCP stream.
+    Shufflebench(shufflebench::Args),
 }
 
 /// The configuration under the command line: defaults, the file, then `CRAIL_*` variables.
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
             Command::Fs(args) => fs::run(args, config).await,
             Command::Status(args) => status::run(args, config).await,
             Command::Iobench(args) => iobench::run(args, config).await,
+            Command::Shufflebench(args) => shufflebench::run(args, config).await,
         }
     });
     // Do not wait for tasks still blocked on I/O (a stdin read, a dead peer).

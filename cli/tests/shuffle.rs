@@ -447,3 +447,56 @@ fn kill_node(cluster: &Cluster, host: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
+    let cluster = cluster(&[]);
+    let out = cluster.ok(&[
+        "shufflebench",
+        "--size",
+        "8MiB",
+        "--shapes",
+        "8x4,16x8",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, (maps, partitions)) in rows.iter().zip([(8, 4), (16, 8)]) {
+        assert_eq!(row["maps"], maps, "{row}");
+        assert_eq!(row["partitions"], partitions, "{row}");
+        assert_eq!(row["nodes"], 3, "{row}");
+        assert_eq!(row["bytes"], (8 << 20) / RECORD * RECORD, "{row}");
+        assert!(row["aggregate_mb_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["tcp_mb_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    // Nothing of the benchmark's application is left behind.
+    let left = cluster.ok(&["fs", "-ls", "/crail-shuffle"]);
+    assert!(!left.contains("shufflebench"), "{left}");
+
+    // Bad flags and runs that cannot fit: one line each, nothing started.
+    for (args, says) in [
+        (vec!["--shapes", "8"], "MAPSxPARTITIONS"),
+        (vec!["--shapes", "0x4"], "at least 1"),
+        (
+            vec!["--size", "1KiB", "--shapes", "8x4"],
+            "needs at least 32 records",
+        ),
+        (vec!["--size", "2GiB"], "free"),
+        (vec!["--rounds", "0"], "at least 1"),
+    ] {
+        let mut all = vec!["shufflebench"];
+        all.extend(args.iter().copied());
+        let out = cluster.crail(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?}");
+        assert!(err.contains(says), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{all:?}: {err}");
+    }
+}
