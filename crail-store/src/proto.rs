@@ -46,6 +46,7 @@ impl From<&types::Placement> for Placement {
         Self {
             storage_class: p.storage_class,
             location: p.location.map(|l| l.to_string()),
+            spread: p.spread,
         }
     }
 }
@@ -58,6 +59,7 @@ impl TryFrom<Option<Placement>> for types::Placement {
         Ok(Self {
             storage_class: p.storage_class,
             location: p.location.as_deref().map(parse_ip).transpose()?,
+            spread: p.spread,
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct Placement {
     pub storage_class: Option<u32>,
     /// Only datanodes on this host; `None` prefers the requesting client's host, then spreads.
     pub location: Option<IpAddr>,
+    /// Without a `location`: the datanodes of a class in turn from the first block on, the
+    /// requesting client's host not preferred, so a file's blocks stripe across the cluster
+    /// (a value every host reads, such as a broadcast variable).
+    pub spread: bool,
 }
 
 impl Placement {
@@ -69,6 +73,12 @@ impl Placement {
     /// Restrict blocks to datanodes on one host.
     pub fn location(mut self, host: IpAddr) -> Self {
         self.location = Some(host);
+        self
+    }
+
+    /// Stripe blocks across every datanode of a class, in turn (see [`Placement::spread`]).
+    pub fn spread(mut self) -> Self {
+        self.spread = true;
         self
     }
 }

@@ -81,6 +81,38 @@ async fn a_client_without_local_datanodes_gets_blocks_spread_round_robin() {
 }
 
 #[tokio::test]
+async fn a_spread_file_stripes_across_every_host_even_from_one_that_has_datanodes() {
+    let nn = start().await;
+    let admin = client(&nn).await;
+    let mut ids = Vec::new();
+    for host in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        ids.push(datanode(&admin, host, 7000, 0, 10).await);
+    }
+    let _beat = Beating(heartbeats(admin.clone(), ids));
+    let store = client_on(&nn, "127.0.0.3").await;
+    let spread = CreateOptions::default().placement(Placement::default().spread());
+    let lease = store.create_file("/striped", &spread).await.unwrap();
+    let placed = hosts(&lease.allocate(0, 6).await.unwrap());
+    // Each run of three consecutive blocks covers the three hosts.
+    for run in placed.chunks(3) {
+        let mut run = run.to_vec();
+        run.sort();
+        assert_eq!(
+            run,
+            ["127.0.0.2/0", "127.0.0.3/0", "127.0.0.4/0"],
+            "{placed:?}"
+        );
+    }
+    // The file remembers how it was placed: blocks it allocates later stripe too.
+    let stat = store.stat("/striped").await.unwrap();
+    assert!(stat.placement.spread);
+    let more = hosts(&lease.allocate(6, 3).await.unwrap());
+    let mut more = more.clone();
+    more.sort();
+    assert_eq!(more, ["127.0.0.2/0", "127.0.0.3/0", "127.0.0.4/0"]);
+}
+
+#[tokio::test]
 async fn explicit_class_and_location_are_honoured() {
     let nn = start().await;
     let admin = client(&nn).await;

@@ -254,9 +254,11 @@ impl Registry {
             };
             let len = group.members.len();
             let preferred = placement.location.unwrap_or(requester);
-            // Pass 0: the preferred host. Pass 1 (only without an explicit host): anyone.
+            // Pass 0: the preferred host (skipped when spreading). Pass 1 (only without an
+            // explicit host): anyone.
             let passes = if placement.location.is_some() { 1 } else { 2 };
-            for pass in 0..passes {
+            let first = usize::from(placement.spread && placement.location.is_none());
+            for pass in first..passes {
                 for step in 0..len {
                     let slot = (group.cursor + step) % len;
                     let id = group.members[slot];
@@ -378,6 +380,28 @@ mod tests {
             .unwrap();
         let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
         assert_eq!(owners, [a, b, a, b]);
+    }
+
+    #[test]
+    fn spread_takes_datanodes_in_turn_even_from_a_host_that_has_one() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS, 100);
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
+        let c = r.register(&spec("127.0.0.4", 1, 0, 10), now).unwrap();
+        let got = r
+            .allocate(6, &Placement::default().spread(), ip("127.0.0.3"))
+            .unwrap();
+        let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
+        assert_eq!(owners.len(), 6);
+        for d in [a, b, c] {
+            assert_eq!(owners.iter().filter(|&&o| o == d).count(), 2, "{owners:?}");
+        }
+        assert_ne!(owners[0], owners[1]);
+        // A location still wins over spreading.
+        let pinned = Placement::default().spread().location(ip("127.0.0.4"));
+        let got = r.allocate(2, &pinned, ip("127.0.0.3")).unwrap();
+        assert!(got.iter().all(|x| x.datanode == c));
     }
 
     #[test]
