@@ -71,6 +71,50 @@ pub mod testing {
         }
     }
 
+    /// A namenode on 127.0.0.1 and one dram datanode per host in this process: the store the
+    /// tests of the crates above it run on. Dropping it stops the namenode.
+    #[derive(Debug)]
+    pub struct LocalCluster {
+        /// The namenode.
+        pub namenode: crate::namenode::RunningNamenode,
+        /// A client configuration for it (no local host).
+        pub client: crate::ClientConfig,
+    }
+
+    impl LocalCluster {
+        /// Starts the namenode, then a datanode of `capacity` bytes on each of `hosts`.
+        pub async fn start(hosts: &[&str], capacity: crate::ByteSize) -> crate::Result<Self> {
+            let namenode = crate::namenode::RunningNamenode::start(crate::NamenodeConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..crate::NamenodeConfig::default()
+            })
+            .await?;
+            let client = crate::ClientConfig::for_namenode(namenode.addr());
+            for host in hosts {
+                let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
+                    .await
+                    .map_err(|cause| crate::Error::Io { cause })?;
+                let config = crate::DatanodeConfig {
+                    capacity,
+                    ..crate::DatanodeConfig::default()
+                };
+                let datanode =
+                    crate::datanode::Datanode::start(listener, config, client.clone()).await?;
+                tokio::spawn(datanode.serve(std::future::pending()));
+            }
+            Ok(Self { namenode, client })
+        }
+
+        /// The client configuration of a client on `host` (one of the datanodes' hosts, so
+        /// its writes land there first and it uses the same-host path).
+        pub fn on(&self, host: &str) -> crate::ClientConfig {
+            match host.parse() {
+                Ok(ip) => self.client.clone().with_local_host(ip),
+                Err(_) => self.client.clone(),
+            }
+        }
+    }
+
     /// Encodes one request frame as a client would send it: `kind`, `id` and a raw body.
     pub fn raw_frame(kind: u16, flags: u16, id: u64, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + body.len());

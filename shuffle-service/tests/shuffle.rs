@@ -4,57 +4,33 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use crail_shuffle::{Error, Meta, ShuffleId, Shuffles, Slots};
-use crail_store::datanode::Datanode;
-use crail_store::namenode::RunningNamenode;
-use crail_store::{ByteSize, ClientConfig, DatanodeConfig, NamenodeConfig, Store};
+use crail_store::testing::LocalCluster;
+use crail_store::{ByteSize, Store};
 
 const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const SLOTS: usize = 2;
 const RECORD: usize = 100;
 
 struct Cluster {
-    _nn: RunningNamenode,
+    _store: LocalCluster,
     store: Store,
     nodes: Vec<Slots>,
 }
 
 async fn cluster() -> Cluster {
-    let nn = RunningNamenode::start(NamenodeConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..NamenodeConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = ClientConfig::for_namenode(nn.addr());
-    let mut nodes = Vec::new();
-    for host in HOSTS {
-        let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
-            .await
-            .unwrap();
-        let dn = Datanode::start(
-            listener,
-            DatanodeConfig {
-                capacity: ByteSize(256 << 20),
-                ..DatanodeConfig::default()
-            },
-            client.clone(),
-        )
+    let local = LocalCluster::start(&HOSTS, ByteSize(256 << 20))
         .await
         .unwrap();
-        tokio::spawn(dn.serve(std::future::pending()));
-        let local = client.clone().with_local_host(host.parse().unwrap());
-        nodes.push(Slots::new(
-            Store::connect(&local).await.unwrap(),
-            host,
-            SLOTS,
-        ));
+    let mut nodes = Vec::new();
+    for host in HOSTS {
+        let store = Store::connect(&local.on(host)).await.unwrap();
+        nodes.push(Slots::new(store, host, SLOTS));
     }
-    let store = Store::connect(&client).await.unwrap();
+    let store = Store::connect(&local.client).await.unwrap();
     Cluster {
-        _nn: nn,
+        _store: local,
         store,
         nodes,
     }
