@@ -11,9 +11,11 @@
 //! - A get holds the value it found: a destroy (or a put replacing it) frees the blocks only
 //!   after readers holding them let go, so a reader never reads blocks given to someone else.
 //!
-//! The per-node service that caches each variable on the node (so it crosses the network to
-//! a node once) builds on this; see ARCHITECTURE.md.
+//! [`NodeCache`] is a node's copy of the variables its readers ask for, so a variable crosses
+//! the network to a node once however many of its tasks read it; the per-node service that
+//! serves it to the node's engines builds on it (see ARCHITECTURE.md).
 
+mod cache;
 mod error;
 
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use crail_store::{
     CreateOptions, Error as StoreError, FileReader, KeyValue, NodeType, Placement, Store,
 };
 
+pub use cache::{CacheStats, CachedReader, NodeCache};
 pub use error::{Error, Result};
 
 /// Where variables live in the store.
@@ -305,6 +308,12 @@ impl VarReader {
     /// The value's size in bytes.
     pub fn size(&self) -> u64 {
         self.value.size()
+    }
+
+    /// The value's data object in the store: a variable destroyed and put again has a new
+    /// one, so a copy made from another object is stale.
+    pub fn object(&self) -> u64 {
+        self.value.stat().file_id
     }
 
     /// The next chunk of the value (at most a block), or `None` at its end. A block that

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crail_broadcast::{Broadcasts, Error, VarId};
+use crail_broadcast::{Broadcasts, Error, NodeCache, VarId};
 use crail_store::testing::LocalCluster;
 use crail_store::{ByteSize, Store};
 use tokio::io::AsyncWriteExt;
@@ -214,4 +214,66 @@ async fn a_value_larger_than_the_free_store_fails_and_leaves_nothing() {
     let fits = value(8 << 20, 6);
     b.put(&var, &fits).await.unwrap();
     assert!(c.nodes[2].read_all(&var, NOW).await.unwrap() == fits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_fetches_a_variable_once_however_many_of_its_readers_ask() {
+    let c = cluster().await;
+    let var = VarId::new("app-6", "shared");
+    let data = value(6 << 20, 6);
+    c.nodes[0].put(&var, &data).await.unwrap();
+    let caches: Vec<NodeCache> = c.nodes.iter().cloned().map(NodeCache::new).collect();
+    let mut readers = Vec::new();
+    for cache in &caches {
+        for _ in 0..4 {
+            let (cache, var) = (cache.clone(), var.clone());
+            readers.push(tokio::spawn(async move {
+                let mut reader = cache.get(&var, NOW).await.unwrap();
+                assert_eq!(reader.size(), 6 << 20);
+                let mut got = Vec::new();
+                while let Some(chunk) = reader.next_chunk().await.unwrap() {
+                    got.extend_from_slice(&chunk);
+                }
+                got
+            }));
+        }
+    }
+    for reader in readers {
+        assert!(reader.await.unwrap() == data);
+    }
+    for cache in &caches {
+        assert_eq!(cache.fetches_of(&var), 1);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.fetches, stats.hits, stats.cached),
+            (1, 3, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.fetched_bytes, 6 << 20);
+    }
+
+    // Destroyed: no node serves its copy any more. Put again under the same name: a new
+    // value, fetched anew.
+    c.nodes[1].destroy(&var).await.unwrap();
+    for cache in &caches {
+        assert!(matches!(
+            cache.get(&var, NOW).await,
+            Err(Error::UnknownVariable { .. })
+        ));
+        assert_eq!(cache.stats().cached, 0);
+    }
+    let again = value(1 << 20, 7);
+    c.nodes[2].put(&var, &again).await.unwrap();
+    for cache in &caches {
+        let mut reader = cache.get(&var, NOW).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = reader.next_chunk().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == again);
+        assert_eq!(cache.fetches_of(&var), 2);
+    }
+    // An application's end drops its copies.
+    caches[0].drop_app("app-6");
+    assert_eq!(caches[0].stats().cached, 0);
 }
