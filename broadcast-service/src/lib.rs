@@ -18,6 +18,7 @@
 mod cache;
 mod error;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -280,23 +281,35 @@ impl Broadcasts {
 }
 
 /// A variable being read: its value's chunks in order, several blocks fetched at once from
-/// the datanodes they are striped over. Holds the value while it lives.
+/// the datanodes they are striped over. Holds the value while it lives (renewing the hold in
+/// the background, so a reader that pauses keeps it).
 #[derive(Debug)]
 pub struct VarReader {
     var: VarId,
-    value: KeyValue,
+    value: Arc<KeyValue>,
     reader: FileReader,
-    renewed: Instant,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl VarReader {
     fn new(var: VarId, value: KeyValue) -> Self {
         let reader = value.reader();
+        let value = Arc::new(value);
+        let held = Arc::clone(&value);
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                if let Err(e) = held.renew().await {
+                    tracing::warn!("cannot renew the hold on {}: {e}", held.path());
+                    return;
+                }
+            }
+        });
         Self {
             var,
             value,
             reader,
-            renewed: Instant::now(),
+            renewer,
         }
     }
 
@@ -319,10 +332,6 @@ impl VarReader {
     /// The next chunk of the value (at most a block), or `None` at its end. A block that
     /// cannot be read (its datanode died) is [`Error::Unreadable`].
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        if self.renewed.elapsed() >= RENEW_EVERY {
-            self.value.renew().await?;
-            self.renewed = Instant::now();
-        }
         self.reader
             .next_buffer()
             .await
@@ -331,5 +340,12 @@ impl VarReader {
                 var: self.var.clone(),
                 cause: e.to_string(),
             })
+    }
+}
+
+impl Drop for VarReader {
+    fn drop(&mut self) {
+        // The hold goes when the last handle on the value does (its drop releases it).
+        self.renewer.abort();
     }
 }
