@@ -16,7 +16,7 @@ const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const CAPACITY: u64 = 32 << 20;
 
 struct Cluster {
-    _store: LocalCluster,
+    store: LocalCluster,
     /// Per host, the variables as a client on that host sees them.
     nodes: Vec<Broadcasts>,
 }
@@ -31,10 +31,7 @@ async fn cluster() -> Cluster {
             Store::connect(&store.on(host)).await.unwrap(),
         ));
     }
-    Cluster {
-        _store: store,
-        nodes,
-    }
+    Cluster { store, nodes }
 }
 
 async fn used(b: &Broadcasts) -> u64 {
@@ -276,4 +273,39 @@ async fn each_node_fetches_a_variable_once_however_many_of_its_readers_ask() {
     // An application's end drops its copies.
     caches[0].drop_app("app-6");
     assert_eq!(caches[0].stats().cached, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datanode_lost_mid_read_fails_the_read_naming_the_variable() {
+    let mut c = cluster().await;
+    let var = VarId::new("app-7", "doomed");
+    let data = value(12 << 20, 8);
+    c.nodes[0].put(&var, &data).await.unwrap();
+    let cache = NodeCache::new(c.nodes[1].clone());
+    let mut direct = c.nodes[0].get(&var, NOW).await.unwrap();
+    let first = direct.next_chunk().await.unwrap().unwrap();
+    assert!(first[..] == data[..first.len()]);
+    // A third of the stripes go with the datanode on 127.0.0.4.
+    c.store.stop_datanode(HOSTS[2]).await;
+    let err = loop {
+        match direct.next_chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("read a value whose stripes are gone"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("app-7/doomed"), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1);
+    // A node's fetch fails the same way for its readers, and is not kept as a copy.
+    let mut cached = cache.get(&var, NOW).await.unwrap();
+    let err = loop {
+        match cached.next_chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("read a value whose stripes are gone"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Unreadable { .. }), "{err}");
+    assert_eq!(cache.stats().cached, 0);
 }

@@ -79,7 +79,14 @@ pub mod testing {
         pub namenode: crate::namenode::RunningNamenode,
         /// A client configuration for it (no local host).
         pub client: crate::ClientConfig,
+        /// Per host: the datanode's stop signal and task.
+        datanodes: Vec<(String, Option<StopDatanode>)>,
     }
+
+    type StopDatanode = (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<crate::Result<()>>,
+    );
 
     impl LocalCluster {
         /// Starts the namenode, then a datanode of `capacity` bytes on each of `hosts`.
@@ -90,6 +97,7 @@ pub mod testing {
             })
             .await?;
             let client = crate::ClientConfig::for_namenode(namenode.addr());
+            let mut datanodes = Vec::new();
             for host in hosts {
                 let listener = tokio::net::TcpListener::bind(format!("{host}:0"))
                     .await
@@ -100,9 +108,30 @@ pub mod testing {
                 };
                 let datanode =
                     crate::datanode::Datanode::start(listener, config, client.clone()).await?;
-                tokio::spawn(datanode.serve(std::future::pending()));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(datanode.serve(async move {
+                    let _ = stopped.await;
+                }));
+                datanodes.push(((*host).to_owned(), Some((stop, task))));
             }
-            Ok(Self { namenode, client })
+            Ok(Self {
+                namenode,
+                client,
+                datanodes,
+            })
+        }
+
+        /// Stops the datanode on `host` (it deregisters: its blocks are lost at once) and
+        /// waits until it has.
+        pub async fn stop_datanode(&mut self, host: &str) {
+            for (h, running) in &mut self.datanodes {
+                if h == host
+                    && let Some((stop, task)) = running.take()
+                {
+                    let _ = stop.send(());
+                    let _ = task.await;
+                }
+            }
         }
 
         /// The client configuration of a client on `host` (one of the datanodes' hosts, so
