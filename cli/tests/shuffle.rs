@@ -10,11 +10,11 @@ mod process;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crail_shuffle::{Error, Meta, ShuffleClient, ShuffleId};
-use crail_store::{ClientConfig, Config, Store};
-use process::Cluster;
+use crail_store::Store;
+use process::{Cluster, wait_until};
 
 const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 const SLOTS: usize = 2;
@@ -24,27 +24,14 @@ const RECORD: usize = 100;
 fn cluster(extra: &[&str]) -> Cluster {
     let mut args = vec!["--dram", "256MiB", "--keep-going", "--shuffle-slots", "2"];
     args.extend_from_slice(extra);
-    Cluster::start(
-        &args,
-        &[
-            ("CRAIL_NAMENODE_HEARTBEAT_INTERVAL", "200ms"),
-            ("CRAIL_NAMENODE_HEARTBEAT_MISSES", "4"),
-        ],
-    )
+    Cluster::start_failing_fast(&args)
 }
 
 /// Per node: an engine's store client on the node's address and its shuffle client.
 async fn engines(cluster: &Cluster, app: &str) -> Vec<ShuffleClient> {
-    let config = Config::load(
-        Some(cluster.config.as_path()),
-        std::iter::empty::<(String, String)>(),
-    )
-    .unwrap()
-    .client;
     let mut out = Vec::new();
     for host in HOSTS {
-        let local: ClientConfig = config.clone().with_local_host(host.parse().unwrap());
-        let store = Store::connect(&local).await.unwrap();
+        let store = cluster.store_on(host).await;
         let client = ShuffleClient::connect_local(store, app).await.unwrap();
         assert_eq!(client.host(), host);
         out.push(client);
@@ -112,17 +99,6 @@ fn expected(maps: Range<u32>, parts: Range<u32>, partitions: u32) -> Vec<Vec<u8>
         .collect();
     out.sort_unstable();
     out
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut done: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +267,7 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
     // Kill the node on 127.0.0.4 (its datanodes and its service) and wait for the namenode
     // to declare its datanodes dead.
     let store = e[0].shuffles().store().clone();
-    kill_node(&cluster, HOSTS[2]);
+    cluster.kill_node(HOSTS[2]);
     wait_until(
         "the killed node's datanodes to be declared dead",
         || async {
@@ -429,25 +405,6 @@ async fn bad_clients_and_clients_that_vanish_mid_write_leave_the_service_whole()
 }
 
 /// SIGKILLs the `crail node` process of `host` in this cluster.
-fn kill_node(cluster: &Cluster, host: &str) {
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            (cmd.contains(" node ") && cmd.contains(&cluster.namenode) && cmd.contains(host))
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
-        .next()
-        .unwrap_or_else(|| panic!("no node process for {host}"));
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
     let cluster = cluster(&[]);

@@ -26,6 +26,7 @@ mod wire;
 pub mod datanode;
 pub mod namenode;
 pub mod rdma;
+pub mod service;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -2,16 +2,13 @@
 //! unregister) and to the store directly (the data of writes and reads, map status).
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::SocketAddr;
 use std::ops::Range;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crail_store::service::{self as node, Endpoint};
 use crail_store::{LeaseTicket, Store};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Shuffles;
@@ -24,79 +21,6 @@ use crate::writer::{GiveBack, MapWriter};
 
 /// Time to connect and be welcomed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where a node's shuffle service listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// TCP.
-    Tcp(SocketAddr),
-    /// A Unix socket: a path, or a name in the abstract namespace written `@name`.
-    Unix(String),
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tcp(addr) => write!(f, "tcp:{addr}"),
-            Self::Unix(path) => write!(f, "unix:{path}"),
-        }
-    }
-}
-
-impl FromStr for Endpoint {
-    type Err = String;
-
-    /// `tcp:host:port` or `host:port`; `unix:/path`, `unix:@name`, `/path` or `@name`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let unix = |p: &str| {
-            if p.starts_with('/') || p.starts_with('@') {
-                Ok(Self::Unix(p.to_owned()))
-            } else {
-                Err(format!("{s:?}: a Unix socket is an absolute path or @name"))
-            }
-        };
-        if let Some(rest) = s.strip_prefix("unix:") {
-            return unix(rest);
-        }
-        if s.starts_with('/') || s.starts_with('@') {
-            return unix(s);
-        }
-        let addr = s.strip_prefix("tcp:").unwrap_or(s);
-        addr.parse()
-            .map(Self::Tcp)
-            .map_err(|_| format!("{s:?}: not host:port, unix:/path or unix:@name"))
-    }
-}
-
-/// A Unix socket address: `@name` in the abstract namespace, else a path.
-pub(crate) fn unix_addr(path: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    match path.strip_prefix('@') {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt;
-            std::os::unix::net::SocketAddr::from_abstract_name(name)
-        }
-        None => std::os::unix::net::SocketAddr::from_pathname(path),
-    }
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Opens a stream to `endpoint`.
-async fn open(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
-    match endpoint {
-        Endpoint::Tcp(addr) => {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream))
-        }
-        Endpoint::Unix(path) => {
-            let std = std::os::unix::net::UnixStream::connect_addr(&unix_addr(path)?)?;
-            std.set_nonblocking(true)?;
-            Ok(Box::new(tokio::net::UnixStream::from_std(std)?))
-        }
-    }
-}
 
 type Waiters = Arc<parking_lot::Mutex<Option<HashMap<u64, oneshot::Sender<wire::Reply>>>>>;
 
@@ -130,7 +54,7 @@ impl Connection {
             service: name.clone(),
             cause,
         };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, open(endpoint))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, node::connect(endpoint))
             .await
             .map_err(|_| failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| failed(format!("cannot connect: {e}")))?;
@@ -138,7 +62,7 @@ impl Connection {
         let (outbox, mut queue) = mpsc::unbounded_channel::<wire::Request>();
         tokio::spawn(async move {
             while let Some(request) = queue.recv().await {
-                if wire::write(&mut wr, &request).await.is_err() {
+                if node::write(&mut wr, &request).await.is_err() {
                     return;
                 }
             }
@@ -147,7 +71,7 @@ impl Connection {
         let reading = Arc::clone(&waiters);
         let reader = tokio::spawn(async move {
             let mut buf = Vec::new();
-            while let Ok(reply) = wire::read::<wire::Reply, _>(&mut rd, &mut buf).await {
+            while let Ok(reply) = node::read::<wire::Reply, _>(&mut rd, &mut buf).await {
                 let waiter = reading.lock().as_mut().and_then(|w| w.remove(&reply.id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(reply);
@@ -266,23 +190,15 @@ impl ShuffleClient {
     /// 127.0.0.1), found where the service advertised itself in the store: the Unix socket
     /// first, then TCP.
     pub async fn connect_local(store: Store, app: &str) -> Result<Self> {
-        let host = store
-            .config()
-            .local_host
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
-            .to_string();
-        let path = format!("{}/.services/{host}", crate::layout::ROOT);
-        let text = crate::read_small(&store, &path)
+        let host = node::host_of(&store);
+        let endpoints = node::advertised(&store, crate::layout::ROOT, &host)
             .await
             .map_err(|e| Error::Service {
                 service: format!("of {host}"),
                 cause: format!("no shuffle service advertised for this host ({e})"),
             })?;
         let mut last = None;
-        for line in String::from_utf8_lossy(&text).lines() {
-            let Ok(endpoint) = line.parse::<Endpoint>() else {
-                continue;
-            };
+        for endpoint in endpoints {
             match Self::connect(&endpoint, app, store.clone()).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last = Some(e),
@@ -290,7 +206,7 @@ impl ShuffleClient {
         }
         Err(last.unwrap_or_else(|| Error::Service {
             service: format!("of {host}"),
-            cause: format!("{path} names no endpoint"),
+            cause: "its advertisement names no endpoint".into(),
         }))
     }
 

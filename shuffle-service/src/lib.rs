@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use crail_store::{CreateOptions, Error as StoreError, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-pub use client::{Endpoint, ShuffleClient};
+pub use client::ShuffleClient;
+pub use crail_store::service::Endpoint;
 pub use error::{Error, Result};
 pub use layout::{Commit, Meta, Segment, ShuffleId};
 pub use reader::{Chunk, PartitionReader, lengths};
@@ -134,7 +135,7 @@ impl Shuffles {
             "{}/.{}.{:x}",
             ShuffleId::app_dir(&id.app),
             id.shuffle,
-            nonce()
+            crail_store::service::nonce()
         );
         let built = async {
             self.store.create_dir(&building, dirs).await?;
@@ -400,14 +401,4 @@ pub(crate) async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Re
 
 pub(crate) async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
     store.lookup(path).await?.into_file()?.read_to_end().await
-}
-
-/// A value unlikely to repeat, for hidden names of things being built.
-pub(crate) fn nonce() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ u64::from(std::process::id()).rotate_left(32)
 }

@@ -7,15 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use crail_store::service::Listener;
+use crail_store::service::{self as node, Endpoint, Io};
 use crail_store::{CreateOptions, Error as StoreError, Store};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use crate::Shuffles;
-use crate::client::Endpoint;
 use crate::error::{Error, Result};
 use crate::layout::{self, Meta, ShuffleId};
 use crate::slots::{Outcome, Slots};
@@ -46,65 +44,16 @@ impl Default for ServiceConfig {
     }
 }
 
-/// A listener of the service.
-#[derive(Debug)]
-pub enum Listener {
-    /// TCP.
-    Tcp(TcpListener),
-    /// A Unix socket (a path or an abstract name).
-    Unix(UnixListener),
-}
-
-impl Listener {
-    /// Listens on a Unix socket: a path, or `@name` in the abstract namespace (nothing left
-    /// behind in the file system, gone with the process).
-    pub fn unix(path: &str) -> std::io::Result<Self> {
-        let std = std::os::unix::net::UnixListener::bind_addr(&crate::client::unix_addr(path)?)?;
-        std.set_nonblocking(true)?;
-        Ok(Self::Unix(UnixListener::from_std(std)?))
-    }
-}
-
 /// Records where the service of node `host` listens, in the store
-/// (`/crail-shuffle/.services/<host>`, one endpoint per line), for
-/// [`crate::ShuffleClient::connect_local`]. Replaces what an earlier service of the host left.
+/// (`/crail-shuffle/.services/<host>`), for [`crate::ShuffleClient::connect_local`].
 pub async fn advertise(store: &Store, host: &str, endpoints: &[Endpoint]) -> Result<()> {
-    let dir = format!("{}/.services", layout::ROOT);
-    for dir in [layout::ROOT, dir.as_str()] {
-        match store.create_dir(dir, &CreateOptions::default()).await {
-            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let text: String = endpoints.iter().map(|e| format!("{e}\n")).collect();
-    let path = format!("{dir}/{host}");
-    let pending = format!("{dir}/.{host}.{:x}", crate::nonce());
-    store
-        .write_file(&pending, text.as_bytes(), &CreateOptions::default())
-        .await?;
-    match store.delete(&path, false).await {
-        Ok(()) | Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    store.rename(&pending, &path).await?;
-    Ok(())
+    Ok(node::advertise(store, layout::ROOT, host, endpoints).await?)
 }
 
 /// The hosts whose shuffle service advertised itself in the store (see [`advertise`]), in
 /// address order: where a driver can place tasks. Empty when no node runs one.
 pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
-    let dir = format!("{}/.services", layout::ROOT);
-    let entries = match store.list(&dir).await {
-        Ok(entries) => entries,
-        Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut hosts: Vec<(std::net::IpAddr, String)> = entries
-        .into_iter()
-        .filter_map(|e| Some((e.name.parse().ok()?, e.name)))
-        .collect();
-    hosts.sort();
-    Ok(hosts.into_iter().map(|(_, name)| name).collect())
+    Ok(node::advertised_hosts(store, layout::ROOT).await?)
 }
 
 /// Serves the node's slots on `listeners` until `shutdown` completes.
@@ -120,74 +69,29 @@ pub async fn run(
         config,
         apps: parking_lot::Mutex::new(HashMap::new()),
     });
-    let stop = CancellationToken::new();
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut tasks = JoinSet::new();
-    if let Some(ttl) = service.config.orphan_ttl {
-        let (service, stop) = (Arc::clone(&service), stop.clone());
-        tasks.spawn(async move {
-            let every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => service.keep_alive_and_expire(ttl).await,
+    let every = service
+        .config
+        .orphan_ttl
+        .map(|ttl| (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)));
+    let (keeper, handler) = (Arc::clone(&service), Arc::clone(&service));
+    node::run(
+        "shuffle service",
+        listeners,
+        MAX_CONNECTIONS,
+        every,
+        move || {
+            let service = Arc::clone(&keeper);
+            async move {
+                if let Some(ttl) = service.config.orphan_ttl {
+                    service.keep_alive_and_expire(ttl).await;
                 }
             }
-        });
-    }
-    for listener in listeners {
-        let (service, stop, permits) = (Arc::clone(&service), stop.clone(), Arc::clone(&permits));
-        tasks.spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let permit = tokio::select! {
-                    () = stop.cancelled() => break,
-                    p = Arc::clone(&permits).acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                let accepted: std::io::Result<Box<dyn Io>> = tokio::select! {
-                    () = stop.cancelled() => break,
-                    a = accept(&listener) => a,
-                };
-                match accepted {
-                    Ok(stream) => {
-                        let service = Arc::clone(&service);
-                        conns.spawn(async move {
-                            service.serve(stream).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("shuffle service: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                while conns.try_join_next().is_some() {}
-            }
-            conns.abort_all();
-            while conns.join_next().await.is_some() {}
-        });
-    }
-    shutdown.await;
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+        },
+        shutdown,
+        move |stream| Arc::clone(&handler).serve(stream),
+    )
+    .await;
     Ok(())
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Io>> {
-    match listener {
-        Listener::Tcp(l) => {
-            let (stream, _) = l.accept().await?;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream))
-        }
-        Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
-    }
 }
 
 #[derive(Debug)]
@@ -206,7 +110,7 @@ impl Service {
         // Hello first.
         let hello = tokio::time::timeout(
             HELLO_TIMEOUT,
-            wire::read::<wire::Request, _>(&mut rd, &mut buf),
+            node::read::<wire::Request, _>(&mut rd, &mut buf),
         )
         .await;
         let (id, hello) = match hello {
@@ -230,12 +134,12 @@ impl Service {
                 hello.version,
                 wire::VERSION
             );
-            let _ = wire::write(&mut wr, &refuse(problem)).await;
+            let _ = node::write(&mut wr, &refuse(problem)).await;
             return;
         }
         if !hello.app.is_empty() {
             if let Err(e) = ShuffleId::new(hello.app.clone(), 0).check() {
-                let _ = wire::write(&mut wr, &refuse(e.to_string())).await;
+                let _ = node::write(&mut wr, &refuse(e.to_string())).await;
                 return;
             }
             *self.apps.lock().entry(hello.app.clone()).or_default() += 1;
@@ -250,11 +154,11 @@ impl Service {
         };
         let (out, mut replies) = mpsc::channel::<wire::Reply>(MAX_IN_FLIGHT);
         let writer = tokio::spawn(async move {
-            if wire::write(&mut wr, &welcome).await.is_err() {
+            if node::write(&mut wr, &welcome).await.is_err() {
                 return;
             }
             while let Some(reply) = replies.recv().await {
-                if wire::write(&mut wr, &reply).await.is_err() {
+                if node::write(&mut wr, &reply).await.is_err() {
                     return;
                 }
             }
@@ -263,10 +167,10 @@ impl Service {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut handlers = JoinSet::new();
         loop {
-            let request = match wire::read::<wire::Request, _>(&mut rd, &mut buf).await {
+            let request = match node::read::<wire::Request, _>(&mut rd, &mut buf).await {
                 Ok(request) => request,
-                Err(wire::ReadError::Closed) => break,
-                Err(wire::ReadError::Bad(problem)) => {
+                Err(node::ReadError::Closed) => break,
+                Err(node::ReadError::Bad(problem)) => {
                     tracing::debug!("shuffle service: dropping a client: {problem}");
                     break;
                 }
@@ -403,7 +307,7 @@ impl Service {
             "{}/.alive-{}-{:x}",
             ShuffleId::app_dir(app),
             self.slots.host(),
-            crate::nonce()
+            node::nonce()
         );
         let store = self.slots.store();
         if store

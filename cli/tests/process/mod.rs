@@ -109,6 +109,30 @@ impl Cluster {
         }
     }
 
+    /// As [`Cluster::start`], with a namenode that declares a silent datanode dead within
+    /// about a second (for tests that kill nodes).
+    pub fn start_failing_fast(extra: &[&str]) -> Self {
+        Self::start(
+            extra,
+            &[
+                ("CRAIL_NAMENODE_HEARTBEAT_INTERVAL", "200ms"),
+                ("CRAIL_NAMENODE_HEARTBEAT_MISSES", "4"),
+            ],
+        )
+    }
+
+    /// A store client on node `host` (its `local_host`), as an engine there has.
+    pub async fn store_on(&self, host: &str) -> crail_store::Store {
+        let config = crail_store::Config::load(
+            Some(self.config.as_path()),
+            std::iter::empty::<(String, String)>(),
+        )
+        .unwrap()
+        .client
+        .with_local_host(host.parse().unwrap());
+        crail_store::Store::connect(&config).await.unwrap()
+    }
+
     /// Runs `crail` with this cluster's client config in CRAIL_CONF.
     pub fn crail(&self, args: &[&str]) -> Output {
         Command::new(CRAIL)
@@ -127,6 +151,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Kills the node process of `host` with SIGKILL (no goodbye to anyone).
+    pub fn kill_node(&self, host: &str) {
+        let pid = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (cmd.contains(" node ") && cmd.contains(&self.namenode) && cmd.contains(host))
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no node process for {host}"));
+        let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        assert!(status.success());
     }
 
     pub fn signal(&self, signal: &str) {
@@ -157,5 +198,17 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` every 100 ms until it holds; fails the test after 30 s.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
