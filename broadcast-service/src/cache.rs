@@ -82,6 +82,11 @@ impl NodeCache {
         }
     }
 
+    /// The variables it copies.
+    pub fn broadcasts(&self) -> &Broadcasts {
+        &self.broadcasts
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Every update leaves the maps consistent; a panic cannot break them half-way.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,6 +139,8 @@ impl NodeCache {
                     copy.progress.send_modify(|p| p.chunks.push(chunk));
                 }
                 Ok(None) => break End::Whole,
+                // The cause alone: readers of the copy name the variable themselves.
+                Err(Error::Unreadable { cause, .. }) => break End::Failed(cause),
                 Err(e) => break End::Failed(e.to_string()),
             }
         };
@@ -165,6 +172,35 @@ impl NodeCache {
         let mut inner = self.inner();
         inner.copies.retain(|var, _| var.app != app);
         inner.stats.cached = inner.copies.len() as u64;
+    }
+
+    /// Drops the copies of variables that are gone from the store (destroyed, or destroyed and
+    /// put again), in case a destroy's word did not reach this node.
+    pub async fn sweep(&self) {
+        let held: Vec<(VarId, Arc<Copy>)> = self
+            .inner()
+            .copies
+            .iter()
+            .map(|(var, copy)| (var.clone(), copy.clone()))
+            .collect();
+        for (var, copy) in held {
+            let current = match self.broadcasts.store().stat(&var.path()).await {
+                Ok(stat) => stat.file_id == copy.object,
+                Err(crail_store::Error::NotFound { .. }) => false,
+                Err(_) => continue,
+            };
+            if !current {
+                let mut inner = self.inner();
+                if inner
+                    .copies
+                    .get(&var)
+                    .is_some_and(|c| Arc::ptr_eq(c, &copy))
+                {
+                    inner.copies.remove(&var);
+                    inner.stats.cached = inner.copies.len() as u64;
+                }
+            }
+        }
     }
 
     /// What the cache has done so far.

@@ -59,6 +59,14 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A node's broadcast service cannot be reached, or broke the protocol.
+    #[error("broadcast service {service}: {cause}")]
+    Service {
+        /// Its endpoint or host.
+        service: String,
+        /// What went wrong.
+        cause: String,
+    },
     /// The store failed otherwise.
     #[error(transparent)]
     Store(#[from] crail_store::Error),

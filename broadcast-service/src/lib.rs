@@ -12,11 +12,15 @@
 //!   after readers holding them let go, so a reader never reads blocks given to someone else.
 //!
 //! [`NodeCache`] is a node's copy of the variables its readers ask for, so a variable crosses
-//! the network to a node once however many of its tasks read it; the per-node service that
-//! serves it to the node's engines builds on it (see ARCHITECTURE.md).
+//! the network to a node once however many of its tasks read it. Every `crail node` runs the
+//! broadcast [`service`], which serves its cache to the node's engines; they reach it through
+//! a [`BroadcastClient`].
 
 mod cache;
+mod client;
 mod error;
+pub mod service;
+mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +31,8 @@ use crail_store::{
 };
 
 pub use cache::{CacheStats, CachedReader, NodeCache};
+pub use client::{BroadcastClient, RemoteReader};
+pub use crail_store::service::Endpoint;
 pub use error::{Error, Result};
 
 /// Where variables live in the store.

@@ -54,6 +54,8 @@ pub(crate) struct Args {
     keep_going: bool,
     #[command(flatten)]
     shuffle: crate::servers::ShuffleArgs,
+    #[command(flatten)]
+    broadcast: crate::servers::BroadcastArgs,
 }
 
 impl Args {
@@ -180,6 +182,9 @@ async fn start_nodes(
         let mut shuffle = args.shuffle.clone();
         shuffle.shuffle_port.get_or_insert(0);
         cmd.args(shuffle.to_args());
+        let mut broadcast = args.broadcast.clone();
+        broadcast.broadcast_port.get_or_insert(0);
+        cmd.args(broadcast.to_args());
         if let (Some(flash), Some(dir)) = (args.flash, &args.flash_dir) {
             cmd.args(["--flash", &flash.to_string()])
                 .arg("--flash-dir")

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use crail_store::datanode::Datanode;
+use crail_store::service::Listener;
 use crail_store::{ByteSize, ClientConfig, Config, DatanodeConfig, TierKind};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -69,6 +70,8 @@ pub(crate) struct NodeArgs {
     flash_dir: Option<PathBuf>,
     #[command(flatten)]
     shuffle: ShuffleArgs,
+    #[command(flatten)]
+    broadcast: BroadcastArgs,
     /// Stop when standard input closes (how `crail cluster` ties its nodes to itself).
     #[arg(long, hide = true)]
     stop_with_stdin: bool,
@@ -85,13 +88,22 @@ pub(crate) struct ShuffleArgs {
     /// files [default: the machine's cores].
     #[arg(long)]
     pub(crate) shuffle_slots: Option<usize>,
-    /// Remove an application's shuffles once no node has seen a client of it for this long,
-    /// e.g. 1h; 0 keeps them until removed [default: 1h].
+    /// Remove an application's shuffles and broadcast variables once no node has seen a
+    /// client of it for this long, e.g. 1h; 0 keeps them until removed [default: 1h].
     #[arg(long)]
     pub(crate) orphan_ttl: Option<crate::DurationArg>,
 }
 
 impl ShuffleArgs {
+    /// The orphan TTL asked for (`0`: none), else `default`.
+    fn orphan_ttl(&self, default: Option<std::time::Duration>) -> Option<std::time::Duration> {
+        match &self.orphan_ttl {
+            Some(ttl) if ttl.0.is_zero() => None,
+            Some(ttl) => Some(ttl.0),
+            None => default,
+        }
+    }
+
     /// These flags again, for a child `crail node`.
     pub(crate) fn to_args(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -110,6 +122,28 @@ impl ShuffleArgs {
 
 /// Default TCP port of a node's shuffle service.
 const SHUFFLE_PORT: u16 = 9070;
+
+/// The node's broadcast service.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BroadcastArgs {
+    /// TCP port of the node's broadcast service, on the node's address; 0 picks a free one
+    /// [default: 9080].
+    #[arg(long)]
+    pub(crate) broadcast_port: Option<u16>,
+}
+
+impl BroadcastArgs {
+    /// These flags again, for a child `crail node`.
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        match self.broadcast_port {
+            Some(port) => vec!["--broadcast-port".into(), port.to_string()],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Default TCP port of a node's broadcast service.
+const BROADCAST_PORT: u16 = 9080;
 
 pub(crate) async fn namenode(args: NamenodeArgs, config: Config) -> anyhow::Result<()> {
     let mut config = config.namenode;
@@ -221,7 +255,7 @@ fn lock_flash(path: &std::path::Path) -> anyhow::Result<FlashFile> {
 pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
     let client = args.client.config(config.clone(), "crail node");
     let host = args.host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let client_for_shuffle = client.clone().with_local_host(host);
+    let client_for_services = client.clone().with_local_host(host);
     let dram = args.dram.unwrap_or(config.datanode.capacity);
     let flash = args.flash.unwrap_or(ByteSize(0));
     if dram.bytes() == 0 && flash.bytes() == 0 {
@@ -283,8 +317,26 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
     };
     // The tiers serve (and heartbeat) first: the service's own store client may take a
     // moment, and a silent datanode is soon declared dead.
-    let shuffle = match start_shuffle(&args.shuffle, host, client_for_shuffle, stop.clone()).await {
-        Ok(shuffle) => shuffle,
+    let services = async {
+        let shuffle = start_shuffle(
+            &args.shuffle,
+            host,
+            client_for_services.clone(),
+            stop.clone(),
+        )
+        .await?;
+        let broadcast = start_broadcast(
+            &args.broadcast,
+            &args.shuffle,
+            host,
+            client_for_services,
+            stop.clone(),
+        )
+        .await?;
+        anyhow::Ok((shuffle, broadcast))
+    };
+    let (shuffle, broadcast) = match services.await {
+        Ok(services) => services,
         Err(e) => {
             stop.cancel();
             while serving.join_next().await.is_some() {}
@@ -295,12 +347,14 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
     serving.spawn(async move {
         shuffle
             .await
-            .map_err(|e| crail_store::Error::Io {
-                cause: std::io::Error::other(format!("the shuffle service's task failed: {e}")),
-            })?
-            .map_err(|e| crail_store::Error::Io {
-                cause: std::io::Error::other(format!("shuffle service: {e}")),
-            })
+            .map_err(|e| service_failed(format!("the shuffle service's task failed: {e}")))?
+            .map_err(|e| service_failed(format!("shuffle service: {e}")))
+    });
+    serving.spawn(async move {
+        broadcast
+            .await
+            .map_err(|e| service_failed(format!("the broadcast service's task failed: {e}")))?
+            .map_err(|e| service_failed(format!("broadcast service: {e}")))
     });
     let failed = tokio::select! {
         () = signal => None,
@@ -326,6 +380,30 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Binds a node service (`name`) on TCP at the node's address and on the abstract Unix
+/// socket `@crail-<name>/<host>:<port>`: the listeners, the TCP address and the socket's name.
+async fn bind_service(
+    name: &str,
+    host: IpAddr,
+    port: u16,
+) -> anyhow::Result<(Listener, Listener, SocketAddr, String)> {
+    let addr = SocketAddr::new(host, port);
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{name} service: cannot listen on {addr}"))?;
+    let addr = tcp.local_addr()?;
+    let unix_name = format!("@crail-{name}/{addr}");
+    let unix = Listener::unix(&unix_name)
+        .with_context(|| format!("{name} service: cannot listen on unix:{unix_name}"))?;
+    Ok((Listener::Tcp(tcp), unix, addr, unix_name))
+}
+
+fn service_failed(cause: String) -> crail_store::Error {
+    crail_store::Error::Io {
+        cause: std::io::Error::other(cause),
+    }
+}
+
 /// Starts the node's shuffle service on TCP (the node's address) and on the abstract Unix
 /// socket `@crail-shuffle/<host>:<port>`, announcing both; it serves until `stop`.
 async fn start_shuffle(
@@ -334,14 +412,8 @@ async fn start_shuffle(
     client: ClientConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<crail_shuffle::Result<()>>> {
-    let addr = SocketAddr::new(host, args.shuffle_port.unwrap_or(SHUFFLE_PORT));
-    let tcp = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("shuffle service: cannot listen on {addr}"))?;
-    let addr = tcp.local_addr()?;
-    let unix_name = format!("@crail-shuffle/{addr}");
-    let unix = crail_shuffle::service::Listener::unix(&unix_name)
-        .with_context(|| format!("shuffle service: cannot listen on unix:{unix_name}"))?;
+    let (tcp, unix, addr, unix_name) =
+        bind_service("shuffle", host, args.shuffle_port.unwrap_or(SHUFFLE_PORT)).await?;
     let store = crail_store::Store::connect(&client)
         .await
         .context("shuffle service: cannot reach the namenode")?;
@@ -352,11 +424,7 @@ async fn start_shuffle(
         bail!("--shuffle-slots must be at least 1");
     }
     let config = crail_shuffle::service::ServiceConfig {
-        orphan_ttl: match &args.orphan_ttl {
-            Some(ttl) if ttl.0.is_zero() => None,
-            Some(ttl) => Some(ttl.0),
-            None => crail_shuffle::service::ServiceConfig::default().orphan_ttl,
-        },
+        orphan_ttl: args.orphan_ttl(crail_shuffle::service::ServiceConfig::default().orphan_ttl),
     };
     crail_shuffle::service::advertise(
         &store,
@@ -371,9 +439,55 @@ async fn start_shuffle(
     // Scripts and tests read this line to learn the endpoints.
     println!("shuffle service on tcp:{addr} and unix:{unix_name} ({slots} slots per shuffle)");
     let slots = crail_shuffle::Slots::new(store, host.to_string(), slots);
-    let listeners = vec![crail_shuffle::service::Listener::Tcp(tcp), unix];
+    let listeners = vec![tcp, unix];
     Ok(tokio::spawn(crail_shuffle::service::run(
         slots,
+        config,
+        listeners,
+        stop.cancelled_owned(),
+    )))
+}
+
+/// Starts the node's broadcast service on TCP (the node's address) and on the abstract Unix
+/// socket `@crail-broadcast/<host>:<port>`, announcing both; it serves until `stop`.
+async fn start_broadcast(
+    args: &BroadcastArgs,
+    shared: &ShuffleArgs,
+    host: IpAddr,
+    client: ClientConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<crail_broadcast::Result<()>>> {
+    use crail_broadcast::service;
+    let (tcp, unix, addr, unix_name) = bind_service(
+        "broadcast",
+        host,
+        args.broadcast_port.unwrap_or(BROADCAST_PORT),
+    )
+    .await?;
+    let store = crail_store::Store::connect(&client)
+        .await
+        .context("broadcast service: cannot reach the namenode")?;
+    let config = service::ServiceConfig {
+        orphan_ttl: shared.orphan_ttl(service::ServiceConfig::default().orphan_ttl),
+        ..service::ServiceConfig::default()
+    };
+    service::advertise(
+        &store,
+        &host.to_string(),
+        &[
+            crail_broadcast::Endpoint::Unix(unix_name.clone()),
+            crail_broadcast::Endpoint::Tcp(addr),
+        ],
+    )
+    .await
+    .context("broadcast service: cannot advertise itself in the store")?;
+    // Scripts and tests read this line to learn the endpoints.
+    println!("broadcast service on tcp:{addr} and unix:{unix_name}");
+    let cache = crail_broadcast::NodeCache::new(crail_broadcast::Broadcasts::new(store));
+    let listeners = vec![tcp, unix];
+    Ok(tokio::spawn(service::run(
+        cache,
+        host.to_string(),
         config,
         listeners,
         stop.cancelled_owned(),

@@ -150,8 +150,9 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
         "{du}"
     );
     let df = cluster.ok(&["fs", "-df", "-b"]);
-    // The two copies, the small file, and each node's shuffle service advertisement.
-    let blocks = 2 * size.div_ceil(MIB) + 1 + 3;
+    // The two copies, the small file, and each node's shuffle and broadcast service
+    // advertisements.
+    let blocks = 2 * size.div_ceil(MIB) + 1 + 6;
     assert_eq!(cell(&df, "total", 4), blocks * MIB, "{df}");
     assert_eq!(cell(&df, "total", 3), 3 * (200 + 256) * MIB, "{df}");
     assert_eq!(cell(&df, "dram", 2), 3, "{df}");
@@ -181,14 +182,16 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
     cluster.ok(&["fs", "-mv", "/data/copy.bin", "/data/sets"]);
     cluster.ok(&["fs", "-rm", "/data/sets/copy.bin", "/data/hello.txt"]);
     cluster.ok(&["fs", "-rm", "-r", "/data"]);
-    // What is left is the shuffle services' advertisements (a block each).
+    // What is left is the services' advertisements (a block each).
     let ls = cluster.ok(&["fs", "-ls", "/"]);
     assert!(
-        ls.ends_with(" /crail-shuffle\n") && ls.lines().count() == 1,
+        ls.contains(" /crail-broadcast\n")
+            && ls.ends_with(" /crail-shuffle\n")
+            && ls.lines().count() == 2,
         "{ls}"
     );
     let df = cluster.ok(&["fs", "-df", "-b"]);
-    assert_eq!(cell(&df, "total", 4), 3 * MIB, "{df}");
+    assert_eq!(cell(&df, "total", 4), 6 * MIB, "{df}");
 
     // SIGTERM: everything stops, and the config and flash files go with it.
     cluster.signal("-TERM");
