@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crail_store::Store;
 use crail_store::service::{self as node, Endpoint, Io};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
@@ -178,6 +178,7 @@ impl BroadcastClient {
                 conn: Some(conn),
                 var: var.clone(),
                 size: start.size,
+                buf: BytesMut::new(),
             }),
             reply::Result::Failure(f) => {
                 self.give_back(conn);
@@ -351,6 +352,8 @@ pub struct RemoteReader {
     conn: Option<Conn>,
     var: VarId,
     size: u64,
+    /// Where chunks land.
+    buf: BytesMut,
 }
 
 impl RemoteReader {
@@ -376,7 +379,7 @@ impl RemoteReader {
         };
         let result = match conn.receive().await {
             Ok(reply::Result::Data(data)) => {
-                return match wire::read_data(&mut conn.rd, data.len).await {
+                return match wire::read_data(&mut conn.rd, data.len, &mut self.buf).await {
                     Ok(bytes) => Ok(Some(bytes)),
                     Err(cause) => {
                         self.conn = None;

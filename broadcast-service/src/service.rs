@@ -268,11 +268,12 @@ impl Service {
             let mut source = tokio_util::io::StreamReader::new(Box::pin(stream));
             broadcasts.put_stream(&var, &mut source).await
         });
+        let mut chunk = bytes::BytesMut::new();
         let going = loop {
             let problem = match node::read::<wire::Request, _>(rd, buf).await {
                 Ok(wire::Request {
                     op: Some(request::Op::Data(data)),
-                }) => match wire::read_data(rd, data.len).await {
+                }) => match wire::read_data(rd, data.len, &mut chunk).await {
                     Ok(bytes) => {
                         // A put that failed already takes no more: drop the bytes.
                         let _ = tx.send(Ok(bytes)).await;

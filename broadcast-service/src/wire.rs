@@ -32,10 +32,12 @@ pub fn var_id(r: Option<&VarRef>) -> VarId {
     )
 }
 
-/// Reads the `len` raw bytes that follow a Data message.
+/// Reads the `len` raw bytes that follow a Data message into `buf` and splits them off:
+/// once the caller drops the chunk, the next one reuses its memory.
 pub async fn read_data<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     len: u32,
+    buf: &mut BytesMut,
 ) -> Result<Bytes, String> {
     if len > MAX_DATA {
         return Err(format!(
@@ -43,17 +45,18 @@ pub async fn read_data<R: AsyncRead + Unpin + ?Sized>(
         ));
     }
     let len = len as usize;
-    let mut data = BytesMut::with_capacity(len);
-    while data.len() < len {
-        let want = len - data.len();
-        let mut rest = (&mut data).limit(want);
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let want = len - buf.len();
+        let mut rest = (&mut *buf).limit(want);
         match reader.read_buf(&mut rest).await {
             Ok(0) => return Err("data cut short".into()),
             Ok(_) => {}
             Err(e) => return Err(format!("data cut short: {e}")),
         }
     }
-    Ok(data.freeze())
+    Ok(buf.split().freeze())
 }
 
 /// An error as the service sends it.

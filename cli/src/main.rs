@@ -2,6 +2,7 @@
 //! them over the configuration (defaults, then the TOML file, then `CRAIL_*` variables) and
 //! calls the libraries.
 
+mod broadcastbench;
 mod cluster;
 mod databench;
 mod fs;
@@ -53,6 +54,8 @@ enum Command {
     Iobench(iobench::Args),
     /// Measure the shuffle service of a running cluster against a plain TCP stream.
     Shufflebench(shufflebench::Args),
+    /// Measure a broadcast variable read on every node against a single source.
+    Broadcastbench(broadcastbench::Args),
 }
 
 /// The configuration under the command line: defaults, the file, then `CRAIL_*` variables.
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(args, config).await,
             Command::Iobench(args) => iobench::run(args, config).await,
             Command::Shufflebench(args) => shufflebench::run(args, config).await,
+            Command::Broadcastbench(args) => broadcastbench::run(args, config).await,
         }
     });
     // Do not wait for tasks still blocked on I/O (a stdin read, a dead peer).

@@ -290,7 +290,7 @@ async fn check_room(
 }
 
 /// `bytes` of pseudo-random records (xorshift), pages touched before any clock starts.
-fn generate(bytes: u64) -> Vec<u8> {
+pub(crate) fn generate(bytes: u64) -> Vec<u8> {
     let len = usize::try_from(bytes).unwrap_or(usize::MAX);
     let mut pool = vec![0u8; len];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -458,7 +458,7 @@ where
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_unstable_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -293,3 +293,46 @@ async fn bad_requests_and_faults_get_typed_errors_and_leave_nothing_behind() {
     assert!(matches!(later, Error::Unreadable { .. }), "{later}");
     assert!(later.to_string().contains("app-f/big"), "{later}");
 }
+
+#[test]
+fn broadcastbench_measures_both_ways_and_refuses_what_cannot_run() {
+    let cluster = cluster("128MiB");
+    let out = cluster.ok(&[
+        "broadcastbench",
+        "--size",
+        "8MiB",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["nodes"], 3, "{out}");
+    assert_eq!(row["readers_per_node"], 2, "{out}");
+    // Each node fetched the value once; each of the 6 single-source readers read it whole.
+    assert_eq!(row["broadcast_store_bytes"], 3 * 8 * MIB as u64, "{out}");
+    assert_eq!(
+        row["single_source_store_bytes"],
+        6 * 8 * MIB as u64,
+        "{out}"
+    );
+    assert!(row["broadcast_secs"].as_f64().unwrap() > 0.0, "{out}");
+    // Nothing is left behind.
+    let ls = cluster.ok(&["fs", "-ls", "/crail-broadcast"]);
+    assert!(!ls.contains("broadcastbench-"), "{ls}");
+
+    for (args, says) in [
+        (&["--readers", "0"][..], "at least 1"),
+        (&["--size", "0"][..], "above 0"),
+        (&["--size", "100GiB"][..], "free"),
+    ] {
+        let out = cluster.crail(&[&["broadcastbench"][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

@@ -18,6 +18,12 @@ pub const ALIGN: usize = 4096;
 #[repr(C, align(4096))]
 struct Page([u8; ALIGN]);
 
+/// `count` zeroed pages, from zeroed memory (fresh pages from the kernel are not cleared a
+/// second time).
+fn zeroed_pages(count: usize) -> Vec<Page> {
+    bytemuck::allocation::zeroed_vec(count)
+}
+
 /// A byte buffer aligned to [`ALIGN`], holding `len` valid bytes out of `capacity`. Bytes past
 /// `len` are initialised (zero or old contents), never undefined.
 pub struct Buffer {
@@ -30,7 +36,7 @@ impl Buffer {
     /// A zeroed buffer of at least `capacity` bytes (rounded up to whole pages), length 0.
     pub fn new(capacity: usize) -> Self {
         Self {
-            pages: vec![Page([0; ALIGN]); capacity.div_ceil(ALIGN).max(1)],
+            pages: zeroed_pages(capacity.div_ceil(ALIGN).max(1)),
             len: 0,
             pool: Weak::new(),
         }
@@ -182,7 +188,7 @@ impl BufferPool {
     /// A buffer of length 0, reused if one is idle.
     pub fn get(&self) -> Buffer {
         let pages = self.shared.free.lock().pop();
-        let pages = pages.unwrap_or_else(|| vec![Page([0; ALIGN]); self.shared.pages_per_buffer]);
+        let pages = pages.unwrap_or_else(|| zeroed_pages(self.shared.pages_per_buffer));
         Buffer {
             pages,
             len: 0,

@@ -74,6 +74,16 @@ fn unix_addr(path: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
     }
 }
 
+/// Socket buffers of a Unix connection: values move through them a block (1 MiB) at a time,
+/// and the default (about 200 KiB) makes both processes wake several times per block.
+const UNIX_BUFFER: usize = 4 << 20;
+
+/// Widens a Unix connection's socket buffers (up to what the kernel allows; best effort).
+fn widen(socket: &impl std::os::fd::AsFd) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(socket, UNIX_BUFFER);
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, UNIX_BUFFER);
+}
+
 /// A connection of either kind.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -89,6 +99,7 @@ pub async fn connect(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
         Endpoint::Unix(path) => {
             let std = std::os::unix::net::UnixStream::connect_addr(&unix_addr(path)?)?;
             std.set_nonblocking(true)?;
+            widen(&std);
             Ok(Box::new(tokio::net::UnixStream::from_std(std)?))
         }
     }
@@ -119,7 +130,11 @@ impl Listener {
                 stream.set_nodelay(true)?;
                 Ok(Box::new(stream))
             }
-            Self::Unix(l) => Ok(Box::new(l.accept().await?.0)),
+            Self::Unix(l) => {
+                let stream = l.accept().await?.0;
+                widen(&stream);
+                Ok(Box::new(stream))
+            }
         }
     }
 }
