@@ -24,7 +24,7 @@ use crail_broadcast::{BroadcastClient, VarId};
 use crail_store::{ByteSize, CreateOptions, Store};
 use serde::Serialize;
 
-use crate::shufflebench::{generate, median};
+use crate::shufflebench::{generate, median, store_on};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -135,12 +135,7 @@ pub(crate) async fn run(args: Args, config: crail_store::Config) -> anyhow::Resu
     let app = format!("broadcastbench-{}", std::process::id());
     let mut engines = Vec::new();
     for host in &hosts {
-        let ip: IpAddr = host
-            .parse()
-            .with_context(|| format!("advertised host `{host}` is not an address"))?;
-        let node = Store::connect(&base.clone().with_local_host(ip))
-            .await
-            .with_context(|| format!("cannot connect a client from {host}"))?;
+        let (ip, node) = store_on(&base, host).await?;
         let broadcast = BroadcastClient::connect_local(&node, &app)
             .await
             .with_context(|| format!("cannot reach the broadcast service of {host}"))?;

@@ -168,12 +168,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let app = format!("shufflebench-{}", std::process::id());
     let mut engines = Vec::new();
     for host in &hosts {
-        let ip: IpAddr = host
-            .parse()
-            .with_context(|| format!("advertised host `{host}` is not an address"))?;
-        let node = Store::connect(&base.clone().with_local_host(ip))
-            .await
-            .with_context(|| format!("cannot connect a client from {host}"))?;
+        let (_, node) = store_on(&base, host).await?;
         let client = ShuffleClient::connect_local(node, &app)
             .await
             .with_context(|| format!("cannot reach the shuffle service of {host}"))?;
@@ -258,6 +253,21 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     .await;
     let _ = engines[0].remove_app(&app).await;
     result
+}
+
+/// A store client on advertised node `host`, as an engine there has: the node's address and
+/// the client.
+pub(crate) async fn store_on(
+    base: &crail_store::ClientConfig,
+    host: &str,
+) -> anyhow::Result<(IpAddr, Store)> {
+    let ip: IpAddr = host
+        .parse()
+        .with_context(|| format!("advertised host `{host}` is not an address"))?;
+    let store = Store::connect(&base.clone().with_local_host(ip))
+        .await
+        .with_context(|| format!("cannot connect a client from {host}"))?;
+    Ok((ip, store))
 }
 
 /// Refuses a run the cluster's free space cannot hold, before generating anything.

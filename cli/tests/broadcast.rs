@@ -64,12 +64,7 @@ async fn read(client: &BroadcastClient, var: &VarId) -> Result<(u64, u32), Error
 
 /// Bytes used in the store as `crail fs -df -b` reports them.
 fn used(cluster: &Cluster) -> u64 {
-    let df = cluster.ok(&["fs", "-df", "-b"]);
-    let row = df
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("total"))
-        .unwrap_or_else(|| panic!("no total in {df}"));
-    row.split_whitespace().nth(4).unwrap().parse().unwrap()
+    process::cell(&cluster.ok(&["fs", "-df", "-b"]), "total", 4)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

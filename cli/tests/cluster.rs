@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{CRAIL, Cluster};
+use process::{CRAIL, Cluster, cell};
 const MIB: u64 = 1 << 20;
 
 /// `crail node` processes of the cluster whose namenode is `namenode`, from /proc.
@@ -56,15 +56,6 @@ fn write_pattern(path: &Path, len: u64) {
 fn same_bytes(a: &Path, b: &Path) -> bool {
     let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     a.len() == b.len() && a == b
-}
-
-/// The number in the `col`th column of the row of `table` whose first cell is `first`.
-fn cell(table: &str, first: &str, col: usize) -> u64 {
-    let row = table
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(first))
-        .unwrap_or_else(|| panic!("no row {first} in {table}"));
-    row.split_whitespace().nth(col).unwrap().parse().unwrap()
 }
 
 #[test]

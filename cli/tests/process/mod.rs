@@ -212,3 +212,12 @@ pub async fn wait_until<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The number in column `col` of the row starting with `first` of a table `crail` printed.
+pub fn cell(table: &str, first: &str, col: usize) -> u64 {
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in {table}"));
+    row.split_whitespace().nth(col).unwrap().parse().unwrap()
+}
