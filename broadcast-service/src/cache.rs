@@ -6,14 +6,21 @@
 //! (destroyed and put again) means a new fetch; no value means [`Error::UnknownVariable`], and
 //! the copy, if any, is dropped. Readers of a copy still being fetched wait for each chunk as
 //! it lands, so they start before the whole value has arrived.
+//!
+//! A copy lives in a memory file ([`Memory`]): readers in the node's service get slices of it
+//! without a copy, and readers in other processes of the host map it themselves
+//! ([`CachedReader::memory_fd`], [`CachedReader::arrived`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::memory::{CHUNK, Memory};
 use crate::{Broadcasts, Error, Result, VarId, VarReader};
 
 /// What a node's cache has done: for tests, status and benchmarks.
@@ -44,11 +51,11 @@ struct Inner {
     stats: CacheStats,
 }
 
-/// A copy: the value's data object, its size, and its chunks so far.
+/// A copy: the value's data object, its bytes, and how many have arrived.
 #[derive(Debug)]
 struct Copy {
     object: u64,
-    size: u64,
+    memory: Arc<Memory>,
     progress: watch::Sender<Progress>,
 }
 
@@ -58,10 +65,10 @@ impl Copy {
     }
 }
 
-/// The chunks arrived so far, then how the fetch ended.
+/// The bytes in place so far (the value's first `arrived`), then how the fetch ended.
 #[derive(Debug, Clone, Default)]
 struct Progress {
-    chunks: Vec<Bytes>,
+    arrived: u64,
     end: End,
 }
 
@@ -114,9 +121,13 @@ impl NodeCache {
             // The copy is current; the hold on the store's value is not needed.
             return Ok(CachedReader::new(var.clone(), copy));
         }
+        let memory = Memory::create(value.size()).map_err(|e| Error::Unreadable {
+            var: var.clone(),
+            cause: format!("no memory for the node's copy: {e}"),
+        })?;
         let copy = Arc::new(Copy {
             object: value.object(),
-            size: value.size(),
+            memory,
             progress: watch::channel(Progress::default()).0,
         });
         inner.copies.insert(var.clone(), copy.clone());
@@ -132,13 +143,26 @@ impl NodeCache {
 
     /// Reads the store's value into `copy`, chunk by chunk, waking its readers at each.
     async fn fetch(&self, mut value: VarReader, copy: Arc<Copy>) {
+        let size = copy.memory.len() as u64;
+        let mut arrived = 0u64;
         let end = loop {
             match value.next_chunk().await {
                 Ok(Some(chunk)) => {
-                    self.inner().stats.fetched_bytes += chunk.len() as u64;
-                    copy.progress.send_modify(|p| p.chunks.push(chunk));
+                    let len = chunk.len() as u64;
+                    if arrived + len > size {
+                        break End::Failed(format!("the store sent more than its {size} bytes"));
+                    }
+                    if let Err(e) = copy.memory.write_at(arrived, &chunk) {
+                        break End::Failed(format!("cannot write the node's copy: {e}"));
+                    }
+                    arrived += len;
+                    self.inner().stats.fetched_bytes += len;
+                    copy.progress.send_modify(|p| p.arrived = arrived);
                 }
-                Ok(None) => break End::Whole,
+                Ok(None) if arrived == size => break End::Whole,
+                Ok(None) => {
+                    break End::Failed(format!("the store sent {arrived} of {size} bytes"));
+                }
                 // The cause alone: readers of the copy name the variable themselves.
                 Err(Error::Unreadable { cause, .. }) => break End::Failed(cause),
                 Err(e) => break End::Failed(e.to_string()),
@@ -219,18 +243,19 @@ impl NodeCache {
 #[derive(Debug)]
 pub struct CachedReader {
     var: VarId,
-    size: u64,
+    memory: Arc<Memory>,
     progress: watch::Receiver<Progress>,
-    next: usize,
+    /// Bytes handed out (or reported arrived) so far.
+    pos: u64,
 }
 
 impl CachedReader {
     fn new(var: VarId, copy: Arc<Copy>) -> Self {
         Self {
             var,
-            size: copy.size,
+            memory: Arc::clone(&copy.memory),
             progress: copy.progress.subscribe(),
-            next: 0,
+            pos: 0,
         }
     }
 
@@ -241,18 +266,39 @@ impl CachedReader {
 
     /// The value's size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.memory.len() as u64
     }
 
-    /// The next chunk, waiting for it to arrive, or `None` at the value's end. A fetch that
-    /// failed is [`Error::Unreadable`].
+    /// The next chunk (a slice of the node's copy, not a copy), waiting for it to arrive, or
+    /// `None` at the value's end. A fetch that failed is [`Error::Unreadable`].
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        Ok(self
+            .advance(CHUNK as u64)
+            .await?
+            .map(|(start, end)| self.memory.slice(start as usize, end as usize)))
+    }
+
+    /// A read-only descriptor of the memory file holding the node's copy, for a reader in
+    /// another process of the host; [`CachedReader::arrived`] tells it how much is in place.
+    pub fn memory_fd(&self) -> std::io::Result<OwnedFd> {
+        self.memory.reader_fd()
+    }
+
+    /// How many of the value's first bytes are in place, once more than last time, or `None`
+    /// once the whole value was reported. A fetch that failed is [`Error::Unreadable`].
+    pub async fn arrived(&mut self) -> Result<Option<u64>> {
+        Ok(self.advance(u64::MAX).await?.map(|(_, end)| end))
+    }
+
+    /// Moves past up to `most` bytes once some have arrived: the range moved over.
+    async fn advance(&mut self, most: u64) -> Result<Option<(u64, u64)>> {
         loop {
             {
                 let progress = self.progress.borrow_and_update();
-                if let Some(chunk) = progress.chunks.get(self.next) {
-                    self.next += 1;
-                    return Ok(Some(chunk.clone()));
+                if progress.arrived > self.pos {
+                    let start = self.pos;
+                    self.pos = progress.arrived.min(start.saturating_add(most));
+                    return Ok(Some((start, self.pos)));
                 }
                 match &progress.end {
                     End::Whole => return Ok(None),

@@ -1,14 +1,17 @@
 //! The engine's side: [`BroadcastClient`] talks to its node's broadcast service, which writes
 //! values to the store and serves reads from the node's copy.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use crail_store::Store;
 use crail_store::service::{self as node, Endpoint, Io};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::memory::{CHUNK, Memory};
 use crate::wire::{self, reply, request};
 use crate::{CacheStats, Error, ROOT, Result, VarId};
 
@@ -23,8 +26,7 @@ const PUT_CHUNK: usize = 1 << 20;
 
 /// One connection to the service: one request at a time.
 struct Conn {
-    rd: ReadHalf<Box<dyn Io>>,
-    wr: WriteHalf<Box<dyn Io>>,
+    io: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -36,18 +38,55 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     async fn send(&mut self, op: request::Op) -> std::io::Result<()> {
-        node::write(&mut self.wr, &wire::Request { op: Some(op) }).await
+        node::write(&mut self.io, &wire::Request { op: Some(op) }).await
     }
 
     async fn receive(&mut self) -> std::result::Result<reply::Result, String> {
-        match node::read::<wire::Reply, _>(&mut self.rd, &mut self.buf).await {
-            Ok(wire::Reply {
-                result: Some(result),
-            }) => Ok(result),
-            Ok(_) => Err("empty reply".into()),
-            Err(node::ReadError::Closed) => Err("connection lost".into()),
-            Err(node::ReadError::Bad(problem)) => Err(problem),
+        unwrap(node::read::<wire::Reply, _>(&mut self.io, &mut self.buf).await)
+    }
+
+    /// A reply, with the file descriptor sent with it if any (a Unix socket's only).
+    async fn receive_with_fd(
+        &mut self,
+    ) -> (std::result::Result<reply::Result, String>, Option<OwnedFd>) {
+        let Some(unix) = self.io.unix() else {
+            return (self.receive().await, None);
+        };
+        // The descriptor comes with the message's first bytes: read them by hand.
+        let mut fd = None;
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < len.len() {
+            match node::recv_into_with_fd(unix, &mut len[got..], &mut fd).await {
+                Ok(0) => return (Err("connection lost".into()), fd),
+                Ok(n) => got += n,
+                Err(e) => return (Err(e.to_string()), fd),
+            }
         }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > node::MAX_MESSAGE {
+            return (Err(format!("a reply of {len} bytes")), fd);
+        }
+        self.buf.resize(len, 0);
+        if let Err(e) = self.io.read_exact(&mut self.buf).await {
+            return (Err(e.to_string()), fd);
+        }
+        let reply = wire::Reply::decode(&self.buf[..])
+            .map_err(|e| node::ReadError::Bad(format!("a reply that does not decode: {e}")));
+        (unwrap(reply), fd)
+    }
+}
+
+fn unwrap(
+    reply: std::result::Result<wire::Reply, node::ReadError>,
+) -> std::result::Result<reply::Result, String> {
+    match reply {
+        Ok(wire::Reply {
+            result: Some(result),
+        }) => Ok(result),
+        Ok(_) => Err("empty reply".into()),
+        Err(node::ReadError::Closed) => Err("connection lost".into()),
+        Err(node::ReadError::Bad(problem)) => Err(problem),
     }
 }
 
@@ -146,7 +185,7 @@ impl BroadcastClient {
             let data = wire::Request {
                 op: Some(request::Op::Data(wire::Data { len: n as u32 })),
             };
-            node::write_with(&mut conn.wr, &data, &chunk[..n])
+            node::write_with(&mut conn.io, &data, &chunk[..n])
                 .await
                 .map_err(lost)?;
         }
@@ -163,23 +202,47 @@ impl BroadcastClient {
     /// on the node; later readers share it, starting before it has all arrived). A put in
     /// progress is waited for up to `wait` (then [`Error::BeingWritten`]); a variable that
     /// does not exist is [`Error::UnknownVariable`].
+    ///
+    /// Over a Unix socket the reader maps the node's copy: its chunks are slices of shared
+    /// memory, and no value bytes cross the socket. Over TCP they are streamed.
     pub async fn get(&self, var: &VarId, wait: Duration) -> Result<RemoteReader> {
         var.check()?;
         let mut conn = self.conn().await?;
+        let shared = conn.io.unix().is_some();
         conn.send(request::Op::Get(wire::Get {
             var: Some(wire::var_ref(var)),
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            shared_memory: shared,
         }))
         .await
         .map_err(|e| self.lost(&e.to_string()))?;
-        match conn.receive().await.map_err(|e| self.lost(&e))? {
-            reply::Result::Start(start) => Ok(RemoteReader {
-                client: self.clone(),
-                conn: Some(conn),
-                var: var.clone(),
-                size: start.size,
-                buf: BytesMut::new(),
-            }),
+        let (reply, fd) = conn.receive_with_fd().await;
+        match reply.map_err(|e| self.lost(&e))? {
+            reply::Result::Start(start) => {
+                let body = if start.shared {
+                    let fd = fd.ok_or_else(|| self.lost("shared memory promised but not sent"))?;
+                    let memory = Memory::open(fd, start.size).map_err(|e| Error::Unreadable {
+                        var: var.clone(),
+                        cause: format!("cannot map the node's copy: {e}"),
+                    })?;
+                    Body::Shared {
+                        memory,
+                        pos: 0,
+                        arrived: 0,
+                    }
+                } else {
+                    Body::Stream {
+                        buf: BytesMut::new(),
+                    }
+                };
+                Ok(RemoteReader {
+                    client: self.clone(),
+                    conn: Some(conn),
+                    var: var.clone(),
+                    size: start.size,
+                    body,
+                })
+            }
             reply::Result::Failure(f) => {
                 self.give_back(conn);
                 Err(wire::error(f, &self.inner.name))
@@ -317,10 +380,8 @@ async fn open(endpoint: &Endpoint, name: &str, app: &str) -> Result<(Conn, Strin
         .await
         .map_err(|_| failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| failed(format!("cannot connect: {e}")))?;
-    let (rd, wr) = tokio::io::split(stream);
     let mut conn = Conn {
-        rd,
-        wr,
+        io: stream,
         buf: Vec::new(),
     };
     let hello = request::Op::Hello(wire::Hello {
@@ -352,8 +413,21 @@ pub struct RemoteReader {
     conn: Option<Conn>,
     var: VarId,
     size: u64,
-    /// Where chunks land.
-    buf: BytesMut,
+    body: Body,
+}
+
+/// How the value's bytes reach the reader.
+#[derive(Debug)]
+enum Body {
+    /// Streamed over the connection; chunks land in `buf`.
+    Stream { buf: BytesMut },
+    /// In the node's copy, mapped here: bytes up to `arrived` are in place, up to `pos`
+    /// handed out.
+    Shared {
+        memory: Arc<Memory>,
+        pos: u64,
+        arrived: u64,
+    },
 }
 
 impl RemoteReader {
@@ -367,40 +441,75 @@ impl RemoteReader {
         self.size
     }
 
+    /// Whether the chunks are slices of the node's copy in shared memory (not streamed).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.body, Body::Shared { .. })
+    }
+
     /// The next chunk, or `None` at the value's end. A value that cannot be read whole
     /// (a datanode died, the service went away) is [`Error::Unreadable`].
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(None);
-        };
-        let unreadable = |cause: String| Error::Unreadable {
-            var: self.var.clone(),
-            cause: format!("the stream from {} broke: {cause}", self.client.inner.name),
-        };
-        let result = match conn.receive().await {
-            Ok(reply::Result::Data(data)) => {
-                return match wire::read_data(&mut conn.rd, data.len, &mut self.buf).await {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(cause) => {
-                        self.conn = None;
-                        Err(unreadable(cause))
+        loop {
+            if let Body::Shared {
+                memory,
+                pos,
+                arrived,
+            } = &mut self.body
+                && *pos < *arrived
+            {
+                let start = *pos;
+                *pos = (*arrived).min(start + CHUNK as u64);
+                return Ok(Some(memory.slice(start as usize, *pos as usize)));
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            let unreadable = |cause: String| Error::Unreadable {
+                var: self.var.clone(),
+                cause: format!("the stream from {} broke: {cause}", self.client.inner.name),
+            };
+            match (conn.receive().await, &mut self.body) {
+                (Ok(reply::Result::Data(data)), Body::Stream { buf }) => {
+                    return match wire::read_data(&mut conn.io, data.len, buf).await {
+                        Ok(bytes) => Ok(Some(bytes)),
+                        Err(cause) => {
+                            self.conn = None;
+                            Err(unreadable(cause))
+                        }
+                    };
+                }
+                (Ok(reply::Result::Arrived(a)), Body::Shared { arrived, .. })
+                    if a.upto > *arrived && a.upto <= self.size =>
+                {
+                    *arrived = a.upto;
+                }
+                (Ok(reply::Result::End(_)), body) => {
+                    if let Body::Shared { arrived, .. } = body {
+                        // Whole: the rest is in place.
+                        *arrived = self.size;
                     }
-                };
+                    self.give_back();
+                }
+                (Ok(reply::Result::Failure(f)), _) => {
+                    self.give_back();
+                    return Err(wire::error(f, &self.client.inner.name));
+                }
+                (Ok(_), _) => {
+                    self.conn = None;
+                    return Err(unreadable("unexpected reply in a value".into()));
+                }
+                (Err(cause), _) => {
+                    self.conn = None;
+                    return Err(unreadable(cause));
+                }
             }
-            Ok(reply::Result::End(_)) => Ok(None),
-            Ok(reply::Result::Failure(f)) => Err(wire::error(f, &self.client.inner.name)),
-            Ok(_) => {
-                self.conn = None;
-                return Err(unreadable("unexpected reply in a value".into()));
-            }
-            Err(cause) => {
-                self.conn = None;
-                return Err(unreadable(cause));
-            }
-        };
+        }
+    }
+
+    /// The value ended in step: its connection can serve another request.
+    fn give_back(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.client.give_back(conn);
         }
-        result
     }
 }

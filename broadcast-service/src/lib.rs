@@ -19,6 +19,7 @@
 mod cache;
 mod client;
 mod error;
+mod memory;
 pub mod service;
 mod wire;
 

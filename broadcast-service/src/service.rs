@@ -14,13 +14,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use crail_store::service::{self as node, Endpoint, Io, ReadError};
 use crail_store::{CreateOptions, Error as StoreError, Store};
-use tokio::io::{AsyncWrite, ReadHalf, WriteHalf};
+use std::os::fd::{AsFd, OwnedFd};
+
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::client::BroadcastClient;
 use crate::wire::{self, reply, request};
-use crate::{Broadcasts, Error, NodeCache, ROOT, Result, VarId};
+use crate::{Broadcasts, CachedReader, Error, NodeCache, ROOT, Result, VarId};
 
 pub use crail_store::service::Listener;
 
@@ -116,12 +118,13 @@ struct Service {
 type Going = std::result::Result<(), String>;
 
 impl Service {
-    async fn serve(self: Arc<Self>, stream: Box<dyn Io>) {
-        let (mut rd, mut wr) = tokio::io::split(stream);
+    async fn serve(self: Arc<Self>, mut stream: Box<dyn Io>) {
+        // One request at a time: reading and writing never overlap, so the connection is not
+        // split (and its Unix socket stays at hand to pass memory files on).
         let mut buf = Vec::new();
         let hello = tokio::time::timeout(
             HELLO_TIMEOUT,
-            node::read::<wire::Request, _>(&mut rd, &mut buf),
+            node::read::<wire::Request, _>(&mut stream, &mut buf),
         )
         .await;
         let hello = match hello {
@@ -143,12 +146,12 @@ impl Service {
                 hello.version,
                 wire::VERSION
             );
-            let _ = send(&mut wr, refuse(problem)).await;
+            let _ = send(&mut stream, refuse(problem)).await;
             return;
         }
         if !hello.app.is_empty() {
             if let Err(e) = VarId::new(hello.app.clone(), "x").check() {
-                let _ = send(&mut wr, refuse(e.to_string())).await;
+                let _ = send(&mut stream, refuse(e.to_string())).await;
                 return;
             }
             let first = {
@@ -165,9 +168,9 @@ impl Service {
             version: wire::VERSION,
             host: self.host.clone(),
         });
-        if send(&mut wr, welcome).await.is_ok() {
+        if send(&mut stream, welcome).await.is_ok() {
             loop {
-                let request = match node::read::<wire::Request, _>(&mut rd, &mut buf).await {
+                let request = match node::read::<wire::Request, _>(&mut stream, &mut buf).await {
                     Ok(request) => request,
                     Err(ReadError::Closed) => break,
                     Err(ReadError::Bad(problem)) => {
@@ -175,7 +178,7 @@ impl Service {
                         break;
                     }
                 };
-                if let Err(problem) = self.handle(request.op, &mut rd, &mut wr, &mut buf).await {
+                if let Err(problem) = self.handle(request.op, &mut stream, &mut buf).await {
                     tracing::debug!("broadcast service: connection over: {problem}");
                     break;
                 }
@@ -195,20 +198,20 @@ impl Service {
     async fn handle(
         &self,
         op: Option<request::Op>,
-        rd: &mut ReadHalf<Box<dyn Io>>,
-        wr: &mut WriteHalf<Box<dyn Io>>,
+        conn: &mut Box<dyn Io>,
         buf: &mut Vec<u8>,
     ) -> Going {
         let outcome = match op {
             Some(request::Op::Put(put)) => {
                 let var = wire::var_id(put.var.as_ref());
-                let (result, going) = self.put(var, rd, buf).await;
+                let (result, going) = self.put(var, conn, buf).await;
                 going?;
                 result.map(|size| reply::Result::Done(wire::Done { size }))
             }
             Some(request::Op::Get(get)) => {
                 let var = wire::var_id(get.var.as_ref());
-                return self.get(&var, Duration::from_millis(get.wait_ms), wr).await;
+                let wait = Duration::from_millis(get.wait_ms);
+                return self.get(&var, wait, get.shared_memory, conn).await;
             }
             Some(request::Op::Destroy(d)) => {
                 let var = wire::var_id(d.var.as_ref());
@@ -240,14 +243,14 @@ impl Service {
             // Raw bytes may follow a stray Data: the stream cannot be trusted any more.
             Some(request::Op::Data(_) | request::Op::End(_)) => {
                 let problem = "data outside a put".to_owned();
-                let _ = send(wr, invalid(&problem)).await;
+                let _ = send(conn, invalid(&problem)).await;
                 return Err(problem);
             }
             Some(request::Op::Hello(_)) => Ok(invalid("hello was already said")),
             None => Ok(invalid("a request without an operation")),
         };
         let result = outcome.unwrap_or_else(|e| reply::Result::Failure(wire::failure(&e)));
-        send(wr, result).await.map_err(|e| e.to_string())
+        send(conn, result).await.map_err(|e| e.to_string())
     }
 
     /// Writes `var` from the Data messages that follow, up to End. A client that leaves
@@ -256,7 +259,7 @@ impl Service {
     async fn put(
         &self,
         var: VarId,
-        rd: &mut ReadHalf<Box<dyn Io>>,
+        rd: &mut Box<dyn Io>,
         buf: &mut Vec<u8>,
     ) -> (Result<u64>, Going) {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -304,17 +307,32 @@ impl Service {
         (result, going)
     }
 
-    /// Streams `var` from the node's copy: Start, Data..., End, or a Failure.
-    async fn get<W: AsyncWrite + Unpin>(&self, var: &VarId, wait: Duration, wr: &mut W) -> Going {
+    /// Streams `var` from the node's copy: Start, Data..., End, or a Failure. A client that
+    /// asks for shared memory on a Unix socket gets the copy's memory file instead.
+    async fn get(
+        &self,
+        var: &VarId,
+        wait: Duration,
+        shared: bool,
+        conn: &mut Box<dyn Io>,
+    ) -> Going {
         let failed = |e: &Error| reply::Result::Failure(wire::failure(e));
         let mut reader = match self.cache.get(var, wait).await {
             Ok(reader) => reader,
-            Err(e) => return send(wr, failed(&e)).await.map_err(|e| e.to_string()),
+            Err(e) => return send(conn, failed(&e)).await.map_err(|e| e.to_string()),
         };
+        if shared && conn.unix().is_some() {
+            match reader.memory_fd() {
+                Ok(fd) => return self.share(reader, fd, conn).await,
+                // Streamed instead.
+                Err(e) => tracing::warn!("broadcast service: cannot share {var}: {e}"),
+            }
+        }
         let start = reply::Result::Start(wire::Start {
             size: reader.size(),
+            shared: false,
         });
-        send(wr, start).await.map_err(|e| e.to_string())?;
+        send(conn, start).await.map_err(|e| e.to_string())?;
         loop {
             let (message, data) = match reader.next_chunk().await {
                 Ok(Some(chunk)) => (
@@ -330,9 +348,36 @@ impl Service {
             let message = wire::Reply {
                 result: Some(message),
             };
-            node::write_with(wr, &message, &data)
+            node::write_with(conn, &message, &data)
                 .await
                 .map_err(|e| e.to_string())?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the copy's memory file with Start, then Arrived as it fills, then End (or a
+    /// Failure).
+    async fn share(&self, mut reader: CachedReader, fd: OwnedFd, conn: &mut Box<dyn Io>) -> Going {
+        let start = wire::Reply {
+            result: Some(reply::Result::Start(wire::Start {
+                size: reader.size(),
+                shared: true,
+            })),
+        };
+        let unix = conn.unix().ok_or_else(|| "not a Unix socket".to_owned())?;
+        node::send_with_fd(unix, &node::frame(&start), fd.as_fd())
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(fd);
+        loop {
+            let (message, last) = match reader.arrived().await {
+                Ok(Some(upto)) => (reply::Result::Arrived(wire::Arrived { upto }), false),
+                Ok(None) => (reply::Result::End(wire::End {}), true),
+                Err(e) => (reply::Result::Failure(wire::failure(&e)), true),
+            };
+            send(conn, message).await.map_err(|e| e.to_string())?;
             if last {
                 return Ok(());
             }

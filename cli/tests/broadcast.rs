@@ -10,7 +10,7 @@ mod process;
 
 use std::time::Duration;
 
-use crail_broadcast::{BroadcastClient, Error, VarId};
+use crail_broadcast::{BroadcastClient, Endpoint, Error, RemoteReader, VarId};
 use process::{Cluster, wait_until};
 use tokio::io::AsyncWriteExt;
 
@@ -24,12 +24,31 @@ fn cluster(dram: &str) -> Cluster {
 }
 
 /// Per node: an engine's broadcast client, found through a store client on the node's
-/// address.
+/// address (so on the service's Unix socket: reads map the node's copy).
 async fn engines(cluster: &Cluster, app: &str) -> Vec<BroadcastClient> {
     let mut out = Vec::new();
     for host in HOSTS {
         let store = cluster.store_on(host).await;
         let client = BroadcastClient::connect_local(&store, app).await.unwrap();
+        assert_eq!(client.host(), host);
+        out.push(client);
+    }
+    out
+}
+
+/// Per node: a client of the node's service over TCP, as from another host (reads stream).
+async fn tcp_engines(cluster: &Cluster, app: &str) -> Vec<BroadcastClient> {
+    let mut out = Vec::new();
+    for host in HOSTS {
+        let store = cluster.store_on(host).await;
+        let endpoints = crail_store::service::advertised(&store, crail_broadcast::ROOT, host)
+            .await
+            .unwrap();
+        let tcp = endpoints
+            .iter()
+            .find(|e| matches!(e, Endpoint::Tcp(_)))
+            .unwrap();
+        let client = BroadcastClient::connect(tcp, app).await.unwrap();
         assert_eq!(client.host(), host);
         out.push(client);
     }
@@ -52,8 +71,17 @@ fn value(seed: u64, len: usize) -> Vec<u8> {
 
 /// Reads `var` through `client`: its size and crc32c, checked against the size announced.
 async fn read(client: &BroadcastClient, var: &VarId) -> Result<(u64, u32), Error> {
-    let mut reader = client.get(var, WAIT).await?;
-    let (mut len, mut crc) = (0u64, 0u32);
+    let reader = client.get(var, WAIT).await?;
+    read_rest(reader, 0, 0).await
+}
+
+/// The rest of a reader's value, after `len` bytes whose crc32c is `crc`.
+async fn read_rest(
+    mut reader: RemoteReader,
+    mut len: u64,
+    mut crc: u32,
+) -> Result<(u64, u32), Error> {
+    let var = reader.var().clone();
     while let Some(chunk) = reader.next_chunk().await? {
         len += chunk.len() as u64;
         crc = crc32c::crc32c_append(crc, &chunk);
@@ -87,13 +115,19 @@ async fn values_up_to_hundreds_of_mib_reach_every_node_whole_and_once() {
     let blocks: u64 = sizes.iter().map(|s| s.div_ceil(MIB) as u64).sum();
     assert_eq!(used(&cluster) - before, blocks * MIB as u64);
 
-    // Three readers on each node at once, for every variable.
+    // Three readers on each node at once, for every variable: two through the node's
+    // shared memory, one streamed over TCP.
+    let tcp = tcp_engines(&cluster, "app-a").await;
     for (var, size, crc) in &vars {
         let mut readers = Vec::new();
-        for client in &e {
-            for _ in 0..3 {
+        for (local, remote) in e.iter().zip(&tcp) {
+            for (client, shared) in [(local, true), (local, true), (remote, false)] {
                 let (client, var) = (client.clone(), var.clone());
-                readers.push(tokio::spawn(async move { read(&client, &var).await }));
+                readers.push(tokio::spawn(async move {
+                    let reader = client.get(&var, WAIT).await?;
+                    assert_eq!(reader.is_shared(), shared, "{var} on {}", client.host());
+                    read_rest(reader, 0, 0).await
+                }));
             }
         }
         for r in readers {
@@ -125,10 +159,23 @@ async fn values_up_to_hundreds_of_mib_reach_every_node_whole_and_once() {
         );
     }
 
-    // Destroy: the blocks are freed, every node's copy is dropped, gets fail.
-    let (big, big_size, _) = vars.pop().unwrap();
+    // Destroy: the blocks are freed, every node's copy is dropped, gets fail; readers that
+    // had begun (mapped or streamed) finish whole.
+    let (big, big_size, big_crc) = vars.pop().unwrap();
+    let mut begun = Vec::new();
+    for client in [&e[0], &tcp[1]] {
+        let mut reader = client.get(&big, WAIT).await.unwrap();
+        let first = reader.next_chunk().await.unwrap().unwrap();
+        begun.push((reader, first.len() as u64, crc32c::crc32c(&first)));
+    }
     let held = used(&cluster);
     e[1].destroy(&big).await.unwrap();
+    for (reader, len, crc) in begun {
+        assert_eq!(
+            read_rest(reader, len, crc).await.unwrap(),
+            (big_size, big_crc)
+        );
+    }
     assert_eq!(
         held - used(&cluster),
         big_size.div_ceil(MIB as u64) * MIB as u64

@@ -61,11 +61,7 @@ pub(crate) fn client_slots(block_size: u64) -> (u64, u32) {
 }
 
 /// Sends `bytes` with `fd` attached (all of `bytes` in one call, as small frames go).
-pub(crate) async fn send_with_fd(
-    stream: &UnixStream,
-    bytes: &[u8],
-    fd: BorrowedFd<'_>,
-) -> io::Result<()> {
+pub async fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
@@ -85,7 +81,7 @@ pub(crate) async fn send_with_fd(
             Ok(n) if n == bytes.len() => return Ok(()),
             Ok(n) => {
                 return Err(io::Error::other(format!(
-                    "sent {n} of {} bytes of the attach frame",
+                    "sent {n} of {} bytes of a frame carrying a file descriptor",
                     bytes.len()
                 )));
             }
@@ -103,6 +99,18 @@ pub(crate) async fn recv_with_fd(
     fd: &mut Option<OwnedFd>,
 ) -> io::Result<usize> {
     let mut chunk = [0u8; 4096];
+    let n = recv_into_with_fd(stream, &mut chunk, fd).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Reads at most `buf.len()` bytes into `buf`, keeping a file descriptor that came with
+/// them (the first one only; others are closed). `Ok(0)`: the peer closed.
+pub async fn recv_into_with_fd(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fd: &mut Option<OwnedFd>,
+) -> io::Result<usize> {
     loop {
         stream.readable().await?;
         let got = stream.try_io(Interest::READABLE, || {
@@ -110,7 +118,7 @@ pub(crate) async fn recv_with_fd(
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let msg = rustix::net::recvmsg(
                 stream,
-                &mut [IoSliceMut::new(&mut chunk)],
+                &mut [IoSliceMut::new(buf)],
                 &mut control,
                 RecvFlags::CMSG_CLOEXEC,
             )
@@ -128,12 +136,8 @@ pub(crate) async fn recv_with_fd(
             Ok(msg.bytes)
         });
         match got {
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(n);
-            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            got => return got,
         }
     }
 }

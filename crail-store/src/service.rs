@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -85,14 +85,28 @@ fn widen(socket: &impl std::os::fd::AsFd) {
 }
 
 /// A connection of either kind.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The Unix socket under the connection, to pass file descriptors on; `None` for TCP.
+    fn unix(&self) -> Option<&UnixStream> {
+        None
+    }
+}
+
+impl Io for TcpStream {}
+
+impl Io for UnixStream {
+    fn unix(&self) -> Option<&UnixStream> {
+        Some(self)
+    }
+}
+
+pub use crate::local::{recv_into_with_fd, send_with_fd};
 
 /// Opens a connection to `endpoint` (TCP without Nagle's delay).
 pub async fn connect(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
     match endpoint {
         Endpoint::Tcp(addr) => {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             Ok(Box::new(stream))
         }
@@ -100,7 +114,7 @@ pub async fn connect(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
             let std = std::os::unix::net::UnixStream::connect_addr(&unix_addr(path)?)?;
             std.set_nonblocking(true)?;
             widen(&std);
-            Ok(Box::new(tokio::net::UnixStream::from_std(std)?))
+            Ok(Box::new(UnixStream::from_std(std)?))
         }
     }
 }
@@ -265,6 +279,16 @@ pub async fn write<M: Message, W: AsyncWrite + Unpin + ?Sized>(
     write_with(writer, message, &[]).await
 }
 
+/// One length-prefixed message, as [`write`] sends it.
+pub fn frame<M: Message>(message: &M) -> Vec<u8> {
+    let len = message.encoded_len();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    // Cannot fail: the buffer has room for the message.
+    let _ = message.encode(&mut out);
+    out
+}
+
 /// Writes one length-prefixed message followed by `data` (raw bytes the message announces)
 /// and flushes.
 pub async fn write_with<M: Message, W: AsyncWrite + Unpin + ?Sized>(
@@ -272,11 +296,7 @@ pub async fn write_with<M: Message, W: AsyncWrite + Unpin + ?Sized>(
     message: &M,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let len = message.encoded_len();
-    let mut out = Vec::with_capacity(4 + len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    message.encode(&mut out).map_err(std::io::Error::other)?;
-    writer.write_all(&out).await?;
+    writer.write_all(&frame(message)).await?;
     if !data.is_empty() {
         writer.write_all(data).await?;
     }
