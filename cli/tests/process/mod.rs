@@ -123,14 +123,20 @@ impl Cluster {
 
     /// A store client on node `host` (its `local_host`), as an engine there has.
     pub async fn store_on(&self, host: &str) -> crail_store::Store {
-        let config = crail_store::Config::load(
+        crail_store::Store::connect(&self.client_on(host))
+            .await
+            .unwrap()
+    }
+
+    /// The cluster's client configuration, connecting from `host`.
+    pub fn client_on(&self, host: &str) -> crail_store::ClientConfig {
+        crail_store::Config::load(
             Some(self.config.as_path()),
             std::iter::empty::<(String, String)>(),
         )
         .unwrap()
         .client
-        .with_local_host(host.parse().unwrap());
-        crail_store::Store::connect(&config).await.unwrap()
+        .with_local_host(host.parse().unwrap())
     }
 
     /// Runs `crail` with this cluster's client config in CRAIL_CONF.

@@ -1,0 +1,301 @@
+//! The reduce side: a partition range's records, as they come, sorted, or combined.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bytes::Bytes;
+use crail_serializers::{Decoder, Error as RecordError, Fixed, Framing, Record, Serializer};
+use crail_shuffle::PartitionReader;
+
+use crate::{Result, Shuffle};
+
+/// Group files read at once, by default.
+const PREFETCH: usize = 4;
+
+/// A caller's combining function: folds `value` into `acc`, the value so far of `key`.
+pub type Combiner = Box<dyn FnMut(&[u8], &mut Vec<u8>, &[u8]) + Send>;
+
+/// How to read: which maps, sorted or not, combined or not. From [`Shuffle::reader`].
+pub struct ReadOptions {
+    shuffle: Shuffle,
+    partitions: Range<u32>,
+    maps: Option<Range<u32>>,
+    sorter: Option<String>,
+    combiner: Option<Combiner>,
+    prefetch: usize,
+}
+
+impl std::fmt::Debug for ReadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOptions")
+            .field("shuffle", self.shuffle.id())
+            .field("partitions", &self.partitions)
+            .field("maps", &self.maps)
+            .field("sorter", &self.sorter)
+            .field("combined", &self.combiner.is_some())
+            .finish()
+    }
+}
+
+impl ReadOptions {
+    pub(crate) fn new(shuffle: Shuffle, partitions: Range<u32>) -> Self {
+        Self {
+            shuffle,
+            partitions,
+            maps: None,
+            sorter: None,
+            combiner: None,
+            prefetch: PREFETCH,
+        }
+    }
+
+    /// Only the output of maps `maps`.
+    pub fn maps(mut self, maps: Range<u32>) -> Self {
+        self.maps = Some(maps);
+        self
+    }
+
+    /// Records in key order, sorted by the sorter `name` names (`radix`, `radsort`,
+    /// `comparison`; see [`crail_sorters::by_name`]). The whole range is gathered in memory
+    /// first. Records with equal keys keep the order they were read in.
+    pub fn sorted(mut self, name: &str) -> Self {
+        self.sorter = Some(name.to_owned());
+        self
+    }
+
+    /// Records with equal keys folded into one by `combine(key, acc, value)`, which folds
+    /// `value` into `acc` (starting from the key's first value). Sorts first (by `radix`
+    /// unless [`ReadOptions::sorted`] names another), so equal keys are adjacent.
+    pub fn combine(
+        mut self,
+        combine: impl FnMut(&[u8], &mut Vec<u8>, &[u8]) + Send + 'static,
+    ) -> Self {
+        self.combiner = Some(Box::new(combine));
+        self
+    }
+
+    /// Group files fetched at once (default 4).
+    pub fn prefetch(mut self, files: usize) -> Self {
+        self.prefetch = files.max(1);
+        self
+    }
+
+    /// Starts the read. Sorted and combined reads fetch the whole range before the first
+    /// record is returned.
+    pub async fn open(self) -> Result<Records> {
+        let reader = self
+            .shuffle
+            .crail()
+            .shuffle_client()
+            .read(
+                self.shuffle.id(),
+                self.partitions.clone(),
+                self.maps.clone(),
+                self.prefetch,
+            )
+            .await?;
+        let serializer = self.shuffle.serializer().clone();
+        let mut stream = Stream {
+            reader,
+            serializer,
+            decoders: HashMap::new(),
+            current: None,
+        };
+        let sorter = match (&self.sorter, &self.combiner) {
+            (Some(name), _) => Some(name.as_str()),
+            (None, Some(_)) => Some("radix"),
+            (None, None) => None,
+        };
+        let Some(sorter) = sorter else {
+            return Ok(Records {
+                source: Source::Stream(stream),
+                combined: None,
+            });
+        };
+        let sorter = crail_sorters::by_name(sorter)?;
+        let (sorted, unframed) = stream.sorted(&*sorter).await?;
+        let mut decoder = unframed.decoder();
+        decoder.push(Bytes::from(sorted));
+        Ok(Records {
+            source: Source::Sorted(decoder),
+            combined: self.combiner.map(|combine| Combined {
+                combine,
+                key: Vec::new(),
+                value: Vec::new(),
+                out_key: Vec::new(),
+                out_value: Vec::new(),
+                holding: false,
+            }),
+        })
+    }
+}
+
+/// A reduce task's records. Read with [`Records::next_record`]: each record borrows the
+/// stream until the next call.
+pub struct Records {
+    source: Source,
+    combined: Option<Combined>,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("sorted", &matches!(self.source, Source::Sorted(_)))
+            .field("combined", &self.combined.is_some())
+            .finish()
+    }
+}
+
+enum Source {
+    Stream(Stream),
+    Sorted(Decoder<Bytes>),
+}
+
+/// The state of a combined read: the key being folded and its value so far, and the record
+/// last handed out.
+struct Combined {
+    combine: Combiner,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    out_key: Vec<u8>,
+    out_value: Vec<u8>,
+    holding: bool,
+}
+
+impl Records {
+    /// The next record, or `None` at the end of the range. A malformed or truncated record
+    /// is [`crate::Error::Records`]; a map output that cannot be read is
+    /// [`crate::Error::Shuffle`] (naming the maps to run again).
+    pub async fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        match (&mut self.source, &mut self.combined) {
+            (Source::Stream(stream), _) => stream.next_record().await,
+            (Source::Sorted(decoder), None) => Ok(if decoder.advance()? {
+                decoder.current()
+            } else {
+                decoder.finish()?;
+                None
+            }),
+            (Source::Sorted(decoder), Some(c)) => {
+                loop {
+                    if !decoder.advance()? {
+                        decoder.finish()?;
+                        if !c.holding {
+                            return Ok(None);
+                        }
+                        c.holding = false;
+                        std::mem::swap(&mut c.out_key, &mut c.key);
+                        std::mem::swap(&mut c.out_value, &mut c.value);
+                        break;
+                    }
+                    let Some(record) = decoder.current() else {
+                        continue;
+                    };
+                    if c.holding && record.key == c.key.as_slice() {
+                        (c.combine)(record.key, &mut c.value, record.value);
+                        continue;
+                    }
+                    let emit = c.holding;
+                    std::mem::swap(&mut c.out_key, &mut c.key);
+                    std::mem::swap(&mut c.out_value, &mut c.value);
+                    c.key.clear();
+                    c.key.extend_from_slice(record.key);
+                    c.value.clear();
+                    c.value.extend_from_slice(record.value);
+                    c.holding = true;
+                    if emit {
+                        break;
+                    }
+                }
+                Ok(Some(Record {
+                    key: &c.out_key,
+                    value: &c.out_value,
+                }))
+            }
+        }
+    }
+}
+
+/// Records as their chunks arrive. A map's segment of a partition comes in order, but
+/// segments of different group files interleave, so each (partition, map) has its decoder.
+struct Stream {
+    reader: PartitionReader,
+    serializer: Serializer,
+    decoders: HashMap<(u32, u32), Decoder<Bytes>>,
+    current: Option<(u32, u32)>,
+}
+
+impl Stream {
+    async fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        loop {
+            if let Some(key) = self.current
+                && let Some(decoder) = self.decoders.get_mut(&key)
+                && decoder.advance()?
+            {
+                // Borrowed again to hand the record out past the loop.
+                return Ok(self.decoders.get(&key).and_then(Decoder::current));
+            }
+            match self.reader.next_chunk().await? {
+                Some(chunk) => {
+                    let key = (chunk.partition, chunk.map);
+                    self.decoders
+                        .entry(key)
+                        .or_insert_with(|| self.serializer.decoder())
+                        .push(chunk.data);
+                    self.current = Some(key);
+                }
+                None => {
+                    for decoder in self.decoders.values_mut() {
+                        decoder.finish()?;
+                    }
+                    self.decoders.clear();
+                    self.current = None;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Every record of the range, sorted by `sorter`, unframed; and the unframed serializer
+    /// that reads them.
+    async fn sorted(
+        &mut self,
+        sorter: &dyn crail_sorters::Sorter,
+    ) -> Result<(Vec<u8>, Serializer)> {
+        let unframed = Serializer::by_name(&self.serializer.format().name())?;
+        let fixed = self.serializer.format().fixed_lens();
+        let mut all = Vec::new();
+        if let (Some((key, value)), Framing::None) = (fixed, self.serializer.framing()) {
+            // Fixed-length records as stored: whole chunks are copied as they are.
+            let format = Fixed::new(key, value)?;
+            let record = format.record_len();
+            let mut tails: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+            while let Some(chunk) = self.reader.next_chunk().await? {
+                let tail = tails.entry((chunk.partition, chunk.map)).or_default();
+                if tail.is_empty() && chunk.data.len() % record == 0 {
+                    all.extend_from_slice(&chunk.data);
+                    continue;
+                }
+                tail.extend_from_slice(&chunk.data);
+                let whole = tail.len() - tail.len() % record;
+                all.extend_from_slice(&tail[..whole]);
+                tail.drain(..whole);
+            }
+            if let Some(tail) = tails.values().find(|t| !t.is_empty()) {
+                return Err(RecordError::Truncated {
+                    offset: all.len() as u64,
+                    have: tail.len() as u64,
+                }
+                .into());
+            }
+            let mut scratch = vec![0u8; all.len()];
+            crail_sorters::sort_fixed_in_place(sorter, &mut all, &mut scratch, &format)?;
+            return Ok((all, unframed));
+        }
+        let format = unframed.format();
+        while let Some(record) = self.next_record().await? {
+            format.encode(record.key, record.value, &mut all)?;
+        }
+        let sorted = crail_sorters::sort_encoded(sorter, &all, &unframed)?;
+        Ok((sorted, unframed))
+    }
+}
