@@ -85,65 +85,194 @@ pub(crate) async fn run(
     config: Config,
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    if args.nodes == 0 || args.nodes > MAX_NODES {
-        bail!("--nodes must be between 1 and {MAX_NODES}");
-    }
-    if args.dram.bytes() == 0 && args.flash.is_none_or(|f| f.bytes() == 0) {
-        bail!("the nodes need some storage: --dram or --flash above 0");
-    }
-    if let Some(dir) = args.flash_dir.as_ref().filter(|d| !d.is_dir()) {
-        bail!("--flash-dir {}: not a directory", dir.display());
-    }
-    let mut nn = config.namenode.clone();
-    if let Some(listen) = args.listen {
-        nn.listen = listen;
-    }
-    if let Some(block_size) = args.block_size {
-        nn.block_size = block_size;
-    }
-    nn.validate()?;
     let signal = crate::shutdown_signal()?;
-    let listener = TcpListener::bind(nn.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", nn.listen))?;
-    let nn_addr = listener.local_addr()?;
-    let stop_namenode = CancellationToken::new();
-    let namenode = tokio::spawn(crail_store::namenode::run(
-        listener,
-        nn,
-        stop_namenode.clone().cancelled_owned(),
-    ));
-
-    let mut nodes = Vec::new();
+    let mut cluster = Embedded::launch(args, &config, config_file.as_deref()).await?;
     let outcome = async {
-        let lines = start_nodes(&args, config_file.as_deref(), nn_addr, &mut nodes).await?;
-        let written = args
+        let written = cluster
+            .args
             .config_out
             .as_deref()
-            .map(|path| write_client_config(path, nn_addr, &config))
+            .map(|path| write_client_config(path, cluster.namenode, &config))
             .transpose()?;
-        announce(&args, nn_addr, &lines, written.as_deref());
-        for node in &nodes {
+        announce(
+            &cluster.args,
+            cluster.namenode,
+            &cluster.lines,
+            written.as_deref(),
+        );
+        for node in &cluster.nodes {
             node.forward.cancel();
         }
-        let result = serve_until_stopped(&mut nodes, signal, args.keep_going).await;
+        let result = serve_until_stopped(&mut cluster.nodes, signal, cluster.args.keep_going).await;
         if let Some(path) = &written {
             let _ = std::fs::remove_file(path);
         }
         result
     }
     .await;
-    stop_nodes(&mut nodes).await;
-    stop_namenode.cancel();
-    match namenode.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if outcome.is_ok() => return Err(e.into()),
-        _ => {}
+    let stopped = cluster.stop().await;
+    outcome?;
+    stopped?;
+    println!("cluster stopped");
+    Ok(())
+}
+
+/// A whole cluster run by this process: the namenode in it, each node a child process on its
+/// own loopback address. The nodes stop when [`Embedded::stop`] is called or this process
+/// ends, however it ends.
+pub struct Embedded {
+    args: Args,
+    namenode: SocketAddr,
+    client: crail_store::ClientConfig,
+    stop_namenode: CancellationToken,
+    namenode_task: tokio::task::JoinHandle<crail_store::Result<()>>,
+    nodes: Vec<Node>,
+    lines: Vec<String>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("namenode", &self.namenode)
+            .field("nodes", &self.hosts())
+            .finish()
     }
-    if outcome.is_ok() {
-        println!("cluster stopped");
+}
+
+impl Embedded {
+    /// Starts a cluster as `crail cluster FLAGS` would (`--nodes 3 --dram 2GiB`, ...), its
+    /// namenode on a free port unless `--listen` says otherwise, over `config` (its
+    /// `[namenode]` and `[security]` sections count). Returns once every node serves. The
+    /// calling binary must pass the node command lines it is started with to
+    /// [`crate::main_with`] (see [`crate::is_node_command`]).
+    pub async fn start(flags: &[&str], config: &Config) -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: Args,
+        }
+        let mut args = <Flags as clap::Parser>::try_parse_from(
+            std::iter::once("cluster").chain(flags.iter().copied()),
+        )
+        .map_err(|e| {
+            let text = e.to_string();
+            anyhow::anyhow!(
+                "cluster flags: {}",
+                text.lines()
+                    .next()
+                    .unwrap_or("bad flags")
+                    .trim_start_matches("error: ")
+            )
+        })?
+        .args;
+        args.listen
+            .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let cluster = Self::launch(args, config, None).await?;
+        for node in &cluster.nodes {
+            node.forward.cancel();
+        }
+        Ok(cluster)
     }
-    outcome
+
+    async fn launch(
+        args: Args,
+        config: &Config,
+        config_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if args.nodes == 0 || args.nodes > MAX_NODES {
+            bail!("--nodes must be between 1 and {MAX_NODES}");
+        }
+        if args.dram.bytes() == 0 && args.flash.is_none_or(|f| f.bytes() == 0) {
+            bail!("the nodes need some storage: --dram or --flash above 0");
+        }
+        if let Some(dir) = args.flash_dir.as_ref().filter(|d| !d.is_dir()) {
+            bail!("--flash-dir {}: not a directory", dir.display());
+        }
+        let mut nn = config.namenode.clone();
+        if let Some(listen) = args.listen {
+            nn.listen = listen;
+        }
+        if let Some(block_size) = args.block_size {
+            nn.block_size = block_size;
+        }
+        nn.validate()?;
+        let listener = TcpListener::bind(nn.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", nn.listen))?;
+        let namenode = listener.local_addr()?;
+        let stop_namenode = CancellationToken::new();
+        let namenode_task = tokio::spawn(crail_store::namenode::run(
+            listener,
+            nn,
+            stop_namenode.clone().cancelled_owned(),
+        ));
+        let mut cluster = Self {
+            args,
+            namenode,
+            client: crail_store::ClientConfig {
+                namenode: namenode.to_string(),
+                local_host: None,
+                ..config.client.clone()
+            },
+            stop_namenode,
+            namenode_task,
+            nodes: Vec::new(),
+            lines: Vec::new(),
+        };
+        match start_nodes(&cluster.args, config_file, namenode, &mut cluster.nodes).await {
+            Ok(lines) => {
+                cluster.lines = lines;
+                Ok(cluster)
+            }
+            Err(e) => {
+                let _ = cluster.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The namenode's address.
+    pub fn namenode(&self) -> SocketAddr {
+        self.namenode
+    }
+
+    /// The nodes' addresses, 127.0.0.2 and up.
+    pub fn hosts(&self) -> Vec<IpAddr> {
+        self.nodes.iter().map(|n| n.host).collect()
+    }
+
+    /// A client configuration for this cluster (its namenode and secret), connecting from no
+    /// node in particular; `with_local_host` makes it a node's.
+    pub fn client_config(&self) -> crail_store::ClientConfig {
+        self.client.clone()
+    }
+
+    /// Completes when a node stops on its own (it died): its address and exit status.
+    pub async fn node_died(&mut self) -> (IpAddr, String) {
+        let mut exits: futures_util::stream::FuturesUnordered<_> = self
+            .nodes
+            .iter_mut()
+            .map(|n| async move { (n.host, n.child.wait().await) })
+            .collect();
+        match futures_util::StreamExt::next(&mut exits).await {
+            Some((host, status)) => (
+                host,
+                status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            ),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops every node and the namenode.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        stop_nodes(&mut self.nodes).await;
+        self.stop_namenode.cancel();
+        match (&mut self.namenode_task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(anyhow::anyhow!("the namenode's task failed: {e}")),
+        }
+    }
 }
 
 /// Starts every node and waits until each serves; returns each node's announcement lines.
