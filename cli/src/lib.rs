@@ -151,29 +151,42 @@ pub fn is_node_command(args: &[std::ffi::OsString]) -> bool {
     rest.first().is_some_and(|a| a == "node")
 }
 
-/// Runs the `crail` command line `args` (the program name first) and returns its exit code.
-pub fn main_with<I, T>(args: I) -> ExitCode
+/// Parses command line `args` the way `crail` does: `--help` and `--version` print and exit
+/// 0; a bad command line is one line on stderr naming `program` and exit code 2.
+pub fn parse_args<P, I, T>(program: &str, args: I) -> Result<P, ExitCode>
 where
+    P: Parser,
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    match P::try_parse_from(args) {
+        Ok(parsed) => Ok(parsed),
         Err(e) if !e.use_stderr() => {
-            // --help and --version.
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         Err(e) => {
             // One line: clap's first, without its own prefix or the usage that follows.
             let text = e.to_string();
             let line = text.lines().next().unwrap_or("bad arguments");
             eprintln!(
-                "crail: error: {} (crail --help)",
+                "{program}: error: {} ({program} --help)",
                 line.trim_start_matches("error: ")
             );
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
+    }
+}
+
+/// Runs the `crail` command line `args` (the program name first) and returns its exit code.
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli: Cli = match parse_args("crail", args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     let default_log = match cli.command {
         Command::Namenode(_) | Command::Datanode(_) | Command::Node(_) => "info",

@@ -83,42 +83,35 @@ impl ReadOptions {
     /// Starts the read. Sorted and combined reads fetch the whole range before the first
     /// record is returned.
     pub async fn open(self) -> Result<Records> {
-        let reader = self
-            .shuffle
-            .crail()
-            .shuffle_client()
-            .read(
-                self.shuffle.id(),
-                self.partitions.clone(),
-                self.maps.clone(),
-                self.prefetch,
-            )
-            .await?;
-        let serializer = self.shuffle.serializer().clone();
-        let mut stream = Stream {
-            reader,
-            serializer,
-            decoders: HashMap::new(),
-            current: None,
-        };
-        let sorter = match (&self.sorter, &self.combiner) {
-            (Some(name), _) => Some(name.as_str()),
-            (None, Some(_)) => Some("radix"),
+        // The options are taken apart first: the combiner need not be Sync, so no borrow
+        // of them may cross an await.
+        let Self {
+            shuffle,
+            partitions,
+            maps,
+            sorter,
+            combiner,
+            prefetch,
+        } = self;
+        let sorter = match (sorter, &combiner) {
+            (Some(name), _) => Some(name),
+            (None, Some(_)) => Some("radix".to_owned()),
             (None, None) => None,
         };
+        let mut stream = Stream::start(&shuffle, partitions, maps, prefetch).await?;
         let Some(sorter) = sorter else {
             return Ok(Records {
                 source: Source::Stream(stream),
                 combined: None,
             });
         };
-        let sorter = crail_sorters::by_name(sorter)?;
+        let sorter = crail_sorters::by_name(&sorter)?;
         let (sorted, unframed) = stream.sorted(&*sorter).await?;
         let mut decoder = unframed.decoder();
         decoder.push(Bytes::from(sorted));
         Ok(Records {
             source: Source::Sorted(decoder),
-            combined: self.combiner.map(|combine| Combined {
+            combined: combiner.map(|combine| Combined {
                 combine,
                 key: Vec::new(),
                 value: Vec::new(),
@@ -127,6 +120,22 @@ impl ReadOptions {
                 holding: false,
             }),
         })
+    }
+
+    /// Every record of the range in key order (by the sorter [`ReadOptions::sorted`] names,
+    /// else `radix`), as the serializer encodes them without frames: for an engine that writes
+    /// a sorted run out whole. Ignores [`ReadOptions::combine`].
+    pub async fn read_sorted(self) -> Result<Vec<u8>> {
+        let sorter = crail_sorters::by_name(self.sorter.as_deref().unwrap_or("radix"))?;
+        let Self {
+            shuffle,
+            partitions,
+            maps,
+            prefetch,
+            ..
+        } = self;
+        let mut stream = Stream::start(&shuffle, partitions, maps, prefetch).await?;
+        Ok(stream.sorted(&*sorter).await?.0)
     }
 }
 
@@ -225,6 +234,25 @@ struct Stream {
 }
 
 impl Stream {
+    async fn start(
+        shuffle: &Shuffle,
+        partitions: Range<u32>,
+        maps: Option<Range<u32>>,
+        prefetch: usize,
+    ) -> Result<Self> {
+        let reader = shuffle
+            .crail()
+            .shuffle_client()
+            .read(shuffle.id(), partitions, maps, prefetch)
+            .await?;
+        Ok(Self {
+            reader,
+            serializer: shuffle.serializer().clone(),
+            decoders: HashMap::new(),
+            current: None,
+        })
+    }
+
     async fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         loop {
             if let Some(key) = self.current

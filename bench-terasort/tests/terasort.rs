@@ -1,0 +1,322 @@
+//! The `terasort` binary end to end: gen, sort on a real cluster (`terasort cluster`, the
+//! embedded one of `terasort run`), validate, and the faults each must catch.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TERASORT: &str = env!("CARGO_BIN_EXE_terasort");
+const RECORD: usize = 100;
+
+fn terasort(args: &[&str]) -> Output {
+    Command::new(TERASORT)
+        .args(args)
+        .env_remove("CRAIL_CONF")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = terasort(args);
+    assert!(
+        out.status.success(),
+        "terasort {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fails with one line on stderr naming `what`.
+fn fails(args: &[&str], what: &str) -> String {
+    let out = terasort(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "terasort {args:?} succeeded");
+    assert!(err.contains(what), "terasort {args:?}: {err}");
+    err
+}
+
+/// `terasort sort` of `input` into `output` on the cluster of `config`.
+fn sort<'a>(input: &'a str, output: &'a str, config: &'a str) -> Vec<&'a str> {
+    vec!["sort", "--in", input, "--out", output, "--config", config]
+}
+
+fn path(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().unwrap().to_owned()
+}
+
+fn concat(dir: &Path) -> Vec<u8> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn gen_is_one_stream_however_it_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = path(dir.path(), "one");
+    let seven = path(dir.path(), "seven");
+    let out = ok(&["gen", "--size", "1000000", "--out", &one, "--parts", "1"]);
+    assert!(out.contains("10000 records in 1 parts"), "{out}");
+    ok(&["gen", "--size", "1000000", "--out", &seven, "--parts", "7"]);
+    let whole = concat(Path::new(&one));
+    assert_eq!(whole.len(), 10_000 * RECORD);
+    assert_eq!(whole, concat(Path::new(&seven)));
+    // A later start is the same stream further on (gensort's -b).
+    let later = path(dir.path(), "later");
+    ok(&[
+        "gen", "--size", "500000", "--out", &later, "--start", "5000",
+    ]);
+    assert_eq!(concat(Path::new(&later)), whole[5000 * RECORD..]);
+    // The output directory must not exist; the size must hold a record.
+    fails(&["gen", "--size", "1000", "--out", &one], "exists");
+    fails(
+        &["gen", "--size", "99", "--out", &path(dir.path(), "x")],
+        "no 100-byte record",
+    );
+    fails(&["gen", "--size", "lots", "--out", &one], "--size");
+}
+
+#[test]
+fn validate_catches_swapped_truncated_and_changed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = path(dir.path(), "in");
+    let sorted = path(dir.path(), "sorted");
+    ok(&["gen", "--size", "2000000", "--out", &input, "--parts", "3"]);
+    // Unsorted input is reported as such.
+    let out = terasort(&["validate", &input]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of order"));
+
+    // A sort the simple way (the records of all parts, by key) is valid and keeps the
+    // checksum.
+    let mut records: Vec<Vec<u8>> = concat(Path::new(&input))
+        .chunks(RECORD)
+        .map(<[u8]>::to_vec)
+        .collect();
+    records.sort_by(|a, b| a[..10].cmp(&b[..10]));
+    std::fs::create_dir(&sorted).unwrap();
+    let write = |name: &str, records: &[Vec<u8>]| {
+        std::fs::write(Path::new(&sorted).join(name), records.concat()).unwrap();
+    };
+    write("part-00000", &records[..7000]);
+    write("part-00001", &records[7000..]);
+    let out = ok(&["validate", &sorted, "--input", &input]);
+    assert!(out.contains("Records: 20000"), "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    let json = ok(&["validate", &sorted, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["records"], 20000);
+
+    // Two records swapped inside a part.
+    let mut swapped = records.clone();
+    swapped.swap(100, 101);
+    write("part-00000", &swapped[..7000]);
+    fails(&["validate", &sorted], "record 101 of part-00000");
+    // Out of order across the boundary of two parts.
+    let mut across = records.clone();
+    across.swap(6999, 7000);
+    write("part-00000", &across[..7000]);
+    write("part-00001", &across[7000..]);
+    fails(&["validate", &sorted], "out of order");
+    write("part-00000", &records[..7000]);
+    write("part-00001", &records[7000..]);
+
+    // A changed byte outside the key: in order, but not the input's records.
+    let mut changed = records.clone();
+    changed[8000][50] ^= 1;
+    write("part-00001", &changed[7000..]);
+    ok(&["validate", &sorted]);
+    fails(&["validate", &sorted, "--input", &input], "checksum");
+    // A lost record.
+    write("part-00001", &records[7001..]);
+    fails(&["validate", &sorted, "--input", &input], "19999 records");
+    // A truncated part.
+    let mut torn = records[7000..].concat();
+    torn.truncate(torn.len() - 1);
+    std::fs::write(Path::new(&sorted).join("part-00001"), torn).unwrap();
+    fails(&["validate", &sorted], "truncated");
+    // Missing input.
+    fails(&["validate", &path(dir.path(), "nothing")], "nothing");
+    std::fs::create_dir(path(dir.path(), "empty")).unwrap();
+    fails(&["validate", &path(dir.path(), "empty")], "no input parts");
+}
+
+/// `terasort cluster` (crail's embedded cluster), its client config once it serves.
+struct Cluster {
+    child: std::process::Child,
+    config: String,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Self {
+        let config = path(dir, "client.toml");
+        let mut child = Command::new(TERASORT)
+            .args([
+                "cluster",
+                "--dram",
+                "512MiB",
+                "--listen",
+                "127.0.0.1:0",
+                "--config-out",
+                &config,
+            ])
+            .env_remove("CRAIL_CONF")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines() {
+            if line.unwrap().starts_with("cluster up") {
+                break;
+            }
+        }
+        assert!(Path::new(&config).exists());
+        Self { child, config }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sort_on_a_running_cluster_is_valid_and_refuses_bad_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    let input = path(dir.path(), "in");
+    let output = path(dir.path(), "out");
+    ok(&["gen", "--size", "30000000", "--out", &input, "--parts", "5"]);
+    let mut args = sort(&input, &output, &cluster.config);
+    args.extend(["--partitions", "7"]);
+    let out = ok(&args);
+    assert!(out.contains("sorted 300000 records on 3 nodes"), "{out}");
+    let parts = std::fs::read_dir(&output).unwrap().count();
+    assert_eq!(parts, 7);
+    ok(&["validate", &output, "--input", &input]);
+
+    // The output exists; the input does not; the input is torn.
+    fails(&sort(&input, &output, &cluster.config), "exists");
+    let (missing, o2, o3) = (
+        path(dir.path(), "missing"),
+        path(dir.path(), "o2"),
+        path(dir.path(), "o3"),
+    );
+    fails(&sort(&missing, &o2, &cluster.config), "missing");
+    let part = Path::new(&input).join("part-00002");
+    let bytes = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() - 3]).unwrap();
+    fails(&sort(&input, &o3, &cluster.config), "truncated");
+    assert!(!Path::new(&path(dir.path(), "o3")).exists());
+}
+
+#[test]
+fn run_sorts_on_the_embedded_cluster_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = path(dir.path(), "chart.svg");
+    let out = ok(&[
+        "run",
+        "--size",
+        "20000000",
+        "--nodes",
+        "2",
+        "--json",
+        "--chart",
+        &chart,
+        "--work",
+        &path(dir.path(), "work"),
+    ]);
+    let last = out.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["valid"], true, "{last}");
+    assert_eq!(v["records"], 200_000);
+    assert_eq!(v["nodes"], 2);
+    assert!(v["gb_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["baseline"]["gb_per_sec"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("in-memory sort"));
+    // The work directory is removed.
+    assert!(!Path::new(&path(dir.path(), "work")).exists());
+}
+
+#[test]
+fn a_node_dying_mid_sort_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(TERASORT)
+        .args([
+            "run",
+            "--size",
+            "400000000",
+            "--chart",
+            &path(dir.path(), "c.svg"),
+            "--work",
+            &path(dir.path(), "work"),
+        ])
+        .env_remove("CRAIL_CONF")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut namenode = None;
+    let mut lines = stdout.lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("cluster:")
+            && let Some(at) = line.find("namenode ")
+        {
+            namenode = Some(line[at + 9..].trim().to_owned());
+            break;
+        }
+    }
+    let namenode = namenode.expect("the run started a cluster");
+    // Kill the second node as the sort begins.
+    let pattern = format!("--namenode {namenode} --host 127.0.0.3");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Command::new("pkill")
+        .args(["-KILL", "-f", "--", &pattern])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no node process matched {pattern}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("SUCCESS")),
+        "a run with a dead node reported success: {rest:?}"
+    );
+    assert!(err.contains("terasort: error:"), "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .last()
+            .map(|l| l.starts_with("terasort: error:")),
+        Some(true)
+    );
+}
