@@ -393,3 +393,45 @@ async fn records_written_one_by_one_across_many_partitions_all_arrive_in_place()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_appending_to_a_large_group_file_leave_few_unused_blocks() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-blocks", 0);
+    const MAPS: u32 = 24;
+    shuffles.register(&id, &meta(MAPS, 1)).await.unwrap();
+    // One node, one partition: every map appends 1.5 MiB to the same few group files.
+    let segment = vec![7u8; 15 * 1024 * RECORD];
+    for m in 0..MAPS {
+        let mut writer = c.nodes[0].lease(&id, m, 0).await.unwrap();
+        writer.write(0, &segment).await.unwrap();
+        writer.commit().await.unwrap();
+    }
+    let block = 1u64 << 20;
+    let mut files = 0;
+    for entry in c
+        .store
+        .list("/crail-shuffle/app-blocks/0/p0")
+        .await
+        .unwrap()
+    {
+        let stat = entry.stat;
+        if stat.size == 0 {
+            continue;
+        }
+        files += 1;
+        let spare = stat.block_count * block - stat.size;
+        // At most the last map's own share ahead (it wrote 2 blocks' worth), not the 16 blocks
+        // a writer counting the whole file would have taken.
+        assert!(
+            spare <= 2 * block,
+            "{}: {} bytes in {} blocks",
+            entry.name,
+            stat.size,
+            stat.block_count
+        );
+    }
+    assert!(files > 0);
+    shuffles.unregister(&id).await.unwrap();
+}

@@ -44,6 +44,8 @@ pub struct FileWriter {
     pos: u64,
     end: u64,
     blocks: Vec<BlockLocation>,
+    /// The block the writer started in: it allocates ahead by the blocks it has added.
+    first_block: u64,
     staging: Option<Buffer>,
     staged_at: u64,
     /// One entry per buffer sent (its pieces' replies).
@@ -63,6 +65,7 @@ impl FileWriter {
     pub(crate) fn new(store: Store, lease: WriteLease) -> Self {
         let size = lease.stat().size;
         Self {
+            first_block: size / store.block_size().max(1),
             block_size: store.block_size(),
             outstanding: store.config().outstanding.max(1),
             store,
@@ -318,12 +321,15 @@ impl FileWriter {
                 return Err(self.lost());
             };
             let wanted = index + 1 - known;
-            // Allocate ahead as the file grows (as many blocks as it has, up to
-            // BLOCKS_AHEAD): streaming writes save round trips, small files hold nothing
+            // Allocate ahead as the writer grows the file (as many blocks as it has added,
+            // up to BLOCKS_AHEAD): streaming writes save round trips, small files hold nothing
             // extra, and a writer never holds more than its own size of unused blocks (close
-            // frees them). If the store cannot give that many, ask for exactly what this
-            // write needs.
-            let ahead = wanted.max(known.clamp(1, BLOCKS_AHEAD));
+            // frees them). Counting only its own blocks matters to appenders that never close
+            // (a shuffle's map writers, each adding a segment to a large group file): counted
+            // by the file's size, each would leave up to BLOCKS_AHEAD unused blocks behind. If
+            // the store cannot give that many, ask for exactly what this write needs.
+            let added = known.saturating_sub(self.first_block);
+            let ahead = wanted.max(added.clamp(1, BLOCKS_AHEAD));
             let got = match lease.allocate(known, ahead).await {
                 Err(Error::StoreFull { .. }) if wanted < ahead => {
                     lease.allocate(known, wanted).await?
