@@ -115,6 +115,57 @@ pub fn part_name(i: usize) -> String {
     format!("part-{i:05}")
 }
 
+/// Writes `data` to the new file `path` (it must not exist), around the page cache where the
+/// file system allows (`O_DIRECT`, through an aligned bounce buffer; the last partial 4 KiB
+/// written normally). Why: a sort's output is not read back soon, and page cache is fresh
+/// memory, which costs more to fill than the disk takes to write (on this machine's VM,
+/// about 0.7 GB/s against 1.5 GB/s).
+pub fn write_part(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    const ALIGN: usize = 4096;
+    const BOUNCE: usize = 8 << 20;
+    thread_local! {
+        static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let whole = data.len() / ALIGN * ALIGN;
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    let mut file = match direct {
+        Ok(file) => file,
+        // No O_DIRECT here (tmpfs): through the page cache.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            return file.write_all(data);
+        }
+        Err(e) => return Err(e),
+    };
+    BOUNCE_BUF.with_borrow_mut(|buf| {
+        if buf.len() < BOUNCE + ALIGN {
+            buf.resize(BOUNCE + ALIGN, 0);
+        }
+        let at = buf.as_ptr().align_offset(ALIGN);
+        let bounce = &mut buf[at..at + BOUNCE];
+        for piece in data[..whole].chunks(BOUNCE) {
+            bounce[..piece.len()].copy_from_slice(piece);
+            file.write_all(&bounce[..piece.len()])?;
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    drop(file);
+    if whole < data.len() {
+        let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+        file.write_all(&data[whole..])?;
+    }
+    Ok(())
+}
+
 /// Creates output directory `dir`, which must not exist.
 pub fn create_output(dir: &Path) -> Result<()> {
     match std::fs::create_dir(dir) {

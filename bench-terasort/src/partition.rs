@@ -79,26 +79,41 @@ fn key_of_key(key: &[u8; KEY]) -> u128 {
 /// Splits the records of `data` by partition: returns them grouped, partition 0 first, and
 /// where each partition's records start (one more entry than partitions, the last the end).
 pub fn scatter(data: &[u8], partitioner: &RangePartitioner) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    let starts = scatter_into(data, partitioner, &mut out, &mut Vec::new());
+    out.truncate(data.len());
+    (out, starts)
+}
+
+/// As [`scatter`], into `out` (grown when short; bytes past `data.len()` are left as they
+/// are) with `owners` as room for each record's partition: a task reusing both writes into
+/// memory it touched before.
+pub fn scatter_into(
+    data: &[u8],
+    partitioner: &RangePartitioner,
+    out: &mut Vec<u8>,
+    owners: &mut Vec<u32>,
+) -> Vec<usize> {
     let n = partitioner.partitions() as usize;
-    let owners: Vec<u32> = data
-        .chunks_exact(RECORD)
-        .map(|r| partitioner.partition(r))
-        .collect();
+    owners.clear();
+    owners.extend(data.chunks_exact(RECORD).map(|r| partitioner.partition(r)));
     let mut starts = vec![0usize; n + 1];
-    for &p in &owners {
+    for &p in owners.iter() {
         starts[p as usize + 1] += RECORD;
     }
     for i in 0..n {
         starts[i + 1] += starts[i];
     }
     let mut next = starts.clone();
-    let mut out = vec![0u8; owners.len() * RECORD];
-    for (record, &p) in data.chunks_exact(RECORD).zip(&owners) {
+    if out.len() < data.len() {
+        out.resize(data.len(), 0);
+    }
+    for (record, &p) in data.chunks_exact(RECORD).zip(owners.iter()) {
         let at = next[p as usize];
         out[at..at + RECORD].copy_from_slice(record);
         next[p as usize] += RECORD;
     }
-    (out, starts)
+    starts
 }
 
 #[cfg(test)]

@@ -106,7 +106,10 @@ impl ReadOptions {
             });
         };
         let sorter = crail_sorters::by_name(&sorter)?;
-        let (sorted, unframed) = stream.sorted(&*sorter).await?;
+        let mut sorted = Vec::new();
+        let unframed = stream
+            .sorted(&*sorter, &mut sorted, &mut Vec::new())
+            .await?;
         let mut decoder = unframed.decoder();
         decoder.push(Bytes::from(sorted));
         Ok(Records {
@@ -126,6 +129,15 @@ impl ReadOptions {
     /// else `radix`), as the serializer encodes them without frames: for an engine that writes
     /// a sorted run out whole. Ignores [`ReadOptions::combine`].
     pub async fn read_sorted(self) -> Result<Vec<u8>> {
+        let mut sorted = Vec::new();
+        self.read_sorted_into(&mut sorted, &mut Vec::new()).await?;
+        Ok(sorted)
+    }
+
+    /// As [`ReadOptions::read_sorted`], into `out` (cleared first), using `scratch` as room to
+    /// sort in: a task that keeps both for the next range writes into memory it has touched
+    /// already instead of fresh pages (which the kernel must clear first).
+    pub async fn read_sorted_into(self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<()> {
         let sorter = crail_sorters::by_name(self.sorter.as_deref().unwrap_or("radix"))?;
         let Self {
             shuffle,
@@ -135,7 +147,8 @@ impl ReadOptions {
             ..
         } = self;
         let mut stream = Stream::start(&shuffle, partitions, maps, prefetch).await?;
-        Ok(stream.sorted(&*sorter).await?.0)
+        stream.sorted(&*sorter, out, scratch).await?;
+        Ok(())
     }
 }
 
@@ -285,13 +298,18 @@ impl Stream {
 
     /// Every record of the range, sorted by `sorter`, unframed; and the unframed serializer
     /// that reads them.
+    /// Every record of the range sorted by `sorter`, unframed, into `all` (cleared; its
+    /// memory reused), with `scratch` as room to sort in (grown when short); returns the
+    /// unframed serializer that reads them.
     async fn sorted(
         &mut self,
         sorter: &dyn crail_sorters::Sorter,
-    ) -> Result<(Vec<u8>, Serializer)> {
+        all: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Serializer> {
         let unframed = Serializer::by_name(&self.serializer.format().name())?;
         let fixed = self.serializer.format().fixed_lens();
-        let mut all = Vec::new();
+        all.clear();
         if let (Some((key, value)), Framing::None) = (fixed, self.serializer.framing()) {
             // Fixed-length records as stored: whole chunks are copied as they are.
             let format = Fixed::new(key, value)?;
@@ -315,15 +333,18 @@ impl Stream {
                 }
                 .into());
             }
-            let mut scratch = vec![0u8; all.len()];
-            crail_sorters::sort_fixed_in_place(sorter, &mut all, &mut scratch, &format)?;
-            return Ok((all, unframed));
+            if scratch.len() < all.len() {
+                scratch.resize(all.len(), 0);
+            }
+            let len = all.len();
+            crail_sorters::sort_fixed_in_place(sorter, all, &mut scratch[..len], &format)?;
+            return Ok(unframed);
         }
         let format = unframed.format();
         while let Some(record) = self.next_record().await? {
-            format.encode(record.key, record.value, &mut all)?;
+            format.encode(record.key, record.value, all)?;
         }
-        let sorted = crail_sorters::sort_encoded(sorter, &all, &unframed)?;
-        Ok((sorted, unframed))
+        *all = crail_sorters::sort_encoded(sorter, all, &unframed)?;
+        Ok(unframed)
     }
 }
