@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# The project's main job on this machine. Today that is the store benchmark (a real
-# namenode with iobench clients and the framed-vs-tonic comparison, then dram and flash datanodes
-# with data-plane reads and writes, then the sorters and serializers, then the shuffle service
-# and the broadcast service on a 3-node cluster); once bench-terasort exists, it becomes TeraSort end to end on the
-# embedded cluster. Needs only the Rust toolchain.
+# The project's main job: TeraSort end to end on an embedded 3-node cluster (`terasort run`):
+# gensort-compatible input, an in-memory sort of it in one process (the baseline), the sort
+# through the shuffle service, valsort's checks; a summary, the last line JSON, and a chart of
+# the phases (terasort-run.svg). Needs only the Rust toolchain.
+#
+#   ./scripts/run.sh                      # 4 GiB (needs about 9 GiB of free memory)
+#   SIZE=1GiB ./scripts/run.sh            # a smaller machine
+#   ./scripts/run.sh --nodes 5            # more flags go to `terasort run`
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/bench-namenode.sh
-echo
-./scripts/bench-data.sh
-echo
-./scripts/bench-sort.sh
-echo
-./scripts/bench-shuffle.sh
-echo
-./scripts/bench-broadcast.sh
+cargo build --release --locked -q -p bench-terasort
+exec target/release/terasort run --size "${SIZE:-4GiB}" --json "$@"

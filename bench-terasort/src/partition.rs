@@ -13,7 +13,13 @@ const SAMPLES_PER_PARTITION: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct RangePartitioner {
     splits: Vec<u128>,
+    /// Per value of a key's first two bytes, the partitions such keys can be in (first and
+    /// last): most prefixes name one, and the binary search is only for the others.
+    table: Vec<(u32, u32)>,
 }
+
+/// Bits of a key the lookup table indexes.
+const TABLE_BITS: u32 = 16;
 
 impl RangePartitioner {
     /// `partitions` ranges from sampled keys (any order).
@@ -22,10 +28,20 @@ impl RangePartitioner {
             return Err(Error::Invalid("at least one partition".into()));
         }
         sample.sort_unstable();
-        let splits = (1..partitions as usize)
+        let splits: Vec<u128> = (1..partitions as usize)
             .filter_map(|i| sample.get(i * sample.len() / partitions as usize).copied())
             .collect();
-        Ok(Self { splits })
+        let shift = 128 - TABLE_BITS;
+        let table = (0..1u128 << TABLE_BITS)
+            .map(|prefix| {
+                let low = prefix << shift;
+                let high = low | ((1u128 << shift) - 1);
+                let first = splits.partition_point(|s| *s <= low) as u32;
+                let last = splits.partition_point(|s| *s <= high) as u32;
+                (first, last)
+            })
+            .collect();
+        Ok(Self { splits, table })
     }
 
     /// Samples the keys of `parts` (their paths and sizes) at evenly spaced records, reading
@@ -66,7 +82,12 @@ impl RangePartitioner {
     /// The partition of a record (its first 10 bytes are the key).
     pub fn partition(&self, record: &[u8]) -> u32 {
         let key = key_of(record);
-        self.splits.partition_point(|s| *s <= key) as u32
+        let (first, last) = self.table[(key >> (128 - TABLE_BITS)) as usize];
+        if first == last {
+            return first;
+        }
+        let candidates = &self.splits[first as usize..last as usize];
+        first + candidates.partition_point(|s| *s <= key) as u32
     }
 }
 
@@ -142,6 +163,25 @@ mod tests {
         // A sample smaller than the partitions still partitions.
         let tiny = RangePartitioner::from_sample(vec![5], 3).unwrap();
         assert!(tiny.partition(&record(255, 255)) < 3);
+        // The table agrees with a plain search, on keys near and at the splits.
+        let keys: Vec<u128> = (0..5000u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c) << 48)
+            .collect();
+        let p = RangePartitioner::from_sample(keys.clone(), 37).unwrap();
+        for key in keys.iter().chain(&p.splits.clone()) {
+            for k in [
+                key.saturating_sub(1 << 48),
+                *key,
+                key.saturating_add(1 << 48),
+            ] {
+                let mut r = vec![0u8; RECORD];
+                r[..KEY].copy_from_slice(&k.to_be_bytes()[..KEY]);
+                assert_eq!(
+                    p.partition(&r),
+                    p.splits.partition_point(|s| *s <= key_of(&r)) as u32
+                );
+            }
+        }
         assert!(RangePartitioner::from_sample(vec![], 0).is_err());
     }
 

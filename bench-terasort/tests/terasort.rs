@@ -172,17 +172,17 @@ impl Cluster {
                 &config,
             ])
             .env_remove("CRAIL_CONF")
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        for line in stdout.lines() {
-            if line.unwrap().starts_with("cluster up") {
-                break;
-            }
+        // The file is written once every node serves.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Path::new(&config).exists() {
+            assert!(child.try_wait().unwrap().is_none(), "the cluster stopped");
+            assert!(Instant::now() < deadline, "the cluster did not start");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Path::new(&config).exists());
         Self { child, config }
     }
 }
@@ -254,6 +254,17 @@ fn run_sorts_on_the_embedded_cluster_and_reports() {
     assert!(svg.starts_with("<svg") && svg.contains("in-memory sort"));
     // The work directory is removed.
     assert!(!Path::new(&path(dir.path(), "work")).exists());
+
+    // Bad flags: one line each, nothing started.
+    fails(&["run", "--size", "100TiB"], "needs about");
+    fails(&["run", "--size", "10"], "no 100-byte record");
+    fails(&["run", "--size", "1MiB", "--nodes", "0"], "--nodes");
+    let existing = path(dir.path(), "exists");
+    std::fs::create_dir(&existing).unwrap();
+    fails(
+        &["run", "--size", "1MiB", "--work", &existing],
+        "work directory",
+    );
 }
 
 #[test]
