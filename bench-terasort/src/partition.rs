@@ -81,11 +81,13 @@ impl RangePartitioner {
 
     /// The partition of a record (its first 10 bytes are the key).
     pub fn partition(&self, record: &[u8]) -> u32 {
-        let key = key_of(record);
-        let (first, last) = self.table[(key >> (128 - TABLE_BITS)) as usize];
+        // The first two bytes alone settle most keys.
+        let prefix = usize::from(u16::from_be_bytes([record[0], record[1]]));
+        let (first, last) = self.table[prefix];
         if first == last {
             return first;
         }
+        let key = key_of(record);
         let candidates = &self.splits[first as usize..last as usize];
         first + candidates.partition_point(|s| *s <= key) as u32
     }
