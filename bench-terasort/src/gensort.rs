@@ -1,21 +1,16 @@
-//! Input byte for byte as the sort benchmark's `gensort` writes it in its default (binary)
-//! mode.
+//! Input byte for byte as the sort benchmark's `gensort` (version 1.5) writes it in its
+//! default (binary) mode.
 //!
-//! gensort draws one 128-bit number per record from a linear congruential generator,
-//! `x' = A * x + 1 (mod 2^128)`, starting from 0: record `n` uses the generator's `n + 1`-th
-//! number, reached for any `n` in 128 steps by composing the generator's powers of two (so
-//! parts are made independently, in parallel). A record is:
+//! gensort draws 128-bit numbers from a linear congruential generator,
+//! `x' = A * x + C (mod 2^128)`, starting from 0; the generator's `k`-th number is reached for
+//! any `k` in 128 steps by composing its powers of two (so parts are made independently, in
+//! parallel). Record `n` is made of the ten numbers `n + 1` to `n + 10`: its bytes `10 i` to
+//! `10 i + 9` are the 10 most significant bytes of number `n + 1 + i` xor'ed with a constant of
+//! part `i` (none for the key, part 0). So the first record's key is gensort's famous
+//! `JimGrayRIP`.
 //!
-//! | bytes | what |
-//! |---|---|
-//! | 0-9 | the key: the number's 10 most significant bytes |
-//! | 10-11 | `00 11` |
-//! | 12-43 | the record number, 32 upper-case hex digits |
-//! | 44-47 | `88 99 AA BB` |
-//! | 48-95 | the number's 12 least significant hex digits, each written 4 times |
-//! | 96-99 | `CC DD EE FF` |
-//!
-//! valsort's checksum is the sum of every record's crc32 (zlib's), 128 bits wide.
+//! valsort's checksum is the sum of every record's crc32 (zlib's), 128 bits wide, printed in
+//! lower-case hex.
 
 use std::io::Write;
 use std::path::Path;
@@ -27,13 +22,24 @@ use crate::{Error, RECORD, Result, part_name};
 /// The generator's multiplier.
 const A: u128 = 0x2360_ED05_1FC6_5DA4_4385_DF64_9FCC_F645;
 /// Its increment.
-const C: u128 = 1;
+const C: u128 = 0x4A69_6D47_7261_7952_4950_2020_2020_2001;
+/// What each 10-byte part of a record is xor'ed with (only the top 80 bits count).
+const XOR: [u128; 10] = [
+    0,
+    0xF0E8_E4E2_E1D8_D4D2_D1CC_0000_0000_0000,
+    0xCAC9_C6C5_C3B8_B4B2_B1AC_0000_0000_0000,
+    0xAAA9_A6A5_A39C_9A99_9695_0000_0000_0000,
+    0x938E_8D8B_8778_7472_716C_0000_0000_0000,
+    0x6A69_6665_635C_5A59_5655_0000_0000_0000,
+    0x534E_4D4B_473C_3A39_3635_0000_0000_0000,
+    0x332E_2D2B_271E_1D1B_170F_0000_0000_0000,
+    0xC8C4_C2C1_9894_9291_8CE0_0000_0000_0000,
+    0x170F_332E_2D2B_271E_1D1B_0000_0000_0000,
+];
 /// Records per part when the caller does not say: 128 MiB parts.
 const PART_RECORDS: u64 = (128 << 20) / RECORD as u64;
 /// Bytes written per `progress` call.
 const REPORT: usize = RECORD * 10_000;
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The generator's state after `n` steps from 0.
 pub fn skip_ahead(n: u128) -> u128 {
@@ -57,33 +63,28 @@ fn next(x: u128) -> u128 {
     A.wrapping_mul(x).wrapping_add(C)
 }
 
-/// Writes record number `n`, whose random number is `rand`, into `out`.
-pub fn record(rand: u128, n: u128, out: &mut [u8; RECORD]) {
-    let bytes = rand.to_be_bytes();
-    out[..10].copy_from_slice(&bytes[..10]);
-    out[10] = 0x00;
-    out[11] = 0x11;
-    for (i, slot) in out[12..44].iter_mut().enumerate() {
-        *slot = HEX[((n >> (124 - 4 * i)) & 0xF) as usize];
-    }
-    out[44..48].copy_from_slice(&[0x88, 0x99, 0xAA, 0xBB]);
-    for i in 0..12 {
-        let digit = HEX[((rand >> (44 - 4 * i)) & 0xF) as usize];
-        out[48 + 4 * i..52 + 4 * i].fill(digit);
-    }
-    out[96..].copy_from_slice(&[0xCC, 0xDD, 0xEE, 0xFF]);
-}
-
 /// Records `first..first + count`, appended to `out`; returns the sum of their crc32s.
 pub fn records(first: u64, count: u64, out: &mut Vec<u8>) -> u128 {
-    let mut rand = skip_ahead(u128::from(first));
+    // The ten numbers of the next record, oldest first, in a ring.
+    let mut ring = [0u128; 10];
+    ring[0] = skip_ahead(u128::from(first) + 1);
+    for i in 1..10 {
+        ring[i] = next(ring[i - 1]);
+    }
+    let mut head = 0;
     let mut sum = 0u128;
     let mut buf = [0u8; RECORD];
-    for n in first..first + count {
-        rand = next(rand);
-        record(rand, u128::from(n), &mut buf);
+    for _ in 0..count {
+        for (part, xor) in XOR.iter().enumerate() {
+            let x = ring[(head + part) % 10] ^ xor;
+            buf[10 * part..10 * part + 10].copy_from_slice(&x.to_be_bytes()[..10]);
+        }
         sum += u128::from(crc32fast::hash(&buf));
         out.extend_from_slice(&buf);
+        // The oldest number's slot takes the one after the newest.
+        let newest = ring[(head + 9) % 10];
+        ring[head] = next(newest);
+        head = (head + 1) % 10;
     }
     sum
 }
@@ -165,26 +166,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skipping_ahead_is_stepping() {
+    fn skipping_ahead_is_stepping_and_matches_gensorts_tables() {
         let mut x = 0u128;
         for n in 0..300u128 {
             assert_eq!(skip_ahead(n), x, "{n}");
             x = next(x);
         }
+        // rand16.c's table of the generator's powers: f(0) = c, f^2(0) and f^4(0).
+        assert_eq!(skip_ahead(1), C);
+        assert_eq!(skip_ahead(2), 0x95e0_e482_62b3_edfe_0447_9485_c755_b646);
+        assert_eq!(skip_ahead(4), 0x882a_02c3_1536_2b60_765f_1000_68b3_3a1c);
+        assert_eq!(A.wrapping_mul(A), 0x17bc_e35b_df69_743c_529e_d9eb_20e0_ae99);
     }
 
     #[test]
-    fn a_record_has_gensorts_layout() {
+    fn records_are_gensorts() {
         let mut out = Vec::new();
-        records(0x1234, 1, &mut out);
-        assert_eq!(out.len(), RECORD);
-        assert_eq!(&out[10..12], &[0x00, 0x11]);
-        assert_eq!(&out[12..44], b"00000000000000000000000000001234");
-        assert_eq!(&out[44..48], &[0x88, 0x99, 0xAA, 0xBB]);
-        assert_eq!(&out[96..], &[0xCC, 0xDD, 0xEE, 0xFF]);
-        for group in out[48..96].chunks(4) {
-            assert!(group.iter().all(|b| *b == group[0] && HEX.contains(b)));
-        }
+        let sum = records(0, 3, &mut out);
+        // The first 32 bytes of `gensort 3 f` (gensort 1.5, built from its source here).
+        assert_eq!(&out[..10], b"JimGrayRIP");
+        assert_eq!(
+            out[..32],
+            [
+                0x4a, 0x69, 0x6d, 0x47, 0x72, 0x61, 0x79, 0x52, 0x49, 0x50, 0x65, 0x08, 0x00, 0x60,
+                0x83, 0x6b, 0x39, 0x2c, 0xd5, 0x8b, 0x8f, 0x5e, 0x55, 0x96, 0x18, 0x55, 0xe7, 0x9b,
+                0x87, 0xf0, 0x22, 0x83
+            ]
+        );
+        assert!(sum > 0);
         // Consecutive runs are one stream.
         let mut whole = Vec::new();
         let sum = records(10, 20, &mut whole);
