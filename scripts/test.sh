@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy (warnings are errors), all unit,
-# integration and doc tests, the `rdma` feature, and a short run of each fuzz target. Installs
-# what it needs (cargo-fuzz; libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
+# integration and doc tests, the Python SDK's tests, the `rdma` feature, and a short run of each
+# fuzz target. Installs what it needs (cargo-fuzz; maturin, pytest and numpy into target/py;
+# libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
 #
 #   FUZZ_SECONDS=0 ./scripts/test.sh    # skip the fuzz run
 set -euo pipefail
@@ -17,6 +18,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "Python SDK: built into a virtualenv (maturin), pytest against a real cluster"
+# target/py: a virtualenv of our own, so nothing is installed outside the checkout.
+[ -x target/py/bin/python ] || python3 -m venv target/py
+target/py/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy
+(cd sdk-python && VIRTUAL_ENV="$PWD/../target/py" PATH="$PWD/../target/py/bin:$PATH" maturin develop -q)
+cargo build -q --locked -p crail-cli
+CRAIL_BIN="$PWD/target/debug/crail" target/py/bin/pytest -q sdk-python/tests
 
 step "rdma feature: compiles, refuses cleanly at run time"
 # sideway's build generates bindings with bindgen, which needs libclang.

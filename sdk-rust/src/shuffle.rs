@@ -74,6 +74,20 @@ impl Shuffle {
         ReadOptions::new(self.clone(), partitions)
     }
 
+    /// The raw chunks of `partitions` from every map, bytes as stored (whole records of the
+    /// serializer unless a map's segment passed 64 MiB), for engines that decode them
+    /// themselves (the Python SDK hands them out without a copy).
+    pub async fn read_chunks(
+        &self,
+        partitions: Range<u32>,
+    ) -> Result<crail_shuffle::PartitionReader> {
+        Ok(self
+            .crail
+            .shuffle_client()
+            .read(&self.id, partitions, None, 4)
+            .await?)
+    }
+
     /// The committed maps so far, with their bytes per partition.
     pub async fn map_statuses(&self) -> Result<Vec<MapStatus>> {
         let commits = self.crail.shuffle_client().commits(&self.id, None).await?;
