@@ -113,7 +113,7 @@ pub(crate) async fn run(
     let stopped = cluster.stop().await;
     outcome?;
     stopped?;
-    println!("cluster stopped");
+    say!("cluster stopped");
     Ok(())
 }
 
@@ -416,7 +416,7 @@ async fn relay_stderr(
     let mut reader = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = reader.next_line().await {
         if forward.is_cancelled() {
-            eprintln!("[node {host}] {line}");
+            tell!("[node {host}] {line}");
         }
         if let Ok(mut last) = last.lock() {
             *last = line;
@@ -457,29 +457,29 @@ fn toml_string(s: &str) -> String {
 }
 
 fn announce(args: &Args, nn: SocketAddr, lines: &[String], config_out: Option<&Path>) {
-    println!("namenode listening on {nn}");
+    say!("namenode listening on {nn}");
     for line in lines {
-        println!("{line}");
+        say!("{line}");
     }
     let flash = match args.flash {
         Some(f) if f.bytes() > 0 => format!(" + {f} flash"),
         _ => String::new(),
     };
-    println!(
+    say!(
         "cluster up: namenode {nn}, {} nodes (127.0.0.2-127.0.0.{}), {} dram{flash} each",
         args.nodes,
         args.nodes + 1,
         args.dram
     );
     match config_out {
-        Some(path) => println!(
+        Some(path) => say!(
             "client config: {} (try: crail --config {} fs -ls /)",
             path.display(),
             path.display()
         ),
-        None => println!("clients: --namenode {nn}"),
+        None => say!("clients: --namenode {nn}"),
     }
-    println!("Ctrl-C or SIGTERM stops the cluster");
+    say!("Ctrl-C or SIGTERM stops the cluster");
 }
 
 /// Waits for a signal, or for a node to die: an error (the cluster is no longer whole), or
@@ -505,7 +505,7 @@ async fn serve_until_stopped(
                 if !keep_going {
                     bail!("node {host} stopped unexpectedly ({status}); stopping the cluster");
                 }
-                eprintln!("crail: node {host} stopped unexpectedly ({status}); {} left", exits.len());
+                tell!("crail: node {host} stopped unexpectedly ({status}); {} left", exits.len());
             }
         }
     }

@@ -8,6 +8,23 @@
 //! `<binary> [--config FILE] node ...`; such a binary hands those command lines to
 //! [`main_with`] ([`is_node_command`] recognises them).
 
+/// `println!` that does not panic when stdout is gone (a parent that stopped reading it): the
+/// servers and the cluster print their announcements with it and keep serving.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that does not panic when stderr is gone.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod broadcastbench;
 pub mod cluster;
 mod databench;

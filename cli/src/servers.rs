@@ -159,7 +159,7 @@ pub(crate) async fn namenode(args: NamenodeArgs, config: Config) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     // Scripts and tests read this line to learn the port.
-    println!("namenode listening on {}", listener.local_addr()?);
+    say!("namenode listening on {}", listener.local_addr()?);
     crail_store::namenode::run(listener, config, shutdown).await?;
     Ok(())
 }
@@ -203,7 +203,7 @@ async fn start_datanode(dn: DatanodeConfig, client: ClientConfig) -> anyhow::Res
     let datanode = Datanode::start(listener, dn, client).await?;
     let info = datanode.info();
     // Scripts and tests read this line to learn the address.
-    println!(
+    say!(
         "datanode listening on {} (tier {}, class {}, {}, engine {}{}, id {})",
         info.address,
         info.tier.name(),
@@ -343,7 +343,7 @@ pub(crate) async fn node(args: NodeArgs, config: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    println!("node {host} serving: {offered}");
+    say!("node {host} serving: {offered}");
     serving.spawn(async move {
         shuffle
             .await
@@ -437,7 +437,7 @@ async fn start_shuffle(
     .await
     .context("shuffle service: cannot advertise itself in the store")?;
     // Scripts and tests read this line to learn the endpoints.
-    println!("shuffle service on tcp:{addr} and unix:{unix_name} ({slots} slots per shuffle)");
+    say!("shuffle service on tcp:{addr} and unix:{unix_name} ({slots} slots per shuffle)");
     let slots = crail_shuffle::Slots::new(store, host.to_string(), slots);
     let listeners = vec![tcp, unix];
     Ok(tokio::spawn(crail_shuffle::service::run(
@@ -482,7 +482,7 @@ async fn start_broadcast(
     .await
     .context("broadcast service: cannot advertise itself in the store")?;
     // Scripts and tests read this line to learn the endpoints.
-    println!("broadcast service on tcp:{addr} and unix:{unix_name}");
+    say!("broadcast service on tcp:{addr} and unix:{unix_name}");
     let cache = crail_broadcast::NodeCache::new(crail_broadcast::Broadcasts::new(store));
     let listeners = vec![tcp, unix];
     Ok(tokio::spawn(service::run(

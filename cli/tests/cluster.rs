@@ -225,6 +225,53 @@ fn nodes_stop_with_the_cluster_and_the_cluster_with_a_node() {
 }
 
 #[test]
+fn a_cluster_whose_output_nobody_reads_keeps_serving() {
+    // Stdout and stderr closed before it prints a line (a parent that went away): the
+    // announcements fail to print, the cluster does not.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let mut child = Command::new(CRAIL)
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--dram",
+            "64MiB",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config-out")
+        .arg(&config)
+        .env_remove("CRAIL_CONF")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    wait_for("the cluster to serve", || {
+        assert!(child.try_wait().unwrap().is_none(), "the cluster died");
+        config.exists()
+    });
+    let out = Command::new(CRAIL)
+        .arg("--config")
+        .arg(&config)
+        .args(["fs", "-ls", "/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn configuration_layers_file_then_environment_then_flags() {
     let cluster = Cluster::start(&["--nodes", "1", "--dram", "64MiB"], &[]);
     let status = |args: &[&str], env: &[(&str, &str)]| {
