@@ -179,10 +179,3 @@ pub fn create_output(dir: &Path) -> Result<()> {
         }),
     }
 }
-
-/// A record's key as a number: keys compare as these do.
-pub fn key_of(record: &[u8]) -> u128 {
-    let mut bytes = [0u8; 16];
-    bytes[..KEY].copy_from_slice(&record[..KEY]);
-    u128::from_be_bytes(bytes)
-}

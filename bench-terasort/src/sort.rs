@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crail_sdk::Crail;
+use crail_sdk::crail_serializers::Fixed;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::partition::{RangePartitioner, scatter_into};
-use crate::{Error, RECORD, Result, SERIALIZER, create_output, part_name, parts};
+use crate::partition;
+use crate::{Error, KEY, RECORD, Result, SERIALIZER, create_output, part_name, parts};
 
 /// Input bytes per reduce partition the default aims at.
 const PARTITION_BYTES: u64 = 128 << 20;
@@ -123,11 +124,11 @@ async fn run(
 
     let start = Instant::now();
     let sampled = parts.clone();
-    let partitioner =
-        tokio::task::spawn_blocking(move || RangePartitioner::sample(&sampled, partitions))
-            .await
-            .map_err(|e| Error::Cluster(format!("sampling failed: {e}")))??;
+    let partitioner = tokio::task::spawn_blocking(move || partition::sample(&sampled, partitions))
+        .await
+        .map_err(|e| Error::Cluster(format!("sampling failed: {e}")))??;
     let partitioner = Arc::new(partitioner);
+    let format = Fixed::new(KEY, RECORD - KEY).map_err(crail_sdk::Error::from)?;
     let sample_secs = start.elapsed().as_secs_f64();
 
     engines[0]
@@ -178,8 +179,9 @@ async fn run(
                 std::fs::File::open(&path)
                     .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut input[..len]))
                     .map_err(|cause| Error::Io { path, cause })?;
-                let starts =
-                    scatter_into(&input[..len], &partitioner, &mut grouped, &mut Vec::new());
+                let starts = partitioner
+                    .scatter_into(&input[..len], &format, &mut grouped, &mut Vec::new())
+                    .map_err(|e| Error::Invalid(format!("map {m}: {e}")))?;
                 Ok::<_, Error>((input, grouped, starts))
             })
             .await

@@ -59,6 +59,12 @@ pub enum Error {
         /// Why it did not parse.
         reason: String,
     },
+    /// Split keys of a range partitioner that cannot partition.
+    #[error("bad range splits: {reason}")]
+    BadSplits {
+        /// What is wrong with them.
+        reason: String,
+    },
     /// The store failed underneath a stream.
     #[error("{0}")]
     Store(#[from] crail_store::Error),

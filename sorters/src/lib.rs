@@ -14,6 +14,7 @@
 //! byte strings (a shorter key that is a prefix of a longer one comes first), which for
 //! big-endian integers is numeric order.
 
+mod partition;
 mod radix;
 mod streamer;
 
@@ -22,6 +23,7 @@ use std::cmp::Ordering;
 use crail_serializers::{Error, Fixed, Framing, Result, Serializer};
 use rayon::prelude::*;
 
+pub use partition::RangePartitioner;
 pub use radix::{Radix, Radsort};
 
 /// The keys of `len` records.
