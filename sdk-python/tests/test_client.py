@@ -3,6 +3,7 @@
 and read back as memoryviews over the received bytes, the store, and the errors."""
 
 import os
+import pickle
 import signal
 import subprocess
 import time
@@ -127,3 +128,95 @@ def test_bad_input_raises_typed_errors(cluster):
     c.close()
     with pytest.raises(crail.ClosedError):
         c.get_broadcast("x")
+
+
+def test_store_operations(cluster):
+    with crail.Client.connect(cluster, "py-store", host=HOSTS[2]) as c:
+        c.mkdir("/py-store")
+        data = np.arange(1 << 20, dtype=np.uint8)
+        assert c.write_file("/py-store/a", data) == len(data)
+        assert c.read_file("/py-store/a") == data.tobytes()
+        st = c.stat("/py-store/a")
+        assert (st["type"], st["size"]) == ("file", len(data))
+        assert st["blocks"] >= 1 and st["modified"] >= st["created"] > 0
+        assert c.stat("/py-store")["type"] == "directory"
+        assert c.exists("/py-store/a") and not c.exists("/py-store/b")
+        c.rename("/py-store/a", "/py-store/b")
+        assert c.list("/py-store") == ["b"]
+        with pytest.raises(crail.AlreadyExists):
+            c.write_file("/py-store/b", b"again")
+        with pytest.raises(crail.NotFound):
+            c.read_file("/py-store/a")
+        with pytest.raises(crail.InvalidArgument):
+            c.read_file("/py-store")
+        with pytest.raises(crail.CrailError):
+            c.delete("/py-store")  # not empty
+        c.delete("/py-store", recursive=True)
+        assert not c.exists("/py-store")
+
+
+def test_records_by_range_sorted_and_as_columns(cluster):
+    rng = np.random.default_rng(7)
+    maps, parts = 3, 4
+    records = rng.integers(0, 256, size=(maps, 5000, 12), dtype=np.uint8)
+    keys = [bytes(r[:4]) for r in records.reshape(-1, 12)]
+    partitioner = crail.RangePartitioner.from_sample(keys[::7], parts)
+    assert partitioner.partitions == parts and len(partitioner.splits) == parts - 1
+    again = pickle.loads(pickle.dumps(partitioner))
+    assert again.splits == partitioner.splits
+    assert all(again.partition(k) == partitioner.partition(k) for k in keys[:100])
+    with crail.Client.connect(cluster, "py-range", host=HOSTS[0]) as c:
+        shuffle = c.register_shuffle(3, maps=maps, partitions=parts, serializer="fixed:4:8")
+        assert shuffle.serializer == "fixed:4:8"
+        for m in range(maps):
+            w = shuffle.map_writer(m)
+            half = 2500
+            w.write_by_range(partitioner, records[m, :half])  # a 2-d numpy array, rows
+            rest = np.ascontiguousarray(records[m, half:])
+            w.write_columns_by_range(
+                partitioner, np.ascontiguousarray(rest[:, :4]), np.ascontiguousarray(rest[:, 4:])
+            )
+            assert sum(w.commit()) == 5000 * 12
+        everything = []
+        for p in range(parts):
+            sorted_ = np.frombuffer(shuffle.read_sorted(p), np.uint8).reshape(-1, 12)
+            mine = [r for r in records.reshape(-1, 12) if partitioner.partition(bytes(r[:4])) == p]
+            # Stable: equal keys keep map order, then write order.
+            assert sorted_.tobytes() == b"".join(
+                bytes(r) for r in sorted(mine, key=lambda r: bytes(r[:4]))
+            )
+            k, v = shuffle.read_sorted_columns(p)
+            assert bytes(k) == sorted_[:, :4].tobytes() and bytes(v) == sorted_[:, 4:].tobytes()
+            pairs = list(shuffle.records(p, sorted="radix"))
+            assert pairs == [(bytes(r[:4]), bytes(r[4:])) for r in sorted_]
+            everything.extend(shuffle.records(p))
+        assert len(everything) == maps * 5000
+        assert sorted(k + v for k, v in everything) == sorted(bytes(r) for r in records.reshape(-1, 12))
+        # One sorted buffer for a range of partitions is in order across them.
+        whole = np.frombuffer(shuffle.read_sorted(0, parts), np.uint8).reshape(-1, 12)
+        assert len(whole) == maps * 5000
+        assert [bytes(r[:4]) for r in whole] == sorted(keys)
+
+        # Bad input: a kv shuffle, a partitioner of other partitions, torn records, bad splits.
+        kv = c.register_shuffle(4, maps=1, partitions=2, serializer="kv")
+        w = kv.map_writer(0)
+        with pytest.raises(crail.InvalidArgument, match="fixed-length"):
+            w.write_by_range(crail.RangePartitioner([b"m"]), b"x" * 12)
+        with pytest.raises(crail.InvalidArgument, match="fixed-length"):
+            kv.read_sorted_columns(0)
+        w.abort()
+        w = shuffle.map_writer(0, attempt=1)
+        with pytest.raises(crail.InvalidArgument, match="makes 2 partitions"):
+            w.write_by_range(crail.RangePartitioner([b"m"]), b"x" * 12)
+        with pytest.raises(crail.InvalidArgument, match="truncated"):
+            w.write_by_range(partitioner, b"x" * 13)
+        with pytest.raises(crail.InvalidArgument, match="keys but"):
+            w.write_columns_by_range(partitioner, b"k" * 8, b"v" * 8)
+        w.abort()
+        with pytest.raises(crail.InvalidArgument, match="comes after"):
+            crail.RangePartitioner([b"b", b"a"])
+        with pytest.raises(crail.InvalidArgument):
+            shuffle.read_sorted(0, 9)
+        with pytest.raises(crail.InvalidArgument):
+            shuffle.read_sorted(0, sorter="bogo")
+        c.end_application()

@@ -65,6 +65,14 @@ pub enum Error {
         /// What is wrong with them.
         reason: String,
     },
+    /// Key and value columns of different record counts.
+    #[error("{keys} keys but {values} values")]
+    ColumnMismatch {
+        /// Keys given.
+        keys: u64,
+        /// Values given.
+        values: u64,
+    },
     /// The store failed underneath a stream.
     #[error("{0}")]
     Store(#[from] crail_store::Error),

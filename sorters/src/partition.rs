@@ -98,16 +98,67 @@ impl RangePartitioner {
         owners: &mut Vec<u32>,
     ) -> Result<Vec<usize>> {
         let (record, key) = (format.record_len(), format.key_len());
-        let whole = data.len() - data.len() % record;
-        if whole != data.len() {
-            return Err(Error::Truncated {
-                offset: whole as u64,
-                have: (data.len() - whole) as u64,
-            });
-        }
+        whole(data.len(), record)?;
+        Ok(self.scatter(
+            data.len() / record,
+            record,
+            |i| &data[i * record..i * record + key],
+            |i, to| to.copy_from_slice(&data[i * record..(i + 1) * record]),
+            out,
+            owners,
+        ))
+    }
+
+    /// As [`RangePartitioner::scatter_into`], the records given as a column of keys and a
+    /// column of values (record `i` is key `i` then value `i`): columnar data is scattered into
+    /// records in one pass.
+    pub fn scatter_columns_into(
+        &self,
+        keys: &[u8],
+        values: &[u8],
+        format: &Fixed,
+        out: &mut Vec<u8>,
+        owners: &mut Vec<u32>,
+    ) -> Result<Vec<usize>> {
+        let (k, v) = (format.key_len(), format.record_len() - format.key_len());
+        whole(keys.len(), k)?;
+        whole(values.len(), v)?;
+        // `whole` has refused bytes for an empty key or value.
+        let n = match (keys.len().checked_div(k), values.len().checked_div(v)) {
+            (Some(keys), Some(values)) if keys != values => {
+                return Err(Error::ColumnMismatch {
+                    keys: keys as u64,
+                    values: values as u64,
+                });
+            }
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => 0,
+        };
+        Ok(self.scatter(
+            n,
+            k + v,
+            |i| &keys[i * k..(i + 1) * k],
+            |i, to| {
+                to[..k].copy_from_slice(&keys[i * k..(i + 1) * k]);
+                to[k..].copy_from_slice(&values[i * v..(i + 1) * v]);
+            },
+            out,
+            owners,
+        ))
+    }
+
+    fn scatter<'a>(
+        &self,
+        records: usize,
+        record: usize,
+        key: impl Fn(usize) -> &'a [u8],
+        fill: impl Fn(usize, &mut [u8]),
+        out: &mut Vec<u8>,
+        owners: &mut Vec<u32>,
+    ) -> Vec<usize> {
         let n = self.partitions() as usize;
         owners.clear();
-        owners.extend(data.chunks_exact(record).map(|r| self.partition(&r[..key])));
+        owners.extend((0..records).map(|i| self.partition(key(i))));
         let mut starts = vec![0usize; n + 1];
         for &p in owners.iter() {
             starts[p as usize + 1] += record;
@@ -116,16 +167,28 @@ impl RangePartitioner {
             starts[i + 1] += starts[i];
         }
         let mut next = starts.clone();
-        if out.len() < data.len() {
-            out.resize(data.len(), 0);
+        if out.len() < records * record {
+            out.resize(records * record, 0);
         }
-        for (r, &p) in data.chunks_exact(record).zip(owners.iter()) {
+        for (i, &p) in owners.iter().enumerate() {
             let at = next[p as usize];
-            out[at..at + record].copy_from_slice(r);
+            fill(i, &mut out[at..at + record]);
             next[p as usize] += record;
         }
-        Ok(starts)
+        starts
     }
+}
+
+/// Checks that `len` bytes are whole records of `record` bytes.
+fn whole(len: usize, record: usize) -> Result<()> {
+    let rest = len.checked_rem(record).unwrap_or(len);
+    if rest != 0 {
+        return Err(Error::Truncated {
+            offset: (len - rest) as u64,
+            have: rest as u64,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

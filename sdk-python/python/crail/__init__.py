@@ -15,11 +15,13 @@ readers that hand out chunks without copies) and broadcast variables::
             view = memoryview(chunk)  # the received bytes, not a copy
 
 Every call that waits on the cluster releases the GIL. Errors are ``CrailError`` or one of its
-subclasses.
+subclasses. ``crail.ray`` runs sorts and group-bys of Ray Datasets through crail's shuffle and
+hands large objects to Ray tasks through its broadcast service.
 """
 
 from ._crail import (
     AlreadyExists,
+    Buffer,
     Chunk,
     Client,
     ClosedError,
@@ -29,6 +31,8 @@ from ._crail import (
     MapWriter,
     NotFound,
     PartitionReader,
+    RangePartitioner,
+    RecordReader,
     ServiceError,
     Shuffle,
     StoreFull,
@@ -36,6 +40,7 @@ from ._crail import (
 
 __all__ = [
     "AlreadyExists",
+    "Buffer",
     "Chunk",
     "Client",
     "ClosedError",
@@ -45,6 +50,8 @@ __all__ = [
     "MapWriter",
     "NotFound",
     "PartitionReader",
+    "RangePartitioner",
+    "RecordReader",
     "ServiceError",
     "Shuffle",
     "StoreFull",
