@@ -117,51 +117,9 @@ fn expose(
     Ok(())
 }
 
-/// Bytes of one map's output for one partition. Supports the buffer protocol.
-#[pyclass(module = "crail", frozen)]
-pub(crate) struct Chunk {
-    /// The partition.
-    #[pyo3(get)]
-    pub(crate) partition: u32,
-    /// The map that wrote it.
-    #[pyo3(get)]
-    pub(crate) map: u32,
-    pub(crate) data: Bytes,
-}
-
-#[pymethods]
-impl Chunk {
-    fn __len__(&self) -> usize {
-        self.data.len()
-    }
-
-    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.data)
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "Chunk(partition={}, map={}, {} bytes)",
-            self.partition,
-            self.map,
-            self.data.len()
-        )
-    }
-
-    /// Exposes the bytes read-only, without a copy (`memoryview(chunk)`).
-    #[allow(unsafe_code)]
-    unsafe fn __getbuffer__(
-        slf: PyRef<'_, Self>,
-        view: *mut pyo3::ffi::Py_buffer,
-        flags: std::os::raw::c_int,
-    ) -> PyResult<()> {
-        expose(slf.py(), slf.as_ptr(), &slf.data, view, flags)
-    }
-}
-
 /// Read-only bytes crail made (a sorted partition, a column of it). Supports the buffer
 /// protocol: `memoryview(buf)`, `numpy.frombuffer(buf, ...)`, `pyarrow.py_buffer(buf)`.
-#[pyclass(module = "crail", frozen)]
+#[pyclass(module = "crail", frozen, subclass)]
 pub(crate) struct Buffer {
     pub(crate) data: Bytes,
 }
@@ -188,5 +146,41 @@ impl Buffer {
         flags: std::os::raw::c_int,
     ) -> PyResult<()> {
         expose(slf.py(), slf.as_ptr(), &slf.data, view, flags)
+    }
+}
+
+/// Bytes of one map's output for one partition: a `Buffer` that knows where it came from.
+#[pyclass(module = "crail", frozen, extends = Buffer)]
+pub(crate) struct Chunk {
+    /// The partition.
+    #[pyo3(get)]
+    partition: u32,
+    /// The map that wrote it.
+    #[pyo3(get)]
+    map: u32,
+}
+
+impl Chunk {
+    /// A chunk of `data` from map `map` for `partition`.
+    pub(crate) fn new(
+        py: Python<'_>,
+        partition: u32,
+        map: u32,
+        data: Bytes,
+    ) -> PyResult<Py<Chunk>> {
+        let init = PyClassInitializer::from(Buffer { data }).add_subclass(Chunk { partition, map });
+        Py::new(py, init)
+    }
+}
+
+#[pymethods]
+impl Chunk {
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        format!(
+            "Chunk(partition={}, map={}, {} bytes)",
+            slf.partition,
+            slf.map,
+            slf.as_super().data.len()
+        )
     }
 }

@@ -439,14 +439,10 @@ impl PartitionReader {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Chunk>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<Chunk>>> {
         let next = block(py, async { self.reader.lock().await.next_chunk().await })?;
         match next {
-            Ok(Some(chunk)) => Ok(Some(Chunk {
-                partition: chunk.partition,
-                map: chunk.map,
-                data: chunk.data,
-            })),
+            Ok(Some(chunk)) => Chunk::new(py, chunk.partition, chunk.map, chunk.data).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(raise(e.into())),
         }
