@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy (warnings are errors), all unit,
 # integration and doc tests, the Python SDK's tests, the `rdma` feature, and a short run of each
-# fuzz target. Installs what it needs (cargo-fuzz; maturin, pytest and numpy into target/py;
-# libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
+# fuzz target. Installs what it needs (cargo-fuzz; maturin, pytest, numpy and Ray into
+# target/py; libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
 #
 #   FUZZ_SECONDS=0 ./scripts/test.sh    # skip the fuzz run
 set -euo pipefail
@@ -19,10 +19,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
-step "Python SDK: built into a virtualenv (maturin), pytest against a real cluster"
+step "Python SDK: built into a virtualenv (maturin), pytest against a real cluster and real Ray"
 # target/py: a virtualenv of our own, so nothing is installed outside the checkout.
 [ -x target/py/bin/python ] || python3 -m venv target/py
-target/py/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy
+target/py/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy \
+  "ray[data]>=2.40,<3" pyarrow
 (cd sdk-python && VIRTUAL_ENV="$PWD/../target/py" PATH="$PWD/../target/py/bin:$PATH" maturin develop -q)
 cargo build -q --locked -p crail-cli
 CRAIL_BIN="$PWD/target/debug/crail" target/py/bin/pytest -q sdk-python/tests

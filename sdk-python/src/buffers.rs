@@ -76,9 +76,32 @@ impl Drop for Pooled {
     }
 }
 
+/// A caller's bytes: any object with the buffer protocol and one-byte items (`bytes`,
+/// `bytearray`, `memoryview`, a `uint8` or `int8` numpy array, a `pyarrow.Buffer`).
+pub(crate) struct Bytesish(PyBuffer<u8>);
+
+impl<'py> FromPyObject<'py> for Bytesish {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(buf) = PyBuffer::<u8>::get(ob) {
+            return Ok(Self(buf));
+        }
+        // Other one-byte formats ('b', 'c'): viewed as unsigned bytes.
+        let view = pyo3::types::PyMemoryView::from(ob)?;
+        let itemsize: usize = view.getattr("itemsize")?.extract()?;
+        if itemsize != 1 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "expected bytes (items of one byte), got items of {itemsize} bytes; \
+                 view them as uint8 first"
+            )));
+        }
+        Ok(Self(PyBuffer::get(&view.call_method1("cast", ("B",))?)?))
+    }
+}
+
 /// The bytes of a caller's buffer: borrowed when contiguous (the caller must not change them
 /// while the call runs), else copied.
-pub(crate) fn borrow<'a>(py: Python<'_>, buf: &'a PyBuffer<u8>) -> PyResult<Cow<'a, [u8]>> {
+pub(crate) fn borrow<'a>(py: Python<'_>, buf: &'a Bytesish) -> PyResult<Cow<'a, [u8]>> {
+    let buf = &buf.0;
     if !buf.is_c_contiguous() {
         return Ok(Cow::Owned(buf.to_vec(py)?));
     }

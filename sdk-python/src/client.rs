@@ -5,11 +5,10 @@ use std::sync::Mutex;
 
 use crail_sdk::crail_store::CreateOptions;
 use crail_sdk::{Config, Crail, crail_broadcast, crail_store};
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::buffers::borrow;
+use crate::buffers::{Bytesish, borrow};
 use crate::shuffle::PyShuffle;
 use crate::{ClosedError, CrailError, InvalidArgument, block, raise};
 
@@ -86,7 +85,7 @@ impl Client {
     }
 
     /// Writes `data` (any bytes-like object) as a new file at `path`; returns its size.
-    fn write_file(&self, py: Python<'_>, path: &str, data: PyBuffer<u8>) -> PyResult<u64> {
+    fn write_file(&self, py: Python<'_>, path: &str, data: Bytesish) -> PyResult<u64> {
         let data = borrow(py, &data)?;
         let crail = self.get()?;
         let stat = store_op(py, async {
@@ -164,7 +163,7 @@ impl Client {
     }
 
     /// Writes broadcast variable `id` (any bytes-like object); returns its size.
-    fn put_broadcast(&self, py: Python<'_>, id: &str, value: PyBuffer<u8>) -> PyResult<u64> {
+    fn put_broadcast(&self, py: Python<'_>, id: &str, value: Bytesish) -> PyResult<u64> {
         let crail = self.get()?;
         let (id, value) = (id.to_owned(), borrow(py, &value)?);
         block(py, async move { crail.put_broadcast(&id, &value).await })?.map_err(raise)

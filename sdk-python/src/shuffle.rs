@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use crail_sdk::crail_serializers::{Fixed, Framing};
 use crail_sdk::{MapOutput, Shuffle, crail_shuffle, crail_sorters};
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::buffers::{self, Buffer, Chunk, borrow};
+use crate::buffers::{self, Buffer, Bytesish, Chunk, borrow};
 use crate::{ClosedError, CrailError, InvalidArgument, block, raise};
 
 /// Records a record read fetches per trip to the runtime.
@@ -58,6 +57,12 @@ fn fixed_format(shuffle: &Shuffle, call: &str) -> PyResult<Fixed> {
 
 #[pymethods]
 impl PyShuffle {
+    /// The shuffle's number in its application.
+    #[getter]
+    fn id(&self) -> u32 {
+        self.shuffle.id().shuffle
+    }
+
     /// Map tasks.
     #[getter]
     fn maps(&self) -> u32 {
@@ -272,7 +277,7 @@ impl MapWriter {
     /// Appends `data` (any object with the buffer protocol holding bytes: bytes, bytearray,
     /// memoryview, a uint8 numpy array; whole records of the shuffle's serializer) to
     /// `partition`. The bytes are read in place: do not change them while the call runs.
-    fn write(&self, py: Python<'_>, partition: u32, data: PyBuffer<u8>) -> PyResult<()> {
+    fn write(&self, py: Python<'_>, partition: u32, data: Bytesish) -> PyResult<()> {
         let data = borrow(py, &data)?;
         self.with_output(py, |mut out| async move {
             let result = out.write_serialized(partition, &data).await;
@@ -285,8 +290,8 @@ impl MapWriter {
         &self,
         py: Python<'_>,
         partition: u32,
-        key: PyBuffer<u8>,
-        value: PyBuffer<u8>,
+        key: Bytesish,
+        value: Bytesish,
     ) -> PyResult<()> {
         let (key, value) = (borrow(py, &key)?, borrow(py, &value)?);
         self.with_output(py, |mut out| async move {
@@ -302,7 +307,7 @@ impl MapWriter {
         &self,
         py: Python<'_>,
         partitioner: &RangePartitioner,
-        data: PyBuffer<u8>,
+        data: Bytesish,
     ) -> PyResult<()> {
         let format = fixed_format(&self.shuffle, "write_by_range")?;
         self.check(partitioner)?;
@@ -326,8 +331,8 @@ impl MapWriter {
         &self,
         py: Python<'_>,
         partitioner: &RangePartitioner,
-        keys: PyBuffer<u8>,
-        values: PyBuffer<u8>,
+        keys: Bytesish,
+        values: Bytesish,
     ) -> PyResult<()> {
         let format = fixed_format(&self.shuffle, "write_columns_by_range")?;
         self.check(partitioner)?;

@@ -4,38 +4,13 @@ and read back as memoryviews over the received bytes, the store, and the errors.
 
 import os
 import pickle
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import crail
 
-CRAIL = os.environ.get("CRAIL_BIN", str(Path(__file__).parents[2] / "target/debug/crail"))
-HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 3-node cluster; yields its client configuration file."""
-    config = tmp_path_factory.mktemp("cluster") / "client.toml"
-    env = {k: v for k, v in os.environ.items() if k != "CRAIL_CONF"}
-    proc = subprocess.Popen(
-        [CRAIL, "cluster", "--dram", "256MiB", "--listen", "127.0.0.1:0",
-         "--config-out", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not config.exists():
-        assert proc.poll() is None, "the cluster stopped"
-        assert time.monotonic() < deadline, "the cluster did not start"
-        time.sleep(0.05)
-    yield str(config)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+from conftest import HOSTS
 
 
 def test_broadcast_reaches_every_node_and_destroy_frees_it(cluster):
@@ -116,6 +91,9 @@ def test_bad_input_raises_typed_errors(cluster):
         w.write(5, b"12345678")
     with pytest.raises(TypeError):
         w.write(0, "not bytes")
+    with pytest.raises(TypeError, match="items of 8 bytes"):
+        w.write(0, np.zeros(1, dtype=np.float64))
+    w.write(0, np.zeros(8, dtype=np.int8))  # one-byte items of another format
     with pytest.raises(crail.InvalidArgument):
         shuffle.read(1, 1)
     w.abort()
@@ -191,7 +169,8 @@ def test_records_by_range_sorted_and_as_columns(cluster):
             assert pairs == [(bytes(r[:4]), bytes(r[4:])) for r in sorted_]
             everything.extend(shuffle.records(p))
         assert len(everything) == maps * 5000
-        assert sorted(k + v for k, v in everything) == sorted(bytes(r) for r in records.reshape(-1, 12))
+        flat = records.reshape(-1, 12)
+        assert sorted(k + v for k, v in everything) == sorted(bytes(r) for r in flat)
         # One sorted buffer for a range of partitions is in order across them.
         whole = np.frombuffer(shuffle.read_sorted(0, parts), np.uint8).reshape(-1, 12)
         assert len(whole) == maps * 5000

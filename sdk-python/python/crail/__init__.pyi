@@ -78,6 +78,9 @@ class MapWriter:
 
 class Shuffle:
     @property
+    def id(self) -> int:
+        """The shuffle's number in its application."""
+    @property
     def maps(self) -> int: ...
     @property
     def partitions(self) -> int: ...
