@@ -349,8 +349,10 @@ def _shuffle_blocks(
     serializer = f"fixed:{layout[0]}:{layout[1]}" if layout else "kv"
     sid = _new_shuffle(ctx, len(blocks), partitions, serializer).id
     try:
-        maps = [_map.remote(ctx, sid, m, b, key, splits, layout, aggs) for m, b in enumerate(blocks)]
-        ray.get(maps)
+        ray.get([
+            _map.remote(ctx, sid, m, block, key, splits, layout, aggs)
+            for m, block in enumerate(blocks)
+        ])
         out = [_reduce.remote(ctx, sid, p, key, schema, layout, aggs) for p in range(partitions)]
         ray.get([rows for _, rows in out])  # raises a failed reduce's error
         return [table for table, _ in out]
