@@ -11,6 +11,7 @@ and the same records. Prints a line per round, medians, and a JSON line last.
 
 import argparse
 import json
+import logging
 import os
 import signal
 import statistics
@@ -105,6 +106,8 @@ def main() -> None:
     if records < args.blocks or args.blocks < 1 or args.rounds < 1:
         raise SystemExit("need --blocks >= 1, --rounds >= 1 and at least a record per block")
     gb = records * RECORD / 1e9
+    logging.basicConfig(format="  crail.ray: %(message)s")
+    logging.getLogger("crail.ray").setLevel(logging.INFO)
 
     with tempfile.TemporaryDirectory(prefix="crail-ray-bench-") as tmp:
         proc, config = start_cluster(args.crail_bin, args.dram, Path(tmp))

@@ -27,15 +27,18 @@ hand the key and value columns to Arrow without a copy. Any other table is shuff
 streams, one per map and partition, and sorted by Arrow.
 
 Sorts are ascending; rows with equal keys come in an unspecified order (stable within a map
-on the fast path). Keys must not be null.
+on the fast path). Keys must not be null. Each sort or group-by logs its phases' times to the
+``crail.ray`` logger at INFO level.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,8 @@ import ray
 import crail
 
 __all__ = ["Broadcast", "Context", "broadcast", "groupby", "sort", "sort_blocks"]
+
+log = logging.getLogger(__name__)
 
 #: Keys each map samples for the range partitioner.
 SAMPLES_PER_BLOCK = 1000
@@ -344,17 +349,25 @@ def _shuffle_blocks(
     if partitions < 1:
         raise crail.InvalidArgument(f"partitions must be at least 1, not {partitions}")
     layout = _fixed_layout(schema, key) if aggs is None else None
+    clock = time.perf_counter()
     sample = sorted(k for keys in ray.get([_sample.remote(b, key) for b in blocks]) for k in keys)
     splits = [sample[i * len(sample) // partitions] for i in range(1, partitions)] if sample else []
     serializer = f"fixed:{layout[0]}:{layout[1]}" if layout else "kv"
     sid = _new_shuffle(ctx, len(blocks), partitions, serializer).id
+    times = [time.perf_counter() - clock]
     try:
-        ray.get([
+        written = ray.get([
             _map.remote(ctx, sid, m, block, key, splits, layout, aggs)
             for m, block in enumerate(blocks)
         ])
+        times.append(time.perf_counter() - clock - sum(times))
         out = [_reduce.remote(ctx, sid, p, key, schema, layout, aggs) for p in range(partitions)]
         ray.get([rows for _, rows in out])  # raises a failed reduce's error
+        times.append(time.perf_counter() - clock - sum(times))
+        log.info(
+            "shuffle %d (%s, %d maps, %d partitions, %d bytes): sample %.2f s, map %.2f s, "
+            "reduce %.2f s", sid, serializer, len(blocks), partitions, sum(written), *times,
+        )
         return [table for table, _ in out]
     finally:
         ctx.client().unregister_shuffle(sid)
