@@ -43,9 +43,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import ray
+try:
+    import numpy as np
+    import pyarrow as pa
+    import ray
+except ImportError as e:
+    raise ImportError(
+        f"crail.ray needs Ray, pyarrow and numpy ({e}): pip install './sdk-python[ray]'"
+    ) from e
 
 import crail
 
