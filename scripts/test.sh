@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy (warnings are errors), all unit,
-# integration and doc tests, the Python SDK's tests, the `rdma` feature, and a short run of each
-# fuzz target. Installs what it needs (cargo-fuzz; maturin, pytest, numpy and Ray into
-# target/py; libclang for the rdma feature, through apt) itself. CI (.ci/run) runs exactly this.
+# integration and doc tests, the Python SDK's and the Spark plugin's tests, the `rdma` feature,
+# and a short run of each fuzz target. Installs what it needs (cargo-fuzz; maturin, pytest,
+# numpy, Ray and pyspark into target/py; libclang for the rdma feature, through apt) itself.
+# CI (.ci/run) runs exactly this.
 #
 #   FUZZ_SECONDS=0 ./scripts/test.sh    # skip the fuzz run
 set -euo pipefail
@@ -23,10 +24,18 @@ step "Python SDK: built into a virtualenv (maturin), pytest against a real clust
 # target/py: a virtualenv of our own, so nothing is installed outside the checkout.
 [ -x target/py/bin/python ] || python3 -m venv target/py
 target/py/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy \
-  "ray[data]>=2.40,<3" pyarrow
+  "ray[data]>=2.40,<3" pyarrow "pyspark==4.3.0"
 (cd sdk-python && VIRTUAL_ENV="$PWD/../target/py" PATH="$PWD/../target/py/bin:$PATH" maturin develop -q)
 cargo build -q --locked -p crail-cli
 CRAIL_BIN="$PWD/target/debug/crail" target/py/bin/pytest -q sdk-python/tests
+
+step "Spark plugin: the jar (mvn), pytest with the pyspark package's Spark against a real cluster"
+# Compiled against the pyspark package's jars (SPARK_HOME), its bridge in the dev profile (the
+# test build above already built its dependencies).
+SPARK_HOME=$(target/py/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+export SPARK_HOME
+(cd spark-plugin && mvn -q -B package -Dcargo.profile=dev -Dcargo.dir=debug)
+CRAIL_BIN="$PWD/target/debug/crail" target/py/bin/pytest -q spark-plugin/tests
 
 step "rdma feature: compiles, refuses cleanly at run time"
 # sideway's build generates bindings with bindgen, which needs libclang.

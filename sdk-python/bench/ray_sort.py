@@ -13,9 +13,7 @@ import argparse
 import json
 import logging
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,22 +37,6 @@ def parse_size(text: str) -> int:
     if not num or unit not in units:
         raise SystemExit(f"bad size {text!r}: say 1GB, 512MiB, ...")
     return int(float(num) * units[unit])
-
-
-def start_cluster(crail_bin: str, dram: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    config = workdir / "client.toml"
-    env = {k: v for k, v in os.environ.items() if k != "CRAIL_CONF"}
-    proc = subprocess.Popen(
-        [crail_bin, "cluster", "--dram", dram, "--listen", "127.0.0.1:0",
-         "--config-out", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not config.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the crail cluster did not start")
-        time.sleep(0.05)
-    return proc, str(config)
 
 
 @ray.remote
@@ -93,6 +75,44 @@ def fingerprint(ds) -> tuple[np.ndarray, int]:
     return keys, int(np.bitwise_xor.reduce(h)) if len(h) else 0
 
 
+def run(args, config: str, records: int, gb: float) -> tuple[list[float], list[float]]:
+    """The rounds, on a started crail cluster: each sort's seconds."""
+    ray.init(num_cpus=2, resources={"crail:127.0.0.2": 1}, include_dashboard=False,
+             object_store_memory=8 << 30, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = crail.ray.Context(config, app="ray-sort-bench")
+    t = time.perf_counter()
+    per = [records // args.blocks + (i < records % args.blocks) for i in range(args.blocks)]
+    ds = ray.data.from_arrow_refs([generate.remote(i, n) for i, n in enumerate(per)])
+    print(f"generated {records:,} records ({gb:.2f} GB) in {args.blocks} blocks "
+          f"in {time.perf_counter() - t:.1f} s", flush=True)
+
+    ray_secs, crail_secs = [], []
+    for r in range(args.rounds):
+        # Alternate which goes first, so neither always meets a warmer machine.
+        order = ["ray", "crail"] if r % 2 == 0 else ["crail", "ray"]
+        outs = {}
+        for which in order:
+            t = time.perf_counter()
+            if which == "ray":
+                outs[which] = ds.sort("key").materialize()
+            else:
+                outs[which] = crail.ray.sort(ds, "key", context=ctx)
+            secs = time.perf_counter() - t
+            (ray_secs if which == "ray" else crail_secs).append(secs)
+        if r == 0:
+            (k1, h1), (k2, h2) = fingerprint(outs["ray"]), fingerprint(outs["crail"])
+            if not (np.array_equal(k1, k2) and h1 == h2 and len(k1) == records):
+                raise SystemExit("crail.ray.sort and Ray Data's sort disagree")
+            print("round 1: both sorts give the same keys in order and the same records",
+                  flush=True)
+        del outs
+        print(f"round {r + 1}: Ray Data sort {ray_secs[-1]:.2f} s, crail.ray.sort "
+              f"{crail_secs[-1]:.2f} s ({ray_secs[-1] / crail_secs[-1]:.2f}x)", flush=True)
+    ctx.end()
+    return ray_secs, crail_secs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1GB", help="data to sort (default 1GB)")
@@ -109,48 +129,17 @@ def main() -> None:
     logging.basicConfig(format="  crail.ray: %(message)s")
     logging.getLogger("crail.ray").setLevel(logging.INFO)
 
-    with tempfile.TemporaryDirectory(prefix="crail-ray-bench-") as tmp:
-        proc, config = start_cluster(args.crail_bin, args.dram, Path(tmp))
-        try:
-            ray.init(num_cpus=2, resources={"crail:127.0.0.2": 1}, include_dashboard=False,
-                     object_store_memory=8 << 30, log_to_driver=False)
-            ray.data.DataContext.get_current().enable_progress_bars = False
-            ctx = crail.ray.Context(config, app="ray-sort-bench")
-            t = time.perf_counter()
-            per = [records // args.blocks + (i < records % args.blocks)
-                   for i in range(args.blocks)]
-            ds = ray.data.from_arrow_refs([generate.remote(i, n) for i, n in enumerate(per)])
-            print(f"generated {records:,} records ({gb:.2f} GB) in {args.blocks} blocks "
-                  f"in {time.perf_counter() - t:.1f} s", flush=True)
+    # The tests' helper starts the cluster (CRAIL_BIN names the binary).
+    os.environ["CRAIL_BIN"] = args.crail_bin
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from crail_cluster import crail_cluster
 
-            ray_secs, crail_secs = [], []
-            for r in range(args.rounds):
-                # Alternate which goes first, so neither always meets a warmer machine.
-                order = ["ray", "crail"] if r % 2 == 0 else ["crail", "ray"]
-                outs = {}
-                for which in order:
-                    t = time.perf_counter()
-                    if which == "ray":
-                        outs[which] = ds.sort("key").materialize()
-                    else:
-                        outs[which] = crail.ray.sort(ds, "key", context=ctx)
-                    secs = time.perf_counter() - t
-                    (ray_secs if which == "ray" else crail_secs).append(secs)
-                if r == 0:
-                    (k1, h1), (k2, h2) = fingerprint(outs["ray"]), fingerprint(outs["crail"])
-                    if not (np.array_equal(k1, k2) and h1 == h2 and len(k1) == records):
-                        raise SystemExit("crail.ray.sort and Ray Data's sort disagree")
-                    print("round 1: both sorts give the same keys in order and the same "
-                          "records", flush=True)
-                del outs
-                print(f"round {r + 1}: Ray Data sort {ray_secs[-1]:.2f} s, crail.ray.sort "
-                      f"{crail_secs[-1]:.2f} s ({ray_secs[-1] / crail_secs[-1]:.2f}x)",
-                      flush=True)
-            ctx.end()
-        finally:
-            ray.shutdown()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+    with tempfile.TemporaryDirectory(prefix="crail-ray-bench-") as tmp:
+        with crail_cluster(Path(tmp), args.dram) as config:
+            try:
+                ray_secs, crail_secs = run(args, config, records, gb)
+            finally:
+                ray.shutdown()
 
     ray_med, crail_med = statistics.median(ray_secs), statistics.median(crail_secs)
     print(f"median of {args.rounds}: Ray Data sort {ray_med:.2f} s ({gb / ray_med:.2f} GB/s), "

@@ -9,8 +9,6 @@ mod buffers;
 mod client;
 mod shuffle;
 
-use std::sync::OnceLock;
-
 use crail_sdk::{Error, crail_broadcast, crail_shuffle, crail_store};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -52,16 +50,7 @@ create_exception!(
 
 /// The runtime every call runs on.
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-        })
-        .as_ref()
-        .map_err(|e| CrailError::new_err(format!("cannot start the I/O runtime: {e}")))
+    crail_sdk::shared_runtime().map_err(CrailError::new_err)
 }
 
 /// Runs `work` on the runtime with the GIL released.

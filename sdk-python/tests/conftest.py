@@ -1,32 +1,12 @@
 """A real `crail cluster` (three `crail node` processes on 127.0.0.2-4) for every test of the
 session; `cluster` yields its client configuration file."""
 
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 
-CRAIL = os.environ.get("CRAIL_BIN", str(Path(__file__).parents[2] / "target/debug/crail"))
-HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+from crail_cluster import CRAIL, HOSTS, crail_cluster  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    config = tmp_path_factory.mktemp("cluster") / "client.toml"
-    env = {k: v for k, v in os.environ.items() if k != "CRAIL_CONF"}
-    proc = subprocess.Popen(
-        [CRAIL, "cluster", "--dram", "256MiB", "--listen", "127.0.0.1:0",
-         "--config-out", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not config.exists():
-        assert proc.poll() is None, "the cluster stopped"
-        assert time.monotonic() < deadline, "the cluster did not start"
-        time.sleep(0.05)
-    yield str(config)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    with crail_cluster(tmp_path_factory.mktemp("cluster")) as config:
+        yield config

@@ -63,7 +63,7 @@ mod records;
 mod shuffle;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crail_broadcast::{BroadcastClient, VarId};
@@ -78,6 +78,25 @@ pub use records::{Combiner, ReadOptions, Records};
 pub use shuffle::{MapOutput, MapStatus, Shuffle};
 /// The layers underneath, for their error variants and what the SDK does not wrap.
 pub use {crail_broadcast, crail_serializers, crail_shuffle, crail_sorters, crail_store};
+
+/// One multi-threaded Tokio runtime (two workers) for the process, for bindings that block a
+/// foreign thread on crail calls (the Python module, the Spark plugin's JNI bridge). Made at
+/// first use; the error says why it could not start.
+pub fn shared_runtime() -> std::result::Result<&'static tokio::runtime::Runtime, String> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("crail-io")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the I/O runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 /// How long a broadcast read waits for a put still in progress, by default.
 pub const BROADCAST_WAIT: Duration = Duration::from_secs(60);

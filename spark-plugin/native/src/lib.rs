@@ -1,0 +1,721 @@
+//! The JNI bridge of the Spark plugin: the static native methods of
+//! `io.crail.spark.CrailNative`, over `crail_sdk`.
+//!
+//! Every entry point runs its work inside [`guard`]: an error becomes an
+//! `io.crail.spark.CrailException` (its kind, the layer's one-line message, and for lost map
+//! output the maps to run again), a panic becomes one of kind `Internal`; nothing unwinds into
+//! the JVM. Engines, map writers and readers are held in tables here and named to Java by
+//! numbers, so a stale or made-up handle is an error, never a dangling pointer. Calls block
+//! the calling Java thread on one shared Tokio runtime.
+//!
+//! The JNI entry points need unmangled names, which Rust 2024 marks `unsafe(no_mangle)`; the
+//! crate has no other unsafe code.
+#![allow(unsafe_code)]
+
+mod handles;
+
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+
+use crail_sdk::{Config, Crail, MapOutput, Records, crail_broadcast, crail_shuffle, crail_store};
+use jni::JNIEnv;
+use jni::objects::{JByteArray, JClass, JObject, JString, JThrowable, JValue};
+use jni::sys::{jboolean, jbyteArray, jint, jlong, jlongArray};
+
+use handles::Table;
+
+/// The client configuration file read when Spark names none and `CRAIL_CONF` is unset, if it
+/// exists (else the built-in defaults and `CRAIL_CLIENT_*` variables).
+pub const DEFAULT_CONFIG: &str = "/etc/crail/client.toml";
+
+/// A failure on its way to Java.
+#[derive(Debug)]
+pub struct Failure {
+    /// `NotFound`, `AlreadyExists`, `StoreFull`, `FetchFailed`, `InvalidArgument`,
+    /// `ServiceError`, `Closed` or `Internal`.
+    pub kind: &'static str,
+    /// One line.
+    pub message: String,
+    /// For `FetchFailed`: the maps whose output was lost.
+    pub maps: Vec<u32>,
+}
+
+impl Failure {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            maps: Vec::new(),
+        }
+    }
+}
+
+impl From<crail_sdk::Error> for Failure {
+    fn from(e: crail_sdk::Error) -> Self {
+        use crail_broadcast::Error as B;
+        use crail_sdk::Error;
+        use crail_shuffle::Error as S;
+        let message = e.to_string();
+        let store = |e: &crail_store::Error| {
+            use crail_store::Error as T;
+            match e {
+                T::NotFound { .. } | T::UnknownFile { .. } => "NotFound",
+                T::AlreadyExists { .. } => "AlreadyExists",
+                T::StoreFull { .. } => "StoreFull",
+                T::LostBlocks { .. } | T::ChecksumMismatch { .. } => "FetchFailed",
+                T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
+                    "InvalidArgument"
+                }
+                T::Connect { .. } | T::ConnectionLost { .. } | T::Timeout { .. } => "ServiceError",
+                _ => "Internal",
+            }
+        };
+        let (kind, maps) = match &e {
+            Error::Store(s) | Error::Shuffle(S::Store(s)) | Error::Broadcast(B::Store(s)) => {
+                (store(s), Vec::new())
+            }
+            Error::Shuffle(S::FetchFailed { maps, .. }) => ("FetchFailed", maps.clone()),
+            Error::Shuffle(S::UnknownShuffle { .. })
+            | Error::Broadcast(B::UnknownVariable { .. }) => ("NotFound", Vec::new()),
+            Error::Shuffle(S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. })
+            | Error::Broadcast(B::AlreadyExists { .. }) => ("AlreadyExists", Vec::new()),
+            Error::Broadcast(B::StoreFull { .. }) => ("StoreFull", Vec::new()),
+            Error::Broadcast(B::Unreadable { .. }) => ("FetchFailed", Vec::new()),
+            Error::Shuffle(
+                S::Invalid { .. } | S::PartitionOutOfRange { .. } | S::MapOutOfRange { .. },
+            )
+            | Error::Broadcast(B::Invalid { .. })
+            | Error::Records(_) => ("InvalidArgument", Vec::new()),
+            Error::Shuffle(S::Service { .. }) | Error::Broadcast(B::Service { .. }) => {
+                ("ServiceError", Vec::new())
+            }
+            _ => ("Internal", Vec::new()),
+        };
+        Self {
+            kind,
+            message,
+            maps,
+        }
+    }
+}
+
+impl From<jni::errors::Error> for Failure {
+    fn from(e: jni::errors::Error) -> Self {
+        Failure::new("Internal", format!("JNI: {e}"))
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// Runs `work`, turning its failure or panic into a pending Java exception (and `fallback`).
+fn guard<'l, T>(
+    env: &mut JNIEnv<'l>,
+    fallback: T,
+    work: impl FnOnce(&mut JNIEnv<'l>) -> Result<T>,
+) -> T {
+    let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| work(env))) {
+        Ok(Ok(value)) => return value,
+        Ok(Err(failure)) => failure,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Failure::new(
+                "Internal",
+                format!("internal error in crail's native code: {what}"),
+            )
+        }
+    };
+    // An exception already pending (from a JNI call) is the one Java sees.
+    if !env.exception_check().unwrap_or(true) {
+        let _ = throw(env, &failure);
+    }
+    fallback
+}
+
+fn throw(env: &mut JNIEnv<'_>, failure: &Failure) -> jni::errors::Result<()> {
+    let kind = env.new_string(failure.kind)?;
+    let message = env.new_string(&failure.message)?;
+    let maps: Vec<i32> = failure.maps.iter().map(|m| *m as i32).collect();
+    let array = env.new_int_array(maps.len() as i32)?;
+    env.set_int_array_region(&array, 0, &maps)?;
+    let exception = env.new_object(
+        "io/crail/spark/CrailException",
+        "(Ljava/lang/String;Ljava/lang/String;[I)V",
+        &[
+            JValue::Object(&kind),
+            JValue::Object(&message),
+            JValue::Object(&array),
+        ],
+    )?;
+    env.throw(JThrowable::from(exception))
+}
+
+/// The runtime every call blocks on.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    crail_sdk::shared_runtime().map_err(|e| Failure::new("Internal", e))
+}
+
+fn block<T>(work: impl Future<Output = T>) -> Result<T> {
+    Ok(runtime()?.block_on(work))
+}
+
+fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<Option<String>> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(env.get_string(s)?.into()))
+}
+
+fn required(env: &mut JNIEnv<'_>, s: &JString<'_>, what: &str) -> Result<String> {
+    string(env, s)?.ok_or_else(|| Failure::new("InvalidArgument", format!("{what} is null")))
+}
+
+fn unsigned(value: jint, what: &str) -> Result<u32> {
+    u32::try_from(value)
+        .map_err(|_| Failure::new("InvalidArgument", format!("{what} {value} is negative")))
+}
+
+static ENGINES: Table<Crail> = Table::new("engine");
+static WRITERS: Table<Mutex<Option<MapOutput>>> = Table::new("map writer");
+static READERS: Table<Mutex<Reader>> = Table::new("reader");
+
+/// Loads the client configuration: `file` if given, else `CRAIL_CONF`, else
+/// [`DEFAULT_CONFIG`] if it exists, else the defaults; `CRAIL_CLIENT_*` variables over it.
+pub fn load_config(file: Option<&str>) -> Result<Config> {
+    let file = file
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("CRAIL_CONF").map(std::path::PathBuf::from))
+        .or_else(|| {
+            let default = std::path::Path::new(DEFAULT_CONFIG);
+            default.exists().then(|| default.to_owned())
+        });
+    Config::load(file.as_deref(), std::env::vars())
+        .map_err(|e| Failure::new("InvalidArgument", e.to_string()))
+}
+
+/// Connects `app` to the crail node at `host` if given; else to the configuration's
+/// `local_host` if set; else to the node on `own` (this executor's address) if one runs there;
+/// else to one of the cluster's nodes picked by `seed` (so executors of one machine spread over
+/// an embedded cluster's nodes).
+pub async fn connect(
+    config: &Config,
+    app: &str,
+    host: Option<IpAddr>,
+    own: Option<IpAddr>,
+    seed: u64,
+) -> Result<Crail> {
+    if let Some(host) = host {
+        return Ok(Crail::connect_on(&config.client, host, app).await?);
+    }
+    if config.client.local_host.is_some() {
+        return Ok(Crail::connect(&config.client, app).await?);
+    }
+    let store = crail_store::Store::connect(&config.client)
+        .await
+        .map_err(crail_sdk::Error::from)?;
+    let hosts = crail_shuffle::service::advertised_hosts(&store)
+        .await
+        .map_err(crail_sdk::Error::from)?;
+    let chosen = own
+        .map(|a| a.to_string())
+        .filter(|a| hosts.contains(a))
+        .or_else(|| {
+            hosts
+                .get((seed % hosts.len().max(1) as u64) as usize)
+                .cloned()
+        })
+        .ok_or_else(|| {
+            Failure::new(
+                "ServiceError",
+                format!(
+                    "no crail node runs a shuffle service (namenode {})",
+                    config.client.namenode
+                ),
+            )
+        })?;
+    let host: IpAddr = chosen
+        .parse()
+        .map_err(|_| Failure::new("Internal", format!("node {chosen:?} is not an address")))?;
+    Ok(Crail::connect_on(&config.client, host, app).await?)
+}
+
+fn address(text: Option<String>, what: &str) -> Result<Option<IpAddr>> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse().map_err(|_| {
+                Failure::new(
+                    "InvalidArgument",
+                    format!("{what} {t:?} is not an IP address"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `connect(config, app, host, ownAddress, seed)`: an engine handle.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_connect<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    config: JString<'l>,
+    app: JString<'l>,
+    host: JString<'l>,
+    own: JString<'l>,
+    seed: jlong,
+) -> jlong {
+    guard(&mut env, 0, |env| {
+        let file = string(env, &config)?;
+        let app = required(env, &app, "the application")?;
+        let host = address(string(env, &host)?, "spark.crail.host")?;
+        let own = string(env, &own)?.and_then(|o| o.parse().ok());
+        let config = load_config(file.as_deref())?;
+        let crail = block(connect(&config, &app, host, own, seed as u64))??;
+        Ok(ENGINES.insert(crail))
+    })
+}
+
+/// `host(engine)`: the crail node the engine is on.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_host<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+) -> jni::sys::jstring {
+    guard(&mut env, std::ptr::null_mut(), |env| {
+        let crail = ENGINES.get(engine)?;
+        Ok(env.new_string(crail.host())?.into_raw())
+    })
+}
+
+/// `close(engine)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_close<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+) {
+    guard(&mut env, (), |_| {
+        ENGINES.remove(engine);
+        Ok(())
+    })
+}
+
+/// `registerShuffle(engine, shuffle, maps, partitions, serializer)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_registerShuffle<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    shuffle: jint,
+    maps: jint,
+    partitions: jint,
+    serializer: JString<'l>,
+) {
+    guard(&mut env, (), |env| {
+        let crail = ENGINES.get(engine)?;
+        let serializer = required(env, &serializer, "the serializer")?;
+        let (shuffle, maps, partitions) = (
+            unsigned(shuffle, "shuffle")?,
+            unsigned(maps, "maps")?,
+            unsigned(partitions, "partitions")?,
+        );
+        block(crail.register_shuffle(shuffle, maps, partitions, &serializer))??;
+        Ok(())
+    })
+}
+
+/// `unregisterShuffle(engine, shuffle)`: whether it was registered.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_unregisterShuffle<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    shuffle: jint,
+) -> jboolean {
+    guard(&mut env, 0, |_| {
+        let crail = ENGINES.get(engine)?;
+        let shuffle = unsigned(shuffle, "shuffle")?;
+        match block(crail.unregister_shuffle(shuffle))? {
+            Ok(()) => Ok(1),
+            Err(crail_sdk::Error::Shuffle(crail_shuffle::Error::UnknownShuffle { .. })) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// `endApplication(engine)`: removes every shuffle and variable of the application.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_endApplication<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+) {
+    guard(&mut env, (), |_| {
+        let crail = ENGINES.get(engine)?;
+        block(crail.end_application())??;
+        Ok(())
+    })
+}
+
+/// `openWriter(engine, shuffle, map, attempt)`: a map writer handle.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_openWriter<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    shuffle: jint,
+    map: jint,
+    attempt: jlong,
+) -> jlong {
+    guard(&mut env, 0, |_| {
+        let crail = ENGINES.get(engine)?;
+        let (shuffle, map) = (unsigned(shuffle, "shuffle")?, unsigned(map, "map")?);
+        let out = block(async {
+            let shuffle = crail.shuffle(shuffle).await?;
+            shuffle.map_writer(map, attempt as u64).await
+        })??;
+        Ok(WRITERS.insert(Mutex::new(Some(out))))
+    })
+}
+
+/// Runs `work` on writer `writer`'s output.
+fn with_writer<T>(
+    writer: jlong,
+    work: impl AsyncFnOnce(&mut MapOutput) -> crail_sdk::Result<T>,
+) -> Result<T> {
+    let slot = WRITERS.get(writer)?;
+    let mut guard = slot
+        .lock()
+        .map_err(|_| Failure::new("Internal", "a map writer's lock is poisoned"))?;
+    let out = guard
+        .as_mut()
+        .ok_or_else(|| Failure::new("Closed", "the map writer was committed or aborted"))?;
+    Ok(block(work(out))??)
+}
+
+fn bytes(env: &mut JNIEnv<'_>, data: &JByteArray<'_>, off: jint, len: jint) -> Result<Vec<u8>> {
+    let total = env.get_array_length(data)?;
+    if off < 0 || len < 0 || off.checked_add(len).is_none_or(|end| end > total) {
+        return Err(Failure::new(
+            "InvalidArgument",
+            format!("range {off}+{len} is outside an array of {total} bytes"),
+        ));
+    }
+    let mut buf = vec![0i8; len as usize];
+    env.get_byte_array_region(data, off, &mut buf)?;
+    Ok(buf.into_iter().map(|b| b as u8).collect())
+}
+
+/// `write(writer, partition, data, off, len)`: appends bytes already encoded by the shuffle's
+/// serializer (whole records) to `partition`.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_write<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    writer: jlong,
+    partition: jint,
+    data: JByteArray<'l>,
+    off: jint,
+    len: jint,
+) {
+    guard(&mut env, (), |env| {
+        let data = bytes(env, &data, off, len)?;
+        let partition = unsigned(partition, "partition")?;
+        with_writer(writer, async |out| {
+            out.write_serialized(partition, &data).await
+        })
+    })
+}
+
+/// `writeRecord(writer, partition, data, off, len)`: appends one record with an empty key and
+/// the bytes as its value (a `kv` shuffle's frame of Spark-serialized records).
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_writeRecord<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    writer: jlong,
+    partition: jint,
+    data: JByteArray<'l>,
+    off: jint,
+    len: jint,
+) {
+    guard(&mut env, (), |env| {
+        let data = bytes(env, &data, off, len)?;
+        let partition = unsigned(partition, "partition")?;
+        with_writer(writer, async |out| out.write(partition, b"", &data).await)
+    })
+}
+
+/// `commit(writer)`: the bytes written to each partition. The handle is released.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_commit<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    writer: jlong,
+) -> jlongArray {
+    guard(&mut env, std::ptr::null_mut(), |env| {
+        let out = take_writer(writer)?;
+        let status = block(out.commit())??;
+        let lengths: Vec<i64> = status.bytes.iter().map(|b| *b as i64).collect();
+        let array = env.new_long_array(lengths.len() as i32)?;
+        env.set_long_array_region(&array, 0, &lengths)?;
+        Ok(array.into_raw())
+    })
+}
+
+/// `abort(writer)`: gives the output up. The handle is released.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_abort<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    writer: jlong,
+) {
+    guard(&mut env, (), |_| {
+        if let Ok(out) = take_writer(writer) {
+            block(out.abort())?;
+        }
+        Ok(())
+    })
+}
+
+fn take_writer(writer: jlong) -> Result<MapOutput> {
+    let slot = WRITERS
+        .remove(writer)
+        .ok_or_else(|| Failure::new("Closed", "the map writer was committed or aborted"))?;
+    let out = slot
+        .lock()
+        .map_err(|_| Failure::new("Internal", "a map writer's lock is poisoned"))?
+        .take();
+    out.ok_or_else(|| Failure::new("Closed", "the map writer was committed or aborted"))
+}
+
+/// A reduce task's read.
+struct Reader {
+    source: Source,
+    /// The length of the shuffle's records, if fixed.
+    record: Option<usize>,
+}
+
+enum Source {
+    /// Records as they come.
+    Stream(Box<Records>),
+    /// The whole range sorted, and how far it was handed out.
+    Sorted(Vec<u8>, usize),
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            Source::Stream(_) => "stream",
+            Source::Sorted(..) => "sorted",
+        };
+        f.debug_struct("Reader")
+            .field("source", &source)
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// `openReader(engine, shuffle, startPartition, endPartition, startMap, endMap, sorter)`:
+/// the records of partitions `startPartition..endPartition` written by maps
+/// `startMap..endMap` (bounded by the shuffle's maps), as they come (`sorter` null) or sorted by the sorter it names.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    shuffle: jint,
+    start_partition: jint,
+    end_partition: jint,
+    start_map: jint,
+    end_map: jint,
+    sorter: JString<'l>,
+) -> jlong {
+    guard(&mut env, 0, |env| {
+        let crail = ENGINES.get(engine)?;
+        let sorter = string(env, &sorter)?;
+        let shuffle = unsigned(shuffle, "shuffle")?;
+        let partitions =
+            unsigned(start_partition, "partition")?..unsigned(end_partition, "partition")?;
+        let (start_map, end_map) = (unsigned(start_map, "map")?, unsigned(end_map, "map")?);
+        let reader = block(async {
+            let shuffle = crail.shuffle(shuffle).await?;
+            // Spark asks for maps up to i32::MAX to mean all of them.
+            let maps = start_map.min(shuffle.maps())..end_map.min(shuffle.maps());
+            let record = shuffle
+                .serializer()
+                .format()
+                .fixed_lens()
+                .map(|(k, v)| k + v);
+            let options = shuffle.reader(partitions).maps(maps);
+            let source = match sorter {
+                Some(name) => Source::Sorted(options.sorted(&name).read_sorted().await?, 0),
+                None => Source::Stream(Box::new(options.open().await?)),
+            };
+            Ok::<_, crail_sdk::Error>(Reader { source, record })
+        })??;
+        Ok(READERS.insert(Mutex::new(reader)))
+    })
+}
+
+fn with_reader<T>(reader: jlong, work: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {
+    let slot = READERS.get(reader)?;
+    let mut guard = slot
+        .lock()
+        .map_err(|_| Failure::new("Internal", "a reader's lock is poisoned"))?;
+    work(&mut guard)
+}
+
+/// `nextValue(reader)`: the next record's value, null at the end (a `kv` shuffle's frames).
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_nextValue<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    reader: jlong,
+) -> jbyteArray {
+    guard(&mut env, std::ptr::null_mut(), |env| {
+        let value = with_reader(reader, |r| match &mut r.source {
+            Source::Stream(records) => Ok(block(records.next_record())??.map(|r| r.value.to_vec())),
+            Source::Sorted(..) => Err(Failure::new(
+                "InvalidArgument",
+                "a sorted read hands out records, not values",
+            )),
+        })?;
+        match value {
+            Some(v) => Ok(env.byte_array_from_slice(&v)?.into_raw()),
+            None => Ok(JObject::null().into_raw()),
+        }
+    })
+}
+
+/// `nextRecords(reader, dst)`: fills `dst` with whole encoded records (fixed-length ones),
+/// returning the bytes filled; 0 at the end.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_nextRecords<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    reader: jlong,
+    dst: JByteArray<'l>,
+) -> jint {
+    guard(&mut env, 0, |env| {
+        let room = env.get_array_length(&dst)? as usize;
+        let batch: Vec<i8> = with_reader(reader, |r| {
+            let record = r.record.ok_or_else(|| {
+                Failure::new(
+                    "InvalidArgument",
+                    "nextRecords reads fixed-length records only",
+                )
+            })?;
+            if room < record {
+                return Err(Failure::new(
+                    "InvalidArgument",
+                    format!("a buffer of {room} bytes holds no {record}-byte record"),
+                ));
+            }
+            let mut out = Vec::with_capacity(room / record * record);
+            match &mut r.source {
+                Source::Sorted(data, at) => {
+                    let take = (room / record * record).min(data.len() - *at);
+                    out.extend(data[*at..*at + take].iter().map(|b| *b as i8));
+                    *at += take;
+                }
+                Source::Stream(records) => {
+                    while out.len() + record <= room {
+                        let Some(r) = block(records.next_record())?? else {
+                            break;
+                        };
+                        out.extend(r.key.iter().chain(r.value).map(|b| *b as i8));
+                    }
+                }
+            }
+            Ok(out)
+        })?;
+        env.set_byte_array_region(&dst, 0, &batch)?;
+        Ok(batch.len() as jint)
+    })
+}
+
+/// `closeReader(reader)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_closeReader<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    reader: jlong,
+) {
+    guard(&mut env, (), |_| {
+        READERS.remove(reader);
+        Ok(())
+    })
+}
+
+/// `putBroadcast(engine, id, value)`: its size.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_putBroadcast<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    id: JString<'l>,
+    value: JByteArray<'l>,
+) -> jlong {
+    guard(&mut env, 0, |env| {
+        let crail = ENGINES.get(engine)?;
+        let id = required(env, &id, "the variable")?;
+        let value = env.convert_byte_array(&value)?;
+        Ok(block(crail.put_broadcast(&id, &value))?? as jlong)
+    })
+}
+
+/// `getBroadcast(engine, id)`: the value, read from the node's copy.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_getBroadcast<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    id: JString<'l>,
+) -> jbyteArray {
+    guard(&mut env, std::ptr::null_mut(), |env| {
+        let crail = ENGINES.get(engine)?;
+        let id = required(env, &id, "the variable")?;
+        let value = block(crail.read_broadcast(&id))??;
+        Ok(env.byte_array_from_slice(&value)?.into_raw())
+    })
+}
+
+/// `broadcastFetches(engine, id)`: how many times the engine's node fetched the variable.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_broadcastFetches<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    id: JString<'l>,
+) -> jlong {
+    guard(&mut env, 0, |env| {
+        let crail = ENGINES.get(engine)?;
+        let id = required(env, &id, "the variable")?;
+        let var = crail_broadcast::VarId::new(crail.app(), id);
+        let fetches =
+            block(crail.broadcast_client().fetches_of(&var))?.map_err(crail_sdk::Error::from)?;
+        Ok(fetches as jlong)
+    })
+}
+
+/// `destroyBroadcast(engine, id)`.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_io_crail_spark_CrailNative_destroyBroadcast<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    engine: jlong,
+    id: JString<'l>,
+) {
+    guard(&mut env, (), |env| {
+        let crail = ENGINES.get(engine)?;
+        let id = required(env, &id, "the variable")?;
+        block(crail.destroy_broadcast(&id))??;
+        Ok(())
+    })
+}

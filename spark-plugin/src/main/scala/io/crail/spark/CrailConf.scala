@@ -1,0 +1,80 @@
+package io.crail.spark
+
+import scala.util.Try
+
+import org.apache.spark.SparkConf
+
+/** The plugin's settings, from the `spark.crail.*` keys (see [[CrailConf.Keys]]). */
+final case class CrailConf(
+    config: Option[String],
+    host: Option[String],
+    serializer: String,
+    sorter: String,
+    bufferSize: Int) {
+
+  /** Key and value lengths of the fixed-length serializer, if chosen. */
+  def fixed: Option[(Int, Int)] = CrailConf.fixedLens(serializer)
+
+  /** The serializer the crail shuffle is registered with. */
+  def crailSerializer: String = if (fixed.isDefined) serializer else "kv"
+
+  /** The crail sorter a reduce reads with, if crail sorts. */
+  def crailSorter: Option[String] = if (sorter == "spark") None else Some(sorter)
+}
+
+object CrailConf {
+  val Config = "spark.crail.config"
+  val Host = "spark.crail.host"
+  val Serializer = "spark.crail.shuffle.serializer"
+  val Sorter = "spark.crail.shuffle.sorter"
+  val BufferSize = "spark.crail.shuffle.bufferSize"
+
+  /** Every key, its default and what it means (docs/spark.md is written from this). */
+  val Keys: Seq[(String, String, String)] = Seq(
+    (Config, "$CRAIL_CONF, else /etc/crail/client.toml if it exists, else the built-in defaults",
+      "the crail client configuration file (what `crail cluster --config-out` writes)"),
+    (Host, "the config's local_host, else this host's crail node, else one picked per executor",
+      "the address of the crail node this JVM uses"),
+    (Serializer, "spark",
+      "`spark`: records go through the job's Spark serializer; `fixed:K:V`: records are " +
+        "(byte[K], byte[V]) pairs stored as K+V bytes, nothing else (TeraSort)"),
+    (Sorter, "spark",
+      "`spark`: Spark sorts reduce input where the job asks (ExternalSorter); `radix`, " +
+        "`radsort`, `comparison`: crail sorts fixed-length records by their key bytes " +
+        "(unsigned), needs serializer fixed:K:V"),
+    (BufferSize, "64k",
+      "bytes a map task gathers per partition before sending them to crail"))
+
+  private val Sorters = Set("spark", "radix", "radsort", "comparison")
+
+  private def fixedLens(s: String): Option[(Int, Int)] = s.split(":") match {
+    case Array("fixed", k, v) =>
+      for { key <- Try(k.toInt).toOption; value <- Try(v.toInt).toOption
+            if key > 0 && value >= 0 } yield (key, value)
+    case _ => None
+  }
+
+  /** The settings of `conf`; a bad value is an IllegalArgumentException naming its key. */
+  def apply(conf: SparkConf): CrailConf = {
+    def bad(key: String, why: String) =
+      throw new IllegalArgumentException(s"$key=${conf.get(key, "")}: $why")
+    val serializer = conf.get(Serializer, "spark").trim
+    if (serializer != "spark" && fixedLens(serializer).isEmpty) {
+      bad(Serializer, "expected spark or fixed:KEY:VALUE (byte lengths, KEY at least 1)")
+    }
+    val sorter = conf.get(Sorter, "spark").trim
+    if (!Sorters(sorter)) bad(Sorter, s"expected one of ${Sorters.toSeq.sorted.mkString(", ")}")
+    if (sorter != "spark" && serializer == "spark") {
+      bad(Sorter, s"crail sorts fixed-length records only: set $Serializer=fixed:KEY:VALUE")
+    }
+    val bufferSize = Try(conf.getSizeAsBytes(BufferSize, "64k")).getOrElse(
+      bad(BufferSize, "expected a size such as 64k or 1m"))
+    if (bufferSize < 1024 || bufferSize > (64L << 20)) bad(BufferSize, "expected 1k to 64m")
+    val host = conf.getOption(Host).map(_.trim).filter(_.nonEmpty)
+    host.foreach { h =>
+      if (!h.matches("""[0-9.]+|[0-9a-fA-F:]+""")) bad(Host, "expected an IP address")
+    }
+    CrailConf(conf.getOption(Config).map(_.trim).filter(_.nonEmpty), host, serializer, sorter,
+      bufferSize.toInt)
+  }
+}

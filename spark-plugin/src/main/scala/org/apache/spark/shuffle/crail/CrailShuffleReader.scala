@@ -1,0 +1,121 @@
+package org.apache.spark.shuffle.crail
+
+import java.io.ByteArrayInputStream
+
+import io.crail.spark.{CrailConf, CrailException, CrailNative}
+import org.apache.spark.{InterruptibleIterator, TaskContext}
+import org.apache.spark.shuffle.{BaseShuffleHandle, FetchFailedException, ShuffleReader, ShuffleReadMetricsReporter}
+import org.apache.spark.util.CompletionIterator
+import org.apache.spark.util.collection.ExternalSorter
+
+/**
+ * A reduce task's input from crail: partitions [startPartition, endPartition) of maps
+ * [startMap, endMap), then combined and sorted as the job asks, as Spark's own reader does.
+ * Fixed-length records are sorted by crail when a crail sorter is set (and Spark then does
+ * not sort them again unless it must combine them first).
+ */
+private[spark] class CrailShuffleReader[K, C](
+    engine: Long,
+    handle: BaseShuffleHandle[K, _, C],
+    startMap: Int,
+    endMap: Int,
+    startPartition: Int,
+    endPartition: Int,
+    context: TaskContext,
+    metrics: ShuffleReadMetricsReporter,
+    settings: CrailConf) extends ShuffleReader[K, C] {
+
+  private val dep = handle.dependency
+
+  /** Runs a native call, turning lost output into Spark's FetchFailedException. */
+  private def fetching[T](call: => T): T = {
+    try call
+    catch {
+      case e: CrailException if e.isFetchFailure =>
+        val map = e.lostMaps().headOption.getOrElse(startMap)
+        throw new FetchFailedException(null, handle.shuffleId, -1L, map, startPartition,
+          e.getMessage, e)
+    }
+  }
+
+  override def read(): Iterator[Product2[K, C]] = {
+    val crailSorted = settings.fixed.isDefined && settings.crailSorter.isDefined
+    val reader = fetching(CrailNative.openReader(engine, handle.shuffleId, startPartition,
+      endPartition, startMap, endMap, if (crailSorted) settings.crailSorter.get else null))
+    var open = true
+    def close(): Unit = if (open) { open = false; CrailNative.closeReader(reader) }
+    context.addTaskCompletionListener[Unit](_ => close())
+
+    val records: Iterator[Product2[Any, Any]] = settings.fixed match {
+      case Some((k, v)) => fixedRecords(reader, k, v)
+      case None => frames(reader)
+    }
+    val counted = records.map { r => metrics.incRecordsRead(1); r }
+    val input = CompletionIterator[Product2[Any, Any], Iterator[Product2[Any, Any]]](
+      counted, close())
+    val interruptible = new InterruptibleIterator[Product2[Any, Any]](context, input)
+
+    val aggregated: Iterator[Product2[K, C]] = dep.aggregator match {
+      case Some(agg) if dep.mapSideCombine =>
+        agg.combineCombinersByKey(interruptible.asInstanceOf[Iterator[Product2[K, C]]], context)
+      case Some(agg) =>
+        agg.asInstanceOf[org.apache.spark.Aggregator[K, Any, C]]
+          .combineValuesByKey(interruptible.asInstanceOf[Iterator[Product2[K, Any]]], context)
+      case None => interruptible.asInstanceOf[Iterator[Product2[K, C]]]
+    }
+    val result = dep.keyOrdering match {
+      case Some(_) if crailSorted && dep.aggregator.isEmpty => aggregated
+      case Some(ordering) =>
+        val sorter = new ExternalSorter[K, C, C](context, ordering = Some(ordering),
+          serializer = dep.serializer)
+        sorter.insertAllAndUpdateMetrics(aggregated)
+      case None => aggregated
+    }
+    result match {
+      case i: InterruptibleIterator[Product2[K, C]] => i
+      case other => new InterruptibleIterator[Product2[K, C]](context, other)
+    }
+  }
+
+  /** Records of Spark-serialized frames, one frame (a serialization stream) at a time. */
+  private def frames(reader: Long): Iterator[Product2[Any, Any]] = {
+    val ser = dep.serializer.newInstance()
+    new Iterator[Iterator[Product2[Any, Any]]] {
+      private var next0: Array[Byte] = fetching(CrailNative.nextValue(reader))
+      override def hasNext: Boolean = next0 != null
+      override def next(): Iterator[Product2[Any, Any]] = {
+        val frame = next0
+        metrics.incRemoteBytesRead(frame.length)
+        metrics.incRemoteBlocksFetched(1)
+        next0 = fetching(CrailNative.nextValue(reader))
+        ser.deserializeStream(new ByteArrayInputStream(frame)).asKeyValueIterator
+          .asInstanceOf[Iterator[Product2[Any, Any]]]
+      }
+    }.flatten
+  }
+
+  /** (byte[K], byte[V]) records from batches of fixed-length ones. */
+  private def fixedRecords(reader: Long, k: Int, v: Int): Iterator[Product2[Any, Any]] = {
+    val record = k + v
+    val batch = new Array[Byte](math.max(1, (4 << 20) / record) * record)
+    new Iterator[Product2[Any, Any]] {
+      private var filled = 0
+      private var at = 0
+      override def hasNext: Boolean = {
+        if (at == filled) {
+          filled = fetching(CrailNative.nextRecords(reader, batch))
+          at = 0
+          metrics.incRemoteBytesRead(filled)
+        }
+        at < filled
+      }
+      override def next(): Product2[Any, Any] = {
+        if (!hasNext) throw new NoSuchElementException("no more records")
+        val key = java.util.Arrays.copyOfRange(batch, at, at + k)
+        val value = java.util.Arrays.copyOfRange(batch, at + k, at + record)
+        at += record
+        (key, value)
+      }
+    }
+  }
+}

@@ -1,0 +1,132 @@
+package org.apache.spark.shuffle.crail
+
+import java.io.ByteArrayOutputStream
+
+import io.crail.spark.{CrailConf, CrailEngine, CrailNative}
+import org.apache.spark.TaskContext
+import org.apache.spark.scheduler.MapStatus
+import org.apache.spark.serializer.SerializationStream
+import org.apache.spark.shuffle.{BaseShuffleHandle, ShuffleWriteMetricsReporter, ShuffleWriter}
+import org.apache.spark.storage.BlockManagerId
+
+/** A buffer whose bytes can be handed on without a copy. */
+private class Frame(size: Int) extends ByteArrayOutputStream(size) {
+  def bytes: Array[Byte] = buf
+}
+
+/**
+ * A map task's output to crail. With Spark's serializer, each partition's records are
+ * serialized into frames of about `spark.crail.shuffle.bufferSize` bytes, each an independent
+ * serialization stream sent as one crail record; with `fixed:K:V`, (byte[K], byte[V]) records
+ * are packed as they are. Map-side combining, if the job asks for it, happens first.
+ */
+private[spark] class CrailShuffleWriter[K, V, C](
+    engine: Long,
+    handle: BaseShuffleHandle[K, V, C],
+    mapId: Long,
+    context: TaskContext,
+    metrics: ShuffleWriteMetricsReporter,
+    settings: CrailConf) extends ShuffleWriter[K, V] {
+
+  private val dep = handle.dependency
+  private val partitioner = dep.partitioner
+  private var writer = CrailNative.openWriter(
+    engine, handle.shuffleId, context.partitionId(), context.taskAttemptId())
+  private var lengths: Array[Long] = Array.emptyLongArray
+  private var status: MapStatus = null
+
+  override def write(records: Iterator[Product2[K, V]]): Unit = {
+    val input: Iterator[Product2[Any, Any]] =
+      if (dep.mapSideCombine) {
+        val agg = dep.aggregator.getOrElse(throw new IllegalStateException(
+          "map-side combine without an aggregator"))
+        agg.combineValuesByKey(records, context)
+      } else {
+        records.asInstanceOf[Iterator[Product2[Any, Any]]]
+      }
+    val start = System.nanoTime()
+    settings.fixed match {
+      case Some((k, v)) => writeFixed(input, k, v)
+      case None => writeFrames(input)
+    }
+    lengths = CrailNative.commit(writer)
+    writer = 0L
+    metrics.incBytesWritten(lengths.sum)
+    metrics.incWriteTime(System.nanoTime() - start)
+    val location = BlockManagerId("crail", CrailEngine.host(engine), 1, None)
+    status = MapStatus(location, lengths, mapId, 0L)
+  }
+
+  private def writeFrames(records: Iterator[Product2[Any, Any]]): Unit = {
+    val ser = dep.serializer.newInstance()
+    val n = partitioner.numPartitions
+    val frames = new Array[Frame](n)
+    val streams = new Array[SerializationStream](n)
+    def flush(p: Int): Unit = {
+      streams(p).close()
+      CrailNative.writeRecord(writer, p, frames(p).bytes, 0, frames(p).size())
+      frames(p) = null
+      streams(p) = null
+    }
+    var count = 0L
+    while (records.hasNext) {
+      val r = records.next()
+      val p = partitioner.getPartition(r._1)
+      if (streams(p) == null) {
+        frames(p) = new Frame(math.min(settings.bufferSize + 4096, 1 << 16))
+        streams(p) = ser.serializeStream(frames(p))
+      }
+      streams(p).writeKey(r._1)
+      streams(p).writeValue(r._2)
+      count += 1
+      if (frames(p).size() >= settings.bufferSize) flush(p)
+    }
+    for (p <- 0 until n if streams(p) != null) flush(p)
+    metrics.incRecordsWritten(count)
+  }
+
+  private def writeFixed(records: Iterator[Product2[Any, Any]], k: Int, v: Int): Unit = {
+    val record = k + v
+    val n = partitioner.numPartitions
+    val room = math.max(1, settings.bufferSize / record) * record
+    val buffers = new Array[Array[Byte]](n)
+    val filled = new Array[Int](n)
+    var count = 0L
+    def bytes(x: Any, len: Int, what: String): Array[Byte] = x match {
+      case b: Array[Byte] if b.length == len => b
+      case b: Array[Byte] => throw new IllegalArgumentException(
+        s"${CrailConf.Serializer}=${settings.serializer}: a $what of ${b.length} bytes, not $len")
+      case other => throw new IllegalArgumentException(
+        s"${CrailConf.Serializer}=${settings.serializer} takes (byte[], byte[]) records, " +
+          s"not a $what of ${if (other == null) "null" else other.getClass.getName}")
+    }
+    while (records.hasNext) {
+      val r = records.next()
+      val key = bytes(r._1, k, "key")
+      val value = bytes(r._2, v, "value")
+      val p = partitioner.getPartition(key)
+      if (buffers(p) == null) buffers(p) = new Array[Byte](room)
+      val at = filled(p)
+      System.arraycopy(key, 0, buffers(p), at, k)
+      System.arraycopy(value, 0, buffers(p), at + k, v)
+      filled(p) = at + record
+      count += 1
+      if (filled(p) == room) {
+        CrailNative.write(writer, p, buffers(p), 0, room)
+        filled(p) = 0
+      }
+    }
+    for (p <- 0 until n if filled(p) > 0) CrailNative.write(writer, p, buffers(p), 0, filled(p))
+    metrics.incRecordsWritten(count)
+  }
+
+  override def stop(success: Boolean): Option[MapStatus] = {
+    if (writer != 0L) {
+      CrailNative.abort(writer)
+      writer = 0L
+    }
+    if (success) Option(status) else None
+  }
+
+  override def getPartitionLengths(): Array[Long] = lengths
+}
