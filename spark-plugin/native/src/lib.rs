@@ -405,9 +405,9 @@ fn bytes(env: &mut JNIEnv<'_>, data: &JByteArray<'_>, off: jint, len: jint) -> R
             format!("range {off}+{len} is outside an array of {total} bytes"),
         ));
     }
-    let mut buf = vec![0i8; len as usize];
-    env.get_byte_array_region(data, off, &mut buf)?;
-    Ok(buf.into_iter().map(|b| b as u8).collect())
+    let mut buf = vec![0u8; len as usize];
+    env.get_byte_array_region(data, off, bytemuck::cast_slice_mut(&mut buf))?;
+    Ok(buf)
 }
 
 /// `write(writer, partition, data, off, len)`: appends bytes already encoded by the shuffle's
@@ -604,7 +604,7 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_nextRecords<'l>(
 ) -> jint {
     guard(&mut env, 0, |env| {
         let room = env.get_array_length(&dst)? as usize;
-        let batch: Vec<i8> = with_reader(reader, |r| {
+        with_reader(reader, |r| {
             let record = r.record.ok_or_else(|| {
                 Failure::new(
                     "InvalidArgument",
@@ -617,26 +617,29 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_nextRecords<'l>(
                     format!("a buffer of {room} bytes holds no {record}-byte record"),
                 ));
             }
-            let mut out = Vec::with_capacity(room / record * record);
-            match &mut r.source {
+            let filled = match &mut r.source {
                 Source::Sorted(data, at) => {
                     let take = (room / record * record).min(data.len() - *at);
-                    out.extend(data[*at..*at + take].iter().map(|b| *b as i8));
+                    let batch: &[i8] = bytemuck::cast_slice(&data[*at..*at + take]);
+                    env.set_byte_array_region(&dst, 0, batch)?;
                     *at += take;
+                    take
                 }
                 Source::Stream(records) => {
+                    let mut out: Vec<u8> = Vec::with_capacity(room / record * record);
                     while out.len() + record <= room {
                         let Some(r) = block(records.next_record())?? else {
                             break;
                         };
-                        out.extend(r.key.iter().chain(r.value).map(|b| *b as i8));
+                        out.extend_from_slice(r.key);
+                        out.extend_from_slice(r.value);
                     }
+                    env.set_byte_array_region(&dst, 0, bytemuck::cast_slice(&out))?;
+                    out.len()
                 }
-            }
-            Ok(out)
-        })?;
-        env.set_byte_array_region(&dst, 0, &batch)?;
-        Ok(batch.len() as jint)
+            };
+            Ok(filled as jint)
+        })
     })
 }
 
