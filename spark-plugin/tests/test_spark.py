@@ -1,15 +1,23 @@
 """Spark (the pyspark package's, in local-cluster[2,1,1024] mode: two executor JVMs) with crail's
 shuffle manager against a real crail cluster: RDD and SQL jobs, AQE on, each equal to the same
-job on Spark's own shuffle."""
+job on Spark's own shuffle; the same jobs with map and reduce tasks failing on their first
+attempt; a CrailBroadcast read by every executor."""
 
+import hashlib
 import operator
+import os
 
 import pytest
 
 pyspark = pytest.importorskip("pyspark")
 import crail  # noqa: E402
 from conftest import HOSTS  # noqa: E402
+from pyspark import TaskContext  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
+
+CRAIL_SPARK = {
+    "spark.shuffle.manager": "io.crail.spark.CrailShuffleManager",
+}
 
 
 def session(extra):
@@ -28,12 +36,27 @@ def session(extra):
     return builder.getOrCreate()
 
 
-def jobs(spark):
-    """Every job's result, in a form to compare."""
+def jobs(spark, flaky=False):
+    """Every job's result, in a form to compare; `flaky`: map and reduce tasks of the RDD jobs
+    fail on their first attempt (Spark runs them again)."""
+    def fail_first_attempt(it):
+        # Fails a third of the tasks on their first attempt, after reading their input (a
+        # nested function: the workers cannot import this module).
+        ctx = TaskContext.get()
+        items = list(it)
+        if ctx.attemptNumber() == 0 and ctx.partitionId() % 3 == 0:
+            raise RuntimeError("injected failure")
+        return iter(items)
+
     sc = spark.sparkContext
     nums = sc.parallelize(range(60_000), 6).map(lambda x: (x % 997, x))
+    if flaky:
+        nums = nums.mapPartitions(fail_first_attempt)
     out = {}
-    out["reduceByKey"] = sorted(nums.reduceByKey(operator.add, 5).collect())
+    reduced = nums.reduceByKey(operator.add, 5)
+    if flaky:
+        reduced = reduced.mapPartitions(fail_first_attempt)
+    out["reduceByKey"] = sorted(reduced.collect())
     out["groupByKey"] = sorted(
         (k, sorted(vs)) for k, vs in nums.groupByKey(4).collect()
     )
@@ -68,22 +91,51 @@ def vanilla():
         spark.stop()
 
 
-def test_jobs_equal_sparks_own_shuffle(vanilla, cluster, jar):
+@pytest.fixture(scope="module")
+def crail_spark(cluster, jar):
+    """A session on crail's shuffle; at its end the application's shuffles are gone."""
     spark = session({
+        **CRAIL_SPARK,
         "spark.jars": jar,
         "spark.executor.extraClassPath": jar,
-        "spark.shuffle.manager": "io.crail.spark.CrailShuffleManager",
         "spark.crail.config": cluster,
     })
+    app = spark.sparkContext.applicationId
     try:
-        app = spark.sparkContext.applicationId
-        got = jobs(spark)
-        # The shuffles went through crail: the application's are there until it ends.
-        with crail.Client.connect(cluster, "spark-test-check", host=HOSTS[0]) as c:
-            assert len(c.list(f"/crail-shuffle/{app}")) >= 10
+        yield spark
     finally:
         spark.stop()
-    for name, want in vanilla.items():
-        assert got[name] == want, name
     with crail.Client.connect(cluster, "spark-test-check", host=HOSTS[0]) as c:
         assert app not in c.list("/crail-shuffle")
+
+
+def test_jobs_equal_sparks_own_shuffle(vanilla, crail_spark, cluster):
+    app = crail_spark.sparkContext.applicationId
+    got = jobs(crail_spark)
+    # The shuffles went through crail: the application's are there until it ends.
+    with crail.Client.connect(cluster, "spark-test-check", host=HOSTS[0]) as c:
+        assert len(c.list(f"/crail-shuffle/{app}")) >= 10
+    for name, want in vanilla.items():
+        assert got[name] == want, name
+
+
+def test_failed_tasks_run_again_with_the_same_result(vanilla, crail_spark):
+    got = jobs(crail_spark, flaky=True)
+    for name, want in vanilla.items():
+        assert got[name] == want, name
+
+
+def test_broadcast_is_read_by_every_executor(crail_spark):
+    jvm = crail_spark.sparkContext._jvm
+    value = os.urandom(3 << 20)
+    bc = jvm.io.crail.spark.CrailBroadcast.create(crail_spark.sparkContext._jsc,
+                                                  bytearray(value))
+    rows = [r.split() for r in jvm.io.crail.spark.examples.BroadcastCheck.run(
+        crail_spark.sparkContext._jsc, bc, 24)]
+    digest = hashlib.sha256(value).hexdigest()
+    assert {r[2] for r in rows} == {digest}
+    executors = {r[0] for r in rows}
+    assert len(executors) == 2, rows
+    # Each executor's crail node fetched the value once, however many tasks read it.
+    assert {(r[1], r[3]) for r in rows} == {(r[1], "1") for r in rows}
+    bc.destroy()

@@ -90,6 +90,27 @@ object TeraSort {
     }
   }
 
+  /** Sorts `in` into `out` (a new local directory) in `partitions` parts (0: as many as input
+   * splits); returns the records written. */
+  def run(sc: SparkContext, in: String, out: String, partitions: Int): Long = {
+    val records = sc.binaryRecords(in, Record)
+      .map(r => (java.util.Arrays.copyOfRange(r, 0, Key),
+        java.util.Arrays.copyOfRange(r, Key, Record)))
+    val parts = if (partitions > 0) partitions else records.getNumPartitions
+    implicit val ordering: Ordering[Array[Byte]] = UnsignedBytes
+    val sorted = records.repartitionAndSortWithinPartitions(sample(sc, in, parts))
+    Files.createDirectories(Paths.get(out))
+    sorted.mapPartitionsWithIndex { (i, it) =>
+      val file = Paths.get(out, f"part-r-$i%05d")
+      val os = new BufferedOutputStream(new FileOutputStream(file.toFile), 1 << 20)
+      var n = 0L
+      try {
+        it.foreach { case (k, v) => os.write(k); os.write(v); n += 1 }
+      } finally os.close()
+      Iterator(n)
+    }.collect().sum
+  }
+
   def main(args: Array[String]): Unit = {
     if (args.length < 2 || args.length > 3) {
       System.err.println("usage: TeraSort IN_DIR OUT_DIR [PARTITIONS]")
@@ -104,22 +125,7 @@ object TeraSort {
     try {
       awaitExecutors(sc)
       val start = System.nanoTime()
-      val records = sc.binaryRecords(in, Record)
-        .map(r => (java.util.Arrays.copyOfRange(r, 0, Key),
-          java.util.Arrays.copyOfRange(r, Key, Record)))
-      val partitions = if (args.length == 3) args(2).toInt else records.getNumPartitions
-      implicit val ordering: Ordering[Array[Byte]] = UnsignedBytes
-      val sorted = records.repartitionAndSortWithinPartitions(sample(sc, in, partitions))
-      Files.createDirectories(Paths.get(out))
-      val written = sorted.mapPartitionsWithIndex { (i, it) =>
-        val file = Paths.get(out, f"part-r-$i%05d")
-        val os = new BufferedOutputStream(new FileOutputStream(file.toFile), 1 << 20)
-        var n = 0L
-        try {
-          it.foreach { case (k, v) => os.write(k); os.write(v); n += 1 }
-        } finally os.close()
-        Iterator(n)
-      }.collect().sum
+      val written = run(sc, in, out, if (args.length == 3) args(2).toInt else 0)
       val secs = (System.nanoTime() - start) / 1e9
       println(f"""{"records": $written, "seconds": $secs%.3f}""")
     } finally sc.stop()

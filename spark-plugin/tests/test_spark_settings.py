@@ -1,0 +1,74 @@
+"""The plugin's settings: TeraSort-style records with the fixed-length serializer and crail's
+radix sort (output checked by `terasort validate`), and bad settings or an unreachable cluster
+failing the application at start with one line naming the cause."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+from py4j.protocol import Py4JJavaError  # noqa: E402
+from test_spark import CRAIL_SPARK, session  # noqa: E402
+
+TERASORT = os.environ.get(
+    "TERASORT_BIN", str(Path(__file__).parents[2] / "target" / "debug" / "terasort"))
+
+
+def crail_session(cluster, jar, **settings):
+    return session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.config": cluster,
+        **settings,
+    })
+
+
+def test_terasort_records_sorted_by_crail(cluster, jar, tmp_path):
+    subprocess.run([TERASORT, "gen", "--size", "20MiB", "--out", str(tmp_path / "in"),
+                    "--parts", "4"], check=True, stdout=subprocess.DEVNULL)
+    spark = crail_session(cluster, jar, **{
+        "spark.crail.shuffle.serializer": "fixed:10:90",
+        "spark.crail.shuffle.sorter": "radix",
+    })
+    try:
+        jvm = spark.sparkContext._jvm
+        written = jvm.io.crail.spark.examples.TeraSort.run(
+            spark.sparkContext._jsc.sc(), str(tmp_path / "in"), str(tmp_path / "out"), 5)
+    finally:
+        spark.stop()
+    assert written == (20 << 20) // 100
+    assert len(list((tmp_path / "out").iterdir())) == 5
+    # Sorted, in order across parts, every record there (valsort's checks and checksum).
+    done = subprocess.run([TERASORT, "validate", str(tmp_path / "out")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    gen_sum = subprocess.run([TERASORT, "validate", str(tmp_path / "in")], capture_output=True,
+                             text=True).stdout
+    checksum = next(line for line in done.stdout.splitlines() if "checksum" in line.lower())
+    assert checksum in gen_sum
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("spark.crail.shuffle.sorter", "bogus", "expected one of comparison, radix"),
+    ("spark.crail.shuffle.sorter", "radix", "fixed-length records only"),
+    ("spark.crail.shuffle.serializer", "fixed:10", "expected spark or fixed:KEY:VALUE"),
+    ("spark.crail.shuffle.bufferSize", "12q", "expected a size"),
+    ("spark.crail.host", "not-an-address", "expected an IP address"),
+])
+def test_bad_settings_fail_at_start(cluster, jar, key, value, words):
+    with pytest.raises(Py4JJavaError) as err:
+        crail_session(cluster, jar, **{key: value})
+    assert f"{key}={value}" in str(err.value) and words in str(err.value)
+
+
+def test_an_unreachable_cluster_fails_at_start(jar, tmp_path):
+    config = tmp_path / "nowhere.toml"
+    config.write_text('[client]\nnamenode = "127.0.0.99:9060"\n')
+    with pytest.raises(Py4JJavaError) as err:
+        crail_session(str(config), jar)
+    text = str(err.value)
+    assert "crail: cannot connect" in text and f"spark.crail.config={config}" in text
+    assert "127.0.0.99" in text
