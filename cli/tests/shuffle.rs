@@ -252,8 +252,14 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
     )
     .await
     .unwrap();
+    // A shuffle registered on the node that dies: its metadata has copies elsewhere.
+    let victims = ShuffleId::new("app-f", 2);
+    e[2].register(&victims, &Meta::new(maps, partitions, "fixed:10:90"))
+        .await
+        .unwrap();
     run_maps(&e, &single, 0..maps, partitions).await;
     run_maps(&e, &replicated, 0..maps, partitions).await;
+    run_maps(&e, &victims, 0..maps, partitions).await;
     assert!(
         read(&e[0], &replicated, 0..partitions, None).await.unwrap()
             == expected(0..maps, 0..partitions, partitions)
@@ -313,6 +319,17 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
     // Two copies: the same loss needs no recompute.
     let got = read(&e[1], &replicated, 0..partitions, None).await.unwrap();
     assert!(got == expected(0..maps, 0..partitions, partitions));
+
+    // The shuffle registered on the dead node is still known: its lost maps fail the fetch.
+    let err = read(&e[0], &victims, 0..partitions, None)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::FetchFailed { maps, .. } => {
+            assert_eq!(maps.iter().copied().collect::<BTreeSet<_>>(), lost, "{err}");
+        }
+        other => panic!("expected a fetch failure, got {other}"),
+    }
 }
 
 /// A protobuf length-delimited field.

@@ -67,8 +67,12 @@ impl ShuffleId {
         format!("{ROOT}/{}/{}", self.app, self.shuffle)
     }
 
-    pub(crate) fn meta(&self) -> String {
-        format!("{}/meta", self.dir())
+    /// Copy `copy` of the shuffle's metadata (0: `meta`; k: `meta.rk`, on another node).
+    pub(crate) fn meta_copy(&self, copy: u32) -> String {
+        match copy {
+            0 => format!("{}/meta", self.dir()),
+            k => format!("{}/meta.r{k}", self.dir()),
+        }
     }
 
     /// A writer group's file of `partition`, relative to [`ShuffleId::dir`] (as segments

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use crail_store::{CreateOptions, Error as StoreError, Store};
+use crail_store::{CreateOptions, Error as StoreError, Placement, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 pub use client::ShuffleClient;
@@ -37,6 +37,9 @@ pub use writer::MapWriter;
 
 /// Commit records read at once.
 const METADATA_READS: usize = 16;
+
+/// Copies of a shuffle's metadata, each on another node where the store has that many.
+const META_COPIES: u32 = 3;
 
 /// Group files fetched at once by a read.
 pub const DEFAULT_PREFETCH: usize = 4;
@@ -147,9 +150,29 @@ impl Shuffles {
             self.store
                 .create_dir(&format!("{building}/maps"), dirs)
                 .await?;
-            self.store
-                .write_file(&format!("{building}/meta"), &layout::to_json(meta), dirs)
-                .await?;
+            // The metadata on up to three nodes: every read of the shuffle needs it, so losing
+            // one node must not lose the shuffle.
+            let json = layout::to_json(meta);
+            for (copy, home) in (0..).zip(self.meta_homes().await?) {
+                let path = id.meta_copy(copy);
+                let name = path.rsplit('/').next().unwrap_or("meta");
+                let options = match home {
+                    Some(host) => {
+                        CreateOptions::default().placement(Placement::default().location(host))
+                    }
+                    None => CreateOptions::default(),
+                };
+                let written = self
+                    .store
+                    .write_file(&format!("{building}/{name}"), &json, &options)
+                    .await;
+                match written {
+                    Ok(_) => {}
+                    Err(e) if copy == 0 => return Err(e),
+                    // A missing copy only weakens the shuffle.
+                    Err(e) => tracing::warn!("{path}: a copy of the metadata was not written: {e}"),
+                }
+            }
             self.store.rename(&building, &id.dir()).await
         }
         .await;
@@ -165,6 +188,24 @@ impl Shuffles {
                 }
             }
         }
+    }
+
+    /// Where the metadata's copies go: the writer's node first (no placement), then up to
+    /// [`META_COPIES`] - 1 other hosts with live datanodes.
+    async fn meta_homes(&self) -> std::result::Result<Vec<Option<std::net::IpAddr>>, StoreError> {
+        let info = self.store.cluster_info().await?;
+        let me = self.store.config().local_host;
+        let mut hosts: Vec<std::net::IpAddr> = info
+            .datanodes
+            .iter()
+            .filter(|d| d.alive && Some(d.host) != me)
+            .map(|d| d.host)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let mut homes = vec![None];
+        homes.extend(hosts.into_iter().take(META_COPIES as usize - 1).map(Some));
+        Ok(homes)
     }
 
     /// What the shuffle was registered with.
@@ -356,11 +397,26 @@ fn unknown_if_missing(id: &ShuffleId, e: StoreError) -> Error {
 
 pub(crate) async fn read_meta(store: &Store, id: &ShuffleId) -> Result<Meta> {
     id.check()?;
-    let path = id.meta();
-    let raw = read_small(store, &path)
-        .await
-        .map_err(|e| unknown_if_missing(id, e))?;
-    layout::parse(id, &path, &raw)
+    let mut failed = None;
+    for copy in 0..META_COPIES {
+        let path = id.meta_copy(copy);
+        match read_small(store, &path).await {
+            Ok(raw) => return layout::parse(id, &path, &raw),
+            // No metadata: no such shuffle; no further copy: the others were all there were.
+            Err(e @ StoreError::NotFound { .. }) if copy == 0 => {
+                return Err(unknown_if_missing(id, e));
+            }
+            Err(StoreError::NotFound { .. }) => break,
+            // Unreadable (its node died): the next copy.
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    Err(failed.map_or_else(
+        || Error::UnknownShuffle { id: id.clone() },
+        |e| unknown_if_missing(id, e),
+    ))
 }
 
 /// A map's commit record as read: found (in some copy), or lost with every copy.
