@@ -10,15 +10,19 @@ from pathlib import Path
 CRAIL = os.environ.get("CRAIL_BIN", str(Path(__file__).parents[2] / "target/debug/crail"))
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
+# The `crail cluster` process of each running cluster, by its configuration file.
+_CLUSTERS: dict[str, subprocess.Popen] = {}
+
 
 @contextmanager
-def crail_cluster(workdir: Path, dram: str = "256MiB"):
-    """A cluster for the block; yields its client configuration file."""
+def crail_cluster(workdir: Path, dram: str = "256MiB", keep_going: bool = False):
+    """A cluster for the block; yields its client configuration file. `keep_going`: the
+    cluster serves on when a node dies."""
     config = workdir / "client.toml"
     env = {k: v for k, v in os.environ.items() if k != "CRAIL_CONF"}
     proc = subprocess.Popen(
         [CRAIL, "cluster", "--dram", dram, "--listen", "127.0.0.1:0",
-         "--config-out", str(config)],
+         "--config-out", str(config), *(["--keep-going"] if keep_going else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     try:
@@ -27,7 +31,20 @@ def crail_cluster(workdir: Path, dram: str = "256MiB"):
             assert proc.poll() is None, "the cluster stopped"
             assert time.monotonic() < deadline, "the cluster did not start"
             time.sleep(0.05)
+        _CLUSTERS[str(config)] = proc
         yield str(config)
     finally:
+        _CLUSTERS.pop(str(config), None)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def kill_node(config: str, host: str) -> None:
+    """Kills the `crail node` process of `host` (its datanode and its services) of the cluster
+    of `config`, at once."""
+    parent = str(_CLUSTERS[config].pid)
+    pids = subprocess.run(["pgrep", "-P", parent, "-f", "--", f"--host {host}"],
+                          capture_output=True, text=True).stdout.split()
+    assert pids, f"no crail node on {host}"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)

@@ -33,7 +33,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/crail/client.toml";
 #[derive(Debug)]
 pub struct Failure {
     /// `NotFound`, `AlreadyExists`, `StoreFull`, `FetchFailed`, `InvalidArgument`,
-    /// `ServiceError`, `Closed` or `Internal`.
+    /// `ServiceError` (the store), `NodeLost` (the engine's node: its shuffle or broadcast
+    /// service), `Closed` or `Internal`.
     pub kind: &'static str,
     /// One line.
     pub message: String,
@@ -88,7 +89,7 @@ impl From<crail_sdk::Error> for Failure {
             | Error::Broadcast(B::Invalid { .. })
             | Error::Records(_) => ("InvalidArgument", Vec::new()),
             Error::Shuffle(S::Service { .. }) | Error::Broadcast(B::Service { .. }) => {
-                ("ServiceError", Vec::new())
+                ("NodeLost", Vec::new())
             }
             _ => ("Internal", Vec::new()),
         };
@@ -200,13 +201,15 @@ pub fn load_config(file: Option<&str>) -> Result<Config> {
 /// Connects `app` to the crail node at `host` if given; else to the configuration's
 /// `local_host` if set; else to the node on `own` (this executor's address) if one runs there;
 /// else to one of the cluster's nodes picked by `seed` (so executors of one machine spread over
-/// an embedded cluster's nodes).
+/// an embedded cluster's nodes), trying the next ones if it does not answer. Nodes in `avoid`
+/// (whose services were lost) are tried last.
 pub async fn connect(
     config: &Config,
     app: &str,
     host: Option<IpAddr>,
     own: Option<IpAddr>,
     seed: u64,
+    avoid: &[String],
 ) -> Result<Crail> {
     if let Some(host) = host {
         return Ok(Crail::connect_on(&config.client, host, app).await?);
@@ -220,27 +223,36 @@ pub async fn connect(
     let hosts = crail_shuffle::service::advertised_hosts(&store)
         .await
         .map_err(crail_sdk::Error::from)?;
-    let chosen = own
+    if hosts.is_empty() {
+        return Err(Failure::new(
+            "NodeLost",
+            format!(
+                "no crail node runs a shuffle service (namenode {})",
+                config.client.namenode
+            ),
+        ));
+    }
+    // The node on this host, else from the seed on; nodes to avoid last.
+    let first = own
         .map(|a| a.to_string())
-        .filter(|a| hosts.contains(a))
-        .or_else(|| {
-            hosts
-                .get((seed % hosts.len().max(1) as u64) as usize)
-                .cloned()
-        })
-        .ok_or_else(|| {
-            Failure::new(
-                "ServiceError",
-                format!(
-                    "no crail node runs a shuffle service (namenode {})",
-                    config.client.namenode
-                ),
-            )
-        })?;
-    let host: IpAddr = chosen
-        .parse()
-        .map_err(|_| Failure::new("Internal", format!("node {chosen:?} is not an address")))?;
-    Ok(Crail::connect_on(&config.client, host, app).await?)
+        .and_then(|a| hosts.iter().position(|h| *h == a))
+        .unwrap_or((seed % hosts.len() as u64) as usize);
+    let mut order: Vec<&String> = hosts[first..].iter().chain(&hosts[..first]).collect();
+    order.sort_by_key(|h| avoid.contains(h));
+    let mut failed = Vec::new();
+    for chosen in order {
+        let Ok(host) = chosen.parse::<IpAddr>() else {
+            continue;
+        };
+        match Crail::connect_on(&config.client, host, app).await {
+            Ok(crail) => return Ok(crail),
+            Err(e) => failed.push(format!("{chosen}: {e}")),
+        }
+    }
+    Err(Failure::new(
+        "NodeLost",
+        format!("no crail node answers ({})", failed.join("; ")),
+    ))
 }
 
 fn address(text: Option<String>, what: &str) -> Result<Option<IpAddr>> {
@@ -256,7 +268,8 @@ fn address(text: Option<String>, what: &str) -> Result<Option<IpAddr>> {
         .transpose()
 }
 
-/// `connect(config, app, host, ownAddress, seed)`: an engine handle.
+/// `connect(config, app, host, ownAddress, seed, avoid)`: an engine handle (`avoid`: hosts
+/// separated by commas, or null).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_connect<'l>(
     mut env: JNIEnv<'l>,
@@ -266,14 +279,18 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_connect<'l>(
     host: JString<'l>,
     own: JString<'l>,
     seed: jlong,
+    avoid: JString<'l>,
 ) -> jlong {
     guard(&mut env, 0, |env| {
         let file = string(env, &config)?;
         let app = required(env, &app, "the application")?;
         let host = address(string(env, &host)?, "spark.crail.host")?;
         let own = string(env, &own)?.and_then(|o| o.parse().ok());
+        let avoid: Vec<String> = string(env, &avoid)?
+            .map(|a| a.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
         let config = load_config(file.as_deref())?;
-        let crail = block(connect(&config, &app, host, own, seed as u64))??;
+        let crail = block(connect(&config, &app, host, own, seed as u64, &avoid))??;
         Ok(ENGINES.insert(crail))
     })
 }

@@ -3,8 +3,9 @@ package io.crail.spark;
 /**
  * An error of crail, raised by the native bridge: its kind ({@code NotFound}, {@code
  * AlreadyExists}, {@code StoreFull}, {@code FetchFailed}, {@code InvalidArgument}, {@code
- * ServiceError}, {@code Closed}, {@code Internal}), a one-line message, and for {@code
- * FetchFailed} the map tasks whose output was lost.
+ * ServiceError} (the store), {@code NodeLost} (the engine's crail node), {@code Closed}, {@code
+ * Internal}), a one-line message, and for {@code FetchFailed} the map tasks whose output was
+ * lost.
  */
 public final class CrailException extends RuntimeException {
   private static final long serialVersionUID = 1L;
@@ -26,6 +27,11 @@ public final class CrailException extends RuntimeException {
   /** For {@code FetchFailed}: the maps to run again. */
   public int[] lostMaps() {
     return maps.clone();
+  }
+
+  /** Whether the engine's crail node is gone (another node can serve). */
+  public boolean isNodeLost() {
+    return "NodeLost".equals(kind);
   }
 
   /** Whether stored shuffle data could not be read (its maps must run again). */

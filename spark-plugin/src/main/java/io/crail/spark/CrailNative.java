@@ -48,11 +48,12 @@ public final class CrailNative {
   /**
    * Connects application {@code app}: to the crail node at {@code host} if not null; else to
    * the configuration's local_host; else to the node on {@code ownAddress} if one runs there;
-   * else to a node picked by {@code seed}. {@code config} null: CRAIL_CONF, else
-   * /etc/crail/client.toml if it exists, else the defaults.
+   * else to a node picked by {@code seed}, trying the next if it does not answer; the hosts in
+   * {@code avoid} (separated by commas; null for none) last. {@code config} null: CRAIL_CONF,
+   * else /etc/crail/client.toml if it exists, else the defaults.
    */
   public static native long connect(String config, String app, String host, String ownAddress,
-      long seed);
+      long seed, String avoid);
 
   public static native String host(long engine);
 

@@ -33,15 +33,15 @@ final class CrailBroadcast[T] private (val id: String, val bytes: Long) extends 
 
   /** Frees the value on every node; later reads of it fail (JVMs that read it keep theirs). */
   def destroy(): Unit = {
-    CrailNative.destroyBroadcast(CrailEngine.get(), id)
+    CrailEngine.call(CrailNative.destroyBroadcast(_, id))
     CrailBroadcast.values.remove(id)
   }
 
   /** How many times this JVM's crail node fetched the value from the store. */
-  def nodeFetches: Long = CrailNative.broadcastFetches(CrailEngine.get(), id)
+  def nodeFetches: Long = CrailEngine.call(CrailNative.broadcastFetches(_, id))
 
   /** The crail node this JVM reads from. */
-  def node: String = CrailEngine.host(CrailEngine.get())
+  def node: String = CrailEngine.call(CrailEngine.host(_))
 
   override def toString: String = s"CrailBroadcast($id, $bytes bytes)"
 }
@@ -52,12 +52,12 @@ object CrailBroadcast {
   /** Broadcasts `value` through crail. */
   def apply[T: ClassTag](sc: SparkContext, value: T): CrailBroadcast[T] = {
     val conf = sc.getConf
-    val engine = CrailEngine.get(conf, CrailEngine.appOf(conf))
     val buffer = SparkEnv.get.serializer.newInstance().serialize(value)
     val data = new Array[Byte](buffer.remaining())
     buffer.get(data)
     val id = s"spark-${UUID.randomUUID()}"
-    new CrailBroadcast[T](id, CrailNative.putBroadcast(engine, id, data))
+    val size = CrailEngine.call(conf, CrailEngine.appOf(conf))(CrailNative.putBroadcast(_, id, data))
+    new CrailBroadcast[T](id, size)
   }
 
   /** Java's way to [[apply]]. */
@@ -65,7 +65,7 @@ object CrailBroadcast {
     apply(jsc.sc, value)(ClassTag.AnyRef.asInstanceOf[ClassTag[T]])
 
   private def read(id: String): AnyRef = values.computeIfAbsent(id, { (id: String) =>
-    val data = CrailNative.getBroadcast(CrailEngine.get(), id)
+    val data = CrailEngine.call(CrailNative.getBroadcast(_, id))
     SparkEnv.get.serializer.newInstance().deserialize[AnyRef](ByteBuffer.wrap(data))
   })
 }

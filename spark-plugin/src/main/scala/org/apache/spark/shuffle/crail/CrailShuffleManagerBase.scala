@@ -31,16 +31,20 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
   if (isDriver) {
     // Fail at start, with one line naming the setting or address, if crail is not there.
     CrailNative.close(CrailEngine.connect(settings, "spark-start-check"))
+
   }
 
-  private def engine(): Long = CrailEngine.get(conf, CrailEngine.appOf(conf))
+  /** Runs `work` with this JVM's engine, on another crail node if its own is gone. */
+  private def withEngine[T](work: Long => T): T =
+    CrailEngine.call(conf, CrailEngine.appOf(conf))(work)
 
   override def registerShuffle[K, V, C](
       shuffleId: Int,
       dependency: ShuffleDependency[K, V, C]): ShuffleHandle = {
     val maps = dependency.rdd.partitions.length
     val partitions = dependency.partitioner.numPartitions
-    CrailNative.registerShuffle(engine(), shuffleId, maps, partitions, settings.crailSerializer)
+    withEngine(CrailNative.registerShuffle(_, shuffleId, maps, partitions,
+      settings.crailSerializer))
     log.info(s"crail: shuffle $shuffleId registered ($maps maps, $partitions partitions, " +
       s"${settings.crailSerializer})")
     new BaseShuffleHandle(shuffleId, dependency)
@@ -52,7 +56,7 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       context: TaskContext,
       metrics: ShuffleWriteMetricsReporter): ShuffleWriter[K, V] = {
     val base = handle.asInstanceOf[BaseShuffleHandle[K, V, _]]
-    new CrailShuffleWriter(engine(), base, mapId, context, metrics, settings)
+    withEngine(new CrailShuffleWriter(_, base, mapId, context, metrics, settings))
   }
 
   override def getReader[K, C](
@@ -65,12 +69,12 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       metrics: ShuffleReadMetricsReporter): ShuffleReader[K, C] = {
     // endMapIndex is Int.MaxValue for every map; the bridge bounds it by the shuffle's maps.
     val base = handle.asInstanceOf[BaseShuffleHandle[K, _, C]]
-    new CrailShuffleReader(engine(), base, startMapIndex, endMapIndex, startPartition,
-      endPartition, context, metrics, settings)
+    new CrailShuffleReader(base, startMapIndex, endMapIndex, startPartition, endPartition,
+      context, metrics, settings, withEngine)
   }
 
   override def unregisterShuffle(shuffleId: Int): Boolean = {
-    if (isDriver) CrailNative.unregisterShuffle(engine(), shuffleId) else true
+    if (isDriver) withEngine(CrailNative.unregisterShuffle(_, shuffleId)) else true
   }
 
   override val shuffleBlockResolver: ShuffleBlockResolver = new ShuffleBlockResolver {
@@ -89,7 +93,7 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
 
   override def stop(): Unit = {
     if (isDriver && conf.contains("spark.app.id")) {
-      try CrailNative.endApplication(engine())
+      try withEngine(CrailNative.endApplication(_))
       catch { case e: CrailException => log.warn(s"crail: cleaning up failed: ${e.getMessage}") }
     }
     CrailEngine.close()

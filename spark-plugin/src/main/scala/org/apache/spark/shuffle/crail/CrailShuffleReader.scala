@@ -3,8 +3,9 @@ package org.apache.spark.shuffle.crail
 import java.io.ByteArrayInputStream
 
 import io.crail.spark.{CrailConf, CrailException, CrailNative}
-import org.apache.spark.{InterruptibleIterator, TaskContext}
+import org.apache.spark.{InterruptibleIterator, SparkEnv, TaskContext}
 import org.apache.spark.shuffle.{BaseShuffleHandle, FetchFailedException, ShuffleReader, ShuffleReadMetricsReporter}
+import org.apache.spark.storage.BlockManagerId
 import org.apache.spark.util.CompletionIterator
 import org.apache.spark.util.collection.ExternalSorter
 
@@ -15,7 +16,6 @@ import org.apache.spark.util.collection.ExternalSorter
  * not sort them again unless it must combine them first).
  */
 private[spark] class CrailShuffleReader[K, C](
-    engine: Long,
     handle: BaseShuffleHandle[K, _, C],
     startMap: Int,
     endMap: Int,
@@ -23,7 +23,8 @@ private[spark] class CrailShuffleReader[K, C](
     endPartition: Int,
     context: TaskContext,
     metrics: ShuffleReadMetricsReporter,
-    settings: CrailConf) extends ShuffleReader[K, C] {
+    settings: CrailConf,
+    withEngine: (Long => Long) => Long) extends ShuffleReader[K, C] {
 
   private val dep = handle.dependency
 
@@ -33,15 +34,33 @@ private[spark] class CrailShuffleReader[K, C](
     catch {
       case e: CrailException if e.isFetchFailure =>
         val map = e.lostMaps().headOption.getOrElse(startMap)
-        throw new FetchFailedException(null, handle.shuffleId, -1L, map, startPartition,
-          e.getMessage, e)
+        throw new FetchFailedException(locationOf(map), handle.shuffleId, -1L, map,
+          startPartition, e.getMessage, e)
+    }
+  }
+
+  /** Where map `map`'s status says it wrote (null if unknown): Spark drops the statuses of
+   * every map written there and runs them again. */
+  private def locationOf(map: Int): BlockManagerId = {
+    try {
+      SparkEnv.get.mapOutputTracker
+        .getMapSizesByExecutorId(handle.shuffleId, map, map + 1, 0,
+          dep.partitioner.numPartitions)
+        .collectFirst { case (location, _) => location }
+        .orNull
+    } catch {
+      case e: Exception =>
+        org.slf4j.LoggerFactory.getLogger(getClass).warn(
+          s"crail: no location for map $map of shuffle ${handle.shuffleId}: $e")
+        null
     }
   }
 
   override def read(): Iterator[Product2[K, C]] = {
     val crailSorted = settings.fixed.isDefined && settings.crailSorter.isDefined
-    val reader = fetching(CrailNative.openReader(engine, handle.shuffleId, startPartition,
-      endPartition, startMap, endMap, if (crailSorted) settings.crailSorter.get else null))
+    val sorter = if (crailSorted) settings.crailSorter.get else null
+    val reader = fetching(withEngine(CrailNative.openReader(_, handle.shuffleId, startPartition,
+      endPartition, startMap, endMap, sorter)))
     var open = true
     def close(): Unit = if (open) { open = false; CrailNative.closeReader(reader) }
     context.addTaskCompletionListener[Unit](_ => close())

@@ -53,8 +53,7 @@ private[spark] class CrailShuffleWriter[K, V, C](
     writer = 0L
     metrics.incBytesWritten(lengths.sum)
     metrics.incWriteTime(System.nanoTime() - start)
-    val location = BlockManagerId("crail", CrailEngine.host(engine), 1, None)
-    status = MapStatus(location, lengths, mapId, 0L)
+    status = MapStatus(CrailShuffleWriter.location(CrailEngine.host(engine)), lengths, mapId, 0L)
   }
 
   private def writeFrames(records: Iterator[Product2[Any, Any]]): Unit = {
@@ -129,4 +128,14 @@ private[spark] class CrailShuffleWriter[K, V, C](
   }
 
   override def getPartitionLengths(): Array[Long] = lengths
+}
+
+private[spark] object CrailShuffleWriter {
+  /**
+   * A map status's location: the crail node the map wrote through, as an executor id no real
+   * executor has (losing an executor loses no output), shared by every map written there (a
+   * fetch failure naming it has Spark run all of them again at once: they lost their data
+   * together when the node died).
+   */
+  def location(host: String): BlockManagerId = BlockManagerId(s"crail@$host", host, 1, None)
 }
