@@ -1,7 +1,8 @@
 """Spark (the pyspark package's, in local-cluster[2,1,1024] mode: two executor JVMs) with crail's
 shuffle manager against a real crail cluster: RDD and SQL jobs, AQE on (coalescing, a skewed
-join split into map ranges), each equal to the same job on Spark's own shuffle; the same jobs with map and reduce tasks failing on their first
-attempt; a CrailBroadcast read by every executor."""
+join split into map ranges), each equal to the same job on Spark's own shuffle; the same jobs
+with map and reduce tasks failing on their first attempt; a CrailBroadcast read by every
+executor."""
 
 import hashlib
 import operator
