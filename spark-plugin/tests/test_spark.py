@@ -134,6 +134,19 @@ def test_jobs_equal_sparks_own_shuffle(vanilla, crail_spark, cluster):
             assert got[name] == want, name
 
 
+def test_unregistered_shuffles_leave_crail(crail_spark, cluster):
+    sc = crail_spark.sparkContext
+    sc.parallelize(range(1000), 2).map(lambda x: (x % 7, x)).reduceByKey(operator.add, 3) \
+        .collect()
+    app = sc.applicationId
+    with crail.Client.connect(cluster, "spark-test-check", host=HOSTS[0]) as c:
+        shuffles = [int(s) for s in c.list(f"/crail-shuffle/{app}") if s.isdigit()]
+        newest = max(shuffles)
+        # What Spark's ContextCleaner does once the shuffle's RDD is gone.
+        sc._jsc.sc().cleaner().get().doCleanupShuffle(newest, True)
+        assert str(newest) not in c.list(f"/crail-shuffle/{app}")
+
+
 def test_failed_tasks_run_again_with_the_same_result(vanilla, crail_spark):
     got = jobs(crail_spark, flaky=True)
     for name, want in vanilla.items():
