@@ -9,7 +9,7 @@ mod buffers;
 mod client;
 mod shuffle;
 
-use crail_sdk::{Error, crail_broadcast, crail_shuffle, crail_store};
+use crail_sdk::{Error, ErrorKind};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -61,43 +61,15 @@ pub(crate) fn block<T: Send>(py: Python<'_>, work: impl Future<Output = T> + Sen
 
 /// The exception of `e`'s kind.
 pub(crate) fn raise(e: Error) -> PyErr {
-    use crail_broadcast::Error as B;
-    use crail_shuffle::Error as S;
-    use crail_store::Error as T;
     let text = e.to_string();
-    let store = |e: &T| match e {
-        T::NotFound { .. } | T::UnknownFile { .. } => NotFound::new_err(text.clone()),
-        T::AlreadyExists { .. } => AlreadyExists::new_err(text.clone()),
-        T::StoreFull { .. } => StoreFull::new_err(text.clone()),
-        T::LostBlocks { .. } | T::ChecksumMismatch { .. } => FetchFailed::new_err(text.clone()),
-        T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
-            InvalidArgument::new_err(text.clone())
-        }
-        T::Connect { .. } | T::ConnectionLost { .. } | T::Timeout { .. } => {
-            ServiceError::new_err(text.clone())
-        }
-        _ => CrailError::new_err(text.clone()),
-    };
-    match &e {
-        Error::Store(s) | Error::Shuffle(S::Store(s)) | Error::Broadcast(B::Store(s)) => store(s),
-        Error::Shuffle(S::UnknownShuffle { .. }) | Error::Broadcast(B::UnknownVariable { .. }) => {
-            NotFound::new_err(text)
-        }
-        Error::Shuffle(S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. })
-        | Error::Broadcast(B::AlreadyExists { .. }) => AlreadyExists::new_err(text),
-        Error::Broadcast(B::StoreFull { .. }) => StoreFull::new_err(text),
-        Error::Shuffle(S::FetchFailed { .. }) | Error::Broadcast(B::Unreadable { .. }) => {
-            FetchFailed::new_err(text)
-        }
-        Error::Shuffle(
-            S::Invalid { .. } | S::PartitionOutOfRange { .. } | S::MapOutOfRange { .. },
-        )
-        | Error::Broadcast(B::Invalid { .. })
-        | Error::Records(_) => InvalidArgument::new_err(text),
-        Error::Shuffle(S::Service { .. }) | Error::Broadcast(B::Service { .. }) => {
-            ServiceError::new_err(text)
-        }
-        _ => CrailError::new_err(text),
+    match e.kind() {
+        ErrorKind::NotFound => NotFound::new_err(text),
+        ErrorKind::AlreadyExists => AlreadyExists::new_err(text),
+        ErrorKind::StoreFull => StoreFull::new_err(text),
+        ErrorKind::FetchFailed => FetchFailed::new_err(text),
+        ErrorKind::InvalidArgument => InvalidArgument::new_err(text),
+        ErrorKind::Unreachable | ErrorKind::NodeLost => ServiceError::new_err(text),
+        ErrorKind::Other => CrailError::new_err(text),
     }
 }
 

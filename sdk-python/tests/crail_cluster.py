@@ -48,3 +48,10 @@ def kill_node(config: str, host: str) -> None:
     assert pids, f"no crail node on {host}"
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
+
+
+def kill_cluster(config: str) -> None:
+    """Kills the `crail cluster` of `config` at once (its nodes stop when their stdin closes)."""
+    proc = _CLUSTERS[config]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)

@@ -203,29 +203,15 @@ def test_records_by_range_sorted_and_as_columns(cluster):
 
 def test_a_dead_cluster_raises_instead_of_hanging(tmp_path):
     """Calls on a client whose cluster was killed raise CrailError subclasses, promptly."""
-    import signal
-    import subprocess
     import time
 
-    from conftest import CRAIL
+    from crail_cluster import crail_cluster, kill_cluster
 
-    config = tmp_path / "client.toml"
-    proc = subprocess.Popen(
-        [CRAIL, "cluster", "--dram", "64MiB", "--listen", "127.0.0.1:0",
-         "--config-out", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not config.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        c = crail.Client.connect(str(config), "py-dead", host=HOSTS[0])
+    with crail_cluster(tmp_path, dram="64MiB") as config:
+        c = crail.Client.connect(config, "py-dead", host=HOSTS[0])
         c.put_broadcast("v", b"x" * 1000)
         shuffle = c.register_shuffle(9, maps=1, partitions=1, serializer="fixed:4:4")
-    finally:
-        proc.send_signal(signal.SIGKILL)  # its nodes stop when their stdin closes
-        proc.wait(timeout=30)
+        kill_cluster(config)
     time.sleep(1)
     start = time.monotonic()
     for call in (

@@ -19,3 +19,74 @@ pub enum Error {
 
 /// The SDK's result.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// What kind of failure an [`Error`] is, whichever layer raised it: for bindings that map
+/// errors onto their own types (Python exceptions, Java exceptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such path, shuffle or variable.
+    NotFound,
+    /// It exists already (or another attempt committed first).
+    AlreadyExists,
+    /// The store has no room left.
+    StoreFull,
+    /// Stored data could not be read (a node died): its writers must run again.
+    FetchFailed,
+    /// A bad name, range, record or setting.
+    InvalidArgument,
+    /// A store peer (namenode, datanode) did not answer.
+    Unreachable,
+    /// The engine's node (its shuffle or broadcast service) is gone: another node can serve.
+    NodeLost,
+    /// Anything else.
+    Other,
+}
+
+impl Error {
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        use crail_broadcast::Error as B;
+        use crail_shuffle::Error as S;
+        use crail_store::Error as T;
+        match self {
+            Self::Store(s) | Self::Shuffle(S::Store(s)) | Self::Broadcast(B::Store(s)) => match s {
+                T::NotFound { .. } | T::UnknownFile { .. } => ErrorKind::NotFound,
+                T::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+                T::StoreFull { .. } => ErrorKind::StoreFull,
+                T::LostBlocks { .. } | T::ChecksumMismatch { .. } => ErrorKind::FetchFailed,
+                T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
+                    ErrorKind::InvalidArgument
+                }
+                T::Connect { .. } | T::ConnectionLost { .. } | T::Timeout { .. } => {
+                    ErrorKind::Unreachable
+                }
+                _ => ErrorKind::Other,
+            },
+            Self::Shuffle(S::UnknownShuffle { .. })
+            | Self::Broadcast(B::UnknownVariable { .. }) => ErrorKind::NotFound,
+            Self::Shuffle(S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. })
+            | Self::Broadcast(B::AlreadyExists { .. }) => ErrorKind::AlreadyExists,
+            Self::Broadcast(B::StoreFull { .. }) => ErrorKind::StoreFull,
+            Self::Shuffle(S::FetchFailed { .. }) | Self::Broadcast(B::Unreadable { .. }) => {
+                ErrorKind::FetchFailed
+            }
+            Self::Shuffle(
+                S::Invalid { .. } | S::PartitionOutOfRange { .. } | S::MapOutOfRange { .. },
+            )
+            | Self::Broadcast(B::Invalid { .. })
+            | Self::Records(_) => ErrorKind::InvalidArgument,
+            Self::Shuffle(S::Service { .. }) | Self::Broadcast(B::Service { .. }) => {
+                ErrorKind::NodeLost
+            }
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// For a fetch failure of a shuffle: the maps whose output was lost, ascending.
+    pub fn lost_maps(&self) -> &[u32] {
+        match self {
+            Self::Shuffle(crail_shuffle::Error::FetchFailed { maps, .. }) => maps,
+            _ => &[],
+        }
+    }
+}

@@ -73,7 +73,7 @@ pub use crail_broadcast::RemoteReader as BroadcastReader;
 pub use crail_serializers::{Encoder, Record, Serializer};
 pub use crail_shuffle::{Meta, ShuffleId};
 pub use crail_store::{ClientConfig, Config, Store};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use records::{Combiner, ReadOptions, Records};
 pub use shuffle::{MapOutput, MapStatus, Shuffle};
 /// The layers underneath, for their error variants and what the SDK does not wrap.

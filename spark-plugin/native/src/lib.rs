@@ -18,7 +18,9 @@ use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
-use crail_sdk::{Config, Crail, MapOutput, Records, crail_broadcast, crail_shuffle, crail_store};
+use crail_sdk::{
+    Config, Crail, ErrorKind, MapOutput, Records, crail_broadcast, crail_shuffle, crail_store,
+};
 use jni::JNIEnv;
 use jni::objects::{JByteArray, JClass, JObject, JString, JThrowable, JValue};
 use jni::sys::{jboolean, jbyteArray, jint, jlong, jlongArray};
@@ -54,49 +56,20 @@ impl Failure {
 
 impl From<crail_sdk::Error> for Failure {
     fn from(e: crail_sdk::Error) -> Self {
-        use crail_broadcast::Error as B;
-        use crail_sdk::Error;
-        use crail_shuffle::Error as S;
-        let message = e.to_string();
-        let store = |e: &crail_store::Error| {
-            use crail_store::Error as T;
-            match e {
-                T::NotFound { .. } | T::UnknownFile { .. } => "NotFound",
-                T::AlreadyExists { .. } => "AlreadyExists",
-                T::StoreFull { .. } => "StoreFull",
-                T::LostBlocks { .. } | T::ChecksumMismatch { .. } => "FetchFailed",
-                T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
-                    "InvalidArgument"
-                }
-                T::Connect { .. } | T::ConnectionLost { .. } | T::Timeout { .. } => "ServiceError",
-                _ => "Internal",
-            }
-        };
-        let (kind, maps) = match &e {
-            Error::Store(s) | Error::Shuffle(S::Store(s)) | Error::Broadcast(B::Store(s)) => {
-                (store(s), Vec::new())
-            }
-            Error::Shuffle(S::FetchFailed { maps, .. }) => ("FetchFailed", maps.clone()),
-            Error::Shuffle(S::UnknownShuffle { .. })
-            | Error::Broadcast(B::UnknownVariable { .. }) => ("NotFound", Vec::new()),
-            Error::Shuffle(S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. })
-            | Error::Broadcast(B::AlreadyExists { .. }) => ("AlreadyExists", Vec::new()),
-            Error::Broadcast(B::StoreFull { .. }) => ("StoreFull", Vec::new()),
-            Error::Broadcast(B::Unreadable { .. }) => ("FetchFailed", Vec::new()),
-            Error::Shuffle(
-                S::Invalid { .. } | S::PartitionOutOfRange { .. } | S::MapOutOfRange { .. },
-            )
-            | Error::Broadcast(B::Invalid { .. })
-            | Error::Records(_) => ("InvalidArgument", Vec::new()),
-            Error::Shuffle(S::Service { .. }) | Error::Broadcast(B::Service { .. }) => {
-                ("NodeLost", Vec::new())
-            }
-            _ => ("Internal", Vec::new()),
+        let kind = match e.kind() {
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::StoreFull => "StoreFull",
+            ErrorKind::FetchFailed => "FetchFailed",
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::Unreachable => "ServiceError",
+            ErrorKind::NodeLost => "NodeLost",
+            ErrorKind::Other => "Internal",
         };
         Self {
             kind,
-            message,
-            maps,
+            maps: e.lost_maps().to_vec(),
+            message: e.to_string(),
         }
     }
 }
