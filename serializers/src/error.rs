@@ -49,6 +49,16 @@ pub enum Error {
         /// Value length given.
         value: usize,
     },
+    /// A caller's buffer that cannot hold the records it is for.
+    #[error("{what} of {len} bytes does not fit the {need} bytes of records")]
+    BufferSize {
+        /// Which buffer: "an output", "a scratch buffer".
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// Bytes it must hold.
+        need: usize,
+    },
     /// A name the registry does not know.
     #[error(
         "unknown serializer {name:?}: {reason} (known: fixed:KEY:VALUE, kv; add +crc or +lz4 for frames)"

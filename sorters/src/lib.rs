@@ -6,7 +6,7 @@
 //!
 //! | name | how | stable | threads |
 //! |---|---|---|---|
-//! | `radix` | entries of (8-byte key prefix, index); one MSD pass on the top byte splits them into 256 buckets, each sorted by LSD passes over as many following prefix bytes as tell its entries apart (bytes a bucket never varies in are skipped); runs still equal are then ordered by prefix and whole key. Fixed-length records in place ([`sort_fixed_in_place`]): whole records are scattered into 1024 buckets by the key's first 10 bits past the cache, and each bucket, sorted that way, is gathered back | yes | all (rayon) |
+//! | `radix` | entries of (8-byte key prefix, index); one MSD pass on the top byte splits them into 256 buckets, each sorted by LSD passes over as many following prefix bytes as tell its entries apart (bytes a bucket never varies in are skipped); runs still equal are then ordered by prefix and whole key. Fixed-length records in place ([`sort_fixed_in_place`]): whole records are scattered into 1024 buckets by the key's first 10 bits past the cache; each bucket's entries are sorted by two LSD passes on the next two 11-bit digits where those spread its keys (by the passes above otherwise) and gathered back, runs still equal ordered as the gather reaches them | yes | all (rayon) |
 //! | `radsort` | the same entries sorted by `radsort`'s LSD radix sort on the prefix, runs of equal prefixes ordered by the whole key | yes | one |
 //! | `comparison` | rayon's parallel merge sort of indices, comparing whole keys | yes | all |
 //!
@@ -59,8 +59,8 @@ pub trait Sorter: Send + Sync + std::fmt::Debug {
     fn order(&self, keys: &dyn Keys) -> Vec<u32>;
 
     /// Sorts the fixed-length records of `data` (`record` bytes, keys their first
-    /// `key` bytes) in place, using `scratch` (as long as `data`, overwritten). The default
-    /// computes the order, gathers into `scratch` and copies back.
+    /// `key` bytes) in place, using `scratch` (at least as long as `data`, overwritten). The
+    /// default computes the order, gathers into `scratch` and copies back.
     fn sort_records(&self, data: &mut [u8], scratch: &mut [u8], record: usize, key: usize) {
         let keys = FixedKeys {
             data: &*data,
@@ -68,6 +68,7 @@ pub trait Sorter: Send + Sync + std::fmt::Debug {
             key,
         };
         let order = self.order(&keys);
+        let scratch = &mut scratch[..data.len()];
         gather(data, &order, record, scratch);
         data.copy_from_slice(scratch);
     }
@@ -229,9 +230,9 @@ fn gather(data: &[u8], order: &[u32], record: usize, out: &mut [u8]) {
         });
 }
 
-/// Sorts the fixed-length records of `format` in `data` in place by key; `scratch` must be as
-/// long as `data` (its contents are overwritten). A caller sorting batch after batch keeps
-/// both buffers, so no memory is faulted in per batch. The fastest way to sort fixed records.
+/// Sorts the fixed-length records of `format` in `data` in place by key; `scratch` must be at
+/// least as long as `data` (its contents are overwritten). A caller sorting batch after batch keeps both buffers, so no memory
+/// is faulted in per batch. The fastest way to sort fixed records.
 pub fn sort_fixed_in_place(
     sorter: &dyn Sorter,
     data: &mut [u8],
@@ -240,7 +241,13 @@ pub fn sort_fixed_in_place(
 ) -> Result<()> {
     let keys = FixedKeys::new(data, format)?;
     check_count(keys.len())?;
-    check_same_len("a scratch buffer", scratch.len(), data.len())?;
+    if scratch.len() < data.len() {
+        return Err(Error::BufferSize {
+            what: "a scratch buffer",
+            len: scratch.len(),
+            need: data.len(),
+        });
+    }
     sorter.sort_records(data, scratch, format.record_len(), format.key_len());
     Ok(())
 }
@@ -256,14 +263,14 @@ pub fn sort_buffer(len: usize) -> std::io::Result<memmap2::MmapMut> {
 }
 
 /// A buffer that must be as long as the data it sorts.
-fn check_same_len(what: &str, len: usize, data: usize) -> Result<()> {
+fn check_same_len(what: &'static str, len: usize, data: usize) -> Result<()> {
     if len == data {
         return Ok(());
     }
-    Err(Error::WrongSize {
-        format: format!("{what} of {len} bytes"),
-        key: data,
-        value: 0,
+    Err(Error::BufferSize {
+        what,
+        len,
+        need: data,
     })
 }
 

@@ -142,22 +142,112 @@ impl Sorter for Radix {
             src = s_rest;
             dst = d_rest;
         }
-        pairs.into_par_iter().for_each(|(src, dst)| {
-            let keys = crate::FixedKeys {
-                data: src,
-                record,
-                key,
-            };
-            let mut entries: Vec<(u64, u32)> = (0..src.len() / record)
-                .map(|i| (keys.prefix(i), i as u32))
-                .collect();
-            let shift = lsd(&mut entries);
-            order_runs(&mut entries, shift, &keys);
-            for (slot, e) in dst.chunks_exact_mut(record).zip(&entries) {
-                let at = e.1 as usize * record;
-                copy_record(slot, &src[at..at + record]);
+        pairs.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(entries, tmp), (src, dst)| {
+                let keys = crate::FixedKeys {
+                    data: src,
+                    record,
+                    key,
+                };
+                sort_bucket(&keys, dst, entries, tmp);
+            },
+        );
+    }
+}
+
+/// Bits of each LSD digit inside a bucket: 2048 counters, 8 KiB, stay in L1.
+const DIGIT_BITS: u32 = 11;
+const DIGITS: usize = 1 << DIGIT_BITS;
+/// The two digits right below a bucket's bits, as shifts of the prefix: bits 10..21 and
+/// 21..32 of the key.
+const HIGH: u32 = 64 - BUCKET_BITS as u32 - DIGIT_BITS;
+const LOW: u32 = HIGH - DIGIT_BITS;
+
+#[inline]
+fn digit(prefix: u64, shift: u32) -> usize {
+    ((prefix >> shift) as usize) & (DIGITS - 1)
+}
+
+/// Sorts one bucket, the records of `keys`, into `dst`; `entries` and `tmp` are the task's
+/// buffers, reused from bucket to bucket. The pass that makes the entries also counts the two
+/// 11-bit digits below the bucket's bits; where those spread the keys (always, for keys like
+/// TeraSort's), two LSD passes sort on them, and runs still equal are ordered by comparison
+/// as the gather reaches them. Otherwise [`lsd`] picks the bytes to sort on.
+fn sort_bucket(
+    keys: &crate::FixedKeys,
+    dst: &mut [u8],
+    entries: &mut Vec<(u64, u32)>,
+    tmp: &mut Vec<(u64, u32)>,
+) {
+    let (record, n) = (keys.record, keys.len());
+    entries.clear();
+    let mut counts = [[0u32; DIGITS]; 2];
+    let (mut any, mut all) = (0u64, u64::MAX);
+    for i in 0..n {
+        let prefix = keys.prefix(i);
+        any |= prefix;
+        all &= prefix;
+        counts[0][digit(prefix, HIGH)] += 1;
+        counts[1][digit(prefix, LOW)] += 1;
+        entries.push((prefix, i as u32));
+    }
+    // The digits do the sort where the bits above them never vary in the bucket and the
+    // values they take tell its entries apart several times over.
+    let distinct = |count: &[u32; DIGITS]| count.iter().filter(|&&c| c > 0).count();
+    let fits = n >= 256
+        && (any ^ all).leading_zeros() >= BUCKET_BITS as u32
+        && distinct(&counts[0]) * distinct(&counts[1]) >= n * SPREAD;
+    let (sorted, shift): (&mut [(u64, u32)], u32) = if fits {
+        if tmp.len() < n {
+            tmp.resize(n, (0, 0));
+        }
+        let (mut from, mut to) = (&mut entries[..], &mut tmp[..n]);
+        for (count, shift) in [(&counts[1], LOW), (&counts[0], HIGH)] {
+            if count.contains(&(n as u32)) {
+                continue;
             }
-        });
+            let mut next = [0u32; DIGITS];
+            let mut sum = 0;
+            for (slot, &c) in next.iter_mut().zip(count.iter()) {
+                *slot = sum;
+                sum += c;
+            }
+            for e in from.iter() {
+                let d = digit(e.0, shift);
+                to[next[d] as usize] = *e;
+                next[d] += 1;
+            }
+            std::mem::swap(&mut from, &mut to);
+        }
+        (from, LOW)
+    } else {
+        let shift = lsd(entries);
+        (&mut entries[..], shift)
+    };
+    // The gather; each run of entries equal on the sorted bits is ordered as it comes.
+    let high = |e: &(u64, u32)| e.0.checked_shr(shift).unwrap_or(0);
+    let mut slots = dst.chunks_exact_mut(record);
+    let mut i = 0;
+    while i < n {
+        let top = high(&sorted[i]);
+        let mut end = i + 1;
+        while end < n && high(&sorted[end]) == top {
+            end += 1;
+        }
+        let run = &mut sorted[i..end];
+        if run.len() > 1 {
+            run.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| keys.key(a.1 as usize).cmp(keys.key(b.1 as usize)))
+            });
+        }
+        // The run first: zip asks it before taking a slot, so no slot is lost at its end.
+        for (e, slot) in run.iter().zip(&mut slots) {
+            let at = e.1 as usize * record;
+            copy_record(slot, &keys.data[at..at + record]);
+        }
+        i = end;
     }
 }
 

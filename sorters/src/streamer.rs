@@ -9,10 +9,14 @@
 
 /// Bytes per window: four cache lines.
 const WINDOW: usize = 256;
+/// Room past the window: a piece this long or shorter is copied whole, in one move of a
+/// length the compiler knows for TeraSort's records, and what spills past the window moves
+/// to its start once the window is written.
+const SLACK: usize = 128;
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Window([u8; WINDOW]);
+struct Window([u8; WINDOW + SLACK]);
 
 /// Writes bytes one after another into `dst`; [`Streamer::finish`] writes what is still held.
 pub(crate) struct Streamer<'a> {
@@ -32,7 +36,7 @@ impl<'a> Streamer<'a> {
             dst,
             at: 0,
             start,
-            window: Window([0; WINDOW]),
+            window: Window([0; WINDOW + SLACK]),
         }
     }
 
@@ -40,6 +44,18 @@ impl<'a> Streamer<'a> {
     #[inline]
     pub(crate) fn push(&mut self, mut bytes: &[u8]) {
         assert!(self.at + bytes.len() <= self.dst.len(), "streamer overrun");
+        if bytes.len() <= SLACK {
+            let from = (self.at as isize - self.start) as usize;
+            let to = from + bytes.len();
+            crate::radix::copy_record(&mut self.window.0[from..to], bytes);
+            self.at += bytes.len();
+            if to >= WINDOW {
+                self.flush();
+                let (window, spill) = self.window.0.split_at_mut(WINDOW);
+                window[..SLACK].copy_from_slice(spill);
+            }
+            return;
+        }
         loop {
             let from = (self.at as isize - self.start) as usize;
             let take = bytes.len().min(WINDOW - from);
@@ -63,7 +79,7 @@ impl<'a> Streamer<'a> {
             store(&mut self.dst[at..at + WINDOW], &self.window);
         } else {
             let skip = (-self.start) as usize;
-            self.dst[..WINDOW - skip].copy_from_slice(&self.window.0[skip..]);
+            self.dst[..WINDOW - skip].copy_from_slice(&self.window.0[skip..WINDOW]);
         }
         self.start += WINDOW as isize;
     }
@@ -97,7 +113,7 @@ fn store(dst: &mut [u8], window: &Window) {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn store(dst: &mut [u8], window: &Window) {
-    dst.copy_from_slice(&window.0);
+    dst.copy_from_slice(&window.0[..WINDOW]);
 }
 
 /// Orders the streamed stores before whatever this thread does next (another thread reading

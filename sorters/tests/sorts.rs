@@ -213,3 +213,35 @@ fn large_batches_of_skewed_keys_sort_like_std() {
         }
     }
 }
+
+/// Batches large enough that the in-place radix sort's buckets take its two-digit path:
+/// random keys whose first four bytes come from 64 Ki values (runs past the digits,
+/// ordered by the rest of the key) and whose values are their input positions (stability).
+#[test]
+fn large_batches_with_long_runs_past_the_digits_sort_stably() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let heads: Vec<u32> = (0..65_536).map(|_| next() as u32).collect();
+    let n = 600_000;
+    let mut data = Vec::with_capacity(n * 16);
+    for i in 0..n {
+        let r = next();
+        data.extend_from_slice(&heads[(r % heads.len() as u64) as usize].to_be_bytes());
+        // Eight more key bytes, from few values, so whole keys tie too.
+        data.extend_from_slice(&((r >> 32) % 3).to_be_bytes());
+        data.extend_from_slice(&(i as u32).to_be_bytes());
+    }
+    let format = Fixed::new(12, 4).unwrap();
+    let mut want: Vec<&[u8]> = data.chunks(16).collect();
+    want.sort_by(|a, b| a[..12].cmp(&b[..12]));
+    let want = want.concat();
+    let mut got = data.clone();
+    let mut scratch = vec![0u8; data.len()];
+    sort_fixed_in_place(&*by_name("radix").unwrap(), &mut got, &mut scratch, &format).unwrap();
+    assert!(got == want);
+}

@@ -101,6 +101,14 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The fastest and slowest round of sorted `times`: how noisy the run was.
+fn spread(times: &[f64]) -> String {
+    match (times.first(), times.last()) {
+        (Some(min), Some(max)) => format!("rounds {min:.3} to {max:.3} s"),
+        _ => String::new(),
+    }
+}
+
 fn sorted_by_key(data: &[u8]) -> bool {
     data.chunks(RECORD)
         .zip(data.chunks(RECORD).skip(1))
@@ -177,21 +185,23 @@ fn main() -> anyhow::Result<()> {
     }
     let baseline = median(&mut baseline_times);
     println!(
-        "{:<34} {:>8.3} s {:>9.0} MB/s   (median of {} rounds)",
+        "{:<34} {:>8.3} s {:>9.0} MB/s   (median of {} rounds; {})",
         "baseline par_sort_unstable_by",
         baseline,
         mb / baseline,
-        args.rounds
+        args.rounds,
+        spread(&baseline_times)
     );
     let mut sorts = Vec::new();
     for (name, times) in names.iter().zip(sorter_times.iter_mut()) {
         let seconds = median(times);
         let speedup = baseline / seconds;
         println!(
-            "{:<34} {:>8.3} s {:>9.0} MB/s   {speedup:.2}x the baseline",
+            "{:<34} {:>8.3} s {:>9.0} MB/s   {speedup:.2}x the baseline ({})",
             format!("sorter {name}"),
             seconds,
-            mb / seconds
+            mb / seconds,
+            spread(times)
         );
         sorts.push(SortFigure {
             sorter: (*name).to_owned(),
