@@ -129,6 +129,16 @@ proptest! {
     }
 }
 
+/// A small deterministic random number generator for the large tests.
+fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[test]
 fn bad_input_is_a_typed_error() {
     let format = Fixed::new(10, 90).unwrap();
@@ -157,13 +167,7 @@ fn bad_input_is_a_typed_error() {
 /// Runs the partial-LSD path and the comparison of long runs at sizes proptest does not reach.
 #[test]
 fn large_batches_of_skewed_keys_sort_like_std() {
-    let mut x = 0x1234_5678_9abc_def0u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x1234_5678_9abc_def0u64);
     type Shape<'a> = (&'a str, &'a dyn Fn(u64, usize) -> [u8; 16]);
     let shapes: [Shape; 4] = [
         ("low bytes only", &|r, _| {
@@ -219,13 +223,7 @@ fn large_batches_of_skewed_keys_sort_like_std() {
 /// ordered by the rest of the key) and whose values are their input positions (stability).
 #[test]
 fn large_batches_with_long_runs_past_the_digits_sort_stably() {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
     let heads: Vec<u32> = (0..65_536).map(|_| next() as u32).collect();
     let n = 600_000;
     let mut data = Vec::with_capacity(n * 16);
