@@ -145,7 +145,9 @@ async fn run(
     let largest = parts.iter().map(|(_, size)| *size).max().unwrap_or(0);
     let buffer = largest.max(bytes / u64::from(partitions) * 9 / 8) as usize;
     let pool = Arc::new(Pool::<Vec<u8>>::default());
-    let count = nodes * options.tasks.max(1) * 2;
+    // Per task a map's input and groups, or a reduce's records and scratch; per node one more
+    // for the output part being written.
+    let count = nodes * (options.tasks.max(1) * 2 + 1);
     let warmed = tokio::task::spawn_blocking(move || {
         (0..count)
             .into_par_iter()
@@ -205,8 +207,15 @@ async fn run(
 
     let start = Instant::now();
     let output = Arc::new(output.to_owned());
+    // A node's output part is written while its next reduce fetches and sorts, so the disk and
+    // the CPUs work at once; one write at a time per node bounds the buffers held.
+    let writing: Vec<Arc<tokio::sync::Semaphore>> = (0..nodes)
+        .map(|_| Arc::new(tokio::sync::Semaphore::new(1)))
+        .collect();
+    let writes = Arc::new(Mutex::new(Vec::new()));
     on_every_node(&shuffles, options.tasks, partitions, |shuffle, p| {
         let (output, progress, pool) = (output.clone(), progress.clone(), pool.clone());
+        let (writing, writes) = (writing[p as usize % nodes].clone(), writes.clone());
         async move {
             let (mut sorted, mut scratch) = (pool.take(), pool.take());
             shuffle
@@ -214,21 +223,36 @@ async fn run(
                 .sorted("radix")
                 .read_sorted_into(&mut sorted, &mut scratch)
                 .await?;
+            pool.put(scratch);
             let len = sorted.len() as u64;
             let path = output.join(part_name(p as usize));
-            let sorted = tokio::task::spawn_blocking(move || {
+            let permit = writing
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Cluster(format!("reduce {p}: {e}")))?;
+            let write = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 crate::write_part(&path, &sorted).map_err(|cause| Error::Io { path, cause })?;
-                Ok::<_, Error>(sorted)
-            })
-            .await
-            .map_err(|e| Error::Cluster(format!("reduce {p} failed: {e}")))??;
-            pool.put(sorted);
-            pool.put(scratch);
-            progress(Phase::Reduce, len);
+                pool.put(sorted);
+                progress(Phase::Reduce, len);
+                Ok::<_, Error>(())
+            });
+            if let Ok(mut writes) = writes.lock() {
+                writes.push((p, write));
+            }
             Ok(())
         }
     })
     .await?;
+    let writes = writes
+        .lock()
+        .map(|mut w| std::mem::take(&mut *w))
+        .unwrap_or_default();
+    for (p, write) in writes {
+        write
+            .await
+            .map_err(|e| Error::Cluster(format!("reduce {p} failed: {e}")))??;
+    }
     let reduce_secs = start.elapsed().as_secs_f64();
     engines[0].unregister_shuffle(options.shuffle).await?;
     Ok(SortReport {

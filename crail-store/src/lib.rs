@@ -14,7 +14,7 @@
 mod buffer;
 mod client;
 mod config;
-mod crc;
+pub mod crc;
 mod error;
 mod local;
 mod path;

@@ -260,7 +260,7 @@ async fn read_segment(
                 buf.len()
             ));
         }
-        crc = crc32c::crc32c_append(crc, &buf);
+        crc = crail_store::crc::append(crc, &buf);
         at += want;
         out.push(buf.freeze());
     }

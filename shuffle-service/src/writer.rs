@@ -154,7 +154,7 @@ impl MapWriter {
             writer.write(bytes).await?;
         }
         entry.1 += bytes.len() as u64;
-        entry.2 = crc32c::crc32c_append(entry.2, bytes);
+        entry.2 = crail_store::crc::append(entry.2, bytes);
         let buffered = writers.iter().any(|w| w.buffered() > 0);
         self.stage(partition, buffered).await
     }
