@@ -296,8 +296,6 @@ impl Stream {
         }
     }
 
-    /// Every record of the range, sorted by `sorter`, unframed; and the unframed serializer
-    /// that reads them.
     /// Every record of the range sorted by `sorter`, unframed, into `all` (cleared; its
     /// memory reused), with `scratch` as room to sort in (grown when short); returns the
     /// unframed serializer that reads them.

@@ -248,8 +248,11 @@ async fn read_segment(
     let mut at = seg.offset;
     let end = seg.offset + seg.len;
     let mut out = Vec::new();
+    // Pieces of the store's pooled buffer size: buffers that come back to the pool as the
+    // reducer consumes them, instead of fresh, zeroed memory for every segment.
+    let piece = (store.buffers().buffer_size() as u64).clamp(1, WHOLE);
     while at < end {
-        let want = WHOLE.min(end - at);
+        let want = piece.min(end - at);
         let buf = reader
             .read_at(at, want as usize)
             .await
