@@ -314,15 +314,23 @@ impl Stream {
             let record = format.record_len();
             let mut tails: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
             while let Some(chunk) = self.reader.next_chunk().await? {
+                // A segment comes in pieces that may split a record: the part of it in one
+                // piece waits in the segment's tail for the rest.
                 let tail = tails.entry((chunk.partition, chunk.map)).or_default();
-                if tail.is_empty() && chunk.data.len() % record == 0 {
-                    all.extend_from_slice(&chunk.data);
-                    continue;
+                let mut data = &chunk.data[..];
+                if !tail.is_empty() {
+                    let missing = (record - tail.len()).min(data.len());
+                    tail.extend_from_slice(&data[..missing]);
+                    data = &data[missing..];
+                    if tail.len() < record {
+                        continue;
+                    }
+                    all.extend_from_slice(tail);
+                    tail.clear();
                 }
-                tail.extend_from_slice(&chunk.data);
-                let whole = tail.len() - tail.len() % record;
-                all.extend_from_slice(&tail[..whole]);
-                tail.drain(..whole);
+                let whole = data.len() - data.len() % record;
+                all.extend_from_slice(&data[..whole]);
+                tail.extend_from_slice(&data[whole..]);
             }
             if let Some(tail) = tails.values().find(|t| !t.is_empty()) {
                 return Err(RecordError::Truncated {

@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Segment, ShuffleId};
 
-/// Segments are read in pieces of up to this size; every piece of a segment is read and the
-/// segment's crc32c checked before any of it is handed out, so a reducer never sees bytes of a
-/// segment that turns out corrupt (and a replica can be read instead).
+/// Segments are read in pieces of the store's buffer size (at most this); every piece of a
+/// segment is read and the segment's crc32c checked before any of it is handed out, so a
+/// reducer never sees bytes of a segment that turns out corrupt (and a replica can be read
+/// instead).
 const WHOLE: u64 = 64 << 20;
 
-/// A piece of reduce input: bytes of one map's segment of one partition (whole records unless
-/// the segment is larger than 64 MiB).
+/// A piece of reduce input: bytes of one map's segment of one partition, in order; a record
+/// may be split between two pieces of its segment.
 #[derive(Debug, Clone)]
 pub struct Chunk {
     /// The partition.
@@ -220,7 +221,7 @@ async fn read_file(
 }
 
 /// One segment from copy `copy`, checked against its crc32c before anything is handed out
-/// (in pieces of at most 64 MiB).
+/// (in pieces of the store's buffer size, at most 64 MiB).
 async fn read_segment(
     store: &Store,
     id: &ShuffleId,
