@@ -138,19 +138,21 @@ impl Sorter for Radix {
         for size in sizes {
             let (s, s_rest) = src.split_at(size);
             let (d, d_rest) = std::mem::take(&mut dst).split_at_mut(size);
-            pairs.push((s, d));
+            // The next bucket's records (up to a bucket's worth), to fetch while this one sorts.
+            let next = &s_rest[..s_rest.len().min(size)];
+            pairs.push((s, d, next));
             src = s_rest;
             dst = d_rest;
         }
         pairs.into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
-            |(entries, tmp), (src, dst)| {
+            |(entries, tmp), (src, dst, next)| {
                 let keys = crate::FixedKeys {
                     data: src,
                     record,
                     key,
                 };
-                sort_bucket(&keys, dst, entries, tmp);
+                sort_bucket(&keys, dst, next, entries, tmp);
             },
         );
     }
@@ -177,6 +179,7 @@ fn digit(prefix: u64, shift: u32) -> usize {
 fn sort_bucket(
     keys: &crate::FixedKeys,
     dst: &mut [u8],
+    next: &[u8],
     entries: &mut Vec<(u64, u32)>,
     tmp: &mut Vec<(u64, u32)>,
 ) {
@@ -228,6 +231,7 @@ fn sort_bucket(
     // The gather; each run of entries equal on the sorted bits is ordered as it comes.
     let high = |e: &(u64, u32)| e.0.checked_shr(shift).unwrap_or(0);
     let mut slots = dst.chunks_exact_mut(record);
+    let mut ahead = 0;
     let mut i = 0;
     while i < n {
         let top = high(&sorted[i]);
@@ -246,6 +250,13 @@ fn sort_bucket(
         for (e, slot) in run.iter().zip(&mut slots) {
             let at = e.1 as usize * record;
             copy_record(slot, &keys.data[at..at + record]);
+            // Two lines of the next bucket per record: it is in cache when its turn comes.
+            for _ in 0..2 {
+                if let Some(byte) = next.get(ahead) {
+                    crate::streamer::prefetch(byte);
+                }
+                ahead += 64;
+            }
         }
         i = end;
     }

@@ -6,6 +6,9 @@
 //! full window with non-temporal stores, which write whole lines without reading them. The
 //! partial windows at either end of the destination, which share lines with its neighbours,
 //! are copied with ordinary stores. Elsewhere than x86_64 every window is an ordinary copy.
+//!
+//! Also here, beside the other use of the CPU's intrinsics: [`prefetch`], a hint that asks
+//! for a cache line before it is read.
 
 /// Bytes per window: four cache lines.
 const WINDOW: usize = 256;
@@ -115,6 +118,20 @@ fn store(dst: &mut [u8], window: &Window) {
 fn store(dst: &mut [u8], window: &Window) {
     dst.copy_from_slice(&window.0[..WINDOW]);
 }
+
+/// Asks for the cache line holding `byte` ahead of its use (a hint: no load, no fault).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[inline]
+pub(crate) fn prefetch(byte: &u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: SSE is part of x86_64; a prefetch of a valid reference has no effect on memory.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn prefetch(_byte: &u8) {}
 
 /// Orders the streamed stores before whatever this thread does next (another thread reading
 /// the buffer after a join sees them).
