@@ -112,6 +112,17 @@ pub(crate) fn order_ties(entries: &mut [(u64, u32)], keys: &(impl Keys + ?Sized)
 /// Orders runs of entries that agree on `prefix >> shift` by whole prefix, then by whole key
 /// (stably): what is left to do after a sort on the prefix's top `64 - shift` bits.
 pub(crate) fn order_runs(entries: &mut [(u64, u32)], shift: u32, keys: &(impl Keys + ?Sized)) {
+    for_each_run(entries, shift, keys, |_| {});
+}
+
+/// As [`order_runs`], handing each run to `visit` once it is ordered, in entry order (every
+/// entry belongs to one run), so a caller can consume them in the same pass.
+pub(crate) fn for_each_run(
+    entries: &mut [(u64, u32)],
+    shift: u32,
+    keys: &(impl Keys + ?Sized),
+    mut visit: impl FnMut(&[(u64, u32)]),
+) {
     let high = |e: &(u64, u32)| e.0.checked_shr(shift).unwrap_or(0);
     let mut start = 0;
     while start < entries.len() {
@@ -120,12 +131,14 @@ pub(crate) fn order_runs(entries: &mut [(u64, u32)], shift: u32, keys: &(impl Ke
         while end < entries.len() && high(&entries[end]) == top {
             end += 1;
         }
-        if end - start > 1 {
-            entries[start..end].sort_by(|a, b| {
+        let run = &mut entries[start..end];
+        if run.len() > 1 {
+            run.sort_by(|a, b| {
                 a.0.cmp(&b.0)
                     .then_with(|| compare_after_prefix(keys, a.1, b.1))
             });
         }
+        visit(run);
         start = end;
     }
 }
@@ -231,8 +244,9 @@ fn gather(data: &[u8], order: &[u32], record: usize, out: &mut [u8]) {
 }
 
 /// Sorts the fixed-length records of `format` in `data` in place by key; `scratch` must be at
-/// least as long as `data` (its contents are overwritten). A caller sorting batch after batch keeps both buffers, so no memory
-/// is faulted in per batch. The fastest way to sort fixed records.
+/// least as long as `data` (its contents are overwritten). A caller sorting batch after batch
+/// keeps both buffers, so no memory is faulted in per batch. The fastest way to sort fixed
+/// records.
 pub fn sort_fixed_in_place(
     sorter: &dyn Sorter,
     data: &mut [u8],

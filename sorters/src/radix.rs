@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::streamer::Streamer;
-use crate::{Keys, Sorter, order_runs, order_ties};
+use crate::{Keys, Sorter, for_each_run, order_runs, order_ties};
 
 /// Buckets of the MSD pass on fixed records: the key's first 10 bits, so a bucket of a
 /// gigabyte of uniform keys (about 1 MB) stays in a core's L2 cache while it is sorted.
@@ -210,17 +210,7 @@ fn sort_bucket(
             if count.contains(&(n as u32)) {
                 continue;
             }
-            let mut next = [0u32; DIGITS];
-            let mut sum = 0;
-            for (slot, &c) in next.iter_mut().zip(count.iter()) {
-                *slot = sum;
-                sum += c;
-            }
-            for e in from.iter() {
-                let d = digit(e.0, shift);
-                to[next[d] as usize] = *e;
-                next[d] += 1;
-            }
+            counting_pass(from, to, count, |prefix| digit(prefix, shift));
             std::mem::swap(&mut from, &mut to);
         }
         (from, LOW)
@@ -229,23 +219,9 @@ fn sort_bucket(
         (&mut entries[..], shift)
     };
     // The gather; each run of entries equal on the sorted bits is ordered as it comes.
-    let high = |e: &(u64, u32)| e.0.checked_shr(shift).unwrap_or(0);
     let mut slots = dst.chunks_exact_mut(record);
     let mut ahead = 0;
-    let mut i = 0;
-    while i < n {
-        let top = high(&sorted[i]);
-        let mut end = i + 1;
-        while end < n && high(&sorted[end]) == top {
-            end += 1;
-        }
-        let run = &mut sorted[i..end];
-        if run.len() > 1 {
-            run.sort_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| keys.key(a.1 as usize).cmp(keys.key(b.1 as usize)))
-            });
-        }
+    for_each_run(sorted, shift, keys, |run| {
         // The run first: zip asks it before taking a slot, so no slot is lost at its end.
         for (e, slot) in run.iter().zip(&mut slots) {
             let at = e.1 as usize * record;
@@ -258,7 +234,27 @@ fn sort_bucket(
                 ahead += 64;
             }
         }
-        i = end;
+    });
+}
+
+/// One stable counting pass: `from`'s entries into `to` by the digit `digit_of` gives each,
+/// with `count` the number of entries per digit.
+fn counting_pass<const N: usize>(
+    from: &[(u64, u32)],
+    to: &mut [(u64, u32)],
+    count: &[u32; N],
+    digit_of: impl Fn(u64) -> usize,
+) {
+    let mut next = [0u32; N];
+    let mut sum = 0;
+    for (slot, &c) in next.iter_mut().zip(count.iter()) {
+        *slot = sum;
+        sum += c;
+    }
+    for e in from {
+        let d = digit_of(e.0);
+        to[next[d] as usize] = *e;
+        next[d] += 1;
     }
 }
 
@@ -317,18 +313,10 @@ fn lsd(entries: &mut Vec<(u64, u32)>) -> u32 {
         if count.contains(&all) {
             continue;
         }
-        let mut next = [0usize; 256];
-        let mut sum = 0;
-        for (slot, &c) in next.iter_mut().zip(count.iter()) {
-            *slot = sum;
-            sum += c as usize;
-        }
         let shift = 56 - 8 * byte;
-        for e in &from {
-            let d = ((e.0 >> shift) & 0xff) as usize;
-            to[next[d]] = *e;
-            next[d] += 1;
-        }
+        counting_pass(&from, &mut to, count, |prefix| {
+            ((prefix >> shift) & 0xff) as usize
+        });
         std::mem::swap(&mut from, &mut to);
     }
     *entries = from;
