@@ -27,7 +27,7 @@ static SHIFT: LazyLock<[[u32; 256]; 4]> = LazyLock::new(|| {
     for (k, table) in tables.iter_mut().enumerate() {
         for (v, entry) in table.iter_mut().enumerate() {
             // combine(c, 0, CHUNK) is exactly the shift of c; it is linear in c.
-            *entry = crc32c::crc32c_combine((v as u32) << (8 * k), 0, CHUNK);
+            *entry = crate::crc::combine((v as u32) << (8 * k), 0, CHUNK as u64);
         }
     }
     tables
