@@ -261,15 +261,23 @@ async fn same_host_clients_move_data_through_shared_memory() {
     }
 
     // 12 MiB: more than the dram tier holds, so the file spans both datanodes. Written in odd
-    // pieces, patched across a block boundary, then read by all three clients.
+    // pieces (small ones buffered, large ones copied straight into shared memory from where
+    // they start inside a block), patched across a block boundary, then read by all three
+    // clients.
     let mut expect = pattern(12 * MIB + 777, 40);
     let mut writer = local
         .create_file("/shm", &CreateOptions::default())
         .await
         .unwrap()
         .writer();
-    for piece in expect.chunks(333_333) {
+    let mut rest = &expect[..];
+    for len in [333_333, 2_600_000, 5].into_iter().cycle() {
+        let (piece, tail) = rest.split_at(len.min(rest.len()));
         writer.write(piece).await.unwrap();
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
     }
     let patch = pattern(9000, 41);
     writer.seek(3 * MIB as u64 - 4000).await.unwrap();

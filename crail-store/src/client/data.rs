@@ -379,41 +379,105 @@ impl DataConn {
     /// Sends `payload` for storage offset `offset` (inside one block) of the datanode
     /// registered as `datanode`.
     pub(crate) async fn write(&self, datanode: u64, offset: u64, payload: Bytes) -> Pending<()> {
+        match (&self.slots, &self.shared.staging) {
+            (Some(slots), Some(staging)) => {
+                self.write_staged(slots, staging, datanode, offset, &payload)
+                    .await
+            }
+            _ => self.write_socket(datanode, offset, payload).await,
+        }
+    }
+
+    /// As [`DataConn::write`], from borrowed bytes: on a same-host connection they are copied
+    /// straight into a staging slot (the only copy the client makes), so the caller's memory
+    /// is free again when this returns. Elsewhere they are copied into a new buffer and sent.
+    pub(crate) async fn write_from(
+        &self,
+        datanode: u64,
+        offset: u64,
+        payload: &[u8],
+    ) -> Pending<()> {
+        match (&self.slots, &self.shared.staging) {
+            (Some(slots), Some(staging)) => {
+                self.write_staged(slots, staging, datanode, offset, payload)
+                    .await
+            }
+            _ => {
+                let payload = Bytes::copy_from_slice(payload);
+                self.write_socket(datanode, offset, payload).await
+            }
+        }
+    }
+
+    async fn write_socket(&self, datanode: u64, offset: u64, payload: Bytes) -> Pending<()> {
         let crc = crate::crc::crc32c(&payload);
+        self.queue_write(datanode, offset, crc, payload, None).await
+    }
+
+    async fn write_staged(
+        &self,
+        slots: &Arc<Slots>,
+        staging: &Staging,
+        datanode: u64,
+        offset: u64,
+        payload: &[u8],
+    ) -> Pending<()> {
+        let crc = crate::crc::crc32c(payload);
+        let slot = slots.take().await;
+        if let Err(e) = staging.copy_in(slot.index, payload) {
+            let (tx, pending) = self.pending();
+            Waiter::Write(tx, None, 0).fail(e);
+            return pending;
+        }
+        let staged = Some((slot, payload.len()));
+        self.queue_write(datanode, offset, crc, Bytes::new(), staged)
+            .await
+    }
+
+    /// Queues a write of `payload`, or of the `len` bytes in `staged`'s slot.
+    async fn queue_write(
+        &self,
+        datanode: u64,
+        offset: u64,
+        crc: u32,
+        payload: Bytes,
+        staged: Option<(Slot, usize)>,
+    ) -> Pending<()> {
+        let (tx, pending) = self.pending();
+        let (slot, len) = match staged {
+            Some((slot, len)) => (Some(slot), len),
+            None => (None, payload.len()),
+        };
+        let slot_no = slot.as_ref().map_or(0, |s| s.index + 1);
+        let waiter = Waiter::Write(tx, slot, len);
+        self.queue(waiter, |id| Out::Write {
+            id,
+            datanode,
+            offset,
+            crc,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            payload,
+            slot: slot_no,
+        })
+        .await;
+        pending
+    }
+
+    /// Records `waiter` and queues the request `out(id)` for the writer task.
+    async fn queue(&self, waiter: Waiter, out: impl FnOnce(u64) -> Out) {
+        if let Some(id) = self.register(waiter) {
+            self.send(out(id), id).await;
+        }
+    }
+
+    /// A reply channel and the future that waits on it.
+    fn pending<T>(&self) -> (oneshot::Sender<Result<T>>, Pending<T>) {
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
             rx,
             addr: self.shared.addr,
         };
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let (slot, payload) = match self.take_slot().await {
-            Some(slot) => {
-                let staged = match &self.shared.staging {
-                    Some(staging) => staging.copy_in(slot.index, &payload),
-                    None => Ok(()),
-                };
-                if let Err(e) = staged {
-                    Waiter::Write(tx, None, 0).fail(e);
-                    return pending;
-                }
-                (Some(slot), Bytes::new())
-            }
-            None => (None, payload),
-        };
-        let slot_no = slot.as_ref().map_or(0, |s| s.index + 1);
-        if let Some(id) = self.register(Waiter::Write(tx, slot, len as usize)) {
-            let out = Out::Write {
-                id,
-                datanode,
-                offset,
-                crc,
-                len,
-                payload,
-                slot: slot_no,
-            };
-            self.send(out, id).await;
-        }
-        pending
+        (tx, pending)
     }
 
     async fn take_slot(&self) -> Option<Slot> {
@@ -433,11 +497,7 @@ impl DataConn {
         buf: Buffer,
         at: usize,
     ) -> Pending<Buffer> {
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            rx,
-            addr: self.shared.addr,
-        };
+        let (tx, pending) = self.pending();
         if at + len > buf.capacity() {
             let _ = tx.send(Err(Error::BadRange {
                 offset,
@@ -456,17 +516,15 @@ impl DataConn {
             tx,
             slot,
         };
-        if let Some(id) = self.register(waiter) {
-            let len = u32::try_from(len).unwrap_or(u32::MAX);
-            let out = Out::Read {
-                id,
-                datanode,
-                offset,
-                len,
-                slot: slot_no,
-            };
-            self.send(out, id).await;
-        }
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.queue(waiter, |id| Out::Read {
+            id,
+            datanode,
+            offset,
+            len,
+            slot: slot_no,
+        })
+        .await;
         pending
     }
 }

@@ -32,7 +32,8 @@ const BLOCKS_AHEAD: u64 = 16;
 /// size, or overwrites after [`FileWriter::seek`]. Nothing is visible to readers until
 /// [`FileWriter::close`] commits the size; dropping the writer unclosed aborts the write.
 ///
-/// [`FileWriter::write`] copies bytes into pooled buffers and sends each when it fills;
+/// [`FileWriter::write`] copies bytes into pooled buffers and sends each when it fills (or,
+/// to a datanode on this host, copies whole buffers' worth straight into its shared memory);
 /// [`FileWriter::write_buffer`] sends the caller's buffer as it is. Either way up to
 /// `outstanding` block writes are in flight; errors surface on a later call, at the latest
 /// [`FileWriter::flush`] or [`FileWriter::close`].
@@ -121,10 +122,25 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Appends (or overwrites) `data`, copying it into stream buffers.
+    /// Appends (or overwrites) `data`, copying it into stream buffers; to a datanode on this
+    /// host, a piece that fills a buffer or reaches the end of its block goes straight into
+    /// the connection's shared memory instead (one copy, not two).
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         self.check()?;
         while !data.is_empty() {
+            if self.staging.is_none() {
+                let to_boundary = self.block_size - self.pos % self.block_size;
+                let n = data
+                    .len()
+                    .min(usize::try_from(to_boundary).unwrap_or(usize::MAX));
+                let whole = n as u64 == to_boundary || n >= self.store.buffers().buffer_size();
+                if whole && self.send_local(self.pos, &data[..n]).await? {
+                    data = &data[n..];
+                    self.pos += n as u64;
+                    self.end = self.end.max(self.pos);
+                    continue;
+                }
+            }
             let staging = match &mut self.staging {
                 Some(buf) => buf,
                 None => {
@@ -260,6 +276,28 @@ impl FileWriter {
             self.send(at, buf.freeze()).await?;
         }
         Ok(())
+    }
+
+    /// Sends `data` for `[at, at + len)` (inside one block) if the block's datanode is on this
+    /// host, copying it into shared memory before returning, then waits while too many writes
+    /// are in flight. Returns whether it was sent.
+    async fn send_local(&mut self, at: u64, data: &[u8]) -> Result<bool> {
+        let sent = async {
+            let loc = self.location(at / self.block_size).await?;
+            let conn = self.store.datanode(loc.address).await?;
+            if !conn.is_local() {
+                return Ok(false);
+            }
+            let base = loc.offset + at % self.block_size;
+            let reply = conn.write_from(loc.datanode.0, base, data).await;
+            self.inflight.push(Box::pin(reply));
+            self.settle(self.outstanding - 1).await.map(|()| true)
+        };
+        let result = sent.await;
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
     }
 
     /// Sends bytes for `[at, at + len)` (inside one block), then waits while too many writes
