@@ -97,8 +97,24 @@ impl RangePartitioner {
         out: &mut Vec<u8>,
         owners: &mut Vec<u32>,
     ) -> Result<Vec<usize>> {
+        if out.len() < data.len() {
+            out.resize(data.len(), 0);
+        }
+        self.scatter_to(data, format, out, owners)
+    }
+
+    /// As [`RangePartitioner::scatter_into`], into memory the caller manages (aligned for
+    /// `O_DIRECT`, say): `out` must hold `data.len()` bytes, else [`Error::BufferSize`].
+    pub fn scatter_to(
+        &self,
+        data: &[u8],
+        format: &Fixed,
+        out: &mut [u8],
+        owners: &mut Vec<u32>,
+    ) -> Result<Vec<usize>> {
         let (record, key) = (format.record_len(), format.key_len());
         whole(data.len(), record)?;
+        fits(out, data.len())?;
         Ok(self.scatter(
             data.len() / record,
             record,
@@ -134,6 +150,9 @@ impl RangePartitioner {
             (Some(n), _) | (None, Some(n)) => n,
             (None, None) => 0,
         };
+        if out.len() < n * (k + v) {
+            out.resize(n * (k + v), 0);
+        }
         Ok(self.scatter(
             n,
             k + v,
@@ -153,7 +172,7 @@ impl RangePartitioner {
         record: usize,
         key: impl Fn(usize) -> &'a [u8],
         fill: impl Fn(usize, &mut [u8]),
-        out: &mut Vec<u8>,
+        out: &mut [u8],
         owners: &mut Vec<u32>,
     ) -> Vec<usize> {
         let n = self.partitions() as usize;
@@ -167,9 +186,6 @@ impl RangePartitioner {
             starts[i + 1] += starts[i];
         }
         let mut next = starts.clone();
-        if out.len() < records * record {
-            out.resize(records * record, 0);
-        }
         for (i, &p) in owners.iter().enumerate() {
             let at = next[p as usize];
             fill(i, &mut out[at..at + record]);
@@ -177,6 +193,18 @@ impl RangePartitioner {
         }
         starts
     }
+}
+
+/// Checks that `out` can hold `need` bytes of records.
+fn fits(out: &[u8], need: usize) -> Result<()> {
+    if out.len() < need {
+        return Err(Error::BufferSize {
+            what: "an output",
+            len: out.len(),
+            need,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `len` bytes are whole records of `record` bytes.
@@ -251,6 +279,27 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(err, Error::Truncated { offset: 4, have: 3 }),
+            "{err}"
+        );
+        // Into a caller's slice: the same grouping, and a short slice refused.
+        let mut slice = vec![0u8; data.len() + 5];
+        let starts = p
+            .scatter_to(&data, &format, &mut slice, &mut Vec::new())
+            .unwrap();
+        assert_eq!(starts, vec![0, 12, 16, 24]);
+        assert_eq!(&slice[..data.len()], &out[..data.len()]);
+        let err = p
+            .scatter_to(&data, &format, &mut slice[..20], &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BufferSize {
+                    len: 20,
+                    need: 24,
+                    ..
+                }
+            ),
             "{err}"
         );
     }

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 use crate::streamer::Streamer;
 use crate::{Keys, Sorter, for_each_run, order_runs, order_ties};
 
-/// Buckets of the MSD pass on fixed records: the key's first 10 bits, so a bucket of a
-/// gigabyte of uniform keys (about 1 MB) stays in a core's L2 cache while it is sorted.
+/// Buckets of the MSD pass on fixed records: 10 bits of the key, so a bucket of a gigabyte of
+/// uniform keys (about 1 MB) stays in a core's L2 cache while it is sorted.
 const BUCKET_BITS: usize = 10;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
@@ -83,21 +83,19 @@ impl Sorter for Radix {
     }
 
     /// Records move twice, both times in bulk: an MSD pass scatters whole records into 1024
-    /// buckets by the key's first 10 bits (into `scratch`, stably: each part of the input owns
-    /// a slice of every bucket; written past the cache by a [`Streamer`] per slice), then each
-    /// bucket, about a MiB that stays in cache, is sorted as entries of (prefix, index) and
-    /// gathered back into `data`. Random reads happen only inside a bucket.
+    /// buckets by 10 bits of the key, those after the first bits every key shares (see
+    /// [`Buckets`]), into `scratch`, stably (each part of the input owns a slice of every
+    /// bucket; written past the cache by a [`Streamer`] per slice), then each bucket, about a
+    /// MiB that stays in cache, is sorted as entries of (prefix, index) and gathered back into
+    /// `data`. Random reads happen only inside a bucket.
     fn sort_records(&self, data: &mut [u8], scratch: &mut [u8], record: usize, key: usize) {
         let n = data.len() / record;
         if n < 2 {
             return;
         }
-        // The key's first 10 bits (zero-padded).
-        let bucket_of = |r: &[u8]| match key {
-            0 => 0,
-            1 => usize::from(r[0]) << (BUCKET_BITS - 8),
-            _ => (usize::from(r[0]) << 8 | usize::from(r[1])) >> (16 - BUCKET_BITS),
-        };
+        let all = crate::FixedKeys { data, record, key };
+        let buckets = Buckets::sampled(&all);
+        let bucket_of = |r: &[u8]| buckets.of(crate::prefix_of(&r[..key]));
         let parts = (rayon::current_num_threads() * 4).min(n);
         let part_bytes = n.div_ceil(parts) * record;
         let counts: Vec<Vec<usize>> = data
@@ -144,6 +142,7 @@ impl Sorter for Radix {
             src = s_rest;
             dst = d_rest;
         }
+        let lead = buckets.shared + BUCKET_BITS as u32;
         pairs.into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
             |(entries, tmp), (src, dst, next)| {
@@ -152,19 +151,63 @@ impl Sorter for Radix {
                     record,
                     key,
                 };
-                sort_bucket(&keys, dst, next, entries, tmp);
+                sort_bucket(&keys, lead, dst, next, entries, tmp);
             },
         );
+    }
+}
+
+/// Records sampled to find the bits every key shares.
+const SAMPLE: usize = 4096;
+
+/// Which bucket a key prefix goes to: the 10 bits after the `shared` bits a sample of the keys
+/// all had. Keys of a range partition share their first bits (a TeraSort reduce's of 32
+/// partitions, five): bucketing on those would fill a thirty-second of the buckets, each 32
+/// times the size the cache holds. A key outside the sample's shared bits goes to the first
+/// or the last bucket (by whether it is below or above them), so buckets stay in key order
+/// whatever the sample missed.
+#[derive(Debug, Clone, Copy)]
+struct Buckets {
+    shared: u32,
+    first: u64,
+    last: u64,
+}
+
+impl Buckets {
+    fn sampled(keys: &crate::FixedKeys) -> Self {
+        let n = keys.len();
+        let (lo, hi) = (0..n)
+            .step_by((n / SAMPLE).max(1))
+            .chain(n.checked_sub(1))
+            .map(|i| keys.prefix(i))
+            .fold((u64::MAX, 0), |(lo, hi), p| (lo.min(p), hi.max(p)));
+        let shared = (lo ^ hi)
+            .leading_zeros()
+            .min(64 - BUCKET_BITS as u32 - 2 * DIGIT_BITS);
+        let low_bits = u64::MAX.checked_shr(shared).unwrap_or(0);
+        let first = lo & !low_bits;
+        Self {
+            shared,
+            first,
+            last: first | low_bits,
+        }
+    }
+
+    #[inline]
+    fn of(&self, prefix: u64) -> usize {
+        if prefix < self.first {
+            0
+        } else if prefix > self.last {
+            BUCKETS - 1
+        } else {
+            ((prefix << self.shared) >> (64 - BUCKET_BITS)) as usize
+        }
     }
 }
 
 /// Bits of each LSD digit inside a bucket: 2048 counters, 8 KiB, stay in L1.
 const DIGIT_BITS: u32 = 11;
 const DIGITS: usize = 1 << DIGIT_BITS;
-/// The two digits right below a bucket's bits, as shifts of the prefix: bits 10..21 and
-/// 21..32 of the key.
-const HIGH: u32 = 64 - BUCKET_BITS as u32 - DIGIT_BITS;
-const LOW: u32 = HIGH - DIGIT_BITS;
 
 #[inline]
 fn digit(prefix: u64, shift: u32) -> usize {
@@ -173,17 +216,22 @@ fn digit(prefix: u64, shift: u32) -> usize {
 
 /// Sorts one bucket, the records of `keys`, into `dst`; `entries` and `tmp` are the task's
 /// buffers, reused from bucket to bucket. The pass that makes the entries also counts the two
-/// 11-bit digits below the bucket's bits; where those spread the keys (always, for keys like
-/// TeraSort's), two LSD passes sort on them, and runs still equal are ordered by comparison
-/// as the gather reaches them. Otherwise [`lsd`] picks the bytes to sort on.
+/// 11-bit digits below the key's first `lead` bits (those the bucket's keys share, if it holds
+/// no outliers); where those spread the keys (always, for keys like TeraSort's), two LSD
+/// passes sort on them, and runs still equal are ordered by comparison as the gather reaches
+/// them. Otherwise [`lsd`] picks the bytes to sort on.
 fn sort_bucket(
     keys: &crate::FixedKeys,
+    lead: u32,
     dst: &mut [u8],
     next: &[u8],
     entries: &mut Vec<(u64, u32)>,
     tmp: &mut Vec<(u64, u32)>,
 ) {
     let (record, n) = (keys.record, keys.len());
+    // The two digits right after the first `lead` bits, as shifts of the prefix.
+    let high = 64 - lead - DIGIT_BITS;
+    let low = high - DIGIT_BITS;
     entries.clear();
     let mut counts = [[0u32; DIGITS]; 2];
     let (mut any, mut all) = (0u64, u64::MAX);
@@ -191,29 +239,29 @@ fn sort_bucket(
         let prefix = keys.prefix(i);
         any |= prefix;
         all &= prefix;
-        counts[0][digit(prefix, HIGH)] += 1;
-        counts[1][digit(prefix, LOW)] += 1;
+        counts[0][digit(prefix, high)] += 1;
+        counts[1][digit(prefix, low)] += 1;
         entries.push((prefix, i as u32));
     }
     // The digits do the sort where the bits above them never vary in the bucket and the
     // values they take tell its entries apart several times over.
     let distinct = |count: &[u32; DIGITS]| count.iter().filter(|&&c| c > 0).count();
     let fits = n >= 256
-        && (any ^ all).leading_zeros() >= BUCKET_BITS as u32
+        && (any ^ all).leading_zeros() >= lead
         && distinct(&counts[0]) * distinct(&counts[1]) >= n * SPREAD;
     let (sorted, shift): (&mut [(u64, u32)], u32) = if fits {
         if tmp.len() < n {
             tmp.resize(n, (0, 0));
         }
         let (mut from, mut to) = (&mut entries[..], &mut tmp[..n]);
-        for (count, shift) in [(&counts[1], LOW), (&counts[0], HIGH)] {
+        for (count, shift) in [(&counts[1], low), (&counts[0], high)] {
             if count.contains(&(n as u32)) {
                 continue;
             }
             counting_pass(from, to, count, |prefix| digit(prefix, shift));
             std::mem::swap(&mut from, &mut to);
         }
-        (from, LOW)
+        (from, low)
     } else {
         let shift = lsd(entries);
         (&mut entries[..], shift)

@@ -218,6 +218,19 @@ fn large_batches_of_skewed_keys_sort_like_std() {
     }
 }
 
+/// Checks the in-place radix sort of `data` (records of a 12-byte key and a 4-byte value)
+/// against std's stable sort.
+fn radix_sorts_like_std(data: &[u8]) {
+    let format = Fixed::new(12, 4).unwrap();
+    let mut want: Vec<&[u8]> = data.chunks(16).collect();
+    want.sort_by(|a, b| a[..12].cmp(&b[..12]));
+    let want = want.concat();
+    let mut got = data.to_vec();
+    let mut scratch = vec![0u8; data.len()];
+    sort_fixed_in_place(&*by_name("radix").unwrap(), &mut got, &mut scratch, &format).unwrap();
+    assert!(got == want);
+}
+
 /// Batches large enough that the in-place radix sort's buckets take its two-digit path:
 /// random keys whose first four bytes come from 64 Ki values (runs past the digits,
 /// ordered by the rest of the key) and whose values are their input positions (stability).
@@ -234,12 +247,29 @@ fn large_batches_with_long_runs_past_the_digits_sort_stably() {
         data.extend_from_slice(&((r >> 32) % 3).to_be_bytes());
         data.extend_from_slice(&(i as u32).to_be_bytes());
     }
-    let format = Fixed::new(12, 4).unwrap();
-    let mut want: Vec<&[u8]> = data.chunks(16).collect();
-    want.sort_by(|a, b| a[..12].cmp(&b[..12]));
-    let want = want.concat();
-    let mut got = data.clone();
-    let mut scratch = vec![0u8; data.len()];
-    sort_fixed_in_place(&*by_name("radix").unwrap(), &mut got, &mut scratch, &format).unwrap();
-    assert!(got == want);
+    radix_sorts_like_std(&data);
+}
+
+/// A range partition's records, as a reduce sorts them: keys sharing their first 7 bits (the
+/// radix buckets the bits after those), and a few outliers above and below that the radix's
+/// sample of keys misses (every 97th record; they share its first or last bucket with keys of
+/// the range).
+#[test]
+fn keys_sharing_their_first_bits_with_unsampled_outliers_sort_stably() {
+    let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
+    let n = 400_000;
+    let mut data = Vec::with_capacity(n * 16);
+    for i in 0..n {
+        let r = next();
+        let head = match i % 20_011 {
+            3 => r >> 1,                           // below the range (first bit 0)
+            4 => r | (0x7f << 57),                 // above it (first bits 1111111)
+            _ => (r >> 7) | (0b101_1010u64 << 57), // in it
+        };
+        data.extend_from_slice(&head.to_be_bytes());
+        // Few values past the prefix, so whole keys tie too.
+        data.extend_from_slice(&((r >> 40) as u32 % 3).to_be_bytes());
+        data.extend_from_slice(&(i as u32).to_be_bytes());
+    }
+    radix_sorts_like_std(&data);
 }

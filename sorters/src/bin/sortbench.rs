@@ -29,6 +29,10 @@ struct Args {
     /// Rounds of the baseline and every sorter, alternating; figures are medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Keys share their first this many bits, as a reduce's of a range-partitioned sort do
+    /// (5: one of 32 partitions); 0: keys over the whole range.
+    #[arg(long, default_value_t = 0)]
+    key_bits: u32,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -75,12 +79,15 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Records shaped like gensort's: a random 10-byte key; a value of two marker bytes, the row
-/// number in 32 hex digits, four markers, 48 letters, four markers.
-fn generate(n: usize) -> Vec<u8> {
+/// Records shaped like gensort's: a random 10-byte key (its first `key_bits` bits the same in
+/// every record); a value of two marker bytes, the row number in 32 hex digits, four markers,
+/// 48 letters, four markers.
+fn generate(n: usize, key_bits: u32) -> Vec<u8> {
+    let shared = u64::MAX.checked_shr(key_bits).unwrap_or(0);
     let mut data = vec![0u8; n * RECORD];
     data.par_chunks_mut(RECORD).enumerate().for_each(|(i, r)| {
         let a = splitmix(i as u64);
+        let a = (a & shared) | (0x5a5a_5a5a_5a5a_5a5a & !shared);
         let b = splitmix(a);
         r[..8].copy_from_slice(&a.to_be_bytes());
         r[8..10].copy_from_slice(&b.to_be_bytes()[..2]);
@@ -135,7 +142,10 @@ fn main() -> anyhow::Result<()> {
     let mb = bytes as f64 / 1e6;
     let threads = rayon::current_num_threads();
     eprintln!("generating {n} records ({mb:.0} MB), {threads} threads");
-    let data = generate(n);
+    if args.key_bits > 64 {
+        bail!("--key-bits must be at most 64");
+    }
+    let data = generate(n, args.key_bits);
     let format = Fixed::new(KEY, RECORD - KEY)?;
 
     // Each round times the baseline (rayon's unstable parallel sort of the records themselves,
