@@ -116,8 +116,9 @@ pub fn part_name(i: usize) -> String {
 }
 
 /// Writes `data` to the new file `path` (it must not exist), around the page cache where the
-/// file system allows (`O_DIRECT`, through an aligned bounce buffer; the last partial 4 KiB
-/// written normally). Why: a sort's output is not read back soon, and page cache is fresh
+/// file system allows (`O_DIRECT`: from `data` itself when it starts on a 4 KiB boundary, as
+/// a store [`Buffer`](crail_sdk::crail_store::Buffer) does, else through an aligned bounce
+/// buffer; the last partial 4 KiB written normally). Why: a sort's output is not read back soon, and page cache is fresh
 /// memory, which costs more to fill than the disk takes to write (on this machine's VM,
 /// about 0.7 GB/s against 1.5 GB/s).
 pub fn write_part(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -146,18 +147,23 @@ pub fn write_part(path: &Path, data: &[u8]) -> std::io::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    BOUNCE_BUF.with_borrow_mut(|buf| {
-        if buf.len() < BOUNCE + ALIGN {
-            buf.resize(BOUNCE + ALIGN, 0);
-        }
-        let at = buf.as_ptr().align_offset(ALIGN);
-        let bounce = &mut buf[at..at + BOUNCE];
-        for piece in data[..whole].chunks(BOUNCE) {
-            bounce[..piece.len()].copy_from_slice(piece);
-            file.write_all(&bounce[..piece.len()])?;
-        }
-        Ok::<_, std::io::Error>(())
-    })?;
+    if data.as_ptr().align_offset(ALIGN) == 0 {
+        // Aligned already (a store buffer): written as it lies.
+        file.write_all(&data[..whole])?;
+    } else {
+        BOUNCE_BUF.with_borrow_mut(|buf| {
+            if buf.len() < BOUNCE + ALIGN {
+                buf.resize(BOUNCE + ALIGN, 0);
+            }
+            let at = buf.as_ptr().align_offset(ALIGN);
+            let bounce = &mut buf[at..at + BOUNCE];
+            for piece in data[..whole].chunks(BOUNCE) {
+                bounce[..piece.len()].copy_from_slice(piece);
+                file.write_all(&bounce[..piece.len()])?;
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+    }
     drop(file);
     if whole < data.len() {
         let mut file = std::fs::OpenOptions::new().append(true).open(path)?;

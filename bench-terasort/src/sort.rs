@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crail_sdk::Crail;
 use crail_sdk::crail_serializers::Fixed;
+use crail_sdk::crail_store::Buffer;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -140,18 +141,23 @@ async fn run(
     }
 
     // One pool for both phases (a reduce sorts in the memory a map read its input into),
-    // faulted in before the clock starts, as the baseline's buffers are (see `local`).
+    // faulted in before the clock starts, as the baseline's buffers are (see `local`). Its
+    // buffers are aligned, so a sorted part goes to its `O_DIRECT` file as it lies.
     let start = Instant::now();
     let largest = parts.iter().map(|(_, size)| *size).max().unwrap_or(0);
     let buffer = largest.max(bytes / u64::from(partitions) * 9 / 8) as usize;
-    let pool = Arc::new(Pool::<Vec<u8>>::default());
+    let pool = Arc::new(Pool::default());
     // Per task a map's input and groups, or a reduce's records and scratch; per node one more
     // for the output part being written.
     let count = nodes * (options.tasks.max(1) * 2 + 1);
     let warmed = tokio::task::spawn_blocking(move || {
         (0..count)
             .into_par_iter()
-            .map(|_| vec![1u8; buffer])
+            .map(|_| {
+                let mut buf = Buffer::new(buffer);
+                buf.whole_mut().fill(1);
+                buf
+            })
             .collect::<Vec<_>>()
     })
     .await
@@ -163,26 +169,33 @@ async fn run(
 
     let start = Instant::now();
     let parts = Arc::new(parts);
+    // Bytes per partition, from the maps' statuses: what each reduce sorts.
+    let sizes = Arc::new(Mutex::new(vec![0u64; partitions as usize]));
     on_every_node(&shuffles, options.tasks, maps, |shuffle, m| {
-        let (parts, partitioner, progress, pool) = (
+        let (parts, partitioner, progress, pool, sizes) = (
             parts.clone(),
             partitioner.clone(),
             progress.clone(),
             pool.clone(),
+            sizes.clone(),
         );
         async move {
             let (path, size) = parts[m as usize].clone();
-            let (mut input, mut grouped) = (pool.take(), pool.take());
+            let len = size as usize;
+            let (mut input, mut grouped) = (pool.take(len), pool.take(len));
             let (input, grouped, starts) = tokio::task::spawn_blocking(move || {
-                let len = size as usize;
-                if input.len() < len {
-                    input.resize(len, 0);
-                }
                 std::fs::File::open(&path)
-                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut input[..len]))
+                    .and_then(|mut f| {
+                        std::io::Read::read_exact(&mut f, &mut input.whole_mut()[..len])
+                    })
                     .map_err(|cause| Error::Io { path, cause })?;
                 let starts = partitioner
-                    .scatter_into(&input[..len], &format, &mut grouped, &mut Vec::new())
+                    .scatter_to(
+                        &input.whole()[..len],
+                        &format,
+                        &mut grouped.whole_mut()[..len],
+                        &mut Vec::new(),
+                    )
                     .map_err(|e| Error::Invalid(format!("map {m}: {e}")))?;
                 Ok::<_, Error>((input, grouped, starts))
             })
@@ -191,11 +204,16 @@ async fn run(
             let mut out = shuffle.map_writer(m, 0).await?;
             for (p, range) in starts.windows(2).enumerate() {
                 if range[1] > range[0] {
-                    out.write_serialized(p as u32, &grouped[range[0]..range[1]])
+                    out.write_serialized(p as u32, &grouped.whole()[range[0]..range[1]])
                         .await?;
                 }
             }
-            out.commit().await?;
+            let status = out.commit().await?;
+            if let Ok(mut sizes) = sizes.lock() {
+                for (total, bytes) in sizes.iter_mut().zip(&status.bytes) {
+                    *total += bytes;
+                }
+            }
             pool.put(input);
             pool.put(grouped);
             progress(Phase::Map, size);
@@ -213,18 +231,20 @@ async fn run(
         .map(|_| Arc::new(tokio::sync::Semaphore::new(1)))
         .collect();
     let writes = Arc::new(Mutex::new(Vec::new()));
+    let sizes = sizes.lock().map(|s| s.clone()).unwrap_or_default();
     on_every_node(&shuffles, options.tasks, partitions, |shuffle, p| {
         let (output, progress, pool) = (output.clone(), progress.clone(), pool.clone());
         let (writing, writes) = (writing[p as usize % nodes].clone(), writes.clone());
+        let need = sizes.get(p as usize).copied().unwrap_or(0) as usize;
         async move {
-            let (mut sorted, mut scratch) = (pool.take(), pool.take());
-            shuffle
+            let (mut sorted, mut scratch) = (pool.take(need), pool.take(need));
+            let len = shuffle
                 .reader(p..p + 1)
                 .sorted("radix")
-                .read_sorted_into(&mut sorted, &mut scratch)
+                .read_sorted_to(sorted.whole_mut(), scratch.whole_mut())
                 .await?;
             pool.put(scratch);
-            let len = sorted.len() as u64;
+            sorted.set_len(len);
             let path = output.join(part_name(p as usize));
             let permit = writing
                 .acquire_owned()
@@ -234,7 +254,7 @@ async fn run(
                 let _permit = permit;
                 crate::write_part(&path, &sorted).map_err(|cause| Error::Io { path, cause })?;
                 pool.put(sorted);
-                progress(Phase::Reduce, len);
+                progress(Phase::Reduce, len as u64);
                 Ok::<_, Error>(())
             });
             if let Ok(mut writes) = writes.lock() {
@@ -271,26 +291,25 @@ async fn run(
 /// Big buffers the tasks of a phase pass on to each other: memory a task touched before is
 /// cheaper to fill than fresh pages, which the kernel must clear first (on this machine that
 /// clearing was a third of a sort's CPU).
-struct Pool<T>(Mutex<Vec<T>>);
+#[derive(Default)]
+struct Pool(Mutex<Vec<Buffer>>);
 
-impl<T> Default for Pool<T> {
-    fn default() -> Self {
-        Self(Mutex::new(Vec::new()))
+impl Pool {
+    /// A buffer of at least `len` bytes: one a task gave back, else a new one.
+    fn take(&self, len: usize) -> Buffer {
+        let mut free = match self.0.lock() {
+            Ok(free) => free,
+            Err(_) => return Buffer::new(len),
+        };
+        match free.iter().position(|b| b.capacity() >= len) {
+            Some(i) => free.swap_remove(i),
+            None => Buffer::new(len),
+        }
     }
-}
 
-impl<T: Default> Pool<T> {
-    fn take(&self) -> T {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default()
-    }
-
-    fn put(&self, item: T) {
+    fn put(&self, buf: Buffer) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(item);
+            v.push(buf);
         }
     }
 }

@@ -292,5 +292,31 @@ async fn sorted_reads_of_segments_larger_than_a_buffer_join_split_records() {
         .unwrap();
     assert_eq!(sorted.len(), written.len() * 100);
     assert!(sorted.chunks(100).zip(&written).all(|(a, b)| a == &b[..]));
+    // Into memory the caller manages: the same records at its start, or a typed error
+    // naming the size needed when it is short.
+    let need = written.len() * 100;
+    let reader = e[2].shuffle(3).await.unwrap();
+    let (mut out, mut scratch) = (vec![7u8; need + 4096], vec![0u8; need]);
+    let len = reader
+        .reader(0..1)
+        .read_sorted_to(&mut out, &mut scratch)
+        .await
+        .unwrap();
+    assert_eq!(len, need);
+    assert!(
+        out[..len] == sorted[..],
+        "the same bytes as read_sorted_into"
+    );
+    let short = reader
+        .reader(0..1)
+        .read_sorted_to(&mut out[..need - 100], &mut scratch)
+        .await
+        .unwrap_err();
+    assert!(
+        short
+            .to_string()
+            .contains(&format!("does not fit the {need} bytes")),
+        "{short}"
+    );
     e[0].end_application().await.unwrap();
 }

@@ -134,10 +134,42 @@ impl ReadOptions {
         Ok(sorted)
     }
 
-    /// As [`ReadOptions::read_sorted`], into `out` (cleared first), using `scratch` as room to
-    /// sort in: a task that keeps both for the next range writes into memory it has touched
-    /// already instead of fresh pages (which the kernel must clear first).
+    /// As [`ReadOptions::read_sorted`], into `out` (its contents replaced), using `scratch` as
+    /// room to sort in: a task that keeps both for the next range writes into memory it has
+    /// touched already instead of fresh pages (which the kernel must clear first).
     pub async fn read_sorted_into(self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Result<()> {
+        let (mut stream, sorter) = self.start_sorted().await?;
+        stream.sorted(&*sorter, out, scratch).await?;
+        Ok(())
+    }
+
+    /// As [`ReadOptions::read_sorted_into`], into memory the caller manages (aligned for
+    /// `O_DIRECT`, registered with a NIC, ...): the sorted records go to the start of `out`,
+    /// and their length is returned. `out` and `scratch` must each hold the range's bytes
+    /// ([`Error::Records`](crate::Error::Records) with the size needed otherwise).
+    pub async fn read_sorted_to(self, out: &mut [u8], scratch: &mut [u8]) -> Result<usize> {
+        let (mut stream, sorter) = self.start_sorted().await?;
+        if let Some(format) = stream.stored_fixed()? {
+            return stream.sorted_fixed(&*sorter, &format, out, scratch).await;
+        }
+        let mut all = Vec::new();
+        stream.sorted(&*sorter, &mut all, &mut Vec::new()).await?;
+        match out.get_mut(..all.len()) {
+            Some(to) => {
+                to.copy_from_slice(&all);
+                Ok(all.len())
+            }
+            None => Err(RecordError::BufferSize {
+                what: "an output",
+                len: out.len(),
+                need: all.len(),
+            }
+            .into()),
+        }
+    }
+
+    /// Starts a sorted read (ignoring the combiner): the stream and the sorter.
+    async fn start_sorted(self) -> Result<(Stream, Box<dyn crail_sorters::Sorter>)> {
         let sorter = crail_sorters::by_name(self.sorter.as_deref().unwrap_or("radix"))?;
         let Self {
             shuffle,
@@ -146,9 +178,8 @@ impl ReadOptions {
             prefetch,
             ..
         } = self;
-        let mut stream = Stream::start(&shuffle, partitions, maps, prefetch).await?;
-        stream.sorted(&*sorter, out, scratch).await?;
-        Ok(())
+        let stream = Stream::start(&shuffle, partitions, maps, prefetch).await?;
+        Ok((stream, sorter))
     }
 }
 
@@ -296,9 +327,21 @@ impl Stream {
         }
     }
 
-    /// Every record of the range sorted by `sorter`, unframed, into `all` (cleared; its
-    /// memory reused), with `scratch` as room to sort in (grown when short); returns the
-    /// unframed serializer that reads them.
+    /// The fixed-length format of the shuffle's records when they are stored unframed (their
+    /// sorted bytes are then exactly the bytes read).
+    fn stored_fixed(&self) -> Result<Option<Fixed>> {
+        match (
+            self.serializer.format().fixed_lens(),
+            self.serializer.framing(),
+        ) {
+            (Some((key, value)), Framing::None) => Ok(Some(Fixed::new(key, value)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every record of the range sorted by `sorter`, unframed, into `all` (its memory reused:
+    /// grown when short, never written twice), with `scratch` as room to sort in (grown when
+    /// short); returns the unframed serializer that reads them.
     async fn sorted(
         &mut self,
         sorter: &dyn crail_sorters::Sorter,
@@ -306,51 +349,88 @@ impl Stream {
         scratch: &mut Vec<u8>,
     ) -> Result<Serializer> {
         let unframed = Serializer::by_name(&self.serializer.format().name())?;
-        let fixed = self.serializer.format().fixed_lens();
-        all.clear();
-        if let (Some((key, value)), Framing::None) = (fixed, self.serializer.framing()) {
-            // Fixed-length records as stored: whole chunks are copied as they are.
-            let format = Fixed::new(key, value)?;
-            let record = format.record_len();
-            let mut tails: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
-            while let Some(chunk) = self.reader.next_chunk().await? {
-                // A segment comes in pieces that may split a record: the part of it in one
-                // piece waits in the segment's tail for the rest.
-                let tail = tails.entry((chunk.partition, chunk.map)).or_default();
-                let mut data = &chunk.data[..];
-                if !tail.is_empty() {
-                    let missing = (record - tail.len()).min(data.len());
-                    tail.extend_from_slice(&data[..missing]);
-                    data = &data[missing..];
-                    if tail.len() < record {
-                        continue;
-                    }
-                    all.extend_from_slice(tail);
-                    tail.clear();
+        if let Some(format) = self.stored_fixed()? {
+            let need = usize::try_from(self.reader.bytes()).unwrap_or(usize::MAX);
+            for buf in [&mut *all, &mut *scratch] {
+                if buf.len() < need {
+                    buf.resize(need, 0);
                 }
-                let whole = data.len() - data.len() % record;
-                all.extend_from_slice(&data[..whole]);
-                tail.extend_from_slice(&data[whole..]);
             }
-            if let Some(tail) = tails.values().find(|t| !t.is_empty()) {
-                return Err(RecordError::Truncated {
-                    offset: all.len() as u64,
-                    have: tail.len() as u64,
-                }
-                .into());
-            }
-            if scratch.len() < all.len() {
-                scratch.resize(all.len(), 0);
-            }
-            let len = all.len();
-            crail_sorters::sort_fixed_in_place(sorter, all, &mut scratch[..len], &format)?;
+            let n = self.sorted_fixed(sorter, &format, all, scratch).await?;
+            all.truncate(n);
             return Ok(unframed);
         }
+        all.clear();
         let format = unframed.format();
         while let Some(record) = self.next_record().await? {
             format.encode(record.key, record.value, all)?;
         }
         *all = crail_sorters::sort_encoded(sorter, all, &unframed)?;
         Ok(unframed)
+    }
+
+    /// Fixed-length records as stored, sorted into the start of `out` (whole chunks copied as
+    /// they are) with `scratch` as room to sort in; returns their bytes. Both must hold
+    /// [`PartitionReader::bytes`](crail_shuffle::PartitionReader::bytes).
+    async fn sorted_fixed(
+        &mut self,
+        sorter: &dyn crail_sorters::Sorter,
+        format: &Fixed,
+        out: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<usize> {
+        let need = usize::try_from(self.reader.bytes()).unwrap_or(usize::MAX);
+        for (what, len) in [
+            ("an output", out.len()),
+            ("a scratch buffer", scratch.len()),
+        ] {
+            if len < need {
+                return Err(RecordError::BufferSize { what, len, need }.into());
+            }
+        }
+        let record = format.record_len();
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| match out.get_mut(n..n + bytes.len()) {
+            Some(to) => {
+                to.copy_from_slice(bytes);
+                n += bytes.len();
+                Ok(())
+            }
+            // More than the committed lengths: refused, not written past `out`.
+            None => Err(RecordError::BufferSize {
+                what: "an output",
+                len: need,
+                need: n + bytes.len(),
+            }),
+        };
+        let mut tails: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+        while let Some(chunk) = self.reader.next_chunk().await? {
+            // A segment comes in pieces that may split a record: the part of it in one piece
+            // waits in the segment's tail for the rest.
+            let tail = tails.entry((chunk.partition, chunk.map)).or_default();
+            let mut data = &chunk.data[..];
+            if !tail.is_empty() {
+                let missing = (record - tail.len()).min(data.len());
+                tail.extend_from_slice(&data[..missing]);
+                data = &data[missing..];
+                if tail.len() < record {
+                    continue;
+                }
+                put(tail)?;
+                tail.clear();
+            }
+            let whole = data.len() - data.len() % record;
+            put(&data[..whole])?;
+            tail.extend_from_slice(&data[whole..]);
+        }
+        if let Some(tail) = tails.values().find(|t| !t.is_empty()) {
+            return Err(RecordError::Truncated {
+                offset: n as u64,
+                have: tail.len() as u64,
+            }
+            .into());
+        }
+        crail_sorters::sort_fixed_in_place(sorter, &mut out[..n], &mut scratch[..n], format)?;
+        Ok(n)
     }
 }

@@ -35,6 +35,7 @@ pub struct Chunk {
 pub struct PartitionReader {
     rx: mpsc::Receiver<Result<Chunk>>,
     task: tokio::task::JoinHandle<()>,
+    bytes: u64,
 }
 
 impl PartitionReader {
@@ -60,6 +61,7 @@ impl PartitionReader {
         for segs in files.values_mut() {
             segs.sort_by_key(|(_, s)| s.offset);
         }
+        let bytes = files.values().flatten().map(|(_, s)| s.len).sum();
         let (tx, rx) = mpsc::channel(prefetch.max(1) * 2);
         let task = tokio::spawn(async move {
             let mut jobs = stream::iter(files)
@@ -76,7 +78,12 @@ impl PartitionReader {
                 }
             }
         });
-        Self { rx, task }
+        Self { rx, task, bytes }
+    }
+
+    /// Bytes the read delivers in all (the committed lengths of its segments).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The next chunk, or `None` when every segment has been read.
