@@ -180,6 +180,17 @@ async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
         assert_eq!(writer.sync().await.unwrap().size, expect.len() as u64);
         let seen = store.lookup(path).await.unwrap().into_file().unwrap();
         assert!(seen.read_to_end().await.unwrap() == expect, "{path} synced");
+        // The appended bytes' crc32c, from the store's own checksums; and a read's, across a
+        // block boundary.
+        let appended = crc32c::crc32c(&expect[MIB + 5000..]);
+        assert_eq!(writer.appended_crc(), Some(appended), "{path}");
+        let (got, crc) = seen
+            .reader()
+            .read_checked(MIB as u64 - 100, 5000)
+            .await
+            .unwrap();
+        assert!(*got == expect[MIB - 100..MIB + 4900], "{path}");
+        assert_eq!(crc, crc32c::crc32c(&got), "{path}");
         // Overwrite across a block boundary, then a few bytes near the start.
         let patch = pattern(10_000, 9);
         writer.seek(MIB as u64 - 3000).await.unwrap();
@@ -188,6 +199,7 @@ async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
         writer.seek(10).await.unwrap();
         writer.write(b"crail").await.unwrap();
         expect[10..15].copy_from_slice(b"crail");
+        assert_eq!(writer.appended_crc(), None, "not an append any more");
         let stat = writer.close().await.unwrap();
         assert_eq!(stat.size, expect.len() as u64);
 
@@ -279,6 +291,9 @@ async fn same_host_clients_move_data_through_shared_memory() {
             break;
         }
     }
+    assert_eq!(writer.appended_crc(), None, "bytes still buffered");
+    writer.flush().await.unwrap();
+    assert_eq!(writer.appended_crc(), Some(crc32c::crc32c(&expect)));
     let patch = pattern(9000, 41);
     writer.seek(3 * MIB as u64 - 4000).await.unwrap();
     writer.write(&patch).await.unwrap();

@@ -261,8 +261,9 @@ async fn read_segment(
     let piece = (store.buffers().buffer_size() as u64).clamp(1, WHOLE);
     while at < end {
         let want = piece.min(end - at);
-        let buf = reader
-            .read_at(at, want as usize)
+        // The piece's crc32c as the store checked it on arrival, not hashed again.
+        let (buf, piece_crc) = reader
+            .read_checked(at, want as usize)
             .await
             .map_err(|e| e.to_string())?;
         if buf.len() as u64 != want {
@@ -271,7 +272,7 @@ async fn read_segment(
                 buf.len()
             ));
         }
-        crc = crail_store::crc::append(crc, &buf);
+        crc = crail_store::crc::combine(crc, piece_crc, want);
         at += want;
         out.push(buf.freeze());
     }

@@ -55,8 +55,8 @@ pub struct MapWriter {
     back: Option<GiveBack>,
     /// Per partition written: its copies' writers (file first, then replicas).
     writers: HashMap<u32, Vec<FileWriter>>,
-    /// Per partition written: where this task's bytes start, how many, their crc32c.
-    started: HashMap<u32, (u64, u64, u32)>,
+    /// Per partition written: where this task's bytes start and how many.
+    started: HashMap<u32, (u64, u64)>,
     /// Partitions whose writers hold bytes not sent yet, least recently written first.
     staged: VecDeque<u32>,
     broken: bool,
@@ -134,7 +134,7 @@ impl MapWriter {
             let Some(first) = files.first() else {
                 return Err(self.closed());
             };
-            self.started.insert(partition, (first.ticket.size, 0, 0));
+            self.started.insert(partition, (first.ticket.size, 0));
             let writers = files
                 .iter()
                 .map(|f| self.store.borrow_lease(f.ticket.clone()))
@@ -154,7 +154,6 @@ impl MapWriter {
             writer.write(bytes).await?;
         }
         entry.1 += bytes.len() as u64;
-        entry.2 = crail_store::crc::append(entry.2, bytes);
         let buffered = writers.iter().any(|w| w.buffered() > 0);
         self.stage(partition, buffered).await
     }
@@ -200,18 +199,31 @@ impl MapWriter {
             return Err(e.into());
         }
         let copies = self.meta.replication.max(1);
-        let mut segments: Vec<Segment> = self
-            .started
-            .iter()
-            .map(|(&partition, &(offset, len, crc))| Segment {
+        let mut segments = Vec::with_capacity(self.started.len());
+        for (&partition, &(offset, len)) in &self.started {
+            // The segment's crc32c from those its writer computed for the store (the first
+            // copy's: every copy holds the same bytes), not from hashing it again.
+            let crc = self
+                .writers
+                .get(&partition)
+                .and_then(|w| w.first())
+                .and_then(FileWriter::appended_crc);
+            let Some(crc) = crc else {
+                back.give(self.group.lease, Outcome::Broken).await;
+                return Err(Error::Invalid {
+                    id: self.group.id.clone(),
+                    problem: format!("partition {partition}: no checksum of its bytes"),
+                });
+            };
+            segments.push(Segment {
                 partition,
                 file: ShuffleId::group_file(partition, &self.group.host, self.group.slot),
                 offset,
                 len,
                 crc,
                 copies,
-            })
-            .collect();
+            });
+        }
         segments.sort_by_key(|s| s.partition);
         let commit = Commit {
             map: self.map,
@@ -223,7 +235,7 @@ impl MapWriter {
             Ok(()) => Outcome::Committed(
                 self.started
                     .iter()
-                    .map(|(&p, &(offset, len, _))| (p, offset + len))
+                    .map(|(&p, &(offset, len))| (p, offset + len))
                     .collect(),
             ),
             Err(Error::AlreadyCommitted { .. }) => Outcome::Aborted,

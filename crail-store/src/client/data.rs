@@ -71,7 +71,8 @@ enum Waiter {
         at: usize,
         len: usize,
         offset: u64,
-        tx: oneshot::Sender<Result<Buffer>>,
+        /// Gets the buffer and the crc32c of the bytes read into it.
+        tx: oneshot::Sender<Result<(Buffer, u32)>>,
         /// Where the payload arrives, on a same-host connection.
         slot: Option<Slot>,
     },
@@ -376,15 +377,21 @@ impl DataConn {
         }
     }
 
-    /// Sends `payload` for storage offset `offset` (inside one block) of the datanode
-    /// registered as `datanode`.
-    pub(crate) async fn write(&self, datanode: u64, offset: u64, payload: Bytes) -> Pending<()> {
+    /// Sends `payload`, whose crc32c is `crc`, for storage offset `offset` (inside one block)
+    /// of the datanode registered as `datanode`.
+    pub(crate) async fn write(
+        &self,
+        datanode: u64,
+        offset: u64,
+        payload: Bytes,
+        crc: u32,
+    ) -> Pending<()> {
         match (&self.slots, &self.shared.staging) {
             (Some(slots), Some(staging)) => {
-                self.write_staged(slots, staging, datanode, offset, &payload)
+                self.write_staged(slots, staging, datanode, offset, &payload, crc)
                     .await
             }
-            _ => self.write_socket(datanode, offset, payload).await,
+            _ => self.queue_write(datanode, offset, crc, payload, None).await,
         }
     }
 
@@ -396,22 +403,18 @@ impl DataConn {
         datanode: u64,
         offset: u64,
         payload: &[u8],
+        crc: u32,
     ) -> Pending<()> {
         match (&self.slots, &self.shared.staging) {
             (Some(slots), Some(staging)) => {
-                self.write_staged(slots, staging, datanode, offset, payload)
+                self.write_staged(slots, staging, datanode, offset, payload, crc)
                     .await
             }
             _ => {
                 let payload = Bytes::copy_from_slice(payload);
-                self.write_socket(datanode, offset, payload).await
+                self.queue_write(datanode, offset, crc, payload, None).await
             }
         }
-    }
-
-    async fn write_socket(&self, datanode: u64, offset: u64, payload: Bytes) -> Pending<()> {
-        let crc = crate::crc::crc32c(&payload);
-        self.queue_write(datanode, offset, crc, payload, None).await
     }
 
     async fn write_staged(
@@ -421,8 +424,8 @@ impl DataConn {
         datanode: u64,
         offset: u64,
         payload: &[u8],
+        crc: u32,
     ) -> Pending<()> {
-        let crc = crate::crc::crc32c(payload);
         let slot = slots.take().await;
         if let Err(e) = staging.copy_in(slot.index, payload) {
             let (tx, pending) = self.pending();
@@ -488,7 +491,8 @@ impl DataConn {
     }
 
     /// Reads `len` bytes at storage offset `offset` into `buf[at..at + len]` (which must fit).
-    /// The buffer comes back with its length set to `at + len`.
+    /// The buffer comes back with its length set to `at + len`, with the crc32c of the bytes
+    /// read (checked against the datanode's).
     pub(crate) async fn read(
         &self,
         datanode: u64,
@@ -496,7 +500,7 @@ impl DataConn {
         len: usize,
         buf: Buffer,
         at: usize,
-    ) -> Pending<Buffer> {
+    ) -> Pending<(Buffer, u32)> {
         let (tx, pending) = self.pending();
         if at + len > buf.capacity() {
             let _ = tx.send(Err(Error::BadRange {
@@ -720,7 +724,7 @@ async fn next_reply(
                     let result = result.and_then(|()| {
                         let crc = crate::crc::crc32c(dst);
                         if crc == reply.crc32c {
-                            Ok(())
+                            Ok(crc)
                         } else {
                             Err(Error::ChecksumMismatch {
                                 location: format!("read from datanode {}", shared.addr),
@@ -731,7 +735,7 @@ async fn next_reply(
                         }
                     });
                     buf.set_len(at + len);
-                    let _ = tx.send(result.map(|()| buf));
+                    let _ = tx.send(result.map(|crc| (buf, crc)));
                     if len <= io::BUSY_POLL_MAX_BYTES {
                         poll.arm();
                     }

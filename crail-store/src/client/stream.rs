@@ -49,6 +49,9 @@ pub struct FileWriter {
     first_block: u64,
     staging: Option<Buffer>,
     staged_at: u64,
+    /// While the writer has only appended: the end of the bytes sent so far and their
+    /// crc32c (from where the writer started).
+    appended: Option<(u64, u32)>,
     /// One entry per buffer sent (its pieces' replies).
     inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
     outstanding: usize,
@@ -76,6 +79,7 @@ impl FileWriter {
             blocks: Vec::new(),
             staging: None,
             staged_at: size,
+            appended: Some((size, 0)),
             inflight: FuturesUnordered::new(),
             failed: false,
         }
@@ -119,6 +123,7 @@ impl FileWriter {
         self.send_staging().await?;
         self.pos = pos;
         self.staged_at = pos;
+        self.appended = None;
         Ok(())
     }
 
@@ -243,6 +248,27 @@ impl FileWriter {
         }
     }
 
+    /// The crc32c of every byte written since the writer was made, if it has only appended
+    /// (never sought) and sent them all (after [`FileWriter::flush`] or
+    /// [`FileWriter::sync`]): checksums of the bytes already computed for the datanodes,
+    /// combined, so a caller that needs one for the whole does not hash the bytes again.
+    pub fn appended_crc(&self) -> Option<u32> {
+        match self.appended {
+            Some((end, crc)) if end == self.pos && self.buffered() == 0 => Some(crc),
+            _ => None,
+        }
+    }
+
+    /// Notes that `[at, at + len)`, whose crc32c is `crc`, is sent.
+    fn hashed(&mut self, at: u64, len: usize, crc: u32) {
+        self.appended = match self.appended {
+            Some((end, sum)) if end == at => {
+                Some((end + len as u64, crate::crc::combine(sum, crc, len as u64)))
+            }
+            _ => None,
+        };
+    }
+
     /// Turns the writer into a tokio [`AsyncWrite`]; `shutdown` commits the file.
     pub fn into_async_write(self) -> AsyncFileWriter {
         AsyncFileWriter::new(self)
@@ -289,7 +315,9 @@ impl FileWriter {
                 return Ok(false);
             }
             let base = loc.offset + at % self.block_size;
-            let reply = conn.write_from(loc.datanode.0, base, data).await;
+            let crc = crate::crc::crc32c(data);
+            self.hashed(at, data.len(), crc);
+            let reply = conn.write_from(loc.datanode.0, base, data, crc).await;
             self.inflight.push(Box::pin(reply));
             self.settle(self.outstanding - 1).await.map(|()| true)
         };
@@ -324,7 +352,12 @@ impl FileWriter {
                 let to_edge = size - pos % size;
                 let piece = (data.len() - done).min(usize::try_from(to_edge).unwrap_or(usize::MAX));
                 let bytes = data.slice(done..done + piece);
-                pieces.push(conn.write(loc.datanode.0, base + done as u64, bytes).await);
+                let crc = crate::crc::crc32c(&bytes);
+                self.hashed(pos, piece, crc);
+                pieces.push(
+                    conn.write(loc.datanode.0, base + done as u64, bytes, crc)
+                        .await,
+                );
                 done += piece;
             }
             self.inflight.push(Box::pin(async move {
@@ -396,7 +429,7 @@ pub struct FileReader {
     blocks: Vec<BlockLocation>,
     issued: u64,
     pos: u64,
-    ahead: VecDeque<(u64, Pending<Buffer>)>,
+    ahead: VecDeque<(u64, Pending<(Buffer, u32)>)>,
     outstanding: usize,
 }
 
@@ -461,7 +494,7 @@ impl FileReader {
             return Ok(None);
         };
         let buf = match pending.await {
-            Ok(buf) => buf,
+            Ok((buf, _)) => buf,
             Err(e) => {
                 self.ahead.clear();
                 self.issued = at;
@@ -475,38 +508,58 @@ impl FileReader {
     /// `len` bytes at `offset` (fewer at the end of the file), independent of the stream
     /// position. An offset past the end is [`Error::PastEndOfFile`].
     pub async fn read_at(&mut self, offset: u64, len: usize) -> Result<Buffer> {
-        if offset > self.size {
-            return Err(self.past_end(offset));
-        }
-        let len = len.min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
+        Ok(self.read_checked(offset, len).await?.0)
+    }
+
+    /// As [`FileReader::read_at`], with the crc32c of the bytes returned: the checksums each
+    /// piece was checked against on arrival, combined, so a caller that needs one for the
+    /// whole does not hash the bytes again.
+    pub async fn read_checked(&mut self, offset: u64, len: usize) -> Result<(Buffer, u32)> {
+        let len = self.clamp(offset, len)?;
         let buf = if len <= self.store.buffers().buffer_size() {
             self.store.buffers().get()
         } else {
             Buffer::new(len)
         };
-        self.read_into(offset, len, buf).await
+        self.read_pieces(offset, len, buf).await
     }
 
     /// Reads `len` bytes at `offset` into `buf` (from its start; it must hold `len` bytes).
-    pub async fn read_into(&mut self, offset: u64, len: usize, mut buf: Buffer) -> Result<Buffer> {
+    pub async fn read_into(&mut self, offset: u64, len: usize, buf: Buffer) -> Result<Buffer> {
+        let len = self.clamp(offset, len)?;
+        Ok(self.read_pieces(offset, len, buf).await?.0)
+    }
+
+    /// `len` bounded by the end of the file; an offset past it is an error.
+    fn clamp(&self, offset: u64, len: usize) -> Result<usize> {
         if offset > self.size {
             return Err(self.past_end(offset));
         }
-        let len = len.min(usize::try_from(self.size - offset).unwrap_or(usize::MAX));
+        Ok(len.min(usize::try_from(self.size - offset).unwrap_or(usize::MAX)))
+    }
+
+    async fn read_pieces(
+        &mut self,
+        offset: u64,
+        len: usize,
+        mut buf: Buffer,
+    ) -> Result<(Buffer, u32)> {
         buf.clear();
-        let mut done = 0usize;
+        let (mut done, mut crc) = (0usize, 0u32);
         while done < len {
             let at = offset + done as u64;
             let n = self.piece(at, (len - done) as u64);
-            buf = self
+            let (read, piece_crc) = self
                 .start_read(at, n, buf, done)
                 .await?
                 .await
                 .map_err(|e| self.blame(e))?;
+            buf = read;
+            crc = crate::crc::combine(crc, piece_crc, n as u64);
             done += n;
         }
         buf.set_len(len);
-        Ok(buf)
+        Ok((buf, crc))
     }
 
     /// Reads the whole file into memory.
@@ -537,7 +590,7 @@ impl FileReader {
         len: usize,
         buf: Buffer,
         into: usize,
-    ) -> Result<Pending<Buffer>> {
+    ) -> Result<Pending<(Buffer, u32)>> {
         let loc = self.location(at / self.block_size).await?;
         let conn = self.store.datanode(loc.address).await?;
         Ok(conn
