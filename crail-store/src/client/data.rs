@@ -703,7 +703,7 @@ async fn next_reply(
                     offset,
                     tx,
                     slot,
-                }) if wanted == len => {
+                }) if wanted == len && reply.slot == slot.as_ref().map_or(0, |s| s.index + 1) => {
                     let dst = &mut buf.whole_mut()[at..at + len];
                     let staged = match (&slot, &shared.staging) {
                         (Some(slot), Some(staging)) => Some(staging.copy_out(slot.index, dst)),
@@ -740,27 +740,22 @@ async fn next_reply(
                         poll.arm();
                     }
                 }
-                Some(waiter @ Waiter::Read { slot: Some(_), .. }) => {
-                    // Nothing on the stream to skip.
-                    waiter.fail(Error::malformed(
-                        "read reply",
-                        "length differs from the request",
-                    ));
+                other => {
+                    // The reply says where its payload went: on the stream (skipped here) or
+                    // into a staging slot (nothing to skip).
+                    if reply.slot == 0 {
+                        tokio::time::timeout(silence, io::skip_payload(rd, rbuf, len))
+                            .await
+                            .map_err(|_| Closed::Silent(silence))?
+                            .map_err(lost)?;
+                    }
+                    if let Some(waiter) = other {
+                        waiter.fail(Error::malformed(
+                            "read reply",
+                            "length or staging slot differs from the request",
+                        ));
+                    }
                 }
-                Some(waiter) => {
-                    tokio::time::timeout(silence, io::skip_payload(rd, rbuf, len))
-                        .await
-                        .map_err(|_| Closed::Silent(silence))?
-                        .map_err(lost)?;
-                    waiter.fail(Error::malformed(
-                        "read reply",
-                        "length differs from the request",
-                    ));
-                }
-                None => tokio::time::timeout(silence, io::skip_payload(rd, rbuf, len))
-                    .await
-                    .map_err(|_| Closed::Silent(silence))?
-                    .map_err(lost)?,
             }
             Ok(true)
         }

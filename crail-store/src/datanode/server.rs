@@ -590,6 +590,7 @@ async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
                     let header = pb::ReadReply {
                         length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
                         crc32c: crc,
+                        slot,
                     };
                     // Checked when the request came: the staging exists and the slot fits.
                     let staged = match (slot, &staging) {
@@ -700,10 +701,12 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
         let mut replies = BytesMut::from(&out[..]);
         while let Ok(Some(frame)) = frame::decode(&mut replies, usize::MAX) {
             if frame.kind == Kind::Read as u16 && !frame.is_error() {
-                // Inline read payloads follow their reply frames.
+                // Inline read payloads follow their reply frames; staged ones are in a slot.
                 let reply: pb::ReadReply = frame.decode_body("read reply").unwrap_or_default();
-                let len = (reply.length as usize).min(replies.len());
-                let _ = replies.split_to(len);
+                if reply.slot == 0 {
+                    let len = (reply.length as usize).min(replies.len());
+                    let _ = replies.split_to(len);
+                }
             }
         }
         assert!(replies.is_empty(), "a reply frame was cut short");
@@ -955,6 +958,10 @@ mod tests {
         assert!(!written.is_error());
         let read_reply: pb::ReadReply = take(6).decode_body("read reply").unwrap();
         assert_eq!(read_reply.crc32c, crate::crc::crc32c(&data));
+        assert_eq!(
+            read_reply.slot, 2,
+            "the reply names the slot its payload is in"
+        );
         let mut back = vec![0u8; 8192];
         staging.copy_out(1, &mut back).unwrap();
         assert_eq!(back, data);
@@ -988,6 +995,14 @@ mod tests {
         // Cut short mid-frame: the datanode just stops.
         input.put(&request(Kind::Read, 4, &read(&dn, 0, 1, 0))[..7]);
         assert!(fuzz_requests(&input) > 4096);
+        // A fuzzer's find: a short read through a slot, then a long error reply (the check
+        // took the slot read's length from the stream, cutting the next frame).
+        let found = [
+            9, 0, 0, 0, 65, 0, 0, 0, 0, 253, 195, 43, 8, 0, 0, 8, 32, 1, 152, 26, 8, 16, 65, 24, 1,
+            245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245,
+            245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 245, 7,
+        ];
+        assert!(fuzz_requests(&found) > 0);
         assert!(fuzz_requests(b"garbage that is no frame at all") > 0);
         fuzz_requests(&[]);
     }
