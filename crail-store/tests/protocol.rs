@@ -46,27 +46,31 @@ async fn raw(nn: &crail_store::namenode::RunningNamenode) -> TcpStream {
 #[tokio::test]
 async fn a_wrong_protocol_version_gets_a_clear_error_and_a_closed_connection() {
     let nn = start().await;
-    let mut stream = TcpStream::connect(nn.addr()).await.unwrap();
-    let hello = testing::raw_frame(KIND_HELLO, 1, 0, &testing::hello_body(99));
-    stream.write_all(&hello).await.unwrap();
-    let mut buf = BytesMut::new();
-    let (_, _, error) = reply(&mut stream, &mut buf).await;
-    let error = error.unwrap();
-    assert!(
-        matches!(
-            error,
-            Error::VersionMismatch {
-                ours: 99,
-                theirs: 1
-            }
-        ),
-        "{error}"
-    );
-    assert_eq!(
-        error.to_string(),
-        "protocol version mismatch: this side speaks 99, the peer speaks 1"
-    );
-    closed(&mut stream).await;
+    // Version 1 (read replies without their slot) and one from the future.
+    for sent in [1, 99] {
+        let mut stream = TcpStream::connect(nn.addr()).await.unwrap();
+        let hello = testing::raw_frame(KIND_HELLO, 1, 0, &testing::hello_body(sent));
+        stream.write_all(&hello).await.unwrap();
+        let mut buf = BytesMut::new();
+        let (_, _, error) = reply(&mut stream, &mut buf).await;
+        let error = error.unwrap();
+        // The error as the peer sent it: "ours" is the side that sent the hello.
+        assert!(
+            matches!(
+                error,
+                Error::VersionMismatch { ours, theirs: crail_store::PROTOCOL_VERSION } if ours == sent
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "protocol version mismatch: this side speaks {sent}, the peer speaks {}",
+                crail_store::PROTOCOL_VERSION
+            )
+        );
+        closed(&mut stream).await;
+    }
 }
 
 #[tokio::test]

@@ -350,7 +350,7 @@ mod tests {
                 err,
                 Error::VersionMismatch {
                     ours: 99,
-                    theirs: 1
+                    theirs: PROTOCOL_VERSION
                 }
             ),
             "{err}"
@@ -358,7 +358,7 @@ mod tests {
         assert!(matches!(
             server.await.unwrap(),
             Err(Error::VersionMismatch {
-                ours: 1,
+                ours: PROTOCOL_VERSION,
                 theirs: 99
             })
         ));

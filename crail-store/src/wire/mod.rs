@@ -9,4 +9,4 @@ pub(crate) mod kind;
 
 /// Version of the protocol spoken by this build. Peers with another version are refused at the
 /// handshake with a clear error.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
