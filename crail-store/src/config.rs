@@ -370,6 +370,10 @@ pub struct ClientConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub busy_poll: Duration,
+    /// Stream buffers kept for reuse when no stream holds them (at least `4 × outstanding`
+    /// buffers). A buffer freed and allocated again is fresh memory the kernel clears first;
+    /// a busy client (a reducer's pieces, a writer's buffer per partition) reuses tens.
+    pub idle_buffers: ByteSize,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -389,6 +393,7 @@ impl Default for ClientConfig {
             outstanding: 4,
             fast_path: true,
             busy_poll: Duration::from_micros(50),
+            idle_buffers: ByteSize(64 << 20),
             secret: None,
         }
     }

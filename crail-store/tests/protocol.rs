@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::{client, client_config, fast_config, start, start_with};
 use crail_store::testing::{self, KIND_HELLO, KIND_LOOKUP};
-use crail_store::{Error, NamenodeConfig, PathProblem, Secret, Store};
+use crail_store::{ByteSize, ClientConfig, Error, NamenodeConfig, PathProblem, Secret, Store};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -350,5 +350,29 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..128),
     ) {
         testing::fuzz_requests(&testing::raw_frame(kind, 0, 1, &body));
+    }
+}
+
+#[tokio::test]
+async fn a_client_keeps_as_many_idle_buffers_as_its_config_allows() {
+    let nn = start().await;
+    for (idle, outstanding) in [(64 << 20, 4), (0, 4), (0, 1), (12 << 20, 1)] {
+        let config = ClientConfig {
+            idle_buffers: ByteSize(idle),
+            outstanding,
+            ..client_config(&nn)
+        };
+        let store = Store::connect(&config).await.unwrap();
+        let pool = store.buffers();
+        let size = pool.buffer_size() as u64;
+        let keep = usize::try_from(idle / size).unwrap().max(4 * outstanding);
+        let held: Vec<_> = (0..keep + 10).map(|_| pool.get()).collect();
+        assert_eq!(pool.idle(), 0);
+        drop(held);
+        assert_eq!(
+            pool.idle(),
+            keep,
+            "idle_buffers {idle}, outstanding {outstanding}"
+        );
     }
 }

@@ -23,9 +23,6 @@ use crate::types::{
 };
 use rpc::{Connection, Endpoint};
 
-/// Bytes of idle stream buffers a store keeps for reuse (at least `outstanding * 4` buffers).
-const KEEP_BUFFER_BYTES: usize = 64 << 20;
-
 /// A connection to a crail store. Cheap to clone; clones share one pipelined connection, so
 /// many tasks can issue requests at once. The connection closes when the last clone drops.
 ///
@@ -90,7 +87,8 @@ impl Store {
         // the kernel clears first (on this machine that showed as 2 to 3% of a TeraSort's CPU
         // when only 16 were kept). Readers hold a segment's buffers and writers a buffer per
         // partition, so a busy client's working set is tens of them.
-        let keep = (config.outstanding.max(1) * 4).max(KEEP_BUFFER_BYTES / buffer);
+        let idle = usize::try_from(config.idle_buffers.bytes()).unwrap_or(usize::MAX);
+        let keep = (config.outstanding.max(1) * 4).max(idle / buffer);
         let host = if config.fast_path {
             config.local_host.or(conn.local_ip())
         } else {
