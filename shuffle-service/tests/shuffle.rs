@@ -435,3 +435,74 @@ async fn maps_appending_to_a_large_group_file_leave_few_unused_blocks() {
     assert!(files > 0);
     shuffles.unregister(&id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_whose_bytes_changed_after_commit_fails_its_checksum_unless_a_copy_holds() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let single = ShuffleId::new("app-crc", 0);
+    let replicated = ShuffleId::new("app-crc", 1);
+    shuffles.register(&single, &meta(2, 1)).await.unwrap();
+    shuffles
+        .register(&replicated, &meta(2, 1).replication(2))
+        .await
+        .unwrap();
+    for id in [&single, &replicated] {
+        run_map(&c.nodes[0], id, 0, 0, 1).await;
+        run_map(&c.nodes[1], id, 1, 0, 1).await;
+        c.nodes[0].forget(id);
+        c.nodes[1].forget(id);
+        // Map 0's group file (its first copy) replaced by one of the same length with one
+        // byte changed: stale or misplaced bytes that the store's own checksums accept (the
+        // new file was written whole), which only the segment's checksum can tell.
+        let dir = format!("/crail-shuffle/app-crc/{}/p0", id.shuffle);
+        let names: Vec<String> = c
+            .store
+            .list(&dir)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n.starts_with(HOSTS[0]) && !n.contains(".r"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let path = format!("{dir}/{}", names[0]);
+        let file = c.store.lookup(&path).await.unwrap().into_file().unwrap();
+        let mut bytes = file.read_to_end().await.unwrap();
+        assert_eq!(bytes.len(), 500 * RECORD);
+        bytes[RECORD * 7 + 3] ^= 0x20;
+        c.store.delete(&path, false).await.unwrap();
+        c.store
+            .write_file(&path, &bytes, &Default::default())
+            .await
+            .unwrap();
+    }
+
+    let err = shuffles.read(&single, 0..1, None, 4).await.unwrap();
+    let err = drain(err).await.unwrap_err();
+    match &err {
+        Error::FetchFailed { maps, cause, .. } => {
+            assert_eq!(maps, &[0], "{err}");
+            assert!(cause.contains("fails its checksum"), "{err}");
+        }
+        other => panic!("expected a fetch failure, got {other}"),
+    }
+    // The intact map still reads; the replicated shuffle reads map 0 from its second copy.
+    assert_eq!(
+        read_sorted(&shuffles, &single, 0..1, Some(1..2)).await,
+        expected(1..2, 0..1, 1)
+    );
+    assert_eq!(
+        read_sorted(&shuffles, &replicated, 0..1, None).await,
+        expected(0..2, 0..1, 1)
+    );
+}
+
+/// Reads a partition reader to its end, or to its first error.
+async fn drain(mut reader: crail_shuffle::PartitionReader) -> Result<usize, Error> {
+    let mut bytes = 0;
+    while let Some(chunk) = reader.next_chunk().await? {
+        bytes += chunk.data.len();
+    }
+    Ok(bytes)
+}
