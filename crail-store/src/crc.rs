@@ -18,13 +18,13 @@ const COMBINE_FROM: usize = 1024;
 /// The crc32c polynomial, bit-reflected (bit 31 is x^0).
 const POLY: u32 = 0x82f6_3b78;
 
-/// x^(2^k) modulo the polynomial, for k = 0..32 (the powers repeat with period dividing
-/// 2^32 - 1 beyond, so lengths are reduced with them too; 64 entries cover any u64 shift).
-const X2N: [u32; 64] = {
-    let mut table = [0u32; 64];
+/// x^(2^k) modulo the polynomial, for every k a shift of 8 n bits needs: bit j of a u64 byte
+/// count n is bit j + 3 of 8 n, so k runs to 66.
+const X2N: [u32; 67] = {
+    let mut table = [0u32; 67];
     let mut p = 1u32 << 30; // x^1
     let mut k = 0;
-    while k < 64 {
+    while k < 67 {
         table[k] = p;
         p = mul(p, p);
         k += 1;
@@ -101,7 +101,15 @@ mod tests {
     #[test]
     fn combinations_match_the_reference_at_any_length() {
         for (a, b) in [(0, 0), (0xffff_ffff, 1), (0x1234_5678, 0x9abc_def0)] {
-            for len in [1u64, 7, 4096, 1 << 20, (1 << 32) + 3, u64::MAX >> 20] {
+            for len in [
+                1u64,
+                7,
+                4096,
+                1 << 20,
+                (1 << 32) + 3,
+                u64::MAX >> 20,
+                u64::MAX,
+            ] {
                 let expected = crc32c::crc32c_combine(a, b, len as usize);
                 assert_eq!(super::combine(a, b, len), expected, "{a:x} {b:x} {len}");
             }
