@@ -599,6 +599,7 @@ async fn a_full_store_is_a_typed_error_and_commits_nothing() {
     }
     .await;
     assert!(matches!(result, Err(Error::StoreFull { .. })), "{result:?}");
+    assert_eq!(w.appended_crc(), None, "not after a failed write");
     w.abort().await.unwrap();
     assert_eq!(store.stat("/too-big").await.unwrap().size, 0);
     // Everything is free again: a file that fits is written whole.

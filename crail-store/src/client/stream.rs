@@ -249,12 +249,20 @@ impl FileWriter {
     }
 
     /// The crc32c of every byte written since the writer was made, if it has only appended
-    /// (never sought) and sent them all (after [`FileWriter::flush`] or
-    /// [`FileWriter::sync`]): checksums of the bytes already computed for the datanodes,
-    /// combined, so a caller that needs one for the whole does not hash the bytes again.
+    /// (never sought) and every write is stored (after a successful [`FileWriter::flush`] or
+    /// [`FileWriter::sync`]; `None` after a failed write): checksums of the bytes already
+    /// computed for the datanodes, combined, so a caller that needs one for the whole does
+    /// not hash the bytes again.
     pub fn appended_crc(&self) -> Option<u32> {
         match self.appended {
-            Some((end, crc)) if end == self.pos && self.buffered() == 0 => Some(crc),
+            Some((end, crc))
+                if end == self.pos
+                    && self.buffered() == 0
+                    && self.inflight.is_empty()
+                    && !self.failed =>
+            {
+                Some(crc)
+            }
             _ => None,
         }
     }
