@@ -390,13 +390,16 @@ impl Stream {
         }
         let record = format.record_len();
         let mut n = 0;
-        let mut put = |bytes: &[u8]| match out.get_mut(n..n + bytes.len()) {
+        let mut put = |bytes: &[u8]| match out
+            .get_mut(n..n + bytes.len())
+            .filter(|_| n + bytes.len() <= need)
+        {
             Some(to) => {
                 to.copy_from_slice(bytes);
                 n += bytes.len();
                 Ok(())
             }
-            // More than the committed lengths: refused, not written past `out`.
+            // More than the committed lengths (all `scratch` is sure to hold): refused.
             None => Err(RecordError::BufferSize {
                 what: "an output",
                 len: need,
