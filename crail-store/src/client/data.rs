@@ -386,13 +386,10 @@ impl DataConn {
         payload: Bytes,
         crc: u32,
     ) -> Pending<()> {
-        match (&self.slots, &self.shared.staging) {
-            (Some(slots), Some(staging)) => {
-                self.write_staged(slots, staging, datanode, offset, &payload, crc)
-                    .await
-            }
-            _ => self.queue_write(datanode, offset, crc, payload, None).await,
+        if self.is_local() {
+            return self.write_from(datanode, offset, &payload, crc).await;
         }
+        self.queue_write(datanode, offset, crc, payload, None).await
     }
 
     /// As [`DataConn::write`], from borrowed bytes: on a same-host connection they are copied
@@ -405,27 +402,10 @@ impl DataConn {
         payload: &[u8],
         crc: u32,
     ) -> Pending<()> {
-        match (&self.slots, &self.shared.staging) {
-            (Some(slots), Some(staging)) => {
-                self.write_staged(slots, staging, datanode, offset, payload, crc)
-                    .await
-            }
-            _ => {
-                let payload = Bytes::copy_from_slice(payload);
-                self.queue_write(datanode, offset, crc, payload, None).await
-            }
-        }
-    }
-
-    async fn write_staged(
-        &self,
-        slots: &Arc<Slots>,
-        staging: &Staging,
-        datanode: u64,
-        offset: u64,
-        payload: &[u8],
-        crc: u32,
-    ) -> Pending<()> {
+        let (Some(slots), Some(staging)) = (&self.slots, &self.shared.staging) else {
+            let payload = Bytes::copy_from_slice(payload);
+            return self.queue_write(datanode, offset, crc, payload, None).await;
+        };
         let slot = slots.take().await;
         if let Err(e) = staging.copy_in(slot.index, payload) {
             let (tx, pending) = self.pending();
