@@ -1,97 +1,36 @@
 //! The engine's side: [`BroadcastClient`] talks to its node's broadcast service, which writes
 //! values to the store and serves reads from the node's copy.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use crail_store::Store;
-use crail_store::service::{self as node, Endpoint, Io};
-use prost::Message;
+use crail_node_service::{self as node, Connection, Endpoint, Exchange, Options, Part};
+use crail_store::{Secret, Store};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::memory::{CHUNK, Memory};
 use crate::wire::{self, reply, request};
 use crate::{CacheStats, Error, ROOT, Result, VarId};
 
-/// Time to connect and be welcomed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Idle connections kept for the next request.
 const IDLE: usize = 8;
 
-/// Bytes a put sends per Data message.
+/// Bytes a put sends per data frame.
 const PUT_CHUNK: usize = 1 << 20;
 
-/// One connection to the service: one request at a time.
-struct Conn {
-    io: Box<dyn Io>,
-    buf: Vec<u8>,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Conn")
-    }
-}
-
-impl Conn {
-    async fn send(&mut self, op: request::Op) -> std::io::Result<()> {
-        node::write(&mut self.io, &wire::Request { op: Some(op) }).await
-    }
-
-    async fn receive(&mut self) -> std::result::Result<reply::Result, String> {
-        unwrap(node::read::<wire::Reply, _>(&mut self.io, &mut self.buf).await)
-    }
-
-    /// A reply, with the file descriptor sent with it if any (a Unix socket's only).
-    async fn receive_with_fd(
-        &mut self,
-    ) -> (std::result::Result<reply::Result, String>, Option<OwnedFd>) {
-        let Some(unix) = self.io.unix() else {
-            return (self.receive().await, None);
-        };
-        // The descriptor comes with the message's first bytes: read them by hand.
-        let mut fd = None;
-        let mut len = [0u8; 4];
-        let mut got = 0;
-        while got < len.len() {
-            match node::recv_into_with_fd(unix, &mut len[got..], &mut fd).await {
-                Ok(0) => return (Err("connection lost".into()), fd),
-                Ok(n) => got += n,
-                Err(e) => return (Err(e.to_string()), fd),
-            }
-        }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > node::MAX_MESSAGE {
-            return (Err(format!("a reply of {len} bytes")), fd);
-        }
-        self.buf.resize(len, 0);
-        if let Err(e) = self.io.read_exact(&mut self.buf).await {
-            return (Err(e.to_string()), fd);
-        }
-        let reply = wire::Reply::decode(&self.buf[..])
-            .map_err(|e| node::ReadError::Bad(format!("a reply that does not decode: {e}")));
-        (unwrap(reply), fd)
-    }
-}
-
-fn unwrap(
-    reply: std::result::Result<wire::Reply, node::ReadError>,
-) -> std::result::Result<reply::Result, String> {
-    match reply {
-        Ok(wire::Reply {
-            result: Some(result),
-        }) => Ok(result),
-        Ok(_) => Err("empty reply".into()),
-        Err(node::ReadError::Closed) => Err("connection lost".into()),
-        Err(node::ReadError::Bad(problem)) => Err(problem),
+/// The typed error behind a failure of the layer: the service's own failures as its errors,
+/// the connection's as [`Error::Service`].
+fn typed(error: node::Error) -> Error {
+    match error {
+        node::Error::Failed(failure) => wire::error(failure),
+        other => Error::Service(other),
     }
 }
 
 /// An engine's handle on its node's broadcast service. Cheap to clone; requests of clones
-/// run at once, each on its own connection.
+/// run at once, each on its own connection (a value streams through one without holding up
+/// the others).
 #[derive(Debug, Clone)]
 pub struct BroadcastClient {
     inner: Arc<Inner>,
@@ -100,50 +39,52 @@ pub struct BroadcastClient {
 #[derive(Debug)]
 struct Inner {
     endpoint: Endpoint,
-    name: String,
-    app: String,
+    options: Options,
     host: String,
-    idle: parking_lot::Mutex<Vec<Conn>>,
+    idle: parking_lot::Mutex<Vec<Connection>>,
 }
 
 impl BroadcastClient {
     /// Connects to the service at `endpoint` on behalf of application `app` (kept alive
-    /// while connected; empty for none).
-    pub async fn connect(endpoint: &Endpoint, app: &str) -> Result<Self> {
-        let name = endpoint.to_string();
-        let (conn, host) = open(endpoint, &name, app).await?;
+    /// while connected; empty for none), proving the cluster's `secret` when it has one.
+    pub async fn connect(endpoint: &Endpoint, app: &str, secret: Option<Secret>) -> Result<Self> {
+        let options = Options::new("broadcast", app).with_secret(secret);
+        let conn = Connection::open(endpoint, &options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint: endpoint.clone(),
-                name,
-                app: app.to_owned(),
-                host,
+                options,
+                host: conn.host().to_owned(),
                 idle: parking_lot::Mutex::new(vec![conn]),
             }),
         })
     }
 
     /// Connects to the service of the node `store` connects from (its `local_host`, else
-    /// 127.0.0.1), found where it advertised itself in the store: the Unix socket first.
+    /// 127.0.0.1), found where it advertised itself in the store: the Unix socket first. The
+    /// connection proves the secret of `store`'s configuration.
     pub async fn connect_local(store: &Store, app: &str) -> Result<Self> {
         let host = node::host_of(store);
-        let endpoints = node::advertised(store, ROOT, &host)
-            .await
-            .map_err(|e| Error::Service {
-                service: format!("of {host}"),
-                cause: format!("no broadcast service advertised for this host ({e})"),
-            })?;
+        let unreachable = |cause: String| {
+            Error::Service(node::Error::Connect {
+                service: "broadcast",
+                endpoint: format!("of {host}"),
+                cause,
+            })
+        };
+        let endpoints = node::advertised(store, ROOT, &host).await.map_err(|e| {
+            unreachable(format!(
+                "no broadcast service advertised for this host ({e})"
+            ))
+        })?;
         let mut last = None;
         for endpoint in endpoints {
-            match Self::connect(&endpoint, app).await {
+            match Self::connect(&endpoint, app, store.config().secret.clone()).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Service {
-            service: format!("of {host}"),
-            cause: "its advertisement names no endpoint".into(),
-        }))
+        Err(last.unwrap_or_else(|| unreachable("its advertisement names no endpoint".into())))
     }
 
     /// The node's name (its address) as the service reports it.
@@ -165,36 +106,37 @@ impl BroadcastClient {
         R: AsyncRead + Unpin + ?Sized,
     {
         var.check()?;
-        let mut conn = self.conn().await?;
-        let lost = |e: std::io::Error| self.lost(&e.to_string());
-        conn.send(request::Op::Put(wire::Put {
-            var: Some(wire::var_ref(var)),
-        }))
-        .await
-        .map_err(lost)?;
-        let mut chunk = vec![0u8; PUT_CHUNK];
+        let conn = self.conn().await?;
+        let exchange = conn
+            .start(&wire::Request {
+                op: Some(request::Op::Put(wire::Put {
+                    var: Some(wire::var_ref(var)),
+                })),
+            })
+            .await?;
+        let mut chunk = BytesMut::new();
         loop {
-            let n = source.read(&mut chunk).await.map_err(|e| Error::Source {
-                var: var.clone(),
-                // Dropping the connection mid-value makes the service abort the put.
-                cause: e.to_string(),
-            })?;
+            chunk.reserve(PUT_CHUNK);
+            // Dropping the connection mid-value (an early return here) makes the service
+            // abort the put.
+            let n = read_up_to(source, &mut chunk, PUT_CHUNK)
+                .await
+                .map_err(|e| Error::Source {
+                    var: var.clone(),
+                    cause: e.to_string(),
+                })?;
             if n == 0 {
                 break;
             }
-            let data = wire::Request {
-                op: Some(request::Op::Data(wire::Data { len: n as u32 })),
-            };
-            node::write_with(&mut conn.io, &data, &chunk[..n])
-                .await
-                .map_err(lost)?;
+            exchange.send_data(chunk.split().freeze()).await?;
         }
-        conn.send(request::Op::End(wire::End {}))
-            .await
-            .map_err(lost)?;
-        match self.finish(conn).await? {
+        let end = wire::Request {
+            op: Some(request::Op::End(wire::End {})),
+        };
+        exchange.send(&end).await?;
+        match self.finish(conn, exchange).await? {
             reply::Result::Done(done) => Ok(done.size),
-            _ => Err(self.lost("unexpected reply to a put")),
+            _ => Err(self.lost("a reply other than done to a put")),
         }
     }
 
@@ -207,48 +149,52 @@ impl BroadcastClient {
     /// memory, and no value bytes cross the socket. Over TCP they are streamed.
     pub async fn get(&self, var: &VarId, wait: Duration) -> Result<RemoteReader> {
         var.check()?;
-        let mut conn = self.conn().await?;
-        let shared = conn.io.unix().is_some();
-        conn.send(request::Op::Get(wire::Get {
-            var: Some(wire::var_ref(var)),
-            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            shared_memory: shared,
-        }))
-        .await
-        .map_err(|e| self.lost(&e.to_string()))?;
-        let (reply, fd) = conn.receive_with_fd().await;
-        match reply.map_err(|e| self.lost(&e))? {
-            reply::Result::Start(start) => {
-                let body = if start.shared {
-                    let fd = fd.ok_or_else(|| self.lost("shared memory promised but not sent"))?;
-                    let memory = Memory::open(fd, start.size).map_err(|e| Error::Unreadable {
-                        var: var.clone(),
-                        cause: format!("cannot map the node's copy: {e}"),
-                    })?;
-                    Body::Shared {
-                        memory,
-                        pos: 0,
-                        arrived: 0,
-                    }
-                } else {
-                    Body::Stream {
-                        buf: BytesMut::new(),
-                    }
-                };
-                Ok(RemoteReader {
-                    client: self.clone(),
-                    conn: Some(conn),
-                    var: var.clone(),
-                    size: start.size,
-                    body,
-                })
-            }
-            reply::Result::Failure(f) => {
+        let conn = self.conn().await?;
+        let shared = conn.is_unix();
+        let mut exchange = conn
+            .start(&wire::Request {
+                op: Some(request::Op::Get(wire::Get {
+                    var: Some(wire::var_ref(var)),
+                    wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    shared_memory: shared,
+                })),
+            })
+            .await?;
+        let (start, fd) = match exchange.next::<wire::Reply>().await {
+            Ok(Part::Message(
+                wire::Reply {
+                    result: Some(reply::Result::Start(start)),
+                },
+                fd,
+            )) => (start, fd),
+            Ok(_) => return Err(self.lost("a reply other than start to a get")),
+            Err(e @ node::Error::Failed(_)) => {
                 self.give_back(conn);
-                Err(wire::error(f, &self.inner.name))
+                return Err(typed(e));
             }
-            _ => Err(self.lost("unexpected reply to a get")),
-        }
+            Err(e) => return Err(typed(e)),
+        };
+        let body = if start.shared {
+            let fd = fd.ok_or_else(|| self.lost("shared memory promised but not sent"))?;
+            let memory = Memory::open(fd, start.size).map_err(|e| Error::Unreadable {
+                var: var.clone(),
+                cause: format!("cannot map the node's copy: {e}"),
+            })?;
+            Body::Shared {
+                memory,
+                pos: 0,
+                arrived: 0,
+            }
+        } else {
+            Body::Stream
+        };
+        Ok(RemoteReader {
+            client: self.clone(),
+            open: Some((conn, exchange)),
+            var: var.clone(),
+            size: start.size,
+            body,
+        })
     }
 
     /// Reads variable `var` whole into memory (see [`BroadcastClient::get`]).
@@ -311,97 +257,78 @@ impl BroadcastClient {
             .await?
         {
             reply::Result::Stats(stats) => Ok(stats),
-            _ => Err(self.lost("unexpected reply to stats")),
+            _ => Err(self.lost("a reply other than stats")),
         }
     }
 
     async fn done(&self, op: request::Op) -> Result<()> {
         match self.call(op).await? {
             reply::Result::Done(_) => Ok(()),
-            _ => Err(self.lost("unexpected reply")),
+            _ => Err(self.lost("a reply other than done")),
         }
     }
 
     async fn call(&self, op: request::Op) -> Result<reply::Result> {
-        let mut conn = self.conn().await?;
-        conn.send(op).await.map_err(|e| self.lost(&e.to_string()))?;
-        self.finish(conn).await
+        let conn = self.conn().await?;
+        let exchange = conn.start(&wire::Request { op: Some(op) }).await?;
+        self.finish(conn, exchange).await
     }
 
-    /// The reply that ends a request; the connection goes back to the pool when it is still
-    /// in step.
-    async fn finish(&self, mut conn: Conn) -> Result<reply::Result> {
-        match conn.receive().await.map_err(|e| self.lost(&e))? {
-            reply::Result::Failure(f) => {
-                self.give_back(conn);
-                Err(wire::error(f, &self.inner.name))
-            }
-            result => {
-                self.give_back(conn);
-                Ok(result)
-            }
-        }
+    /// The reply that ends an exchange; the connection goes back to the pool when it is
+    /// still in step.
+    async fn finish(&self, conn: Connection, mut exchange: Exchange) -> Result<reply::Result> {
+        let result = match exchange.next::<wire::Reply>().await {
+            Ok(Part::Message(
+                wire::Reply {
+                    result: Some(result),
+                },
+                _,
+            )) => Ok(result),
+            Ok(_) => return Err(self.lost("data or an empty reply where a reply was due")),
+            Err(e @ node::Error::Failed(_)) => Err(typed(e)),
+            Err(e) => return Err(typed(e)),
+        };
+        drop(exchange);
+        self.give_back(conn);
+        result
     }
 
-    async fn conn(&self) -> Result<Conn> {
+    async fn conn(&self) -> Result<Connection> {
         let idle = self.inner.idle.lock().pop();
         match idle {
-            Some(conn) => Ok(conn),
-            None => Ok(
-                open(&self.inner.endpoint, &self.inner.name, &self.inner.app)
-                    .await?
-                    .0,
-            ),
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => Ok(Connection::open(&self.inner.endpoint, &self.inner.options).await?),
         }
     }
 
-    fn give_back(&self, conn: Conn) {
+    fn give_back(&self, conn: Connection) {
         let mut idle = self.inner.idle.lock();
-        if idle.len() < IDLE {
+        if idle.len() < IDLE && !conn.is_closed() {
             idle.push(conn);
         }
     }
 
-    fn lost(&self, cause: &str) -> Error {
-        Error::Service {
-            service: self.inner.name.clone(),
-            cause: cause.to_owned(),
-        }
+    fn lost(&self, reason: &str) -> Error {
+        Error::Service(node::Error::Lost {
+            service: "broadcast",
+            endpoint: self.inner.endpoint.to_string(),
+            reason: reason.to_owned(),
+        })
     }
 }
 
-/// Opens a connection and says hello; returns it and the node's name.
-async fn open(endpoint: &Endpoint, name: &str, app: &str) -> Result<(Conn, String)> {
-    let failed = |cause: String| Error::Service {
-        service: name.to_owned(),
-        cause,
-    };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, node::connect(endpoint))
-        .await
-        .map_err(|_| failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| failed(format!("cannot connect: {e}")))?;
-    let mut conn = Conn {
-        io: stream,
-        buf: Vec::new(),
-    };
-    let hello = request::Op::Hello(wire::Hello {
-        version: wire::VERSION,
-        app: app.to_owned(),
-        client: format!("crail-broadcast {}", env!("CARGO_PKG_VERSION")),
-    });
-    let welcome = async {
-        conn.send(hello).await.map_err(|e| e.to_string())?;
-        conn.receive().await
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, welcome).await {
-        Err(_) => Err(failed(format!("no welcome within {CONNECT_TIMEOUT:?}"))),
-        Ok(Err(cause)) => Err(failed(cause)),
-        Ok(Ok(reply::Result::Welcome(w))) => Ok((conn, w.host)),
-        Ok(Ok(reply::Result::Failure(f))) => Err(failed(f.problem)),
-        Ok(Ok(_)) => Err(failed(
-            "the service answered hello with something else".into(),
-        )),
+/// Reads from `source` into `buf` until `want` bytes are there or the source ends; how many.
+async fn read_up_to<R: AsyncRead + Unpin + ?Sized>(
+    source: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<usize> {
+    while buf.len() < want {
+        if source.read_buf(buf).await? == 0 {
+            break;
+        }
     }
+    Ok(buf.len())
 }
 
 /// A variable being read from the node's copy: its chunks in order, each as soon as it is
@@ -409,8 +336,8 @@ async fn open(endpoint: &Endpoint, name: &str, app: &str) -> Result<(Conn, Strin
 #[derive(Debug)]
 pub struct RemoteReader {
     client: BroadcastClient,
-    /// `None` once the value has ended.
-    conn: Option<Conn>,
+    /// The connection and the exchange the value comes through; `None` once it has ended.
+    open: Option<(Connection, Exchange)>,
     var: VarId,
     size: u64,
     body: Body,
@@ -419,8 +346,8 @@ pub struct RemoteReader {
 /// How the value's bytes reach the reader.
 #[derive(Debug)]
 enum Body {
-    /// Streamed over the connection; chunks land in `buf`.
-    Stream { buf: BytesMut },
+    /// Streamed over the connection.
+    Stream,
     /// In the node's copy, mapped here: bytes up to `arrived` are in place, up to `pos`
     /// handed out.
     Shared {
@@ -461,46 +388,57 @@ impl RemoteReader {
                 *pos = (*arrived).min(start + CHUNK as u64);
                 return Ok(Some(memory.slice(start as usize, *pos as usize)));
             }
-            let Some(conn) = self.conn.as_mut() else {
+            let Some((_, exchange)) = self.open.as_mut() else {
                 return Ok(None);
             };
             let unreadable = |cause: String| Error::Unreadable {
                 var: self.var.clone(),
-                cause: format!("the stream from {} broke: {cause}", self.client.inner.name),
+                cause: format!(
+                    "the stream from {} broke: {cause}",
+                    self.client.inner.endpoint
+                ),
             };
-            match (conn.receive().await, &mut self.body) {
-                (Ok(reply::Result::Data(data)), Body::Stream { buf }) => {
-                    return match wire::read_data(&mut conn.io, data.len, buf).await {
-                        Ok(bytes) => Ok(Some(bytes)),
-                        Err(cause) => {
-                            self.conn = None;
-                            Err(unreadable(cause))
+            match (exchange.next::<wire::Reply>().await, &mut self.body) {
+                (Ok(Part::Data(bytes)), Body::Stream) => return Ok(Some(bytes)),
+                (
+                    Ok(Part::Message(
+                        wire::Reply {
+                            result: Some(result),
+                        },
+                        _,
+                    )),
+                    body,
+                ) => {
+                    match (result, body) {
+                        (reply::Result::Arrived(a), Body::Shared { arrived, .. })
+                            if a.upto > *arrived && a.upto <= self.size =>
+                        {
+                            *arrived = a.upto;
                         }
-                    };
-                }
-                (Ok(reply::Result::Arrived(a)), Body::Shared { arrived, .. })
-                    if a.upto > *arrived && a.upto <= self.size =>
-                {
-                    *arrived = a.upto;
-                }
-                (Ok(reply::Result::End(_)), body) => {
-                    if let Body::Shared { arrived, .. } = body {
-                        // Whole: the rest is in place.
-                        *arrived = self.size;
+                        (reply::Result::End(_), body) => {
+                            if let Body::Shared { arrived, .. } = body {
+                                // Whole: the rest is in place.
+                                *arrived = self.size;
+                            }
+                            self.give_back();
+                        }
+                        _ => {
+                            self.open = None;
+                            return Err(unreadable("unexpected reply in a value".into()));
+                        }
                     }
-                    self.give_back();
-                }
-                (Ok(reply::Result::Failure(f)), _) => {
-                    self.give_back();
-                    return Err(wire::error(f, &self.client.inner.name));
                 }
                 (Ok(_), _) => {
-                    self.conn = None;
+                    self.open = None;
                     return Err(unreadable("unexpected reply in a value".into()));
                 }
-                (Err(cause), _) => {
-                    self.conn = None;
-                    return Err(unreadable(cause));
+                (Err(e @ node::Error::Failed(_)), _) => {
+                    self.give_back();
+                    return Err(typed(e));
+                }
+                (Err(e), _) => {
+                    self.open = None;
+                    return Err(unreadable(e.to_string()));
                 }
             }
         }
@@ -508,7 +446,8 @@ impl RemoteReader {
 
     /// The value ended in step: its connection can serve another request.
     fn give_back(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some((conn, exchange)) = self.open.take() {
+            drop(exchange);
             self.client.give_back(conn);
         }
     }

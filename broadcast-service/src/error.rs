@@ -59,14 +59,10 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
-    /// A node's broadcast service cannot be reached, or broke the protocol.
-    #[error("broadcast service {service}: {cause}")]
-    Service {
-        /// Its endpoint or host.
-        service: String,
-        /// What went wrong.
-        cause: String,
-    },
+    /// A node's broadcast service cannot be reached, refused the connection (a wrong
+    /// secret), or the connection was lost.
+    #[error(transparent)]
+    Service(#[from] crail_node_service::Error),
     /// The store failed otherwise.
     #[error(transparent)]
     Store(#[from] crail_store::Error),

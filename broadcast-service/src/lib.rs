@@ -33,7 +33,7 @@ use crail_store::{
 
 pub use cache::{CacheStats, CachedReader, NodeCache};
 pub use client::{BroadcastClient, RemoteReader};
-pub use crail_store::service::Endpoint;
+pub use crail_node_service::Endpoint;
 pub use error::{Error, Result};
 
 /// Where variables live in the store.

@@ -1,22 +1,15 @@
-//! The service protocol's messages (`proto/crail/broadcast/v1/service.proto`, framed by
-//! [`crail_store::service`]) and its typed errors on the wire.
+//! The service protocol's messages (`proto/crail/broadcast/v1/service.proto`, carried by the
+//! node-service layer) and its typed errors on the wire.
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use crail_node_service::Failure;
 
 use crate::{Error, VarId};
 
 include!(concat!(env!("OUT_DIR"), "/crail.broadcast.v1.rs"));
-
-/// The protocol's version, checked by Hello.
-pub const VERSION: u32 = 1;
-
-/// No Data message announces more.
-pub const MAX_DATA: u32 = 16 << 20;
 
 pub fn var_ref(var: &VarId) -> VarRef {
     VarRef {
@@ -32,69 +25,55 @@ pub fn var_id(r: Option<&VarRef>) -> VarId {
     )
 }
 
-/// Reads the `len` raw bytes that follow a Data message into `buf` and splits them off:
-/// once the caller drops the chunk, the next one reuses its memory.
-pub async fn read_data<R: AsyncRead + Unpin + ?Sized>(
-    reader: &mut R,
-    len: u32,
-    buf: &mut BytesMut,
-) -> Result<Bytes, String> {
-    if len > MAX_DATA {
-        return Err(format!(
-            "a data message of {len} bytes is past the limit of {MAX_DATA}"
-        ));
-    }
-    let len = len as usize;
-    buf.clear();
-    buf.reserve(len);
-    while buf.len() < len {
-        let want = len - buf.len();
-        let mut rest = (&mut *buf).limit(want);
-        match reader.read_buf(&mut rest).await {
-            Ok(0) => return Err("data cut short".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("data cut short: {e}")),
-        }
-    }
-    Ok(buf.split().freeze())
-}
-
-/// An error as the service sends it.
+/// An error as the service sends it: every variant with its fields, a store error as the
+/// store's own.
 pub fn failure(error: &Error) -> Failure {
-    let (code, var, problem, waited) = match error {
-        Error::UnknownVariable { var } => ("unknown_variable", Some(var), String::new(), 0),
-        Error::AlreadyExists { var } => ("already_exists", Some(var), String::new(), 0),
+    let message = error.to_string();
+    let detail = |var: &VarId, problem: &str| ErrorDetail {
+        var: Some(var_ref(var)),
+        problem: problem.to_owned(),
+        waited_ms: 0,
+    };
+    let (code, detail) = match error {
+        Error::Store(e) => return Failure::store(e),
+        Error::Service(e) => (
+            "service",
+            ErrorDetail {
+                problem: e.to_string(),
+                ..Default::default()
+            },
+        ),
+        Error::UnknownVariable { var } => ("unknown_variable", detail(var, "")),
+        Error::AlreadyExists { var } => ("already_exists", detail(var, "")),
         Error::BeingWritten { var, waited } => (
             "being_written",
-            Some(var),
-            String::new(),
-            waited.as_millis() as u64,
+            ErrorDetail {
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                ..detail(var, "")
+            },
         ),
-        Error::StoreFull { var, cause } => ("store_full", Some(var), cause.clone(), 0),
-        Error::Unreadable { var, cause } => ("unreadable", Some(var), cause.clone(), 0),
-        Error::Source { var, cause } => ("source", Some(var), cause.clone(), 0),
-        Error::Invalid { var, problem } => ("invalid", Some(var), problem.clone(), 0),
-        Error::Service { cause, .. } => ("service", None, cause.clone(), 0),
-        other => ("service", None, other.to_string(), 0),
+        Error::StoreFull { var, cause } => ("store_full", detail(var, cause)),
+        Error::Unreadable { var, cause } => ("unreadable", detail(var, cause)),
+        Error::Source { var, cause } => ("source", detail(var, cause)),
+        Error::Invalid { var, problem } => ("invalid", detail(var, problem)),
     };
-    Failure {
-        code: code.into(),
-        var: var.map(var_ref),
-        problem,
-        waited_ms: waited,
-    }
+    Failure::new(code, message, detail)
 }
 
 /// The typed error a failure stands for.
-pub fn error(failure: Failure, service: &str) -> Error {
-    let var = var_id(failure.var.as_ref());
-    let cause = failure.problem;
+pub fn error(failure: Box<Failure>) -> Error {
+    if let Some(store) = failure.store {
+        return Error::Store(store);
+    }
+    let d: ErrorDetail = failure.detail();
+    let var = var_id(d.var.as_ref());
+    let cause = d.problem;
     match failure.code.as_str() {
         "unknown_variable" => Error::UnknownVariable { var },
         "already_exists" => Error::AlreadyExists { var },
         "being_written" => Error::BeingWritten {
             var,
-            waited: Duration::from_millis(failure.waited_ms),
+            waited: Duration::from_millis(d.waited_ms),
         },
         "store_full" => Error::StoreFull { var, cause },
         "unreadable" => Error::Unreadable { var, cause },
@@ -103,10 +82,8 @@ pub fn error(failure: Failure, service: &str) -> Error {
             var,
             problem: cause,
         },
-        _ => Error::Service {
-            service: service.to_owned(),
-            cause,
-        },
+        // A service error of another build, or the service's own connection to a peer.
+        _ => Error::Service(crail_node_service::Error::Failed(failure)),
     }
 }
 
@@ -140,15 +117,16 @@ mod tests {
                 var: var.clone(),
                 problem: "bad name".into(),
             },
+            Error::Store(crail_store::Error::NotFound { path: "/x".into() }),
         ];
         for e in errors {
-            let back = error(failure(&e), "unix:@x");
+            let back = error(Box::new(failure(&e)));
             assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&e),
+                "{e}"
+            );
         }
-        let store = Error::Store(crail_store::Error::NotFound { path: "/x".into() });
-        assert!(matches!(
-            error(failure(&store), "unix:@x"),
-            Error::Service { cause, .. } if cause.contains("/x")
-        ));
     }
 }

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use crail_node_service::Listener;
 use crail_store::datanode::Datanode;
-use crail_store::service::Listener;
 use crail_store::{ByteSize, ClientConfig, Config, DatanodeConfig, TierKind};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -45,7 +45,7 @@ pub(crate) struct DatanodeArgs {
     listen: Option<SocketAddr>,
     /// I/O engine of a flash tier: auto, uring or pread [default: auto].
     #[arg(long)]
-    io_engine: Option<crail_store::datanode::IoEngine>,
+    io_engine: Option<crail_store::IoEngine>,
     /// Data-plane transport: tcp or rdma (needs the `rdma` build feature and a device)
     /// [default: tcp].
     #[arg(long)]

@@ -41,14 +41,14 @@ async fn tcp_engines(cluster: &Cluster, app: &str) -> Vec<BroadcastClient> {
     let mut out = Vec::new();
     for host in HOSTS {
         let store = cluster.store_on(host).await;
-        let endpoints = crail_store::service::advertised(&store, crail_broadcast::ROOT, host)
+        let endpoints = crail_node_service::advertised(&store, crail_broadcast::ROOT, host)
             .await
             .unwrap();
         let tcp = endpoints
             .iter()
             .find(|e| matches!(e, Endpoint::Tcp(_)))
             .unwrap();
-        let client = BroadcastClient::connect(tcp, app).await.unwrap();
+        let client = BroadcastClient::connect(tcp, app, None).await.unwrap();
         assert_eq!(client.host(), host);
         out.push(client);
     }

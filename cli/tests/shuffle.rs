@@ -332,30 +332,53 @@ async fn a_killed_node_fails_fetches_until_its_maps_are_recommitted_and_replicas
     }
 }
 
-/// A protobuf length-delimited field.
-fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
-    let mut out = vec![number << 3 | 2, u8::try_from(bytes.len()).unwrap()];
-    out.extend_from_slice(bytes);
-    out
+/// The shuffle protocol's lease request and group reply, as a client of another build would
+/// spell them (only the fields this test needs).
+mod raw {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Request {
+        #[prost(message, optional, tag = "4")]
+        pub(super) lease: Option<Lease>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Lease {
+        #[prost(message, optional, tag = "1")]
+        pub(super) shuffle: Option<ShuffleRef>,
+        #[prost(uint32, tag = "2")]
+        pub(super) map: u32,
+        #[prost(uint64, tag = "3")]
+        pub(super) attempt: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ShuffleRef {
+        #[prost(string, tag = "1")]
+        pub(super) app: String,
+        #[prost(uint32, tag = "2")]
+        pub(super) shuffle: u32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Reply {
+        #[prost(message, optional, tag = "2")]
+        pub(super) group: Option<Group>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Group {
+        #[prost(message, repeated, tag = "4")]
+        pub(super) files: Vec<GroupFile>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct GroupFile {
+        #[prost(string, tag = "3")]
+        pub(super) path: String,
+    }
 }
 
-/// A request frame: id 1 (field 1) and operation field `op` with body `body`.
-fn frame(op: u8, body: &[u8]) -> Vec<u8> {
-    let mut msg = vec![0x08, 0x01];
-    msg.extend(field(op, body));
-    let mut out = u32::try_from(msg.len()).unwrap().to_le_bytes().to_vec();
-    out.extend(msg);
-    out
-}
-
-/// Reads one reply frame's body, or `None` once the service closed the connection.
-async fn reply(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+/// Bytes the service sends until it closes the connection (at most 5 s).
+async fn rest(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.ok()?;
-    let mut body = vec![0; u32::from_le_bytes(len) as usize];
-    stream.read_exact(&mut body).await.ok()?;
-    Some(body)
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,34 +399,72 @@ async fn bad_clients_and_clients_that_vanish_mid_write_leave_the_service_whole()
         })
         .filter(|a| a.ip().to_string() == HOSTS[0])
         .unwrap();
-    let hello = |version: u8| frame(2, &[0x08, version]);
+    let endpoint = crail_node_service::Endpoint::Tcp(tcp);
 
-    // A length past the limit, an undecodable body, a wrong version: dropped, one by one.
-    for bad in [
-        vec![0xff, 0xff, 0xff, 0xff],
-        [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff].to_vec(),
-        hello(99),
-    ] {
+    // A frame past the limit, or another protocol version, before the handshake: an error
+    // and a closed connection; nothing else is affected.
+    let mut huge = bytes::BytesMut::new();
+    crail_store::wire::frame::put_header(&mut huge, 2, 0, 1, usize::MAX >> 1);
+    let mut old_hello = bytes::BytesMut::new();
+    crail_store::wire::frame::put_header(&mut old_hello, 2, 0, 0, 2);
+    old_hello.extend_from_slice(&[0x08, 99]);
+    for (bad, says) in [(&huge[..], "frame"), (&old_hello[..], "version")] {
         let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
-        s.write_all(&bad).await.unwrap();
-        if let Some(body) = reply(&mut s).await {
-            assert!(String::from_utf8_lossy(&body).contains("version 99"));
-        }
-        assert!(reply(&mut s).await.is_none());
+        s.write_all(bad).await.unwrap();
+        let answer = String::from_utf8_lossy(&rest(&mut s).await).to_lowercase();
+        assert!(answer.contains(says), "{says}: {answer}");
     }
+    // A request that does not decode: a typed failure, and the connection lives on.
+    let options = crail_node_service::Options::new("shuffle", "app-b");
+    let conn = crail_node_service::Connection::open(&endpoint, &options)
+        .await
+        .unwrap();
+    let undecodable = raw::GroupFile {
+        path: "\u{1}".repeat(3),
+    };
+    let err = conn.call::<_, raw::Reply>(&undecodable).await.unwrap_err();
+    assert!(
+        matches!(&err, crail_node_service::Error::Failed(f) if f.code == "invalid"),
+        "{err}"
+    );
+    // A client without the cluster's secret when it has none is fine; one with a secret is
+    // refused (the service asks none), before it can act.
+    let secret = options
+        .clone()
+        .with_secret(crail_store::Secret::new("guess"));
+    let refused = crail_node_service::Connection::open(&endpoint, &secret)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, crail_node_service::Error::Refused { .. }),
+        "{refused}"
+    );
 
     // Clients that borrow a group and vanish, more of them than the node has slots: each
     // group is taken back, and a map still gets one.
-    let shuffle = [field(1, b"app-b"), vec![0x10, 0x00]].concat();
-    let lease = [field(1, &shuffle), vec![0x10, 0x01, 0x18, 0x01]].concat();
+    let lease = raw::Request {
+        lease: Some(raw::Lease {
+            shuffle: Some(raw::ShuffleRef {
+                app: "app-b".into(),
+                shuffle: 0,
+            }),
+            map: 1,
+            attempt: 1,
+        }),
+    };
     for _ in 0..SLOTS + 1 {
-        let mut s = tokio::net::TcpStream::connect(tcp).await.unwrap();
-        s.write_all(&[hello(1), frame(6, &lease)].concat())
+        let conn = crail_node_service::Connection::open(&endpoint, &options)
             .await
             .unwrap();
-        assert!(reply(&mut s).await.is_some(), "welcome");
-        let group = reply(&mut s).await.unwrap();
-        assert!(String::from_utf8_lossy(&group).contains("app-b/0/p1/127.0.0.2-"));
+        let reply: raw::Reply = conn.call(&lease).await.unwrap();
+        let group = reply.group.unwrap();
+        assert!(
+            group
+                .files
+                .iter()
+                .any(|f| f.path.contains("app-b/0/p1/127.0.0.2-")),
+            "{group:?}"
+        );
     }
     let writer = tokio::time::timeout(Duration::from_secs(10), e[0].map_writer(&id, 1, 2)).await;
     let mut writer = writer

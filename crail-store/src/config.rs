@@ -231,6 +231,41 @@ impl std::str::FromStr for TierKind {
     }
 }
 
+/// Which I/O engine a flash tier uses.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum IoEngine {
+    /// io_uring if the kernel allows it, else `pread`/`pwrite`.
+    #[default]
+    Auto,
+    /// io_uring only (fails to start without it).
+    Uring,
+    /// `pread`/`pwrite` on a blocking thread pool.
+    Pread,
+}
+
+impl std::str::FromStr for IoEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" => Ok(Self::Uring),
+            "pread" => Ok(Self::Pread),
+            other => Err(format!("unknown I/O engine {other:?} (auto, uring, pread)")),
+        }
+    }
+}
+
 /// How a datanode's data plane is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -268,7 +303,7 @@ pub struct DatanodeConfig {
     /// Storage class; unset: 0 for dram, 1 for flash.
     pub storage_class: Option<u32>,
     /// I/O engine of a flash tier.
-    pub io_engine: crate::datanode::IoEngine,
+    pub io_engine: IoEngine,
     /// Data-plane transport.
     pub transport: Transport,
     /// Also serve clients on this host through shared memory (a Unix socket in the abstract
@@ -297,7 +332,7 @@ impl Default for DatanodeConfig {
             capacity: ByteSize(1 << 30),
             path: None,
             storage_class: None,
-            io_engine: crate::datanode::IoEngine::Auto,
+            io_engine: IoEngine::Auto,
             transport: Transport::Tcp,
             fast_path: true,
             max_connections: 1024,

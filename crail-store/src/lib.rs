@@ -7,7 +7,9 @@
 //! - [`Store`]: the async client, with typed handles for the five node types ([`File`],
 //!   [`Directory`], [`MultiFile`], [`Table`], [`KeyValue`]) and the [`WriteLease`] that
 //!   writes a file's blocks.
-//! - [`namenode::run`]: the metadata server (`crail namenode` is a thin wrapper around it).
+//! - `namenode::run` and `datanode::Datanode`: the servers (`crail namenode`, `crail node`),
+//!   behind the default `server` feature; engines' clients turn it off and link neither (nor
+//!   io_uring).
 //! - [`Config`]: typed configuration with defaults in code, loadable from one TOML file.
 //! - [`Error`]: every failure, typed, with the same variant on the client as on the server.
 
@@ -21,12 +23,13 @@ mod path;
 mod proto;
 mod types;
 mod units;
-mod wire;
+pub mod wire;
 
+#[cfg(feature = "server")]
 pub mod datanode;
+#[cfg(feature = "server")]
 pub mod namenode;
 pub mod rdma;
-pub mod service;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
@@ -39,8 +42,8 @@ pub use client::{
     LeaseTicket, MultiFile, MultiReader, Node, Store, Table, WriteLease,
 };
 pub use config::{
-    ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, KeyInfo, KeyKind, NamenodeConfig,
-    SecurityConfig, TierKind, Transport, keys as config_keys,
+    ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, IoEngine, KeyInfo, KeyKind,
+    NamenodeConfig, SecurityConfig, TierKind, Transport, keys as config_keys,
     reference_markdown as config_reference_markdown,
 };
 pub use error::{Error, Result};
@@ -54,6 +57,7 @@ pub use wire::PROTOCOL_VERSION;
 pub use wire::handshake::Secret;
 
 /// Raw-protocol entry points for the fuzz targets and protocol tests. Not a stable API.
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod testing {
     pub use crate::datanode::fuzz_requests as fuzz_data_requests;

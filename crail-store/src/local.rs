@@ -18,13 +18,16 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+#[cfg(feature = "server")]
 use bytes::BytesMut;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
 use tokio::io::Interest;
-use tokio::net::{UnixListener, UnixStream};
+#[cfg(feature = "server")]
+use tokio::net::UnixListener;
+use tokio::net::UnixStream;
 
 use crate::error::Error;
 
@@ -42,6 +45,7 @@ fn socket_name(addr: SocketAddr) -> String {
     format!("\0crail-datanode/{addr}")
 }
 
+#[cfg(feature = "server")]
 /// Binds the fast-path socket of the datanode listening on `addr`.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<UnixListener> {
     UnixListener::bind(socket_name(addr))
@@ -91,6 +95,7 @@ pub async fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>)
     }
 }
 
+#[cfg(feature = "server")]
 /// Reads what is available into `buf`, keeping a file descriptor that came with it. `Ok(0)`:
 /// the peer closed.
 pub(crate) async fn recv_with_fd(
@@ -153,6 +158,7 @@ fn refused(reason: impl Into<String>) -> Error {
 #[allow(unsafe_code)]
 mod memory {
     use std::fs::File;
+    #[cfg(feature = "server")]
     use std::os::fd::OwnedFd;
 
     use memmap2::{MmapOptions, MmapRaw};
@@ -199,6 +205,7 @@ mod memory {
             Self::map(File::from(fd), slot_size, slots, total)
         }
 
+        #[cfg(feature = "server")]
         /// Maps staging memory a client sent: it must be sealed against shrinking and hold
         /// exactly `slots` slots of `slot_size` bytes.
         pub(crate) fn attach(fd: OwnedFd, slot_size: u64, slots: u32) -> Result<Self> {
@@ -246,6 +253,7 @@ mod memory {
             std::os::fd::AsFd::as_fd(&self.file)
         }
 
+        #[cfg(feature = "server")]
         pub(crate) fn slot_size(&self) -> usize {
             self.slot_size
         }

@@ -77,6 +77,7 @@ impl fmt::Display for PathProblem {
     }
 }
 
+#[cfg(feature = "server")]
 /// Checks `path` and returns its components (empty for the root `/`).
 pub(crate) fn parse<'a>(
     path: &'a [u8],

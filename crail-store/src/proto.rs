@@ -82,6 +82,7 @@ pub(crate) fn parse_socket(s: &str) -> Result<SocketAddr> {
     })
 }
 
+#[cfg(feature = "server")]
 pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -36,7 +36,8 @@ pub enum ErrorKind {
     InvalidArgument,
     /// A store peer (namenode, datanode) did not answer.
     Unreachable,
-    /// The engine's node (its shuffle or broadcast service) is gone: another node can serve.
+    /// The engine's node (its shuffle or broadcast service) is gone or unreachable: another
+    /// node can serve.
     NodeLost,
     /// Anything else.
     Other,
@@ -75,7 +76,10 @@ impl Error {
             )
             | Self::Broadcast(B::Invalid { .. })
             | Self::Records(_) => ErrorKind::InvalidArgument,
-            Self::Shuffle(S::Service { .. }) | Self::Broadcast(B::Service { .. }) => {
+            // Only a service that cannot be reached or whose connection broke is a lost node; a
+            // refused handshake (a wrong secret) is not, and a request it failed arrives as
+            // its own typed error (a full store as the store's StoreFull).
+            Self::Shuffle(S::Service(e)) | Self::Broadcast(B::Service(e)) if e.is_lost() => {
                 ErrorKind::NodeLost
             }
             _ => ErrorKind::Other,

@@ -93,15 +93,20 @@ pub enum Error {
         /// What is wrong.
         cause: String,
     },
-    /// The node's shuffle service failed a request (its store failed), or could not be
-    /// reached, or broke the protocol.
-    #[error("shuffle service {service}: {cause}")]
-    Service {
-        /// The service's address.
-        service: String,
-        /// What happened.
+    /// A map's committed output was lost and this attempt could not take its place.
+    #[error("shuffle {id}: map {map} could not replace its lost commit: {cause}")]
+    CommitLost {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The map.
+        map: u32,
+        /// What the store said.
         cause: String,
     },
+    /// The node's shuffle service could not be reached, refused the connection (a wrong
+    /// secret), or the connection was lost.
+    #[error(transparent)]
+    Service(#[from] crail_node_service::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crail_store::Error),

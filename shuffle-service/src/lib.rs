@@ -14,6 +14,7 @@
 mod client;
 mod error;
 pub mod layout;
+mod lease;
 mod reader;
 pub mod service;
 mod slots;
@@ -28,11 +29,12 @@ use crail_store::{CreateOptions, Error as StoreError, Placement, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 pub use client::ShuffleClient;
-pub use crail_store::service::Endpoint;
+pub use crail_node_service::Endpoint;
 pub use error::{Error, Result};
 pub use layout::{Commit, Meta, Segment, ShuffleId};
+pub use lease::{GroupFile, GroupLease, Outcome};
 pub use reader::{Chunk, PartitionReader, lengths};
-pub use slots::{GroupFile, GroupLease, Outcome, Slots};
+pub use slots::Slots;
 pub use writer::MapWriter;
 
 /// Commit records read at once.
@@ -57,10 +59,13 @@ pub struct Shuffles {
 /// Commit records already read, per shuffle and map, with the data object each was read from:
 /// a record replaced by a recommit is a new object, so the listing every read starts with
 /// says which records are still current, and only new ones are read. Every reduce task of an
-/// engine process reads each map's record once, not once per task.
+/// engine process reads each map's record once, not once per task. Beside them each
+/// shuffle's meta, which never changes while it is registered: known from registering, from
+/// a lease's reply or from one read, it costs no namenode round trip per task.
 #[derive(Debug, Default)]
 struct CommitCache {
     shuffles: HashMap<ShuffleId, HashMap<u32, (u64, Arc<Commit>)>>,
+    metas: HashMap<ShuffleId, Meta>,
 }
 
 impl CommitCache {
@@ -86,6 +91,21 @@ impl CommitCache {
 
     fn forget(&mut self, gone: impl Fn(&ShuffleId) -> bool) {
         self.shuffles.retain(|id, _| !gone(id));
+        self.metas.retain(|id, _| !gone(id));
+    }
+
+    fn remember(&mut self, id: &ShuffleId, meta: &Meta) {
+        if !self.metas.contains_key(id) && self.metas.len() >= CACHED_SHUFFLES * 4 {
+            let evicted = self.metas.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.metas.remove(&evicted);
+            }
+        }
+        let meta = Meta {
+            replication: meta.replication.max(1),
+            ..meta.clone()
+        };
+        self.metas.insert(id.clone(), meta);
     }
 }
 
@@ -138,7 +158,7 @@ impl Shuffles {
             "{}/.{}.{:x}",
             ShuffleId::app_dir(&id.app),
             id.shuffle,
-            crail_store::service::nonce()
+            crail_node_service::nonce()
         );
         let built = async {
             self.store.create_dir(&building, dirs).await?;
@@ -177,7 +197,10 @@ impl Shuffles {
         }
         .await;
         match built {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remember(id, meta);
+                Ok(())
+            }
             Err(e) => {
                 let _ = self.store.delete(&building, true).await;
                 match e {
@@ -208,9 +231,24 @@ impl Shuffles {
         Ok(homes)
     }
 
-    /// What the shuffle was registered with.
+    /// What the shuffle was registered with (read once per process, then remembered).
     pub async fn meta(&self, id: &ShuffleId) -> Result<Meta> {
-        read_meta(&self.store, id).await
+        if let Some(meta) = self.cache().metas.get(id) {
+            return Ok(meta.clone());
+        }
+        let meta = read_meta(&self.store, id).await?;
+        self.cache().remember(id, &meta);
+        Ok(meta)
+    }
+
+    /// Forgets what this process knows of the shuffles `gone` names (unregistered elsewhere).
+    pub(crate) fn forget(&self, gone: impl Fn(&ShuffleId) -> bool) {
+        self.cache().forget(gone);
+    }
+
+    /// Remembers a shuffle's meta learnt elsewhere (a lease's reply carries it).
+    pub(crate) fn remember(&self, id: &ShuffleId, meta: &Meta) {
+        self.cache().remember(id, meta);
     }
 
     /// The committed attempts of maps `maps` (all of them when `None`), by map; any map of

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crail_store::{CreateOptions, LeaseTicket, Placement, Store, WriteLease};
+use crail_store::{CreateOptions, Placement, Store, WriteLease};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::layout::{Meta, ShuffleId};
+use crate::lease::{GroupFile, GroupLease, Lender, Outcome};
 use crate::writer::MapWriter;
 
 /// How often the groups' write leases are renewed (the namenode's lease timeout defaults to
@@ -28,45 +30,6 @@ const RENEW_EVERY: Duration = Duration::from_secs(2);
 
 /// Group files created at once.
 const CREATES: usize = 16;
-
-/// A writer group lent to one map task: where each partition's bytes go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupLease {
-    /// The shuffle.
-    pub id: ShuffleId,
-    /// The lending node's name in group file names.
-    pub host: String,
-    /// The slot.
-    pub slot: u32,
-    /// This loan's number, to give the group back with.
-    pub lease: u64,
-    /// Per partition and copy (0: the file, then its replicas), the lease to append through.
-    pub files: Vec<GroupFile>,
-    /// Where the replicas live (one host per extra copy): commit records get copies there.
-    pub homes: Vec<IpAddr>,
-}
-
-/// One file of a lent group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupFile {
-    /// The partition.
-    pub partition: u32,
-    /// 0 for the group's own file, k for its k-th replica.
-    pub copy: u32,
-    /// The lease, appending from the committed end.
-    pub ticket: LeaseTicket,
-}
-
-/// How a map task ended, as it gives its group back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Committed: these partitions' files now end here (every copy alike).
-    Committed(Vec<(u32, u64)>),
-    /// Nothing of the task is read; its bytes past the committed ends are written over.
-    Aborted,
-    /// A file failed, or the task's client went away: retire the group.
-    Broken,
-}
 
 /// The writer groups of one node. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -180,7 +143,7 @@ impl Slots {
             map,
             attempt,
             group,
-            crate::writer::GiveBack::Local(self.clone()),
+            Arc::new(self.clone()),
         ))
     }
 
@@ -423,5 +386,13 @@ impl Inner {
             })
         });
         futures_util::future::join_all(renewals).await;
+    }
+}
+
+/// A group lent in this process goes back at once.
+impl Lender for Slots {
+    fn give_back(self: Arc<Self>, lease: u64, outcome: Outcome) -> BoxFuture<'static, ()> {
+        Slots::give_back(&self, lease, outcome);
+        Box::pin(std::future::ready(()))
     }
 }

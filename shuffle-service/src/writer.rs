@@ -14,35 +14,15 @@ use std::collections::{HashMap, VecDeque};
 use crail_store::{CreateOptions, Error as StoreError, FileWriter, Placement, Store};
 use futures_util::future::join_all;
 
-use crate::client::Connection;
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Meta, Segment, ShuffleId, to_json};
-use crate::slots::{GroupLease, Outcome, Slots};
+use crate::lease::{GroupLease, Lender, Outcome};
 
 /// Partitions a task keeps unsent bytes for (each holds a pool buffer of the store's
 /// `buffer_size`); the least recently written beyond these are flushed.
 const STAGED: usize = 8;
-
-/// Where a group goes back when its task ends.
-#[derive(Debug)]
-pub(crate) enum GiveBack {
-    /// To slots in this process.
-    Local(Slots),
-    /// To the node's service over a connection.
-    Remote(Connection),
-}
-
-impl GiveBack {
-    async fn give(self, lease: u64, outcome: Outcome) {
-        match self {
-            Self::Local(slots) => slots.give_back(lease, outcome),
-            // A service that cannot be told retires the group when the connection ends.
-            Self::Remote(conn) => {
-                let _ = conn.release(lease, outcome).await;
-            }
-        }
-    }
-}
 
 /// A map task's lease on a writer group. Commit it, or abort it; dropping it aborts.
 #[derive(Debug)]
@@ -52,7 +32,7 @@ pub struct MapWriter {
     map: u32,
     attempt: u64,
     group: GroupLease,
-    back: Option<GiveBack>,
+    back: Option<Arc<dyn Lender>>,
     /// Per partition written: its copies' writers (file first, then replicas).
     writers: HashMap<u32, Vec<FileWriter>>,
     /// Per partition written: where this task's bytes start and how many.
@@ -69,7 +49,7 @@ impl MapWriter {
         map: u32,
         attempt: u64,
         group: GroupLease,
-        back: GiveBack,
+        back: Arc<dyn Lender>,
     ) -> Self {
         Self {
             store,
@@ -184,7 +164,7 @@ impl MapWriter {
     pub async fn commit(mut self) -> Result<Commit> {
         let back = self.back.take().ok_or_else(|| self.closed())?;
         if self.broken {
-            back.give(self.group.lease, Outcome::Broken).await;
+            back.give_back(self.group.lease, Outcome::Broken).await;
             return Err(self.closed());
         }
         let synced = join_all(
@@ -195,7 +175,7 @@ impl MapWriter {
         )
         .await;
         if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
-            back.give(self.group.lease, Outcome::Broken).await;
+            back.give_back(self.group.lease, Outcome::Broken).await;
             return Err(e.into());
         }
         let copies = self.meta.replication.max(1);
@@ -209,7 +189,7 @@ impl MapWriter {
                 .and_then(|w| w.first())
                 .and_then(FileWriter::appended_crc);
             let Some(crc) = crc else {
-                back.give(self.group.lease, Outcome::Broken).await;
+                back.give_back(self.group.lease, Outcome::Broken).await;
                 return Err(Error::Invalid {
                     id: self.group.id.clone(),
                     problem: format!("partition {partition}: no checksum of its bytes"),
@@ -241,7 +221,7 @@ impl MapWriter {
             Err(Error::AlreadyCommitted { .. }) => Outcome::Aborted,
             Err(_) => Outcome::Broken,
         };
-        back.give(self.group.lease, outcome).await;
+        back.give_back(self.group.lease, outcome).await;
         published.map(|()| commit)
     }
 
@@ -249,7 +229,7 @@ impl MapWriter {
     /// writes over it.
     pub async fn abort(mut self) {
         if let Some(back) = self.back.take() {
-            back.give(self.group.lease, self.unfinished()).await;
+            back.give_back(self.group.lease, self.unfinished()).await;
         }
     }
 
@@ -280,15 +260,15 @@ impl Drop for MapWriter {
         let Some(back) = self.back.take() else { return };
         let outcome = self.unfinished();
         let lease = self.group.lease;
-        match back {
-            GiveBack::Local(slots) => slots.give_back(lease, outcome),
-            GiveBack::Remote(conn) => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        let _ = conn.release(lease, outcome).await;
-                    });
-                }
-            }
+        // Slots in this process take it back at once; a release to the node's service is
+        // sent from a task.
+        let mut giving = back.give_back(lease, outcome);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        if giving.as_mut().poll(&mut cx).is_pending()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(giving);
         }
     }
 }
@@ -354,12 +334,10 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
         }
         match crate::read_commit(store, id, commit.map, copies).await? {
             crate::Record::Found(winner) => Err(refused(winner.attempt)),
-            crate::Record::Lost(cause) => Err(Error::Service {
-                service: group.host.clone(),
-                cause: format!(
-                    "map {} could not replace its lost commit: {cause}",
-                    commit.map
-                ),
+            crate::Record::Lost(cause) => Err(Error::CommitLost {
+                id: id.clone(),
+                map: commit.map,
+                cause,
             }),
         }
     }

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 #[doc(hidden)]
 pub use server::fuzz_requests;
-pub use tier::IoEngine;
+
 use tier::{DramTier, FlashTier};
 
 use crate::client::Store;

@@ -7,6 +7,23 @@ use crate::proto as pb;
 use crate::types::NodeType;
 
 impl Error {
+    /// The error encoded as the store's `ErrorReply` message, for a peer that carries store
+    /// errors in its own messages (the node services' failures); [`Error::from_wire`] decodes
+    /// it back into the same variant.
+    pub fn to_wire(&self) -> bytes::Bytes {
+        use prost::Message;
+        bytes::Bytes::from(self.to_reply().encode_to_vec())
+    }
+
+    /// The error [`Error::to_wire`] encoded; bytes that do not decode are a `Malformed` error.
+    pub fn from_wire(bytes: &[u8]) -> Self {
+        use prost::Message;
+        match pb::ErrorReply::decode(bytes) {
+            Ok(reply) => Self::from_reply(reply),
+            Err(e) => Self::malformed("error reply", e),
+        }
+    }
+
     /// The wire form of an error the server raised.
     pub(crate) fn to_reply(&self) -> pb::ErrorReply {
         use pb::ErrorCode as C;

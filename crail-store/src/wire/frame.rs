@@ -17,25 +17,32 @@ use crate::proto as pb;
 use crate::wire::kind::Kind;
 
 /// Bytes before the body.
-pub(crate) const HEADER_LEN: usize = 16;
+pub const HEADER_LEN: usize = 16;
 
 /// The frame answers a request (it carries the request's id).
-pub(crate) const FLAG_RESPONSE: u16 = 1;
-/// The body is an `ErrorReply`.
-pub(crate) const FLAG_ERROR: u16 = 2;
-const KNOWN_FLAGS: u16 = FLAG_RESPONSE | FLAG_ERROR;
+pub const FLAG_RESPONSE: u16 = 1;
+/// The body is an error: the store's `ErrorReply`, or a node service's `Failure`.
+pub const FLAG_ERROR: u16 = 2;
+/// A file descriptor was sent with the frame's first byte (`SCM_RIGHTS`, Unix sockets only).
+pub const FLAG_FD: u16 = 4;
+const KNOWN_FLAGS: u16 = FLAG_RESPONSE | FLAG_ERROR | FLAG_FD;
 
 /// One decoded frame. The body is a view into the receive buffer, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Frame {
-    pub(crate) kind: u16,
-    pub(crate) flags: u16,
-    pub(crate) id: u64,
-    pub(crate) body: Bytes,
+pub struct Frame {
+    /// The message kind (numbers 1 to 127 are the store's, 128 and up the node services').
+    pub kind: u16,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// The request id (a reply carries its request's).
+    pub id: u64,
+    /// The body.
+    pub body: Bytes,
 }
 
 impl Frame {
-    pub(crate) fn is_error(&self) -> bool {
+    /// Whether the body is an error.
+    pub fn is_error(&self) -> bool {
         self.flags & FLAG_ERROR != 0
     }
 
@@ -56,7 +63,7 @@ impl Frame {
 /// Takes one whole frame off the front of `buf`, or returns `None` when more bytes are needed
 /// (after reserving room for the rest of the frame). A length over `max_body` or unknown flag
 /// bits are errors: the stream cannot be trusted after them.
-pub(crate) fn decode(buf: &mut BytesMut, max_body: usize) -> Result<Option<Frame>> {
+pub fn decode(buf: &mut BytesMut, max_body: usize) -> Result<Option<Frame>> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -103,6 +110,18 @@ pub(crate) fn encode<M: prost::Message>(
     msg: &M,
     max_body: usize,
 ) -> Result<()> {
+    encode_kind(out, kind as u16, flags, id, msg, max_body)
+}
+
+/// [`encode`] with a raw kind number (the node services' kinds are not the store's).
+pub fn encode_kind<M: prost::Message>(
+    out: &mut BytesMut,
+    kind: u16,
+    flags: u16,
+    id: u64,
+    msg: &M,
+    max_body: usize,
+) -> Result<()> {
     let len = msg.encoded_len();
     if len > max_body {
         return Err(Error::FrameTooLarge {
@@ -111,7 +130,7 @@ pub(crate) fn encode<M: prost::Message>(
         });
     }
     out.reserve(HEADER_LEN + len);
-    put_header(out, kind as u16, flags, id, len);
+    put_header(out, kind, flags, id, len);
     // Cannot fail: the buffer was reserved for `len` bytes above.
     msg.encode_raw(out);
     Ok(())
@@ -138,7 +157,8 @@ pub(crate) fn encode_error(out: &mut BytesMut, id: u64, error: &Error) {
     reply.encode_raw(out);
 }
 
-fn put_header(out: &mut BytesMut, kind: u16, flags: u16, id: u64, len: usize) {
+/// Appends a header announcing a body of `len` bytes (which the caller sends next).
+pub fn put_header(out: &mut BytesMut, kind: u16, flags: u16, id: u64, len: usize) {
     // Lengths are bounded by max_body (itself a u32 in every config), so this never truncates.
     out.put_u32_le(u32::try_from(len).unwrap_or(u32::MAX));
     out.put_u16_le(kind);

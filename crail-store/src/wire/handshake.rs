@@ -122,13 +122,15 @@ pub(crate) async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, error: &Er
 
 /// What a server announces of itself in its Welcome.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Service {
-    pub(crate) name: &'static str,
+pub struct Service {
+    /// Its name: "namenode", "datanode", "shuffle", "broadcast".
+    pub name: &'static str,
     /// Datanodes: the size of request a buffer is best written in (0: whole buffers).
-    pub(crate) write_piece: u32,
+    pub write_piece: u32,
 }
 
 impl Service {
+    #[cfg(feature = "server")]
     pub(crate) const NAMENODE: Service = Service {
         name: "namenode",
         write_piece: 0,
@@ -198,8 +200,23 @@ pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
         })?
 }
 
+/// Client side for a peer that is not the store: returns the service name the server announced
+/// (a node service checks it is talking to the service it meant). Bytes the server sent after
+/// its Welcome stay in `buf`.
+pub async fn client_of<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    secret: Option<&Secret>,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<String> {
+    Ok(client(stream, buf, secret, client_name, timeout)
+        .await?
+        .service)
+}
+
 /// Server side. Returns the client's name. On failure the client has been sent the error.
-pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     secret: Option<&Secret>,

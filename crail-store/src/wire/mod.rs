@@ -1,10 +1,15 @@
 //! The lean framed transport every crail connection speaks: a 16-byte header, a prost body,
 //! several requests in flight per connection, and a handshake (protocol version and optional
 //! shared-secret challenge) before anything else.
+//!
+//! Public for the node-service layer (`crail-node-service`), which speaks the same frames and
+//! handshake on every service connection; the store's own message kinds stay private.
 
-pub(crate) mod frame;
-pub(crate) mod handshake;
+pub mod frame;
+pub mod handshake;
 pub(crate) mod io;
+
+pub use crate::local::{recv_into_with_fd, send_with_fd};
 pub(crate) mod kind;
 
 /// Version of the protocol spoken by this build. Peers with another version are refused at the

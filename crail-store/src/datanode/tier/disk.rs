@@ -12,41 +12,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::buffer::Buffer;
-
-/// Which I/O engine a flash tier uses.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum IoEngine {
-    /// io_uring if the kernel allows it, else `pread`/`pwrite`.
-    #[default]
-    Auto,
-    /// io_uring only (fails to start without it).
-    Uring,
-    /// `pread`/`pwrite` on a blocking thread pool.
-    Pread,
-}
-
-impl std::str::FromStr for IoEngine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "uring" | "io_uring" => Ok(Self::Uring),
-            "pread" => Ok(Self::Pread),
-            other => Err(format!("unknown I/O engine {other:?} (auto, uring, pread)")),
-        }
-    }
-}
+use crate::config::IoEngine;
 
 type Done = (Buffer, io::Result<()>);
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::OwnedRwLockWriteGuard;
 
 use super::disk::Disk;
-use super::disk::IoEngine;
 use super::{BlockLocks, Tier};
 use crate::buffer::{Buffer, BufferPool};
+use crate::config::IoEngine;
 use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering, partial_chunks};
 use crate::error::{Error, Result};
 

@@ -19,7 +19,6 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::error::Result;
 
-pub use disk::IoEngine;
 pub(crate) use dram::DramTier;
 pub(crate) use flash::FlashTier;
 

@@ -34,6 +34,12 @@ public final class CrailException extends RuntimeException {
     return "NodeLost".equals(kind);
   }
 
+  /** The class, the kind and the message: what Spark's task failure reasons show. */
+  @Override
+  public String toString() {
+    return getClass().getName() + " (" + kind + "): " + getMessage();
+  }
+
   /** Whether stored shuffle data could not be read (its maps must run again). */
   public boolean isFetchFailure() {
     return "FetchFailed".equals(kind);
