@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::iobench::Test;
+use crate::iotests::{Test, quantile};
 
 /// What the data tests need from the command line.
 #[derive(Debug)]
@@ -159,7 +159,7 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
     };
     let median = |v: &mut Vec<f64>| {
         v.sort_unstable_by(f64::total_cmp);
-        (!v.is_empty()).then(|| crate::iobench::quantile(v, 0.5))
+        (!v.is_empty()).then(|| quantile(v, 0.5))
     };
     let (baseline, socket_only) = (median(&mut at_rest), median(&mut socket));
     let round_trip = if matches!(p.test, Test::ReadRandom) {
@@ -173,7 +173,7 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
     store.delete(&path, false).await?;
 
     latencies.sort_unstable_by(f64::total_cmp);
-    let at = |q: f64| crate::iobench::quantile(&latencies, q);
+    let at = |q: f64| quantile(&latencies, q);
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let summary = Summary {
         test: p.test,
@@ -416,5 +416,5 @@ async fn tcp_round_trip(
         .join()
         .map_err(|_| anyhow::anyhow!("round-trip server panicked"))??;
     times.sort_unstable_by(f64::total_cmp);
-    Ok(crate::iobench::quantile(&times, 0.50))
+    Ok(quantile(&times, 0.50))
 }

@@ -30,6 +30,7 @@ pub mod cluster;
 mod databench;
 mod fs;
 mod iobench;
+mod iotests;
 mod servers;
 mod shufflebench;
 mod status;

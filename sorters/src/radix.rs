@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::streamer::Streamer;
+use crate::streamer::{Streamer, copy_record, prefetch};
 use crate::{Keys, Sorter, for_each_run, order_runs, order_ties};
 
 /// Buckets of the MSD pass on fixed records: 10 bits of the key, so a bucket of a gigabyte of
@@ -277,7 +277,7 @@ fn sort_bucket(
             // Two lines of the next bucket per record: it is in cache when its turn comes.
             for _ in 0..2 {
                 if let Some(byte) = next.get(ahead) {
-                    crate::streamer::prefetch(byte);
+                    prefetch(byte);
                 }
                 ahead += 64;
             }
@@ -369,17 +369,4 @@ fn lsd(entries: &mut Vec<(u64, u32)>) -> u32 {
     }
     *entries = from;
     (56 - 8 * last) as u32
-}
-
-/// Copies one record; TeraSort's 100 bytes as a fixed-size move the compiler inlines, rather
-/// than a call to memcpy per record.
-#[inline]
-pub(crate) fn copy_record(dst: &mut [u8], src: &[u8]) {
-    match (
-        <&mut [u8; 100]>::try_from(&mut *dst),
-        <&[u8; 100]>::try_from(src),
-    ) {
-        (Ok(d), Ok(s)) => *d = *s,
-        _ => dst.copy_from_slice(src),
-    }
 }

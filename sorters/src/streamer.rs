@@ -50,7 +50,7 @@ impl<'a> Streamer<'a> {
         if bytes.len() <= SLACK {
             let from = (self.at as isize - self.start) as usize;
             let to = from + bytes.len();
-            crate::radix::copy_record(&mut self.window.0[from..to], bytes);
+            copy_record(&mut self.window.0[from..to], bytes);
             self.at += bytes.len();
             if to >= WINDOW {
                 self.flush();
@@ -62,7 +62,7 @@ impl<'a> Streamer<'a> {
         loop {
             let from = (self.at as isize - self.start) as usize;
             let take = bytes.len().min(WINDOW - from);
-            crate::radix::copy_record(&mut self.window.0[from..from + take], &bytes[..take]);
+            copy_record(&mut self.window.0[from..from + take], &bytes[..take]);
             self.at += take;
             bytes = &bytes[take..];
             if from + take < WINDOW {
@@ -144,6 +144,19 @@ fn fence() {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn fence() {}
+
+/// Copies one record; TeraSort's 100 bytes as a fixed-size move the compiler inlines, rather
+/// than a call to memcpy per record.
+#[inline]
+pub(crate) fn copy_record(dst: &mut [u8], src: &[u8]) {
+    match (
+        <&mut [u8; 100]>::try_from(&mut *dst),
+        <&[u8; 100]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@
 //! way, and its storage is offered afresh.
 
 mod checksum;
+mod conn_io;
+mod fuzz;
 mod server;
 mod tier;
 
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::{TcpListener, UnixListener};
 
 #[doc(hidden)]
-pub use server::fuzz_requests;
+pub use fuzz::fuzz_requests;
 
 use tier::{DramTier, FlashTier};
 

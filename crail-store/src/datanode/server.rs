@@ -22,28 +22,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 use super::tier::Tier;
 use crate::error::{Error, Result};
-use crate::local::{self, Staging};
+use crate::local::Staging;
 use crate::proto as pb;
 use crate::wire::frame::{self, FLAG_RESPONSE, Frame};
 use crate::wire::handshake::{self, Secret};
-use crate::wire::io::{self, Stream};
+use crate::wire::io;
 use crate::wire::kind::Kind;
 
-const READ_BUFFER: usize = 64 << 10;
+use super::conn_io::{Attach, write_replies};
+
+pub(super) const READ_BUFFER: usize = 64 << 10;
 /// Largest request message (not payload) a datanode accepts.
-const MAX_REQUEST_BODY: usize = 4 << 10;
+pub(super) const MAX_REQUEST_BODY: usize = 4 << 10;
 /// Replies queued per connection before its reader waits.
-const REPLY_QUEUE: usize = 64;
+pub(super) const REPLY_QUEUE: usize = 64;
 /// Payloads up to this size are copied into the reply batch; larger ones are sent on their own.
-const INLINE_PAYLOAD: usize = 16 << 10;
-const FLUSH_AT: usize = 256 << 10;
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(super) const INLINE_PAYLOAD: usize = 16 << 10;
+pub(super) const FLUSH_AT: usize = 256 << 10;
+pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What every connection needs to know.
 #[derive(Debug)]
@@ -59,7 +60,7 @@ pub(crate) struct Settings {
 }
 
 /// A connection just accepted.
-enum Accepted {
+pub(super) enum Accepted {
     Tcp(tokio::net::TcpStream),
     Local(UnixStream),
 }
@@ -119,14 +120,14 @@ pub(crate) async fn serve<T: Tier>(
     Ok(())
 }
 
-async fn accept_local(local: Option<&UnixListener>) -> std::io::Result<UnixStream> {
+pub(super) async fn accept_local(local: Option<&UnixListener>) -> std::io::Result<UnixStream> {
     match local {
         Some(listener) => listener.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
     }
 }
 
-enum Reply<R> {
+pub(super) enum Reply<R> {
     Written {
         id: u64,
     },
@@ -145,13 +146,13 @@ enum Reply<R> {
     Fatal(Error),
 }
 
-struct Conn<T> {
-    tier: Arc<T>,
-    settings: Arc<Settings>,
+pub(super) struct Conn<T> {
+    pub(super) tier: Arc<T>,
+    pub(super) settings: Arc<Settings>,
     /// Reads and writes running as tasks of their own, at most `REPLY_QUEUE` per connection:
     /// each holds a staging buffer, so a client pipelining tiny requests cannot make the
     /// datanode allocate without bound.
-    tasks: Arc<Semaphore>,
+    pub(super) tasks: Arc<Semaphore>,
 }
 
 impl<T: Tier> Conn<T> {
@@ -221,7 +222,7 @@ impl<T: Tier> Conn<T> {
     }
 
     /// Reads and handles requests until the peer closes (`Ok`) or the stream cannot go on.
-    async fn read_requests(
+    pub(super) async fn read_requests(
         &self,
         rd: &impl io::Socket,
         mut rbuf: BytesMut,
@@ -481,7 +482,7 @@ impl<T: Tier> Conn<T> {
     }
 }
 
-fn no_staging() -> Error {
+pub(super) fn no_staging() -> Error {
     Error::Unsupported {
         feature: "staging slots".into(),
         reason: "this connection has no staging memory (only same-host connections attach it)"
@@ -489,7 +490,7 @@ fn no_staging() -> Error {
     }
 }
 
-fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
+pub(super) fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
     Error::BadRange {
         offset: u64::from(slot),
         length: len as u64,
@@ -501,252 +502,16 @@ fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
     }
 }
 
-/// A stream a connection may attach staging memory on: only the Unix socket does.
-pub(crate) trait Attach: Stream {
-    /// Runs the attach step if this kind of connection has one.
-    fn attach(
-        &mut self,
-        rbuf: &mut BytesMut,
-    ) -> impl Future<Output = Result<Option<Staging>>> + Send;
-}
-
-impl Attach for tokio::net::TcpStream {
-    async fn attach(&mut self, _rbuf: &mut BytesMut) -> Result<Option<Staging>> {
-        Ok(None)
-    }
-}
-
-impl Attach for UnixStream {
-    /// The first frame after the handshake must be an Attach with its memory file.
-    async fn attach(&mut self, rbuf: &mut BytesMut) -> Result<Option<Staging>> {
-        let mut fd = None;
-        let frame = loop {
-            if let Some(frame) = frame::decode(rbuf, MAX_REQUEST_BODY)? {
-                break frame;
-            }
-            if local::recv_with_fd(self, rbuf, &mut fd).await? == 0 {
-                return Err(Error::ConnectionLost {
-                    addr: "a local client".into(),
-                    reason: "closed before attaching staging memory".into(),
-                });
-            }
-        };
-        if Kind::from_u16(frame.kind) != Some(Kind::Attach) {
-            return Err(Error::UnexpectedMessage {
-                expected: "an attach request first on a local connection".into(),
-                kind: u32::from(frame.kind),
-            });
-        }
-        let req: pb::AttachRequest = frame.decode_body("attach request")?;
-        let fd = fd.ok_or_else(|| Error::Unsupported {
-            feature: "staging memory".into(),
-            reason: "no memory file came with the attach request".into(),
-        })?;
-        let staging = Staging::attach(fd, req.slot_size, req.slots)?;
-        let mut out = BytesMut::new();
-        encode(&mut out, Kind::Attach, frame.id, &pb::AttachReply {})
-            .and(self.write_all(&out).await)?;
-        Ok(Some(staging))
-    }
-}
-
-async fn with_deadline<F: Future<Output = Result<()>>>(after: Duration, work: F) -> Result<()> {
+pub(super) async fn with_deadline<F: Future<Output = Result<()>>>(
+    after: Duration,
+    work: F,
+) -> Result<()> {
     tokio::time::timeout(after, work)
         .await
         .map_err(|_| Error::Timeout {
             what: "receiving a write payload".into(),
             after_ms: after.as_millis().try_into().unwrap_or(u64::MAX),
         })?
-}
-
-async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Reply<R>>,
-    staging: Option<Arc<Staging>>,
-) {
-    let mut out = BytesMut::with_capacity(64 << 10);
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut fatal = false;
-        while let Some(reply) = next.take() {
-            let sent = match reply {
-                Reply::Written { id } => encode(&mut out, Kind::Write, id, &pb::WriteReply {}),
-                Reply::Failed { id, error } => {
-                    frame::encode_error(&mut out, id, &error);
-                    Ok(())
-                }
-                Reply::Fatal(error) => {
-                    frame::encode_error(&mut out, 0, &error);
-                    fatal = true;
-                    Ok(())
-                }
-                Reply::Data {
-                    id,
-                    read,
-                    crc,
-                    slot,
-                } => {
-                    let payload = read.as_ref();
-                    let header = pb::ReadReply {
-                        length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-                        crc32c: crc,
-                        slot,
-                    };
-                    // Checked when the request came: the staging exists and the slot fits.
-                    let staged = match (slot, &staging) {
-                        (0, _) => None,
-                        (slot, Some(st)) => Some(st.copy_in(slot - 1, payload)),
-                        (_, None) => Some(Err(no_staging())),
-                    };
-                    match staged {
-                        Some(Ok(())) => encode(&mut out, Kind::Read, id, &header),
-                        Some(Err(error)) => {
-                            frame::encode_error(&mut out, id, &error);
-                            Ok(())
-                        }
-                        None => match encode(&mut out, Kind::Read, id, &header) {
-                            Ok(()) if payload.len() <= INLINE_PAYLOAD => {
-                                out.extend_from_slice(payload);
-                                Ok(())
-                            }
-                            Ok(()) => flush(&mut wr, &mut out)
-                                .await
-                                .and(wr.write_all(payload).await),
-                            Err(e) => Err(std::io::Error::other(e.to_string())),
-                        },
-                    }
-                }
-            };
-            if sent.is_err() || fatal {
-                break;
-            }
-            if out.len() >= FLUSH_AT && flush(&mut wr, &mut out).await.is_err() {
-                return;
-            }
-            next = rx.try_recv().ok();
-        }
-        if flush(&mut wr, &mut out).await.is_err() || fatal {
-            let _ = wr.shutdown().await;
-            return;
-        }
-    }
-    let _ = flush(&mut wr, &mut out).await;
-    let _ = wr.shutdown().await;
-}
-
-fn encode<M: prost::Message>(
-    out: &mut BytesMut,
-    kind: Kind,
-    id: u64,
-    msg: &M,
-) -> std::io::Result<()> {
-    frame::encode(out, kind, FLAG_RESPONSE, id, msg, MAX_REQUEST_BODY)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-}
-
-async fn flush(wr: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> std::io::Result<()> {
-    if !out.is_empty() {
-        wr.write_all(out).await?;
-        out.clear();
-    }
-    Ok(())
-}
-
-/// Feeds arbitrary bytes to a fresh DRAM datanode's request loop as if a same-host client
-/// had sent them after attaching staging memory, and collects the replies. Must never panic or
-/// hang, and every reply frame is whole. Used by the `datanode_requests` fuzz target; returns
-/// the number of reply bytes.
-pub fn fuzz_requests(data: &[u8]) -> usize {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    else {
-        return 0;
-    };
-    runtime.block_on(async {
-        const BLOCK: u64 = 64 << 10;
-        let (Ok(tier), Ok(staging)) = (
-            super::tier::DramTier::new(4 * BLOCK, BLOCK),
-            Staging::create(BLOCK, 2),
-        ) else {
-            return 0;
-        };
-        let conn = Conn {
-            tier: Arc::new(tier),
-            settings: Arc::new(Settings {
-                secret: None,
-                handshake_timeout: Duration::from_secs(1),
-                payload_timeout: Duration::from_secs(1),
-                block_size: BLOCK,
-                max_connections: 1,
-                id: Arc::new(AtomicU64::new(1)),
-            }),
-            tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
-        };
-        let staging = Arc::new(staging);
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        let mut out = Vec::new();
-        let writer = write_replies(&mut out, rx, Some(staging.clone()));
-        let input = MemorySocket(parking_lot::Mutex::new(bytes::Bytes::copy_from_slice(data)));
-        let reader = async {
-            if let Err(error) = conn
-                .read_requests(&input, BytesMut::new(), &tx, Some(&staging))
-                .await
-            {
-                let _ = tx.send(Reply::Fatal(error)).await;
-            }
-            drop(tx);
-        };
-        tokio::join!(reader, writer);
-        let mut replies = BytesMut::from(&out[..]);
-        while let Ok(Some(frame)) = frame::decode(&mut replies, usize::MAX) {
-            if frame.kind == Kind::Read as u16 && !frame.is_error() {
-                // Inline read payloads follow their reply frames; staged ones are in a slot.
-                let reply: pb::ReadReply = frame.decode_body("read reply").unwrap_or_default();
-                if reply.slot == 0 {
-                    let len = (reply.length as usize).min(replies.len());
-                    let _ = replies.split_to(len);
-                }
-            }
-        }
-        assert!(replies.is_empty(), "a reply frame was cut short");
-        out.len()
-    })
-}
-
-/// Bytes to read, then end of stream: a socket for [`fuzz_requests`].
-struct MemorySocket(parking_lot::Mutex<bytes::Bytes>);
-
-impl io::Socket for MemorySocket {
-    async fn readable(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn try_read(&self, dst: &mut [u8]) -> std::io::Result<usize> {
-        let mut left = self.0.lock();
-        let n = dst.len().min(left.len());
-        dst[..n].copy_from_slice(&left.split_to(n));
-        Ok(n)
-    }
-
-    fn try_read_buf<B: bytes::BufMut>(&self, dst: &mut B) -> std::io::Result<usize> {
-        let mut left = self.0.lock();
-        let n = dst.remaining_mut().min(left.len());
-        dst.put_slice(&left.split_to(n));
-        Ok(n)
-    }
-
-    fn try_io<R>(
-        &self,
-        _interest: tokio::io::Interest,
-        f: impl FnOnce() -> std::io::Result<R>,
-    ) -> std::io::Result<R> {
-        f()
-    }
-
-    fn recv_now(&self, dst: &mut [u8]) -> std::io::Result<usize> {
-        self.try_read(dst)
-    }
 }
 
 #[cfg(test)]
@@ -756,7 +521,10 @@ mod tests {
     use std::net::SocketAddr;
 
     use bytes::BufMut;
-    use tokio::io::AsyncRead;
+    use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+    use crate::datanode::fuzz_requests;
+    use crate::local;
     use tokio::net::TcpStream;
 
     use super::*;

@@ -1,0 +1,165 @@
+//! A data-plane connection's input and output besides its requests: the attach step of a
+//! same-host connection, and the writer that batches replies and sends read payloads straight
+//! from the tier.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::local::{self, Staging};
+use crate::proto as pb;
+use crate::wire::frame::{self, FLAG_RESPONSE};
+use crate::wire::io::Stream;
+use crate::wire::kind::Kind;
+
+use super::server::{FLUSH_AT, INLINE_PAYLOAD, MAX_REQUEST_BODY, Reply, no_staging};
+
+/// A stream a connection may attach staging memory on: only the Unix socket does.
+pub(crate) trait Attach: Stream {
+    /// Runs the attach step if this kind of connection has one.
+    fn attach(
+        &mut self,
+        rbuf: &mut BytesMut,
+    ) -> impl Future<Output = Result<Option<Staging>>> + Send;
+}
+
+impl Attach for tokio::net::TcpStream {
+    async fn attach(&mut self, _rbuf: &mut BytesMut) -> Result<Option<Staging>> {
+        Ok(None)
+    }
+}
+
+impl Attach for UnixStream {
+    /// The first frame after the handshake must be an Attach with its memory file.
+    async fn attach(&mut self, rbuf: &mut BytesMut) -> Result<Option<Staging>> {
+        let mut fd = None;
+        let frame = loop {
+            if let Some(frame) = frame::decode(rbuf, MAX_REQUEST_BODY)? {
+                break frame;
+            }
+            if local::recv_with_fd(self, rbuf, &mut fd).await? == 0 {
+                return Err(Error::ConnectionLost {
+                    addr: "a local client".into(),
+                    reason: "closed before attaching staging memory".into(),
+                });
+            }
+        };
+        if Kind::from_u16(frame.kind) != Some(Kind::Attach) {
+            return Err(Error::UnexpectedMessage {
+                expected: "an attach request first on a local connection".into(),
+                kind: u32::from(frame.kind),
+            });
+        }
+        let req: pb::AttachRequest = frame.decode_body("attach request")?;
+        let fd = fd.ok_or_else(|| Error::Unsupported {
+            feature: "staging memory".into(),
+            reason: "no memory file came with the attach request".into(),
+        })?;
+        let staging = Staging::attach(fd, req.slot_size, req.slots)?;
+        let mut out = BytesMut::new();
+        encode(&mut out, Kind::Attach, frame.id, &pb::AttachReply {})
+            .and(self.write_all(&out).await)?;
+        Ok(Some(staging))
+    }
+}
+
+pub(super) async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Reply<R>>,
+    staging: Option<Arc<Staging>>,
+) {
+    let mut out = BytesMut::with_capacity(64 << 10);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut fatal = false;
+        while let Some(reply) = next.take() {
+            let sent = match reply {
+                Reply::Written { id } => encode(&mut out, Kind::Write, id, &pb::WriteReply {}),
+                Reply::Failed { id, error } => {
+                    frame::encode_error(&mut out, id, &error);
+                    Ok(())
+                }
+                Reply::Fatal(error) => {
+                    frame::encode_error(&mut out, 0, &error);
+                    fatal = true;
+                    Ok(())
+                }
+                Reply::Data {
+                    id,
+                    read,
+                    crc,
+                    slot,
+                } => {
+                    let payload = read.as_ref();
+                    let header = pb::ReadReply {
+                        length: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                        crc32c: crc,
+                        slot,
+                    };
+                    // Checked when the request came: the staging exists and the slot fits.
+                    let staged = match (slot, &staging) {
+                        (0, _) => None,
+                        (slot, Some(st)) => Some(st.copy_in(slot - 1, payload)),
+                        (_, None) => Some(Err(no_staging())),
+                    };
+                    match staged {
+                        Some(Ok(())) => encode(&mut out, Kind::Read, id, &header),
+                        Some(Err(error)) => {
+                            frame::encode_error(&mut out, id, &error);
+                            Ok(())
+                        }
+                        None => match encode(&mut out, Kind::Read, id, &header) {
+                            Ok(()) if payload.len() <= INLINE_PAYLOAD => {
+                                out.extend_from_slice(payload);
+                                Ok(())
+                            }
+                            Ok(()) => flush(&mut wr, &mut out)
+                                .await
+                                .and(wr.write_all(payload).await),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        },
+                    }
+                }
+            };
+            if sent.is_err() || fatal {
+                break;
+            }
+            if out.len() >= FLUSH_AT && flush(&mut wr, &mut out).await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if flush(&mut wr, &mut out).await.is_err() || fatal {
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+    let _ = flush(&mut wr, &mut out).await;
+    let _ = wr.shutdown().await;
+}
+
+pub(super) fn encode<M: prost::Message>(
+    out: &mut BytesMut,
+    kind: Kind,
+    id: u64,
+    msg: &M,
+) -> std::io::Result<()> {
+    frame::encode(out, kind, FLAG_RESPONSE, id, msg, MAX_REQUEST_BODY)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+pub(super) async fn flush(
+    wr: &mut (impl AsyncWrite + Unpin),
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    if !out.is_empty() {
+        wr.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
