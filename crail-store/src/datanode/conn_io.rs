@@ -17,7 +17,52 @@ use crate::wire::frame::{self, FLAG_RESPONSE};
 use crate::wire::io::Stream;
 use crate::wire::kind::Kind;
 
-use super::server::{FLUSH_AT, INLINE_PAYLOAD, MAX_REQUEST_BODY, Reply, no_staging};
+/// Largest request message (not payload) a datanode accepts.
+pub(super) const MAX_REQUEST_BODY: usize = 4 << 10;
+
+/// Payloads up to this size are copied into the reply batch; larger ones are sent on their own.
+pub(super) const INLINE_PAYLOAD: usize = 16 << 10;
+
+pub(super) const FLUSH_AT: usize = 256 << 10;
+
+pub(super) enum Reply<R> {
+    Written {
+        id: u64,
+    },
+    Data {
+        id: u64,
+        read: R,
+        crc: u32,
+        /// 1 + the staging slot to put the bytes in; 0: after the reply frame.
+        slot: u32,
+    },
+    Failed {
+        id: u64,
+        error: Error,
+    },
+    /// The connection cannot go on: say why (request id 0) and close.
+    Fatal(Error),
+}
+
+pub(super) fn no_staging() -> Error {
+    Error::Unsupported {
+        feature: "staging slots".into(),
+        reason: "this connection has no staging memory (only same-host connections attach it)"
+            .into(),
+    }
+}
+
+pub(super) fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
+    Error::BadRange {
+        offset: u64::from(slot),
+        length: len as u64,
+        reason: format!(
+            "not inside a staging slot ({} slots of {} bytes)",
+            staging.slots(),
+            staging.slot_size()
+        ),
+    }
+}
 
 /// A stream a connection may attach staging memory on: only the Unix socket does.
 pub(crate) trait Attach: Stream {

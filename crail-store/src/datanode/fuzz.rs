@@ -13,7 +13,7 @@ use crate::wire::frame::{self};
 use crate::wire::io::{self};
 use crate::wire::kind::Kind;
 
-use super::conn_io::write_replies;
+use super::conn_io::{Reply, write_replies};
 use super::server::*;
 
 /// Feeds arbitrary bytes to a fresh DRAM datanode's request loop as if a same-host client

@@ -34,16 +34,11 @@ use crate::wire::handshake::{self, Secret};
 use crate::wire::io;
 use crate::wire::kind::Kind;
 
-use super::conn_io::{Attach, write_replies};
+use super::conn_io::{Attach, MAX_REQUEST_BODY, Reply, no_staging, slot_error, write_replies};
 
 pub(super) const READ_BUFFER: usize = 64 << 10;
-/// Largest request message (not payload) a datanode accepts.
-pub(super) const MAX_REQUEST_BODY: usize = 4 << 10;
 /// Replies queued per connection before its reader waits.
 pub(super) const REPLY_QUEUE: usize = 64;
-/// Payloads up to this size are copied into the reply batch; larger ones are sent on their own.
-pub(super) const INLINE_PAYLOAD: usize = 16 << 10;
-pub(super) const FLUSH_AT: usize = 256 << 10;
 pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What every connection needs to know.
@@ -125,25 +120,6 @@ pub(super) async fn accept_local(local: Option<&UnixListener>) -> std::io::Resul
         Some(listener) => listener.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
     }
-}
-
-pub(super) enum Reply<R> {
-    Written {
-        id: u64,
-    },
-    Data {
-        id: u64,
-        read: R,
-        crc: u32,
-        /// 1 + the staging slot to put the bytes in; 0: after the reply frame.
-        slot: u32,
-    },
-    Failed {
-        id: u64,
-        error: Error,
-    },
-    /// The connection cannot go on: say why (request id 0) and close.
-    Fatal(Error),
 }
 
 pub(super) struct Conn<T> {
@@ -479,26 +455,6 @@ impl<T: Tier> Conn<T> {
             }
         };
         self.run_io(work, tx).await
-    }
-}
-
-pub(super) fn no_staging() -> Error {
-    Error::Unsupported {
-        feature: "staging slots".into(),
-        reason: "this connection has no staging memory (only same-host connections attach it)"
-            .into(),
-    }
-}
-
-pub(super) fn slot_error(staging: &Staging, slot: u32, len: usize) -> Error {
-    Error::BadRange {
-        offset: u64::from(slot),
-        length: len as u64,
-        reason: format!(
-            "not inside a staging slot ({} slots of {} bytes)",
-            staging.slots(),
-            staging.slot_size()
-        ),
     }
 }
 
