@@ -398,4 +398,32 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     fails_with(&env, "CRAIL_CLIENT_OUTSTANDING", "a bad variable");
     // The cluster's own config carries the secret: commands with it work.
     assert!(cluster.ok(&["status"]).contains("1 hosts"));
+    // The node's services ask the same secret (the store's handshake on their ports too):
+    // engines with the cluster's config shuffle and broadcast through them.
+    let shuffled = cluster.ok(&[
+        "shufflebench",
+        "--size",
+        "4MiB",
+        "--shapes",
+        "4x2",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(shuffled.contains("\"maps\":4"), "{shuffled}");
+    let broadcast = cluster.ok(&[
+        "broadcastbench",
+        "--size",
+        "1MiB",
+        "--readers",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(broadcast.contains('{'), "{broadcast}");
 }
