@@ -255,7 +255,7 @@ impl Slots {
         if let Some(groups) = self.inner.state.lock().shuffles.get(id) {
             return Ok(Arc::clone(groups));
         }
-        let meta = crate::read_meta(&self.inner.store, id).await?;
+        let meta = crate::shuffles::read_meta(&self.inner.store, id).await?;
         let mut state = self.inner.state.lock();
         let groups = state.shuffles.entry(id.clone()).or_insert_with(|| {
             Arc::new(Groups {

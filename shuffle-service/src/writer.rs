@@ -305,14 +305,14 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let winner = match crate::read_commit(store, id, commit.map, copies).await? {
-                crate::Record::Found(winner) => {
+            let winner = match crate::shuffles::read_commit(store, id, commit.map, copies).await? {
+                crate::shuffles::Record::Found(winner) => {
                     if !crate::reader::commit_lost(store, id, &winner).await {
                         return Err(refused(winner.attempt));
                     }
                     Some(winner)
                 }
-                crate::Record::Lost(_) => None,
+                crate::shuffles::Record::Lost(_) => None,
             };
             // Move the lost record aside; if what was moved is not the record judged lost
             // (another attempt replaced it meanwhile), put it back and lose to it.
@@ -322,7 +322,7 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let moved = crate::read_record(store, id, &aside).await.ok();
+            let moved = crate::shuffles::read_record(store, id, &aside).await.ok();
             if winner.is_none() || moved == winner {
                 let _ = store.delete(&aside, false).await;
             } else {
@@ -332,9 +332,9 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 break;
             }
         }
-        match crate::read_commit(store, id, commit.map, copies).await? {
-            crate::Record::Found(winner) => Err(refused(winner.attempt)),
-            crate::Record::Lost(cause) => Err(Error::CommitLost {
+        match crate::shuffles::read_commit(store, id, commit.map, copies).await? {
+            crate::shuffles::Record::Found(winner) => Err(refused(winner.attempt)),
+            crate::shuffles::Record::Lost(cause) => Err(Error::CommitLost {
                 id: id.clone(),
                 map: commit.map,
                 cause,

@@ -1,0 +1,474 @@
+//! [`Shuffles`]: the shuffles in a store, as any process sees them: register (built under a
+//! hidden name, renamed into place), the committed maps and their map status, reads,
+//! unregister; the commit records and metas a process has read, kept.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use crail_store::{CreateOptions, Error as StoreError, Placement, Store};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::layout::{self, Commit, Meta, ShuffleId};
+use crate::reader::{self, PartitionReader, lengths};
+
+/// Commit records read at once.
+const METADATA_READS: usize = 16;
+
+/// Copies of a shuffle's metadata, each on another node where the store has that many.
+const META_COPIES: u32 = 3;
+
+/// Group files fetched at once by a read.
+pub const DEFAULT_PREFETCH: usize = 4;
+
+/// Shuffles whose commit records a [`Shuffles`] keeps parsed.
+const CACHED_SHUFFLES: usize = 64;
+
+/// Shuffles in a store. Cheap to clone; clones share the commit records they have read.
+#[derive(Debug, Clone)]
+pub struct Shuffles {
+    store: Store,
+    commits: Arc<Mutex<CommitCache>>,
+}
+
+/// Commit records already read, per shuffle and map, with the data object each was read from:
+/// a record replaced by a recommit is a new object, so the listing every read starts with
+/// says which records are still current, and only new ones are read. Every reduce task of an
+/// engine process reads each map's record once, not once per task. Beside them each
+/// shuffle's meta, which never changes while it is registered: known from registering, from
+/// a lease's reply or from one read, it costs no namenode round trip per task.
+#[derive(Debug, Default)]
+struct CommitCache {
+    shuffles: HashMap<ShuffleId, HashMap<u32, (u64, Arc<Commit>)>>,
+    metas: HashMap<ShuffleId, Meta>,
+}
+
+impl CommitCache {
+    fn get(&self, id: &ShuffleId, map: u32, object: u64) -> Option<Arc<Commit>> {
+        match self.shuffles.get(id)?.get(&map) {
+            Some((seen, commit)) if *seen == object => Some(commit.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, id: &ShuffleId, map: u32, object: u64, commit: Arc<Commit>) {
+        if !self.shuffles.contains_key(id) && self.shuffles.len() >= CACHED_SHUFFLES {
+            let evicted = self.shuffles.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.shuffles.remove(&evicted);
+            }
+        }
+        self.shuffles
+            .entry(id.clone())
+            .or_default()
+            .insert(map, (object, commit));
+    }
+
+    fn forget(&mut self, gone: impl Fn(&ShuffleId) -> bool) {
+        self.shuffles.retain(|id, _| !gone(id));
+        self.metas.retain(|id, _| !gone(id));
+    }
+
+    fn remember(&mut self, id: &ShuffleId, meta: &Meta) {
+        if !self.metas.contains_key(id) && self.metas.len() >= CACHED_SHUFFLES * 4 {
+            let evicted = self.metas.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.metas.remove(&evicted);
+            }
+        }
+        let meta = Meta {
+            replication: meta.replication.max(1),
+            ..meta.clone()
+        };
+        self.metas.insert(id.clone(), meta);
+    }
+}
+
+impl Shuffles {
+    /// The shuffles of `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            commits: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, CommitCache> {
+        // The cache holds no invariant a panic could break half-way.
+        self.commits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store they live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Registers a shuffle of `meta.maps` maps into `meta.partitions` partitions of records
+    /// in format `meta.serializer`: its directories appear at once, whole, or not at all.
+    pub async fn register(&self, id: &ShuffleId, meta: &Meta) -> Result<()> {
+        id.check()?;
+        let invalid = |problem: String| Error::Invalid {
+            id: id.clone(),
+            problem,
+        };
+        if meta.maps == 0 || meta.partitions == 0 {
+            return Err(invalid(
+                "a shuffle needs at least one map and one partition".into(),
+            ));
+        }
+        crail_serializers::Serializer::by_name(&meta.serializer)
+            .map_err(|e| invalid(e.to_string()))?;
+        let dirs = &CreateOptions::default();
+        for dir in [layout::ROOT.to_owned(), ShuffleId::app_dir(&id.app)] {
+            match self.store.create_dir(&dir, dirs).await {
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.store.stat(&id.dir()).await.is_ok() {
+            return Err(Error::AlreadyRegistered { id: id.clone() });
+        }
+        // Built under a hidden name, then renamed into place.
+        let building = format!(
+            "{}/.{}.{:x}",
+            ShuffleId::app_dir(&id.app),
+            id.shuffle,
+            crail_node_service::nonce()
+        );
+        let built = async {
+            self.store.create_dir(&building, dirs).await?;
+            stream::iter((0..meta.partitions).map(|p| format!("{building}/p{p}")))
+                .map(|dir| async move { self.store.create_dir(&dir, dirs).await })
+                .buffer_unordered(METADATA_READS)
+                .try_collect::<Vec<_>>()
+                .await?;
+            self.store
+                .create_dir(&format!("{building}/maps"), dirs)
+                .await?;
+            // The metadata on up to three nodes: every read of the shuffle needs it, so losing
+            // one node must not lose the shuffle.
+            let json = layout::to_json(meta);
+            for (copy, home) in (0..).zip(self.meta_homes().await?) {
+                let path = id.meta_copy(copy);
+                let name = path.rsplit('/').next().unwrap_or("meta");
+                let options = match home {
+                    Some(host) => {
+                        CreateOptions::default().placement(Placement::default().location(host))
+                    }
+                    None => CreateOptions::default(),
+                };
+                let written = self
+                    .store
+                    .write_file(&format!("{building}/{name}"), &json, &options)
+                    .await;
+                match written {
+                    Ok(_) => {}
+                    Err(e) if copy == 0 => return Err(e),
+                    // A missing copy only weakens the shuffle.
+                    Err(e) => tracing::warn!("{path}: a copy of the metadata was not written: {e}"),
+                }
+            }
+            self.store.rename(&building, &id.dir()).await
+        }
+        .await;
+        match built {
+            Ok(()) => {
+                self.remember(id, meta);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.store.delete(&building, true).await;
+                match e {
+                    StoreError::AlreadyExists { .. } => {
+                        Err(Error::AlreadyRegistered { id: id.clone() })
+                    }
+                    e => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Where the metadata's copies go: the writer's node first (no placement), then up to
+    /// [`META_COPIES`] - 1 other hosts with live datanodes.
+    async fn meta_homes(&self) -> std::result::Result<Vec<Option<std::net::IpAddr>>, StoreError> {
+        let info = self.store.cluster_info().await?;
+        let me = self.store.config().local_host;
+        let mut hosts: Vec<std::net::IpAddr> = info
+            .datanodes
+            .iter()
+            .filter(|d| d.alive && Some(d.host) != me)
+            .map(|d| d.host)
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        let mut homes = vec![None];
+        homes.extend(hosts.into_iter().take(META_COPIES as usize - 1).map(Some));
+        Ok(homes)
+    }
+
+    /// What the shuffle was registered with (read once per process, then remembered).
+    pub async fn meta(&self, id: &ShuffleId) -> Result<Meta> {
+        if let Some(meta) = self.cache().metas.get(id) {
+            return Ok(meta.clone());
+        }
+        let meta = read_meta(&self.store, id).await?;
+        self.cache().remember(id, &meta);
+        Ok(meta)
+    }
+
+    /// Forgets what this process knows of the shuffles `gone` names (unregistered elsewhere).
+    pub(crate) fn forget(&self, gone: impl Fn(&ShuffleId) -> bool) {
+        self.cache().forget(gone);
+    }
+
+    /// Remembers a shuffle's meta learnt elsewhere (a lease's reply carries it).
+    pub(crate) fn remember(&self, id: &ShuffleId, meta: &Meta) {
+        self.cache().remember(id, meta);
+    }
+
+    /// The committed attempts of maps `maps` (all of them when `None`), by map; any map of
+    /// the range not committed is [`Error::NotCommitted`].
+    pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
+        let meta = self.meta(id).await?;
+        self.commits_of(id, &meta, maps, 0..meta.partitions).await
+    }
+
+    /// The commits of `maps` for a read of `partitions` (which lost maps a failure names).
+    async fn commits_of(
+        &self,
+        id: &ShuffleId,
+        meta: &Meta,
+        maps: Option<Range<u32>>,
+        partitions: Range<u32>,
+    ) -> Result<Vec<Commit>> {
+        let maps = maps.unwrap_or(0..meta.maps);
+        check_range(id, &maps, meta.maps, |map| Error::MapOutOfRange {
+            id: id.clone(),
+            map,
+            maps: meta.maps,
+        })?;
+        let entries = match self.store.list(&id.maps_dir()).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                if matches!(e, StoreError::NotFound { .. }) {
+                    self.cache().forget(|gone| gone == id);
+                }
+                return Err(unknown_if_missing(id, e));
+            }
+        };
+        // Segments outside the read's partitions are not handed on.
+        let part = |commit: &Commit| Commit {
+            map: commit.map,
+            attempt: commit.attempt,
+            segments: commit
+                .segments
+                .iter()
+                .filter(|s| partitions.contains(&s.partition))
+                .cloned()
+                .collect(),
+        };
+        let mut found = HashMap::new();
+        let mut unread = Vec::new();
+        {
+            let cache = self.cache();
+            for entry in &entries {
+                let Ok(map) = entry.name.parse::<u32>() else {
+                    continue;
+                };
+                if !maps.contains(&map) {
+                    continue;
+                }
+                match cache.get(id, map, entry.stat.file_id) {
+                    Some(commit) => {
+                        found.insert(map, part(&commit));
+                    }
+                    None => unread.push((map, entry.stat.file_id)),
+                }
+            }
+        }
+        let records: Vec<(u32, u64, Record)> = stream::iter(unread)
+            .map(|(map, object)| async move {
+                read_commit(&self.store, id, map, meta.replication)
+                    .await
+                    .map(|r| (map, object, r))
+            })
+            .buffer_unordered(METADATA_READS)
+            .try_collect()
+            .await?;
+        let mut lost = Vec::new();
+        let mut cause = String::new();
+        for (map, object, record) in records {
+            match record {
+                Record::Found(commit) => {
+                    found.insert(map, part(&commit));
+                    self.cache().put(id, map, object, Arc::new(commit));
+                }
+                Record::Lost(why) => {
+                    lost.push(map);
+                    cause = why;
+                }
+            }
+        }
+        if !lost.is_empty() {
+            // A map whose record is gone is lost like one whose data is; name every lost map
+            // of the read at once.
+            let commits: Vec<Commit> = found.into_values().collect();
+            return Err(reader::Failure::new(partitions.start, lost, cause)
+                .into_error(&self.store, id, &commits, &partitions)
+                .await);
+        }
+        reader::complete(id, found, maps)
+    }
+
+    /// Map status: for every committed map of `maps`, its bytes per partition.
+    pub async fn map_statuses(
+        &self,
+        id: &ShuffleId,
+        maps: Option<Range<u32>>,
+    ) -> Result<Vec<(u32, Vec<u64>)>> {
+        let meta = self.meta(id).await?;
+        Ok(self
+            .commits_of(id, &meta, maps, 0..meta.partitions)
+            .await?
+            .iter()
+            .map(|c| (c.map, lengths(c, meta.partitions)))
+            .collect())
+    }
+
+    /// Reads partitions `partitions` as written by maps `maps` (all maps when `None`), every
+    /// map of the range committed; group files are fetched `prefetch` at a time.
+    pub async fn read(
+        &self,
+        id: &ShuffleId,
+        partitions: Range<u32>,
+        maps: Option<Range<u32>>,
+        prefetch: usize,
+    ) -> Result<PartitionReader> {
+        let meta = self.meta(id).await?;
+        check_range(id, &partitions, meta.partitions, |partition| {
+            Error::PartitionOutOfRange {
+                id: id.clone(),
+                partition,
+                partitions: meta.partitions,
+            }
+        })?;
+        let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
+        Ok(PartitionReader::start(
+            self.store.clone(),
+            id.clone(),
+            commits,
+            partitions,
+            prefetch,
+        ))
+    }
+
+    /// Deletes a shuffle and all of its files.
+    pub async fn unregister(&self, id: &ShuffleId) -> Result<()> {
+        id.check()?;
+        self.cache().forget(|gone| gone == id);
+        self.store
+            .delete(&id.dir(), true)
+            .await
+            .map_err(|e| unknown_if_missing(id, e))
+    }
+
+    /// Deletes every shuffle of an application (nothing to do if it has none).
+    pub async fn remove_app(&self, app: &str) -> Result<()> {
+        ShuffleId::new(app, 0).check()?;
+        self.cache().forget(|gone| gone.app == app);
+        match self.store.delete(&ShuffleId::app_dir(app), true).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn check_range(
+    id: &ShuffleId,
+    range: &Range<u32>,
+    limit: u32,
+    past: impl Fn(u32) -> Error,
+) -> Result<()> {
+    if range.start > range.end {
+        return Err(Error::Invalid {
+            id: id.clone(),
+            problem: format!("range {}..{} is backwards", range.start, range.end),
+        });
+    }
+    if range.end > limit {
+        return Err(past(range.end - 1));
+    }
+    Ok(())
+}
+
+fn unknown_if_missing(id: &ShuffleId, e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound { .. } => Error::UnknownShuffle { id: id.clone() },
+        e => e.into(),
+    }
+}
+
+pub(crate) async fn read_meta(store: &Store, id: &ShuffleId) -> Result<Meta> {
+    id.check()?;
+    let mut failed = None;
+    for copy in 0..META_COPIES {
+        let path = id.meta_copy(copy);
+        match read_small(store, &path).await {
+            Ok(raw) => return layout::parse(id, &path, &raw),
+            // No metadata: no such shuffle; no further copy: the others were all there were.
+            Err(e @ StoreError::NotFound { .. }) if copy == 0 => {
+                return Err(unknown_if_missing(id, e));
+            }
+            Err(StoreError::NotFound { .. }) => break,
+            // Unreadable (its node died): the next copy.
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    Err(failed.map_or_else(
+        || Error::UnknownShuffle { id: id.clone() },
+        |e| unknown_if_missing(id, e),
+    ))
+}
+
+/// A map's commit record as read: found (in some copy), or lost with every copy.
+pub(crate) enum Record {
+    Found(Commit),
+    Lost(String),
+}
+
+/// Reads map `map`'s commit record, from its copies (`copies` of them) if the first cannot
+/// be read. A record that does not exist is the store's `NotFound`.
+pub(crate) async fn read_commit(
+    store: &Store,
+    id: &ShuffleId,
+    map: u32,
+    copies: u32,
+) -> Result<Record> {
+    let mut cause = String::new();
+    for copy in 0..copies.max(1) {
+        let path = id.commit_copy(map, copy);
+        match read_record(store, id, &path).await {
+            Ok(commit) => return Ok(Record::Found(commit)),
+            Err(e @ Error::Store(StoreError::NotFound { .. })) if copy == 0 => return Err(e),
+            Err(e) => {
+                if cause.is_empty() {
+                    cause = e.to_string();
+                }
+            }
+        }
+    }
+    Ok(Record::Lost(cause))
+}
+
+/// A commit record at `path`.
+pub(crate) async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Result<Commit> {
+    let raw = read_small(store, path).await?;
+    layout::parse(id, path, &raw)
+}
+
+pub(crate) async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
+    store.lookup(path).await?.into_file()?.read_to_end().await
+}
