@@ -16,6 +16,8 @@ cargo fmt --all --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# What engines link (no store servers, no service halves): its own feature set.
+cargo clippy -p crail-sdk --lib --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked

@@ -7,6 +7,7 @@
 //!   partition each, radix-sorting it and writing an output part.
 //! - [`validate`]: what `valsort` checks.
 //! - [`local`]: the same sort in one process and in memory, the baseline.
+//! - [`run`]: all of it on a cluster (an embedded one, or a running one), timed and charted.
 //!
 //! Parts are files named `part-00000`, `part-00001`, ... of whole 100-byte records.
 
@@ -14,6 +15,7 @@ pub mod chart;
 pub mod gensort;
 pub mod local;
 pub mod partition;
+pub mod run;
 pub mod sort;
 pub mod validate;
 

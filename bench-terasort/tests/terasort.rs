@@ -1,5 +1,6 @@
-//! The `terasort` binary end to end: gen, sort on a real cluster (`terasort cluster`, the
-//! embedded one of `terasort run`), validate, and the faults each must catch.
+//! The `terasort` binary end to end: gen, sort on a real cluster (whole nodes in the test's
+//! process, and the embedded cluster of `terasort run`), validate, and the faults each must
+//! catch.
 
 #![allow(clippy::unwrap_used)]
 
@@ -223,47 +224,32 @@ fn validate_catches_swapped_truncated_and_changed_records() {
     fails(&["validate", &path(dir.path(), "empty")], "no input parts");
 }
 
-/// `terasort cluster` (crail's embedded cluster), its client config once it serves.
+/// A running cluster to `terasort sort` on: whole nodes in this process (`crail-node`'s test
+/// cluster) on 127.0.0.2-4, and a client configuration file naming it.
 struct Cluster {
-    child: std::process::Child,
     config: String,
+    _cluster: crail_node::LocalCluster,
+    _runtime: tokio::runtime::Runtime,
 }
 
 impl Cluster {
     fn start(dir: &Path) -> Self {
-        let config = path(dir, "client.toml");
-        let mut child = Command::new(TERASORT)
-            .args([
-                "cluster",
-                "--dram",
-                "512MiB",
-                "--listen",
-                "127.0.0.1:0",
-                "--config-out",
-                &config,
-            ])
-            .env_remove("CRAIL_CONF")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+        let cluster = runtime
+            .block_on(crail_node::LocalCluster::with_services(
+                &hosts,
+                crail_store::ByteSize(512 << 20),
+            ))
             .unwrap();
-        // The file is written once every node serves.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !Path::new(&config).exists() {
-            assert!(child.try_wait().unwrap().is_none(), "the cluster stopped");
-            assert!(Instant::now() < deadline, "the cluster did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        let config = path(dir, "client.toml");
+        let text = format!("[client]\nnamenode = \"{}\"\n", cluster.client.namenode);
+        std::fs::write(&config, text).unwrap();
+        Self {
+            config,
+            _cluster: cluster,
+            _runtime: runtime,
         }
-        Self { child, config }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
     }
 }
 
@@ -368,12 +354,13 @@ fn a_node_dying_mid_sort_fails_the_run() {
             break;
         }
     }
-    let namenode = namenode.expect("the run started a cluster");
-    // Kill the second node as the sort begins.
-    let pattern = format!("--namenode {namenode} --host 127.0.0.3");
+    assert!(namenode.is_some(), "the run started a cluster");
+    // Kill the second node (a child of this run) as the sort begins.
+    let pattern = "--crail-embedded-node 127.0.0.3";
+    let parent = child.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !Command::new("pkill")
-        .args(["-KILL", "-f", "--", &pattern])
+        .args(["-KILL", "-P", &parent, "-f", "--", pattern])
         .status()
         .unwrap()
         .success()

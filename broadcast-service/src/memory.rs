@@ -11,11 +11,14 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+#[cfg(feature = "node")]
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rustix::fs::{MemfdFlags, OFlags, SealFlags};
+use rustix::fs::SealFlags;
+#[cfg(feature = "node")]
+use rustix::fs::{MemfdFlags, OFlags};
 
 /// Most bytes a reader's chunk holds (a slice of the memory, so any size costs the same;
 /// bounded so chunks stay a size callers can pass on).
@@ -24,6 +27,8 @@ pub(crate) const CHUNK: usize = 4 << 20;
 /// A value's bytes in a memory file, mapped read-only.
 #[derive(Debug)]
 pub(crate) struct Memory {
+    /// Written through and shared by the node's half; a reader only keeps it open.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
     file: File,
     len: usize,
     /// `None` for an empty value (nothing to map).
@@ -32,6 +37,7 @@ pub(crate) struct Memory {
 
 impl Memory {
     /// Memory for a value of `size` bytes, to be filled with [`Memory::write_at`].
+    #[cfg(feature = "node")]
     pub(crate) fn create(size: u64) -> io::Result<Arc<Self>> {
         let fd = rustix::fs::memfd_create(
             "crail-broadcast",
@@ -73,11 +79,13 @@ impl Memory {
     }
 
     /// The value's size.
+    #[cfg(feature = "node")]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Writes `data` at `offset`, which no reader may have been told is in place yet.
+    #[cfg(feature = "node")]
     pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         // Through the file, not the mapping: the kernel fills its pages without a fault per
         // page, and it checks the range (the file cannot grow).
@@ -85,6 +93,7 @@ impl Memory {
     }
 
     /// A read-only descriptor of the memory file, to send to a reader.
+    #[cfg(feature = "node")]
     pub(crate) fn reader_fd(&self) -> io::Result<OwnedFd> {
         // A new open of the same file, read-only: the reader cannot write or resize it.
         let path = format!(

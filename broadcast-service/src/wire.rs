@@ -27,6 +27,7 @@ pub fn var_id(r: Option<&VarRef>) -> VarId {
 
 /// An error as the service sends it: every variant with its fields, a store error as the
 /// store's own.
+#[cfg(feature = "node")]
 pub fn failure(error: &Error) -> Failure {
     let message = error.to_string();
     let detail = |var: &VarId, problem: &str| ErrorDetail {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crail_broadcast::{Broadcasts, Error, NodeCache, VarId};
-use crail_store::testing::LocalCluster;
+use crail_node::LocalCluster;
 use crail_store::{ByteSize, Store};
 use tokio::io::AsyncWriteExt;
 
@@ -286,7 +286,7 @@ async fn a_datanode_lost_mid_read_fails_the_read_naming_the_variable() {
     let first = direct.next_chunk().await.unwrap().unwrap();
     assert!(first[..] == data[..first.len()]);
     // A third of the stripes go with the datanode on 127.0.0.4.
-    c.store.stop_datanode(HOSTS[2]).await;
+    c.store.stop_node(HOSTS[2]).await.unwrap();
     let err = loop {
         match direct.next_chunk().await {
             Ok(Some(_)) => {}

@@ -98,7 +98,7 @@ pub(crate) async fn run(args: Args, config: crail_store::Config) -> anyhow::Resu
     let store = Store::connect(&base)
         .await
         .with_context(|| format!("cannot reach the namenode at {}", base.namenode))?;
-    let hosts = crail_broadcast::service::advertised_hosts(&store).await?;
+    let hosts = crail_broadcast::advertised_hosts(&store).await?;
     if hosts.is_empty() {
         bail!(
             "no node advertises a broadcast service (start them with `crail node` or `crail cluster`)"

@@ -1,32 +1,12 @@
 //! `crail`: the operator's and the new user's command. Each subcommand parses its flags, lays
 //! them over the configuration (defaults, then the TOML file, then `CRAIL_*` variables) and
-//! calls the libraries.
-//!
-//! As a library, for programs that embed a cluster (`terasort run`): [`main_with`] runs a
-//! `crail` command line, and [`cluster::Embedded`] starts a whole cluster in the calling
-//! process. An embedded cluster starts each node by running the calling binary again as
-//! `<binary> [--config FILE] node ...`; such a binary hands those command lines to
-//! [`main_with`] ([`is_node_command`] recognises them).
+//! calls the libraries; the servers and the cluster are `crail-node`'s.
 
-/// `println!` that does not panic when stdout is gone (a parent that stopped reading it): the
-/// servers and the cluster print their announcements with it and keep serving.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that does not panic when stderr is gone.
-macro_rules! tell {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[macro_use]
+extern crate crail_node;
 
 mod broadcastbench;
-pub mod cluster;
+mod cluster;
 mod databench;
 mod fs;
 mod iobench;
@@ -133,42 +113,6 @@ impl std::fmt::Display for DurationArg {
     }
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// A future that completes on SIGINT or SIGTERM. The handlers are installed here, before the
-/// caller announces it is up, so an early signal is never met by the default action.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
-}
-
-/// Whether `args` (a whole command line, the program first) is a node an embedded cluster
-/// started: `<binary> [--config FILE] node ...`.
-pub fn is_node_command(args: &[std::ffi::OsString]) -> bool {
-    let rest = args.get(1..).unwrap_or_default();
-    let rest = match rest.first().and_then(|a| a.to_str()) {
-        Some("--config") => rest.get(2..).unwrap_or_default(),
-        Some(a) if a.starts_with("--config=") => &rest[1..],
-        _ => rest,
-    };
-    rest.first().is_some_and(|a| a == "node")
-}
-
 /// Parses command line `args` the way `crail` does: `--help` and `--version` print and exit
 /// 0; a bad command line is one line on stderr naming `program` and exit code 2.
 pub fn parse_args<P, I, T>(program: &str, args: I) -> Result<P, ExitCode>
@@ -210,7 +154,7 @@ where
         Command::Namenode(_) | Command::Datanode(_) | Command::Node(_) => "info",
         _ => "warn",
     };
-    init_logging(default_log);
+    crail_node::init_logging(default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -233,7 +177,7 @@ where
             Command::Namenode(args) => servers::namenode(args, config).await,
             Command::Datanode(args) => servers::datanode(args, config).await,
             Command::Node(args) => servers::node(args, config).await,
-            Command::Cluster(args) => cluster::run(args, config, config_file).await,
+            Command::Cluster(args) => cluster::run(args, config).await,
             Command::Fs(args) => fs::run(args, config).await,
             Command::Status(args) => status::run(args, config).await,
             Command::Iobench(args) => iobench::run(args, config).await,

@@ -157,7 +157,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&base)
         .await
         .with_context(|| format!("cannot reach the namenode at {}", base.namenode))?;
-    let hosts = crail_shuffle::service::advertised_hosts(&store).await?;
+    let hosts = crail_shuffle::advertised_hosts(&store).await?;
     if hosts.is_empty() {
         bail!(
             "no node advertises a shuffle service (start them with `crail node` or `crail cluster`)"

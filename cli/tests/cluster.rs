@@ -13,16 +13,9 @@ use std::time::{Duration, Instant};
 use process::{CRAIL, Cluster, cell};
 const MIB: u64 = 1 << 20;
 
-/// `crail node` processes of the cluster whose namenode is `namenode`, from /proc.
-fn nodes_of(namenode: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .filter(|cmd| {
-            let cmd = String::from_utf8_lossy(cmd).replace('\0', " ");
-            cmd.contains(" node ") && cmd.contains(namenode)
-        })
-        .count()
+/// How many of `pids` still run.
+fn running(pids: &[(String, String)]) -> usize {
+    pids.iter().filter(|(_, pid)| process::running(pid)).count()
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -75,7 +68,8 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
         ],
         &[],
     );
-    assert_eq!(nodes_of(&cluster.namenode), 3);
+    let nodes = cluster.node_pids();
+    assert_eq!(nodes.len(), 3);
     let local = cluster.dir.path().to_owned();
 
     // 300 MiB + a bit, twice: more than the 3 x 200 MiB of DRAM, so the second copy spills
@@ -189,7 +183,7 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
     let (ok, err) = cluster.wait();
     assert!(ok, "{err}");
     assert!(!cluster.config.exists());
-    wait_for("the nodes to exit", || nodes_of(&cluster.namenode) == 0);
+    wait_for("the nodes to exit", || running(&nodes) == 0);
     assert_eq!(std::fs::read_dir(flash.path()).unwrap().count(), 0);
 }
 
@@ -197,31 +191,20 @@ fn a_three_node_cluster_serves_the_fs_shell_and_status_then_stops_cleanly() {
 fn nodes_stop_with_the_cluster_and_the_cluster_with_a_node() {
     // A killed cluster (no chance to clean up) takes its nodes with it.
     let mut cluster = Cluster::start(&["--nodes", "2", "--dram", "64MiB"], &[]);
-    assert_eq!(nodes_of(&cluster.namenode), 2);
+    let nodes = cluster.node_pids();
+    assert_eq!(nodes.len(), 2);
     cluster.signal("-KILL");
     let _ = cluster.wait();
-    wait_for("orphaned nodes to exit", || {
-        nodes_of(&cluster.namenode) == 0
-    });
+    wait_for("orphaned nodes to exit", || running(&nodes) == 0);
 
     // A node that dies stops the cluster with an error naming it.
     let mut cluster = Cluster::start(&["--nodes", "2", "--dram", "64MiB"], &[]);
-    let status = Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            "--",
-            &format!("node.*--namenode {} --host 127.0.0.3 ", cluster.namenode),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let nodes = cluster.node_pids();
+    cluster.kill_node("127.0.0.3");
     let (ok, err) = cluster.wait();
     assert!(!ok);
     assert!(err.contains("node 127.0.0.3 stopped unexpectedly"), "{err}");
-    wait_for("the other node to exit", || {
-        nodes_of(&cluster.namenode) == 0
-    });
+    wait_for("the other node to exit", || running(&nodes) == 0);
 }
 
 #[test]

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use crail_node::LocalCluster;
 use crail_node_service::{
     self as node, Connection, Endpoint, Error, Failure, Listener, Options, Part, Served,
     ServerConfig, Sessions,
 };
-use crail_store::testing::LocalCluster;
 use crail_store::{ByteSize, Secret, Store};
 
 /// The test service's messages.

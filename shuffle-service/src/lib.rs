@@ -10,24 +10,26 @@
 //! Everything a shuffle is lives in the store (see [`layout`]): any node can serve any read,
 //! and the namenode's refusal to rename onto an existing name is what makes a map's first
 //! commit the only one.
+//!
+//! Two halves over shared modules ([`layout`], the lease types, the wire messages): what
+//! engines link ([`ShuffleClient`], [`MapWriter`], [`PartitionReader`], [`Shuffles`]) and, with
+//! the `node` feature, what runs on a node ([`Slots`], [`service`]).
 
-mod client;
+mod engine;
 mod error;
 pub mod layout;
 mod lease;
-mod reader;
-pub mod service;
-mod shuffles;
-mod slots;
+#[cfg(feature = "node")]
+mod node;
 mod wire;
-mod writer;
 
-pub use client::ShuffleClient;
 pub use crail_node_service::Endpoint;
+pub use engine::client::{ShuffleClient, advertised_hosts};
+pub use engine::reader::{Chunk, PartitionReader, lengths};
+pub use engine::shuffles::{DEFAULT_PREFETCH, Shuffles};
+pub use engine::writer::MapWriter;
 pub use error::{Error, Result};
 pub use layout::{Commit, Meta, Segment, ShuffleId};
 pub use lease::{GroupFile, GroupLease, Outcome};
-pub use reader::{Chunk, PartitionReader, lengths};
-pub use shuffles::{DEFAULT_PREFETCH, Shuffles};
-pub use slots::Slots;
-pub use writer::MapWriter;
+#[cfg(feature = "node")]
+pub use node::{service, slots::Slots};

@@ -26,6 +26,7 @@ pub fn shuffle_id(r: Option<&ShuffleRef>) -> ShuffleId {
 
 /// An error as the service sends it: every variant with its fields, a store error as the
 /// store's own.
+#[cfg(feature = "node")]
 pub fn failure(error: &Error) -> Failure {
     let message = error.to_string();
     let detail = |id: &ShuffleId| ErrorDetail {

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use crail_node::LocalCluster;
 use crail_shuffle::{Error, Meta, ShuffleId, Shuffles, Slots};
-use crail_store::testing::LocalCluster;
 use crail_store::{ByteSize, Store};
 
 const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];

@@ -159,18 +159,40 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Kills the node process of `host` with SIGKILL (no goodbye to anyone).
-    pub fn kill_node(&self, host: &str) {
-        let pid = std::fs::read_dir("/proc")
+    /// The cluster's node processes (its children running `--crail-embedded-node HOST`):
+    /// host and pid.
+    pub fn node_pids(&self) -> Vec<(String, String)> {
+        let parent = self.child.id().to_string();
+        std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| {
                 let e = e.ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                // pid (comm) state ppid ...: the comm may hold spaces, so after the last ')'.
+                let ppid = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .to_owned();
                 let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                (cmd.contains(" node ") && cmd.contains(&self.namenode) && cmd.contains(host))
-                    .then(|| e.file_name().to_string_lossy().into_owned())
+                let host = cmd
+                    .split("--crail-embedded-node ")
+                    .nth(1)?
+                    .trim()
+                    .to_owned();
+                (ppid == parent).then(|| (host, e.file_name().to_string_lossy().into_owned()))
             })
-            .next()
+            .collect()
+    }
+
+    /// Kills the node process of `host` with SIGKILL (no goodbye to anyone).
+    pub fn kill_node(&self, host: &str) {
+        let pid = self
+            .node_pids()
+            .into_iter()
+            .find_map(|(h, pid)| (h == host).then_some(pid))
             .unwrap_or_else(|| panic!("no node process for {host}"));
         let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
         assert!(status.success());
@@ -226,4 +248,12 @@ pub fn cell(table: &str, first: &str, col: usize) -> u64 {
         .find(|l| l.split_whitespace().next() == Some(first))
         .unwrap_or_else(|| panic!("no row {first} in {table}"));
     row.split_whitespace().nth(col).unwrap().parse().unwrap()
+}
+
+/// Whether process `pid` still runs (a zombie does not).
+pub fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
 }

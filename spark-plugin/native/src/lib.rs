@@ -193,7 +193,7 @@ pub async fn connect(
     let store = crail_store::Store::connect(&config.client)
         .await
         .map_err(crail_sdk::Error::from)?;
-    let hosts = crail_shuffle::service::advertised_hosts(&store)
+    let hosts = crail_shuffle::advertised_hosts(&store)
         .await
         .map_err(crail_sdk::Error::from)?;
     if hosts.is_empty() {

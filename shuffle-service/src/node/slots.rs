@@ -19,10 +19,10 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::engine::writer::MapWriter;
 use crate::error::{Error, Result};
 use crate::layout::{Meta, ShuffleId};
 use crate::lease::{GroupFile, GroupLease, Lender, Outcome};
-use crate::writer::MapWriter;
 
 /// How often the groups' write leases are renewed (the namenode's lease timeout defaults to
 /// 10 s).
@@ -255,7 +255,7 @@ impl Slots {
         if let Some(groups) = self.inner.state.lock().shuffles.get(id) {
             return Ok(Arc::clone(groups));
         }
-        let meta = crate::shuffles::read_meta(&self.inner.store, id).await?;
+        let meta = crate::engine::shuffles::read_meta(&self.inner.store, id).await?;
         let mut state = self.inner.state.lock();
         let groups = state.shuffles.entry(id.clone()).or_insert_with(|| {
             Arc::new(Groups {

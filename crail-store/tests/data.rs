@@ -1,12 +1,10 @@
-//! The data plane end to end: real `crail datanode` processes on their own 127.0.0.x hosts,
-//! an in-process namenode, and the client streams.
+//! The data plane end to end: datanodes on their own 127.0.0.x hosts, each on its own
+//! runtime (its own threads, killed as a process would be), a namenode, and the client
+//! streams.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../crail-store/tests/common/mod.rs"]
 mod common;
-
-mod process;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -14,58 +12,88 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use crail_store::namenode::RunningNamenode;
 use crail_store::testing;
-use crail_store::{ClientConfig, CreateOptions, Error, Placement, Store};
-use process::{CRAIL, Process};
+use crail_store::{
+    ByteSize, ClientConfig, CreateOptions, DatanodeConfig, Error, Placement, Store, TierKind,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1 << 20;
 
-/// A `crail datanode` process, killed on drop.
+/// A datanode on its own runtime, as if in a process of its own: [`Datanode::kill`] (or a
+/// drop) drops the runtime, which closes its sockets at once and stops its heartbeats,
+/// without deregistering.
 struct Datanode {
-    process: Process,
+    /// Dropping it tells the datanode's thread to drop its runtime.
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     addr: String,
     id: u64,
 }
 
 impl Datanode {
-    fn start(nn: &RunningNamenode, host: &str, args: &[&str]) -> Self {
-        let (nn, listen) = (nn.addr().to_string(), format!("{host}:0"));
-        let mut all = vec!["datanode", "--namenode", &nn, "--listen", &listen];
-        all.extend_from_slice(args);
-        // "ADDR (tier ..., id N)"
-        let (process, line) = Process::start(&all, "datanode listening on ");
-        let addr = line.split(' ').next().unwrap().to_owned();
-        let id = line
-            .trim_end_matches(')')
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Self { process, addr, id }
+    fn start(
+        nn: &RunningNamenode,
+        host: &str,
+        tier: TierKind,
+        capacity: u64,
+        path: Option<&std::path::Path>,
+    ) -> Self {
+        let config = DatanodeConfig {
+            listen: format!("{host}:0").parse().unwrap(),
+            tier,
+            capacity: ByteSize(capacity),
+            path: path.map(std::path::Path::to_owned),
+            ..DatanodeConfig::default()
+        };
+        let client = common::client_config(nn);
+        let (started, info) = std::sync::mpsc::channel();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let datanode = runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+                crail_store::datanode::Datanode::start(listener, config, client)
+                    .await
+                    .unwrap()
+            });
+            let info = datanode.info();
+            started.send((info.address.to_string(), info.id.0)).unwrap();
+            runtime.spawn(datanode.serve(std::future::pending()));
+            let _ = killed.recv();
+            runtime.shutdown_background();
+        });
+        let (addr, id) = info.recv().unwrap();
+        Self {
+            kill: Some(kill),
+            thread: Some(thread),
+            addr,
+            id,
+        }
     }
 
-    fn dram(nn: &RunningNamenode, host: &str, capacity: &str) -> Self {
-        Self::start(nn, host, &["--tier", "dram", "--capacity", capacity])
+    fn dram(nn: &RunningNamenode, host: &str, mib: u64) -> Self {
+        Self::start(nn, host, TierKind::Dram, mib << 20, None)
     }
 
-    fn flash(nn: &RunningNamenode, host: &str, capacity: &str, path: &std::path::Path) -> Self {
-        Self::start(
-            nn,
-            host,
-            &[
-                "--tier",
-                "flash",
-                "--capacity",
-                capacity,
-                "--path",
-                path.to_str().unwrap(),
-            ],
-        )
+    fn flash(nn: &RunningNamenode, host: &str, mib: u64, path: &std::path::Path) -> Self {
+        Self::start(nn, host, TierKind::Flash, mib << 20, Some(path))
     }
 
     fn kill(&mut self) {
-        self.process.kill();
+        drop(self.kill.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Datanode {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -93,8 +121,8 @@ async fn write(store: &Store, path: &str, data: &[u8]) {
 async fn a_large_file_spans_blocks_and_both_tiers_and_reads_back() {
     let nn = common::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let _dram = Datanode::dram(&nn, "127.0.0.2", "8MiB");
-    let _flash = Datanode::flash(&nn, "127.0.0.3", "64MiB", &dir.path().join("flash.img"));
+    let _dram = Datanode::dram(&nn, "127.0.0.2", 8);
+    let _flash = Datanode::flash(&nn, "127.0.0.3", 64, &dir.path().join("flash.img"));
     let store = common::client_on(&nn, "127.0.0.2").await;
 
     // 8 MiB of DRAM fills first, then flash takes the rest: one file on both tiers.
@@ -160,8 +188,8 @@ async fn a_large_file_spans_blocks_and_both_tiers_and_reads_back() {
 async fn append_and_overwrite_at_unaligned_offsets_on_both_tiers() {
     let nn = common::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let _dram = Datanode::dram(&nn, "127.0.0.2", "16MiB");
-    let _flash = Datanode::flash(&nn, "127.0.0.3", "16MiB", &dir.path().join("flash.img"));
+    let _dram = Datanode::dram(&nn, "127.0.0.2", 16);
+    let _flash = Datanode::flash(&nn, "127.0.0.3", 16, &dir.path().join("flash.img"));
     let store = common::client(&nn).await;
     for (class, path) in [(0, "/on-dram"), (1, "/on-flash")] {
         let options = CreateOptions::default().placement(Placement::default().storage_class(class));
@@ -224,7 +252,7 @@ async fn a_lone_write_goes_in_pieces_and_reads_back() {
     // One buffer in flight: a DRAM datanode takes it in 256 KiB pieces, which here start at an
     // unaligned offset and cross piece and block edges.
     let nn = common::start().await;
-    let _dram = Datanode::dram(&nn, "127.0.0.2", "8MiB");
+    let _dram = Datanode::dram(&nn, "127.0.0.2", 8);
     let config = ClientConfig {
         outstanding: 1,
         ..common::client_config(&nn)
@@ -254,8 +282,8 @@ async fn a_lone_write_goes_in_pieces_and_reads_back() {
 async fn same_host_clients_move_data_through_shared_memory() {
     let nn = common::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut dram = Datanode::dram(&nn, "127.0.0.4", "8MiB");
-    let flash = Datanode::flash(&nn, "127.0.0.4", "16MiB", &dir.path().join("flash.img"));
+    let mut dram = Datanode::dram(&nn, "127.0.0.4", 8);
+    let flash = Datanode::flash(&nn, "127.0.0.4", 16, &dir.path().join("flash.img"));
     let local = common::client_on(&nn, "127.0.0.4").await;
     let remote = common::client_on(&nn, "127.0.0.5").await;
     let config = common::client_config(&nn).with_local_host(common::ip("127.0.0.4"));
@@ -346,8 +374,8 @@ async fn same_host_clients_move_data_through_shared_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_multifile_writers_read_back_as_one_stream() {
     let nn = common::start().await;
-    let _a = Datanode::dram(&nn, "127.0.0.2", "32MiB");
-    let _b = Datanode::dram(&nn, "127.0.0.3", "32MiB");
+    let _a = Datanode::dram(&nn, "127.0.0.2", 32);
+    let _b = Datanode::dram(&nn, "127.0.0.3", 32);
     let store = common::client(&nn).await;
     let multi = store
         .create_multifile("/multi", &CreateOptions::default())
@@ -387,7 +415,7 @@ async fn concurrent_multifile_writers_read_back_as_one_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_and_blocking_adapters_and_keyvalues() {
     let nn = common::start().await;
-    let _dn = Datanode::dram(&nn, "127.0.0.2", "32MiB");
+    let _dn = Datanode::dram(&nn, "127.0.0.2", 32);
     let store = common::client(&nn).await;
 
     // tokio AsyncWrite: shutdown commits.
@@ -480,7 +508,7 @@ async fn corrupted_flash_bytes_are_a_checksum_error_never_data() {
     let nn = common::start().await;
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("flash.img");
-    let _flash = Datanode::flash(&nn, "127.0.0.2", "16MiB", &image);
+    let _flash = Datanode::flash(&nn, "127.0.0.2", 16, &image);
     let store = common::client(&nn).await;
     let data = pattern(2 * MIB, 6);
     write(&store, "/victim", &data).await;
@@ -531,8 +559,8 @@ async fn corrupted_flash_bytes_are_a_checksum_error_never_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datanode_killed_mid_read_fails_that_read_and_others_go_on() {
     let nn = common::start().await;
-    let mut victim = Datanode::dram(&nn, "127.0.0.2", "16MiB");
-    let _other = Datanode::dram(&nn, "127.0.0.3", "16MiB");
+    let mut victim = Datanode::dram(&nn, "127.0.0.2", 16);
+    let _other = Datanode::dram(&nn, "127.0.0.3", 16);
     let on = |host: &str| {
         CreateOptions::default().placement(Placement::default().location(common::ip(host)))
     };
@@ -586,7 +614,7 @@ async fn a_datanode_killed_mid_read_fails_that_read_and_others_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_is_a_typed_error_and_commits_nothing() {
     let nn = common::start().await;
-    let _dn = Datanode::dram(&nn, "127.0.0.2", "4MiB");
+    let _dn = Datanode::dram(&nn, "127.0.0.2", 4);
     let store = common::client(&nn).await;
     let mut w = store
         .create_file("/too-big", &CreateOptions::default())
@@ -632,7 +660,7 @@ async fn raw_call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     let nn = common::start().await;
-    let dn = Datanode::dram(&nn, "127.0.0.2", "4MiB");
+    let dn = Datanode::dram(&nn, "127.0.0.2", 4);
     let mut stream = tokio::net::TcpStream::connect(&dn.addr).await.unwrap();
     testing::handshake(&mut stream).await.unwrap();
     let mut rbuf = BytesMut::new();
@@ -790,44 +818,4 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     write(&store, "/after", &pattern(MIB, 12)).await;
     let file = store.lookup("/after").await.unwrap().into_file().unwrap();
     assert!(file.read_to_end().await.unwrap() == pattern(MIB, 12));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iobench_data_tests_print_figures_and_a_baseline() {
-    let nn = common::start().await;
-    let _dn = Datanode::dram(&nn, "127.0.0.2", "32MiB");
-    let addr = nn.addr().to_string();
-    for (test, sequential) in [
-        ("write", true),
-        ("read", true),
-        ("writeAsync", true),
-        ("readAsync", true),
-        ("readRandom", false),
-    ] {
-        let out = tokio::process::Command::new(CRAIL)
-            .args(["iobench", "--namenode", &addr, "-t", test])
-            .args([
-                "-s", "8MiB", "-b", "256KiB", "-k", "50", "-o", "2", "--json",
-            ])
-            .env_remove("CRAIL_CONF")
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{test}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        assert_eq!(json["test"], test);
-        for key in ["mb_per_sec", "p50_us", "p99_us"] {
-            assert!(json[key].as_f64().unwrap() > 0.0, "{test}: {key} in {json}");
-        }
-        assert_eq!(
-            json["baseline_mb_per_sec"].as_f64().is_some(),
-            sequential,
-            "{test}: {json}"
-        );
-    }
 }

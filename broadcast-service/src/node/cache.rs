@@ -21,20 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::memory::{CHUNK, Memory};
-use crate::{Broadcasts, Error, Result, VarId, VarReader};
-
-/// What a node's cache has done: for tests, status and benchmarks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Fetches from the store (a variable counts once per fetch).
-    pub fetches: u64,
-    /// Bytes fetched from the store.
-    pub fetched_bytes: u64,
-    /// Gets served from a copy the node had (whole or still arriving).
-    pub hits: u64,
-    /// Copies held now.
-    pub cached: u64,
-}
+use crate::{Broadcasts, CacheStats, Error, Result, VarId, VarReader};
 
 /// One node's copies of broadcast variables. Cheap to clone.
 #[derive(Debug, Clone)]

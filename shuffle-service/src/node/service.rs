@@ -15,7 +15,7 @@ use crate::Shuffles;
 use crate::error::{Error, Result};
 use crate::layout::{self, Meta, ShuffleId};
 use crate::lease::Outcome;
-use crate::slots::Slots;
+use crate::node::slots::Slots;
 use crate::wire::{self, reply, request};
 
 /// How the service behaves.
@@ -38,12 +38,6 @@ impl Default for ServiceConfig {
 /// (`/crail-shuffle/.services/<host>`), for [`crate::ShuffleClient::connect_local`].
 pub async fn advertise(store: &Store, host: &str, endpoints: &[Endpoint]) -> Result<()> {
     Ok(node::advertise(store, layout::ROOT, host, endpoints).await?)
-}
-
-/// The hosts whose shuffle service advertised itself in the store (see [`advertise`]), in
-/// address order: where a driver can place tasks. Empty when no node runs one.
-pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
-    Ok(node::advertised_hosts(store, layout::ROOT).await?)
 }
 
 /// Serves the node's slots on `listeners` until `shutdown` completes. Every connection must

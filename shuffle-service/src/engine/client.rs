@@ -9,12 +9,12 @@ use crail_store::{LeaseTicket, Store};
 use futures_util::future::BoxFuture;
 
 use crate::Shuffles;
+use crate::engine::reader::PartitionReader;
+use crate::engine::writer::MapWriter;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Meta, ShuffleId};
 use crate::lease::{GroupFile, GroupLease, Lender, Outcome};
-use crate::reader::PartitionReader;
 use crate::wire::{self, reply, request};
-use crate::writer::MapWriter;
 
 /// A connection to the node's service; groups lent through it go back through it.
 #[derive(Debug, Clone)]
@@ -254,4 +254,10 @@ impl ShuffleClient {
     pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
         self.shuffles.commits(id, maps).await
     }
+}
+
+/// The hosts whose shuffle service advertised itself in the store (see `service::advertise`), in
+/// address order: where a driver can place tasks. Empty when no node runs one.
+pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
+    Ok(crail_node_service::advertised_hosts(store, crate::layout::ROOT).await?)
 }

@@ -1,28 +1,35 @@
-//! The Rust SDK against a real 3-node `crail cluster`: engines on every node connect through
+//! The Rust SDK against three whole nodes (tiers, shuffle and broadcast services, in this
+//! process on their own addresses): engines on every node connect through
 //! `crail_sdk::Crail`, write map output as records and as serialized bytes, read it back as it
 //! comes, sorted, and combined, use broadcast variables and the store, and end the
 //! application; bad input gets typed errors.
 
 #![allow(clippy::unwrap_used)]
 
-mod process;
-
 use std::collections::BTreeMap;
 
+use crail_node::LocalCluster as Cluster;
 use crail_sdk::{Crail, Error};
-use process::Cluster;
+use crail_store::ByteSize;
 
 const HOSTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
 async fn engines(cluster: &Cluster, app: &str) -> Vec<Crail> {
     let mut out = Vec::new();
     for host in HOSTS {
-        let crail = Crail::connect(&cluster.client_on(host), app).await.unwrap();
+        let crail = Crail::connect(&cluster.on(host), app).await.unwrap();
         assert_eq!(crail.host(), host);
         assert_eq!(crail.app(), app);
         out.push(crail);
     }
     out
+}
+
+/// Three nodes of `mib` MiB of dram each.
+async fn start(mib: u64) -> Cluster {
+    Cluster::with_services(&HOSTS, ByteSize(mib << 20))
+        .await
+        .unwrap()
 }
 
 /// Key `i` of a word-count-like input: 50 distinct keys, some long.
@@ -41,7 +48,7 @@ fn u64_of(bytes: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maps_write_and_reducers_read_as_they_come_sorted_and_combined() {
-    let cluster = Cluster::start(&["--dram", "256MiB"], &[]);
+    let cluster = start(256).await;
     let e = engines(&cluster, "sdk-app").await;
     const MAPS: u32 = 6;
     const PARTS: u32 = 4;
@@ -190,7 +197,7 @@ async fn maps_write_and_reducers_read_as_they_come_sorted_and_combined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_typed_errors() {
-    let cluster = Cluster::start(&["--dram", "128MiB"], &[]);
+    let cluster = start(128).await;
     let e = engines(&cluster, "sdk-bad").await;
     assert!(matches!(
         e[0].register_shuffle(1, 2, 2, "no-such-format").await,
@@ -260,7 +267,7 @@ async fn bad_input_gets_typed_errors() {
 /// result equals a sort of everything written, record for record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sorted_reads_of_segments_larger_than_a_buffer_join_split_records() {
-    let cluster = Cluster::start(&["--dram", "256MiB"], &[]);
+    let cluster = start(256).await;
     let e = engines(&cluster, "sdk-split").await;
     let shuffle = e[0].register_shuffle(3, 3, 1, "fixed:10:90").await.unwrap();
     let mut written = Vec::new();

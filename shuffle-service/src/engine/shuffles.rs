@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use crail_store::{CreateOptions, Error as StoreError, Placement, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::engine::reader::{self, PartitionReader, lengths};
 use crate::error::{Error, Result};
 use crate::layout::{self, Commit, Meta, ShuffleId};
-use crate::reader::{self, PartitionReader, lengths};
 
 /// Commit records read at once.
 const METADATA_READS: usize = 16;

@@ -305,15 +305,16 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let winner = match crate::shuffles::read_commit(store, id, commit.map, copies).await? {
-                crate::shuffles::Record::Found(winner) => {
-                    if !crate::reader::commit_lost(store, id, &winner).await {
-                        return Err(refused(winner.attempt));
+            let winner =
+                match crate::engine::shuffles::read_commit(store, id, commit.map, copies).await? {
+                    crate::engine::shuffles::Record::Found(winner) => {
+                        if !crate::engine::reader::commit_lost(store, id, &winner).await {
+                            return Err(refused(winner.attempt));
+                        }
+                        Some(winner)
                     }
-                    Some(winner)
-                }
-                crate::shuffles::Record::Lost(_) => None,
-            };
+                    crate::engine::shuffles::Record::Lost(_) => None,
+                };
             // Move the lost record aside; if what was moved is not the record judged lost
             // (another attempt replaced it meanwhile), put it back and lose to it.
             let aside = format!("{pending}.lost");
@@ -322,7 +323,9 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let moved = crate::shuffles::read_record(store, id, &aside).await.ok();
+            let moved = crate::engine::shuffles::read_record(store, id, &aside)
+                .await
+                .ok();
             if winner.is_none() || moved == winner {
                 let _ = store.delete(&aside, false).await;
             } else {
@@ -332,9 +335,9 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 break;
             }
         }
-        match crate::shuffles::read_commit(store, id, commit.map, copies).await? {
-            crate::shuffles::Record::Found(winner) => Err(refused(winner.attempt)),
-            crate::shuffles::Record::Lost(cause) => Err(Error::CommitLost {
+        match crate::engine::shuffles::read_commit(store, id, commit.map, copies).await? {
+            crate::engine::shuffles::Record::Found(winner) => Err(refused(winner.attempt)),
+            crate::engine::shuffles::Record::Lost(cause) => Err(Error::CommitLost {
                 id: id.clone(),
                 map: commit.map,
                 cause,

@@ -225,6 +225,7 @@ impl BroadcastClient {
     }
 
     /// Asks the service to drop its copy of `app`'s variable `id` (all of them when empty).
+    #[cfg(feature = "node")]
     pub(crate) async fn forget(&self, app: &str, id: &str) -> Result<()> {
         self.done(request::Op::Forget(wire::Forget {
             app: app.into(),
@@ -451,4 +452,9 @@ impl RemoteReader {
             self.client.give_back(conn);
         }
     }
+}
+
+/// The hosts whose broadcast service advertised itself in the store, in address order.
+pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
+    Ok(crail_node_service::advertised_hosts(store, ROOT).await?)
 }

@@ -17,8 +17,8 @@ use crail_store::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::client::BroadcastClient;
 use crate::wire::{self, reply, request};
+use crate::{BroadcastClient, advertised_hosts};
 use crate::{Broadcasts, Error, NodeCache, ROOT, Result, VarId};
 
 /// Time a peer has to drop its copy before a destroy goes on without it.
@@ -48,11 +48,6 @@ impl Default for ServiceConfig {
 /// other services.
 pub async fn advertise(store: &Store, host: &str, endpoints: &[Endpoint]) -> Result<()> {
     Ok(node::advertise(store, ROOT, host, endpoints).await?)
-}
-
-/// The hosts whose broadcast service advertised itself in the store, in address order.
-pub async fn advertised_hosts(store: &Store) -> Result<Vec<String>> {
-    Ok(node::advertised_hosts(store, ROOT).await?)
 }
 
 /// Serves `cache` as node `host`'s broadcast service on `listeners` until `shutdown`

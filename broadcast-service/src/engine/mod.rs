@@ -1,0 +1,3 @@
+//! What engines link: the client of the node's broadcast service.
+
+pub(crate) mod client;
