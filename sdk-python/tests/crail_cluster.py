@@ -40,10 +40,10 @@ def crail_cluster(workdir: Path, dram: str = "256MiB", keep_going: bool = False)
 
 
 def kill_node(config: str, host: str) -> None:
-    """Kills the `crail node` process of `host` (its datanode and its services) of the cluster
+    """Kills the node process of `host` (its datanode and its services) of the cluster
     of `config`, at once."""
     parent = str(_CLUSTERS[config].pid)
-    pids = subprocess.run(["pgrep", "-P", parent, "-f", "--", f"--host {host}"],
+    pids = subprocess.run(["pgrep", "-P", parent, "-f", "--", f"--crail-embedded-node {host}$"],
                           capture_output=True, text=True).stdout.split()
     assert pids, f"no crail node on {host}"
     for pid in pids:
