@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use crail_store::ByteSize;
+use crail_store::{ByteSize, Tiering};
 use indicatif::{ProgressBar, ProgressStyle};
 use terasort::run::{self, RunPlan, rate};
 use terasort::sort::SortOptions;
@@ -289,9 +289,17 @@ struct RunArgs {
     /// Nodes of the embedded cluster.
     #[arg(long, default_value_t = 3)]
     nodes: u8,
-    /// DRAM per node of the embedded cluster [default: room for the shuffle].
+    /// DRAM per node of the embedded cluster [default: room for the shuffle, less --flash].
     #[arg(long)]
     dram: Option<ByteSize>,
+    /// Flash per node of the embedded cluster, in files under the work directory, e.g. 4GiB:
+    /// the shuffle continues there when DRAM is full.
+    #[arg(long, default_value = "0")]
+    flash: ByteSize,
+    /// Where a node's blocks go when its DRAM is full: class-first (other nodes' DRAM, then
+    /// flash) or host-first (its own flash, then other nodes).
+    #[arg(long, default_value = "class-first")]
+    tiering: Tiering,
     /// Use the running cluster this client configuration names instead.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -323,6 +331,8 @@ impl RunArgs {
             size: self.size,
             nodes: self.nodes,
             dram: self.dram,
+            flash: self.flash,
+            tiering: self.tiering,
             config: self.config.clone(),
             work: self.work.clone(),
             keep: self.keep,

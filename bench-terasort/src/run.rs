@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crail_sdk::Crail;
-use crail_sdk::crail_store::{ByteSize, ClientConfig, Config, Store};
+use crail_sdk::crail_store::{ByteSize, ClientConfig, Config, Store, Tiering};
 
 use crate::local::LocalReport;
 use crate::sort::{Phase, SortOptions, SortReport};
@@ -20,8 +20,12 @@ pub struct RunPlan {
     pub size: ByteSize,
     /// Nodes of the embedded cluster.
     pub nodes: u8,
-    /// DRAM per node of the embedded cluster; `None`: room for the shuffle.
+    /// DRAM per node of the embedded cluster; `None`: room for the shuffle (less the flash).
     pub dram: Option<ByteSize>,
+    /// Flash per node of the embedded cluster (0: none), in files under the work directory.
+    pub flash: ByteSize,
+    /// Where blocks go when a node's DRAM is full (the namenode's `tiering`).
+    pub tiering: Tiering,
     /// A running cluster's client configuration file, instead of an embedded cluster.
     pub config: Option<PathBuf>,
     /// Work directory for input and output (created; removed unless `keep`); `None`: a new
@@ -328,7 +332,7 @@ async fn run_in(
         local.prepare_secs
     ));
 
-    let sort = sort_on_cluster(plan, bytes, &input, &output, reporter).await?;
+    let sort = sort_on_cluster(plan, bytes, work, &input, &output, reporter).await?;
     reporter.line(&format!(
         "sort on {} nodes: {:.2} s ({}): sample {:.2} s, map {:.2} s ({}), reduce {:.2} s ({}); {} maps, {} partitions (task buffers faulted in before: {:.2} s)",
         sort.nodes,
@@ -392,6 +396,7 @@ async fn run_in(
 async fn sort_on_cluster(
     plan: &RunPlan,
     bytes: u64,
+    work: &Path,
     input: &Path,
     output: &Path,
     reporter: &dyn Reporter,
@@ -402,20 +407,33 @@ async fn sort_on_cluster(
         end(&engines).await;
         return sorted;
     }
-    // Room for the shuffle's copy of the input, a quarter more, over the nodes.
+    // Room for the shuffle's copy of the input, a quarter more, over the nodes (less what
+    // their flash holds).
+    let nodes = u64::from(plan.nodes.max(1));
     let dram = plan.dram.unwrap_or_else(|| {
-        let per_node = bytes * 5 / 4 / u64::from(plan.nodes.max(1));
+        let per_node = (bytes * 5 / 4 / nodes).saturating_sub(plan.flash.bytes());
         ByteSize((per_node.div_ceil(256 << 20) * (256 << 20)).max(512 << 20))
     });
-    let mut cluster = crail_node::Embedded::start(
-        &crail_node::ClusterConfig::new(plan.nodes, dram),
-        &Config::default(),
-    )
-    .await
-    .map_err(|e| Error::Cluster(format!("cannot start the embedded cluster: {e}")))?;
+    let mut cluster_config = crail_node::ClusterConfig::new(plan.nodes, dram);
+    if plan.flash.bytes() > 0 {
+        let dir = work.join("flash");
+        std::fs::create_dir_all(&dir)
+            .map_err(|cause| Error::Invalid(format!("cannot create {}: {cause}", dir.display())))?;
+        cluster_config.flash = plan.flash;
+        cluster_config.flash_dir = Some(dir);
+    }
+    let mut config = Config::default();
+    config.namenode.tiering = plan.tiering;
+    let mut cluster = crail_node::Embedded::start(&cluster_config, &config)
+        .await
+        .map_err(|e| Error::Cluster(format!("cannot start the embedded cluster: {e}")))?;
     let hosts = cluster.hosts();
+    let flash = match plan.flash.bytes() {
+        0 => String::new(),
+        _ => format!(" + {} flash ({})", plan.flash, plan.tiering),
+    };
     reporter.line(&format!(
-        "cluster: {} nodes ({}), {dram} dram each, namenode {}",
+        "cluster: {} nodes ({}), {dram} dram{flash} each, namenode {}",
         plan.nodes,
         hosts
             .iter()

@@ -312,10 +312,39 @@ fn run_sorts_on_the_embedded_cluster_and_reports() {
     // The work directory is removed.
     assert!(!Path::new(&path(dir.path(), "work")).exists());
 
+    // A shuffle larger than the cluster's DRAM goes on into the nodes' flash.
+    let out = ok(&[
+        "run",
+        "--size",
+        "20000000",
+        "--nodes",
+        "2",
+        "--dram",
+        "8MiB",
+        "--flash",
+        "64MiB",
+        "--tiering",
+        "host-first",
+        "--json",
+        "--chart",
+        &chart,
+        "--work",
+        &path(dir.path(), "work"),
+    ]);
+    let last = out.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["valid"], true, "{last}");
+    assert_eq!(v["records"], 200_000);
+    assert!(!Path::new(&path(dir.path(), "work")).exists());
+
     // Bad flags: one line each, nothing started.
     fails(&["run", "--size", "100TiB"], "needs about");
     fails(&["run", "--size", "10"], "no 100-byte record");
     fails(&["run", "--size", "1MiB", "--nodes", "0"], "--nodes");
+    fails(
+        &["run", "--size", "1MiB", "--tiering", "fast"],
+        "class-first or host-first",
+    );
     let existing = path(dir.path(), "exists");
     std::fs::create_dir(&existing).unwrap();
     fails(

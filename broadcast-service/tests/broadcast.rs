@@ -309,3 +309,41 @@ async fn a_datanode_lost_mid_read_fails_the_read_naming_the_variable() {
     assert!(matches!(err, Error::Unreadable { .. }), "{err}");
     assert_eq!(cache.stats().cached, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_of_twice_the_clusters_dram_continues_into_flash_and_reads_back() {
+    let flash_dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<crail_node::NodeConfig> = HOSTS
+        .iter()
+        .map(|host| {
+            crail_node::NodeConfig::new(host.parse().unwrap(), ByteSize(4 << 20))
+                .storage_only()
+                .with_flash(ByteSize(32 << 20), flash_dir.path())
+        })
+        .collect();
+    let store = LocalCluster::start_with(&nodes, &crail_store::Config::default())
+        .await
+        .unwrap();
+    let mut b = Vec::new();
+    for host in HOSTS {
+        b.push(Broadcasts::new(
+            Store::connect(&store.on(host)).await.unwrap(),
+        ));
+    }
+    let var = VarId::new("app-9", "beyond-dram");
+    let data = value(24 << 20, 9);
+    b[0].put(&var, &data).await.unwrap();
+    let info = b[0].store().cluster_info().await.unwrap();
+    let on = |tier: &str| -> u64 {
+        info.datanodes
+            .iter()
+            .filter(|d| d.tier == tier)
+            .map(|d| d.used)
+            .sum()
+    };
+    assert_eq!(on("dram"), 12 << 20, "dram not full");
+    assert!(on("flash") >= 12 << 20, "{} on flash", on("flash"));
+    for node in &b {
+        assert!(node.read_all(&var, NOW).await.unwrap() == data);
+    }
+}

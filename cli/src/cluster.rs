@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use crail_node::{ClusterConfig, Embedded};
-use crail_store::{ByteSize, Config};
+use crail_store::{ByteSize, Config, Tiering};
 
 use crate::servers::{BroadcastArgs, ShuffleArgs};
 
@@ -25,6 +25,11 @@ pub(crate) struct Args {
     /// Directory for the nodes' flash files (removed when the cluster stops).
     #[arg(long)]
     flash_dir: Option<PathBuf>,
+    /// Where a node's blocks go when its DRAM is full: class-first (other nodes' DRAM, then
+    /// flash) or host-first (its own flash, then other nodes) [default: the configuration's
+    /// namenode.tiering, class-first].
+    #[arg(long)]
+    tiering: Option<Tiering>,
     /// Write a client configuration file here once every node is serving (removed when the
     /// cluster stops); `crail --config FILE fs -ls /` then talks to this cluster.
     #[arg(long)]
@@ -74,8 +79,11 @@ impl Args {
     }
 }
 
-pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     let signal = crail_node::shutdown_signal()?;
+    if let Some(tiering) = args.tiering {
+        config.namenode.tiering = tiering;
+    }
     if args.nodes == 0 || args.nodes > crail_node::MAX_NODES {
         bail!("--nodes must be between 1 and {}", crail_node::MAX_NODES);
     }
@@ -86,7 +94,12 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             .as_deref()
             .map(|path| write_client_config(path, embedded.namenode(), &config))
             .transpose()?;
-        announce(&args, &embedded, written.as_deref());
+        announce(
+            &args,
+            config.namenode.tiering,
+            &embedded,
+            written.as_deref(),
+        );
         embedded.forward_logs();
         let result = serve_until_stopped(&mut embedded, signal, args.keep_going).await;
         if let Some(path) = &written {
@@ -159,14 +172,14 @@ fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn announce(args: &Args, cluster: &Embedded, config_out: Option<&Path>) {
+fn announce(args: &Args, tiering: Tiering, cluster: &Embedded, config_out: Option<&Path>) {
     let nn = cluster.namenode();
     say!("namenode listening on {nn}");
     for line in cluster.announcements() {
         say!("{line}");
     }
     let flash = match args.flash {
-        Some(f) if f.bytes() > 0 => format!(" + {f} flash"),
+        Some(f) if f.bytes() > 0 => format!(" + {f} flash ({tiering})"),
         _ => String::new(),
     };
     say!(

@@ -14,6 +14,7 @@
 //! every partition's byte count and the key range of each chunk's first and last record (the
 //! service checks every segment's crc32c).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -291,7 +292,7 @@ async fn check_room(
     let need = (bytes + files * info.block_size) * u64::from(args.replication);
     if free < need {
         bail!(
-            "the cluster has {} free; a round needs about {} (give its nodes more --dram, or a smaller --size)",
+            "the cluster has {} free; a round needs about {} (give its nodes more --dram or --flash, or a smaller --size)",
             ByteSize(free),
             ByteSize(need)
         );
@@ -392,21 +393,32 @@ async fn shuffle(
             let mut reader = client.read(&id, p..p + 1, None, prefetch).await?;
             let (lo, hi) = key_range(p, shape.partitions);
             let mut got = 0u64;
+            // Per map, its bytes so far: a chunk may end inside a record (at a block's end),
+            // and the record goes on in the map's next chunk.
+            let mut seen: HashMap<u32, u64> = HashMap::new();
             while let Some(chunk) = reader.next_chunk().await? {
                 let data = &chunk.data;
+                let before = seen.entry(chunk.map).or_default();
+                let first = (RECORD - (*before % RECORD as u64) as usize) % RECORD;
+                *before += data.len() as u64;
                 let in_range = |r: &[u8]| (lo..hi).contains(&key_prefix(r));
-                // Whole records first: only then are the first and last ones there to check.
-                let in_place = data.len() % RECORD == 0
-                    && (data.is_empty()
-                        || (in_range(&data[..RECORD]) && in_range(&data[data.len() - RECORD..])));
-                if !in_place {
+                // The first and the last record that begin and end in this chunk.
+                let whole = data.len().saturating_sub(first) / RECORD;
+                let last = first + whole.saturating_sub(1) * RECORD;
+                if whole > 0
+                    && !(in_range(&data[first..first + RECORD])
+                        && in_range(&data[last..last + RECORD]))
+                {
                     bail!(
-                        "partition {p}: map {}'s chunk of {} bytes is not whole records of this partition",
+                        "partition {p}: map {}'s chunk of {} bytes holds records of another partition",
                         chunk.map,
                         data.len()
                     );
                 }
                 got += data.len() as u64;
+            }
+            if let Some((map, bytes)) = seen.iter().find(|(_, b)| **b % RECORD as u64 != 0) {
+                bail!("partition {p}: map {map} wrote {bytes} bytes, not whole records");
             }
             if got != expected[p as usize] {
                 bail!(

@@ -482,7 +482,43 @@ async fn bad_clients_and_clients_that_vanish_mid_write_leave_the_service_whole()
     assert!(read(&e[2], &id, 0..2, None).await.unwrap() == want);
 }
 
-/// SIGKILLs the `crail node` process of `host` in this cluster.
+/// Blocks of 64 KiB (chunks end inside records, at block ends), DRAM a quarter of the data
+/// and flash behind it, host-first: every byte arrives and the benchmark's checks hold.
+#[test]
+fn shufflebench_runs_on_small_blocks_and_beyond_dram_into_flash() {
+    let flash = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_failing_fast(&[
+        "--dram",
+        "4MiB",
+        "--block-size",
+        "64KiB",
+        "--flash",
+        "64MiB",
+        "--flash-dir",
+        flash.path().to_str().unwrap(),
+        "--tiering",
+        "host-first",
+        "--shuffle-slots",
+        "2",
+    ]);
+    let out = cluster.ok(&[
+        "shufflebench",
+        "--size",
+        "16MiB",
+        "--shapes",
+        "8x4",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["bytes"], (16 << 20) / RECORD * RECORD, "{row}");
+    let status = cluster.ok(&["status"]);
+    assert!(status.contains("flash"), "{status}");
+}
+
 #[test]
 fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
     let cluster = cluster(&[]);

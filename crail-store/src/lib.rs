@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};
 pub use types::{
     BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DatanodeStatus, DirEntry,
-    NodeType, Placement, Stat,
+    NodeType, Placement, Stat, Tiering,
 };
 pub use units::{ByteSize, UnitError, format_duration, parse_duration};
 pub use wire::PROTOCOL_VERSION;

@@ -47,6 +47,11 @@ impl From<&types::Placement> for Placement {
             storage_class: p.storage_class,
             location: p.location.map(|l| l.to_string()),
             spread: p.spread,
+            tiering: match p.tiering {
+                None => Tiering::Default,
+                Some(types::Tiering::ClassFirst) => Tiering::ClassFirst,
+                Some(types::Tiering::HostFirst) => Tiering::HostFirst,
+            } as i32,
         }
     }
 }
@@ -60,6 +65,17 @@ impl TryFrom<Option<Placement>> for types::Placement {
             storage_class: p.storage_class,
             location: p.location.as_deref().map(parse_ip).transpose()?,
             spread: p.spread,
+            tiering: match Tiering::try_from(p.tiering) {
+                Ok(Tiering::Default) => None,
+                Ok(Tiering::ClassFirst) => Some(types::Tiering::ClassFirst),
+                Ok(Tiering::HostFirst) => Some(types::Tiering::HostFirst),
+                Err(_) => {
+                    return Err(Error::malformed(
+                        "placement tiering",
+                        format!("unknown value {}", p.tiering),
+                    ));
+                }
+            },
         })
     }
 }

@@ -48,9 +48,9 @@ impl fmt::Display for NodeType {
 
 /// Where a node's blocks may go.
 ///
-/// The default is what most callers want: horizontal tiering (storage class 0 across the whole
-/// cluster before class 1) and, inside a class, the requesting client's host first, then the
-/// other hosts in turn.
+/// The default is what most callers want: the namenode's tiering (by default horizontal: storage
+/// class 0 across the whole cluster before class 1) and, inside a class, the requesting
+/// client's host first, then the other hosts in turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Placement {
     /// Only this storage class (0 is the fastest tier); `None` tries classes fastest first.
@@ -61,6 +61,56 @@ pub struct Placement {
     /// requesting client's host not preferred, so a file's blocks stripe across the cluster
     /// (a value every host reads, such as a broadcast variable).
     pub spread: bool,
+    /// Which comes first when the writer's host has no room in the fastest class: another
+    /// host's fast class or this host's slower one; `None`: the namenode's `tiering`.
+    pub tiering: Option<Tiering>,
+}
+
+/// The order in which placement tries storage classes and hosts (without an explicit class
+/// or host).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tiering {
+    /// Crail's horizontal tiering: a class fills across the whole cluster before the next
+    /// class gets a block (remote DRAM before local flash). The writer's host first inside a
+    /// class.
+    #[default]
+    ClassFirst,
+    /// Every class of the writer's host, fastest first, before any other host (local flash
+    /// before remote DRAM): no block crosses the network while the host has room.
+    HostFirst,
+}
+
+impl std::str::FromStr for Tiering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "class-first" => Ok(Self::ClassFirst),
+            "host-first" => Ok(Self::HostFirst),
+            other => Err(format!(
+                "unknown tiering {other:?} (class-first or host-first)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Tiering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ClassFirst => "class-first",
+            Self::HostFirst => "host-first",
+        })
+    }
 }
 
 impl Placement {
@@ -79,6 +129,12 @@ impl Placement {
     /// Stripe blocks across every datanode of a class, in turn (see [`Placement::spread`]).
     pub fn spread(mut self) -> Self {
         self.spread = true;
+        self
+    }
+
+    /// Try classes and hosts in this order (see [`Tiering`]).
+    pub fn tiering(mut self, tiering: Tiering) -> Self {
+        self.tiering = Some(tiering);
         self
     }
 }

@@ -52,6 +52,24 @@ impl NodeConfig {
             orphan_ttl: Some(ORPHAN_TTL),
         }
     }
+
+    /// Without services: the node's tiers alone.
+    pub fn storage_only(self) -> Self {
+        Self {
+            shuffle: None,
+            broadcast: None,
+            ..self
+        }
+    }
+
+    /// With `flash` in a file under `dir`.
+    pub fn with_flash(self, flash: ByteSize, dir: &std::path::Path) -> Self {
+        Self {
+            flash,
+            flash_dir: Some(dir.to_owned()),
+            ..self
+        }
+    }
 }
 
 /// A node's shuffle service.

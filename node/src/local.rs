@@ -24,11 +24,7 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// A dram-only datanode of `capacity` on each of `hosts`: the store alone.
     pub async fn start(hosts: &[&str], capacity: ByteSize) -> Result<Self> {
-        let nodes = node_configs(hosts, capacity, |node| NodeConfig {
-            shuffle: None,
-            broadcast: None,
-            ..node
-        })?;
+        let nodes = node_configs(hosts, capacity, NodeConfig::storage_only)?;
         Self::start_with(&nodes, &Config::default()).await
     }
 

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::path::PathLimits;
+use crate::types::Tiering;
 use crate::units::{ByteSize, duration_text};
 use crate::wire::handshake::Secret;
 
@@ -102,6 +103,10 @@ pub struct NamenodeConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub handshake_timeout: Duration,
+    /// Where blocks go when the writer's host has no room in DRAM, for files whose placement
+    /// names no class or host: "class-first" (remote DRAM before local flash, Crail's
+    /// horizontal tiering) or "host-first" (local flash before remote DRAM).
+    pub tiering: Tiering,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -127,6 +132,7 @@ impl Default for NamenodeConfig {
             max_name_len: limits.max_name_len,
             max_depth: limits.max_depth,
             handshake_timeout: Duration::from_secs(5),
+            tiering: Tiering::ClassFirst,
             secret: None,
         }
     }

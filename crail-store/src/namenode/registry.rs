@@ -1,9 +1,11 @@
 //! Datanodes, their free blocks, liveness, and block placement.
 //!
-//! Placement walks storage classes fastest first (horizontal tiering: class 0 fills across the
-//! whole cluster before class 1 gets a block). Inside a class it prefers datanodes on the
-//! requesting client's host, then takes the others round robin. An explicit class or host in the
-//! placement is a hard requirement. A request for several blocks gets all of them or none.
+//! Placement walks storage classes fastest first. By default (`Tiering::ClassFirst`, Crail's
+//! horizontal tiering) class 0 fills across the whole cluster before class 1 gets a block, and
+//! inside a class the requesting client's host comes first, then the others round robin; with
+//! `Tiering::HostFirst` every class of the requesting host comes before any other host. An
+//! explicit class or host in the placement is a hard requirement. A request for several blocks
+//! gets all of them or none.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::proto as pb;
-use crate::types::{DatanodeSpec, Placement};
+use crate::types::{DatanodeSpec, Placement, Tiering};
 
 /// Where one block lives: a datanode and a block number inside its storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub(crate) struct Registry {
     classes: BTreeMap<u32, ClassGroup>,
     dead: VecDeque<u64>,
     next_id: u64,
+    /// The order of classes and hosts for placements that name none.
+    tiering: Tiering,
 }
 
 impl Registry {
@@ -80,7 +84,14 @@ impl Registry {
             classes: BTreeMap::new(),
             dead: VecDeque::new(),
             next_id: 1,
+            tiering: Tiering::default(),
         }
+    }
+
+    /// With `tiering` for placements that name none.
+    pub(crate) fn tiering(mut self, tiering: Tiering) -> Self {
+        self.tiering = tiering;
+        self
     }
 
     pub(crate) fn block_size(&self) -> u64 {
@@ -248,34 +259,57 @@ impl Registry {
         placement: &Placement,
         requester: IpAddr,
     ) -> Option<BlockAddr> {
-        for class in classes {
-            let Some(group) = self.classes.get_mut(class) else {
-                continue;
-            };
-            let len = group.members.len();
-            let preferred = placement.location.unwrap_or(requester);
-            // Pass 0: the preferred host (skipped when spreading). Pass 1 (only without an
-            // explicit host): anyone.
-            let passes = if placement.location.is_some() { 1 } else { 2 };
-            let first = usize::from(placement.spread && placement.location.is_none());
+        let preferred = placement.location.unwrap_or(requester);
+        // Pass 0: the preferred host (skipped when spreading). Pass 1 (only without an
+        // explicit host): anyone.
+        let passes = if placement.location.is_some() { 1 } else { 2 };
+        let first = usize::from(placement.spread && placement.location.is_none());
+        let host_first = placement.tiering.unwrap_or(self.tiering) == Tiering::HostFirst;
+        if host_first {
             for pass in first..passes {
-                for step in 0..len {
-                    let slot = (group.cursor + step) % len;
-                    let id = group.members[slot];
-                    let Some(d) = self.datanodes.get_mut(&id) else {
-                        continue;
-                    };
-                    if pass == 0 && d.host != preferred {
-                        continue;
-                    }
-                    if let Some(block) = d.take() {
-                        group.cursor = slot + 1;
-                        return Some(BlockAddr {
-                            datanode: id,
-                            block,
-                        });
+                for class in classes {
+                    if let Some(addr) = self.pick_in(*class, pass == 0, preferred) {
+                        return Some(addr);
                     }
                 }
+            }
+        } else {
+            for class in classes {
+                for pass in first..passes {
+                    if let Some(addr) = self.pick_in(*class, pass == 0, preferred) {
+                        return Some(addr);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A block of `class`, from the class's datanodes in turn (only those on `preferred` if
+    /// `only_preferred`).
+    fn pick_in(
+        &mut self,
+        class: u32,
+        only_preferred: bool,
+        preferred: IpAddr,
+    ) -> Option<BlockAddr> {
+        let group = self.classes.get_mut(&class)?;
+        let len = group.members.len();
+        for step in 0..len {
+            let slot = (group.cursor + step) % len;
+            let id = group.members[slot];
+            let Some(d) = self.datanodes.get_mut(&id) else {
+                continue;
+            };
+            if only_preferred && d.host != preferred {
+                continue;
+            }
+            if let Some(block) = d.take() {
+                group.cursor = slot + 1;
+                return Some(BlockAddr {
+                    datanode: id,
+                    block,
+                });
             }
         }
         None
@@ -367,6 +401,50 @@ mod tests {
         let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
         // Local class 0 first, then remote class 0, then class 1.
         assert_eq!(owners, [a0, a0, b0, b0, a1, a1]);
+    }
+
+    #[test]
+    fn host_first_takes_local_flash_before_remote_dram() {
+        let now = Instant::now();
+        let layout = |r: &mut Registry| {
+            let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
+            let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
+            let a1 = r.register(&spec("127.0.0.2", 2, 1, 2), now).unwrap();
+            let b1 = r.register(&spec("127.0.0.3", 2, 1, 10), now).unwrap();
+            (a0, b0, a1, b1)
+        };
+        // The namenode's default for placements that name none.
+        let mut r = Registry::new(BS, 100).tiering(Tiering::HostFirst);
+        let (a0, b0, a1, b1) = layout(&mut r);
+        let got = r
+            .allocate(7, &Placement::default(), ip("127.0.0.2"))
+            .unwrap();
+        let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
+        // Local dram, local flash, then the other host's dram and flash.
+        assert_eq!(owners, [a0, a0, a1, a1, b0, b0, b1]);
+
+        // Per file, against the namenode's default.
+        let mut r = Registry::new(BS, 100);
+        let (a0, b0, a1, _) = layout(&mut r);
+        let host_first = Placement::default().tiering(Tiering::HostFirst);
+        let got = r.allocate(3, &host_first, ip("127.0.0.2")).unwrap();
+        let owners: Vec<u64> = got.iter().map(|b| b.datanode).collect();
+        assert_eq!(owners, [a0, a0, a1]);
+        let got = r
+            .allocate(1, &Placement::default(), ip("127.0.0.2"))
+            .unwrap();
+        assert_eq!(got[0].datanode, b0, "class-first by default: remote dram");
+
+        // An explicit class stays a hard requirement.
+        let mut r = Registry::new(BS, 100).tiering(Tiering::HostFirst);
+        let (_, b0, _, _) = layout(&mut r);
+        let dram = Placement::default().storage_class(0);
+        let got = r.allocate(4, &dram, ip("127.0.0.2")).unwrap();
+        assert_eq!(got.iter().filter(|b| b.datanode == b0).count(), 2);
+        assert!(matches!(
+            r.allocate(1, &dram, ip("127.0.0.2")),
+            Err(Error::StoreFull { .. })
+        ));
     }
 
     #[test]

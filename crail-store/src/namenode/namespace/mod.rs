@@ -187,7 +187,8 @@ impl Namespace {
         Self {
             nodes: HashMap::from([(ROOT, root)]),
             files: HashMap::new(),
-            registry: Registry::new(config.block_size.bytes(), config.max_datanodes),
+            registry: Registry::new(config.block_size.bytes(), config.max_datanodes)
+                .tiering(config.tiering),
             next_node: ROOT + 1,
             next_file: 1,
             tokens: Tokens::new(),
