@@ -72,7 +72,10 @@ impl Error {
                 ErrorKind::FetchFailed
             }
             Self::Shuffle(
-                S::Invalid { .. } | S::PartitionOutOfRange { .. } | S::MapOutOfRange { .. },
+                S::Invalid { .. }
+                | S::PartitionOutOfRange { .. }
+                | S::MapOutOfRange { .. }
+                | S::Window { .. },
             )
             | Self::Broadcast(B::Invalid { .. })
             | Self::Records(_) => ErrorKind::InvalidArgument,

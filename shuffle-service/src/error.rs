@@ -103,6 +103,23 @@ pub enum Error {
         /// What the store said.
         cause: String,
     },
+    /// A segment recorded in a piece larger than a reader holds at once (a record of another
+    /// writer): reading it would take more memory than the reader's window.
+    #[error(
+        "shuffle {id}: map {map}'s segment of partition {partition} has a piece of {piece} bytes, more than a reader holds at once ({window} bytes)"
+    )]
+    Window {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The partition.
+        partition: u32,
+        /// The map.
+        map: u32,
+        /// The piece's bytes.
+        piece: u64,
+        /// The most a reader holds of one piece.
+        window: u64,
+    },
     /// The node's shuffle service could not be reached, refused the connection (a wrong
     /// secret), or the connection was lost.
     #[error(transparent)]

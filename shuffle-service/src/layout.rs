@@ -167,6 +167,41 @@ pub struct Segment {
     /// Copies written: the file and `copies - 1` replicas (`<file>.r<k>`), same offsets.
     #[serde(default = "one")]
     pub copies: u32,
+    /// A segment longer than [`PIECE`]: its bytes in pieces, each with its crc32c (together
+    /// `len` bytes whose crc32c is `crc`), so a reader checks and hands out one piece at a
+    /// time. Empty: the segment is one piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// Segments longer than this are recorded in pieces of about this many bytes (each ends where
+/// one of the writer's sends ended: at most this plus a block).
+pub const PIECE: u64 = 4 << 20;
+
+/// A run of a segment's bytes with its own crc32c.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// Bytes.
+    pub len: u64,
+    /// Their crc32c.
+    pub crc: u32,
+}
+
+impl Segment {
+    /// The pieces a reader checks one at a time: (offset in the file, length, crc32c).
+    pub fn checked_pieces(&self) -> Vec<(u64, u64, u32)> {
+        if self.pieces.is_empty() {
+            return vec![(self.offset, self.len, self.crc)];
+        }
+        let mut at = self.offset;
+        self.pieces
+            .iter()
+            .map(|p| {
+                at += p.len;
+                (at - p.len, p.len, p.crc)
+            })
+            .collect()
+    }
 }
 
 /// The committed attempt of a map.

@@ -25,11 +25,11 @@ mod wire;
 
 pub use crail_node_service::Endpoint;
 pub use engine::client::{ShuffleClient, advertised_hosts};
-pub use engine::reader::{Chunk, PartitionReader, lengths};
+pub use engine::reader::{Chunk, PartitionReader, WINDOW, lengths};
 pub use engine::shuffles::{DEFAULT_PREFETCH, Shuffles};
 pub use engine::writer::MapWriter;
 pub use error::{Error, Result};
-pub use layout::{Commit, Meta, Segment, ShuffleId};
+pub use layout::{Commit, Meta, PIECE, Piece, Segment, ShuffleId};
 pub use lease::{GroupFile, GroupLease, Outcome};
 #[cfg(feature = "node")]
 pub use node::{service, slots::Slots};

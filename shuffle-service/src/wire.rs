@@ -125,6 +125,22 @@ pub fn failure(error: &Error) -> Failure {
                 ..detail(id)
             },
         ),
+        Error::Window {
+            id,
+            partition,
+            map,
+            piece,
+            window,
+        } => (
+            "window",
+            ErrorDetail {
+                number: *map,
+                limit: *partition,
+                attempt: *piece,
+                winner: *window,
+                ..detail(id)
+            },
+        ),
     };
     Failure::new(code, message, detail)
 }
@@ -175,6 +191,13 @@ pub fn error(failure: Box<Failure>) -> Error {
             id,
             map: d.number,
             cause: d.text,
+        },
+        "window" => Error::Window {
+            id,
+            partition: d.limit,
+            map: d.number,
+            piece: d.attempt,
+            window: d.winner,
         },
         // A service error of another build, or the service's own connection to a peer.
         _ => Error::Service(crail_node_service::Error::Failed(failure)),
@@ -230,6 +253,13 @@ mod tests {
                 id: id.clone(),
                 map: 6,
                 cause: "lost".into(),
+            },
+            Error::Window {
+                id: id.clone(),
+                partition: 2,
+                map: 6,
+                piece: 1 << 30,
+                window: 64 << 20,
             },
             Error::Store(crail_store::Error::StoreFull {
                 blocks: 1,

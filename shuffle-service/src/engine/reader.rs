@@ -10,13 +10,15 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::layout::{Commit, Segment, ShuffleId};
+use crate::layout::{Commit, PIECE, Segment, ShuffleId};
 
-/// Segments are read in pieces of the store's buffer size (at most this); every piece of a
-/// segment is read and the segment's crc32c checked before any of it is handed out, so a
-/// reducer never sees bytes of a segment that turns out corrupt (and a replica can be read
-/// instead).
-const WHOLE: u64 = 64 << 20;
+/// The most of one piece a reader holds before it checks it: a segment is read and checked
+/// piece by piece (each piece against its own crc32c, the pieces' together against the
+/// segment's) and each piece handed out only once checked, so a reducer never sees bytes
+/// that turn out corrupt (and a replica can be read instead), and holds at most `prefetch`
+/// pieces whatever a segment's size. This crate's writers record pieces of at most
+/// [`PIECE`] plus a block; a record with a larger piece is refused ([`Error::Window`]).
+pub const WINDOW: u64 = 64 << 20;
 
 /// A piece of reduce input: bytes of one map's segment of one partition, in order; a record
 /// may be split between two pieces of its segment.
@@ -45,12 +47,22 @@ impl PartitionReader {
         commits: Vec<Commit>,
         partitions: Range<u32>,
         prefetch: usize,
-    ) -> Self {
+    ) -> Result<Self> {
         // One job per group file: its segments in offset order, read with one reader.
         let mut files: BTreeMap<String, Vec<(u32, Segment)>> = BTreeMap::new();
         for commit in &commits {
             for seg in &commit.segments {
                 if partitions.contains(&seg.partition) && seg.len > 0 {
+                    let piece = seg.checked_pieces().iter().map(|p| p.1).max().unwrap_or(0);
+                    if piece > WINDOW {
+                        return Err(Error::Window {
+                            id,
+                            partition: seg.partition,
+                            map: commit.map,
+                            piece,
+                            window: WINDOW,
+                        });
+                    }
                     files
                         .entry(seg.file.clone())
                         .or_default()
@@ -78,7 +90,7 @@ impl PartitionReader {
                 }
             }
         });
-        Self { rx, task, bytes }
+        Ok(Self { rx, task, bytes })
     }
 
     /// Bytes the read delivers in all (the committed lengths of its segments).
@@ -181,8 +193,8 @@ async fn segment_lost(store: &Store, id: &ShuffleId, seg: &Segment) -> bool {
     true
 }
 
-/// Reads one group file's segments in offset order; a segment whose copy fails is read from
-/// its next copy (replicas hold the same bytes at the same offsets).
+/// Reads one group file's segments in offset order, piece by piece; a piece whose copy fails
+/// is read from the next copy (replicas hold the same bytes at the same offsets).
 async fn read_file(
     store: &Store,
     id: &ShuffleId,
@@ -194,47 +206,58 @@ async fn read_file(
     let mut readers: Vec<Option<FileReader>> = (0..copies).map(|_| None).collect();
     let mut copy = 0u32;
     for (i, (map, seg)) in segs.iter().enumerate() {
-        let chunks = loop {
-            match read_segment(store, id, file, copy, seg, &mut readers).await {
-                Ok(chunks) => break chunks,
-                Err(cause) if copy + 1 < seg.copies.max(1) => {
-                    tracing::debug!("{cause}; reading copy {}", copy + 1);
-                    copy += 1;
-                }
-                Err(cause) => {
-                    let mut maps: Vec<u32> = segs[i..].iter().map(|(m, _)| *m).collect();
-                    maps.sort_unstable();
-                    maps.dedup();
-                    return Err(Failure {
-                        partition: seg.partition,
-                        maps,
-                        cause,
-                    });
-                }
+        let failed = |cause: String| {
+            let mut maps: Vec<u32> = segs[i..].iter().map(|(m, _)| *m).collect();
+            maps.sort_unstable();
+            maps.dedup();
+            Failure {
+                partition: seg.partition,
+                maps,
+                cause,
             }
         };
-        for data in chunks {
-            let chunk = Chunk {
-                partition: seg.partition,
-                map: *map,
-                data,
+        let mut crc = 0u32;
+        for (at, len, piece_crc) in seg.checked_pieces() {
+            let data = loop {
+                match read_piece(store, id, file, copy, (at, len, piece_crc), &mut readers).await {
+                    Ok(data) => break data,
+                    Err(cause) if copy + 1 < seg.copies.max(1) => {
+                        tracing::debug!("{cause}; reading copy {}", copy + 1);
+                        copy += 1;
+                    }
+                    Err(cause) => return Err(failed(cause)),
+                }
             };
-            if tx.send(Ok(chunk)).await.is_err() {
-                return Ok(()); // the reader was dropped
+            crc = crail_store::crc::combine(crc, piece_crc, len);
+            for data in data {
+                let chunk = Chunk {
+                    partition: seg.partition,
+                    map: *map,
+                    data,
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(()); // the reader was dropped
+                }
             }
+        }
+        if crc != seg.crc {
+            return Err(failed(format!(
+                "{file}: the pieces of the segment at {} do not make its checksum",
+                seg.offset
+            )));
         }
     }
     Ok(())
 }
 
-/// One segment from copy `copy`, checked against its crc32c before anything is handed out
-/// (in pieces of the store's buffer size, at most 64 MiB).
-async fn read_segment(
+/// `len` bytes at `at` of copy `copy` of a group file, read in pieces of the store's buffer
+/// size and checked against `crc` before anything is handed out.
+async fn read_piece(
     store: &Store,
     id: &ShuffleId,
     file: &str,
     copy: u32,
-    seg: &Segment,
+    (at, len, crc): (u64, u64, u32),
     readers: &mut [Option<FileReader>],
 ) -> Result<Vec<Bytes>, String> {
     let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(file, copy));
@@ -252,34 +275,33 @@ async fn read_segment(
     let Some(reader) = slot.as_mut() else {
         return Err(format!("{path}: no reader"));
     };
-    let mut crc = 0u32;
-    let mut at = seg.offset;
-    let end = seg.offset + seg.len;
+    let mut sum = 0u32;
+    let mut pos = at;
+    let end = at + len;
     let mut out = Vec::new();
-    // Pieces of the store's pooled buffer size: buffers that come back to the pool as the
-    // reducer consumes them, instead of fresh, zeroed memory for every segment.
-    let piece = (store.buffers().buffer_size() as u64).clamp(1, WHOLE);
-    while at < end {
-        let want = piece.min(end - at);
-        // The piece's crc32c as the store checked it on arrival, not hashed again.
-        let (buf, piece_crc) = reader
-            .read_checked(at, want as usize)
+    // Reads of the store's pooled buffer size: buffers that come back to the pool as the
+    // reducer consumes them, instead of fresh, zeroed memory for every piece.
+    let step = (store.buffers().buffer_size() as u64).clamp(1, PIECE);
+    while pos < end {
+        let want = step.min(end - pos);
+        // The read's crc32c as the store checked it on arrival, not hashed again.
+        let (buf, read_crc) = reader
+            .read_checked(pos, want as usize)
             .await
             .map_err(|e| e.to_string())?;
         if buf.len() as u64 != want {
             return Err(format!(
-                "{path}: {} bytes at {at}, {want} expected",
+                "{path}: {} bytes at {pos}, {want} expected",
                 buf.len()
             ));
         }
-        crc = crail_store::crc::combine(crc, piece_crc, want);
-        at += want;
+        sum = crail_store::crc::combine(sum, read_crc, want);
+        pos += want;
         out.push(buf.freeze());
     }
-    if crc != seg.crc {
+    if sum != crc {
         return Err(format!(
-            "{path}: segment at {} fails its checksum",
-            seg.offset
+            "{path}: the segment piece at {at} fails its checksum"
         ));
     }
     Ok(out)

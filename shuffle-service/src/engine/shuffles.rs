@@ -354,13 +354,13 @@ impl Shuffles {
             }
         })?;
         let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
-        Ok(PartitionReader::start(
+        PartitionReader::start(
             self.store.clone(),
             id.clone(),
             commits,
             partitions,
             prefetch,
-        ))
+        )
     }
 
     /// Deletes a shuffle and all of its files.

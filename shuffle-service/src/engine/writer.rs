@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::layout::{Commit, Meta, Segment, ShuffleId, to_json};
+use crate::layout::{Commit, Meta, PIECE, Piece, Segment, ShuffleId, to_json};
 use crate::lease::{GroupLease, Lender, Outcome};
 
 /// Partitions a task keeps unsent bytes for (each holds a pool buffer of the store's
@@ -117,7 +117,13 @@ impl MapWriter {
             self.started.insert(partition, (first.ticket.size, 0));
             let writers = files
                 .iter()
-                .map(|f| self.store.borrow_lease(f.ticket.clone()))
+                .map(|f| {
+                    let mut writer = self.store.borrow_lease(f.ticket.clone());
+                    if f.copy == 0 {
+                        writer.keep_runs(PIECE);
+                    }
+                    writer
+                })
                 .collect();
             self.writers.insert(partition, writers);
         }
@@ -183,11 +189,11 @@ impl MapWriter {
         for (&partition, &(offset, len)) in &self.started {
             // The segment's crc32c from those its writer computed for the store (the first
             // copy's: every copy holds the same bytes), not from hashing it again.
-            let crc = self
-                .writers
-                .get(&partition)
-                .and_then(|w| w.first())
-                .and_then(FileWriter::appended_crc);
+            let first = self.writers.get(&partition).and_then(|w| w.first());
+            let crc = first.and_then(FileWriter::appended_crc);
+            let runs = first
+                .and_then(FileWriter::appended_runs)
+                .unwrap_or_default();
             let Some(crc) = crc else {
                 back.give_back(self.group.lease, Outcome::Broken).await;
                 return Err(Error::Invalid {
@@ -202,6 +208,13 @@ impl MapWriter {
                 len,
                 crc,
                 copies,
+                pieces: if runs.len() > 1 {
+                    runs.into_iter()
+                        .map(|(len, crc)| Piece { len, crc })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             });
         }
         segments.sort_by_key(|s| s.partition);
