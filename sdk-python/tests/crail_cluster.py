@@ -15,14 +15,16 @@ _CLUSTERS: dict[str, subprocess.Popen] = {}
 
 
 @contextmanager
-def crail_cluster(workdir: Path, dram: str = "256MiB", keep_going: bool = False):
-    """A cluster for the block; yields its client configuration file. `keep_going`: the
-    cluster serves on when a node dies."""
+def crail_cluster(workdir: Path, dram: str = "256MiB", keep_going: bool = False,
+                  nodes: int = 3, extra: tuple[str, ...] = ()):
+    """A cluster of `nodes` nodes (127.0.0.2, ...) for the block; yields its client
+    configuration file. `keep_going`: the cluster serves on when a node dies; `extra`: more
+    `crail cluster` flags."""
     config = workdir / "client.toml"
     env = {k: v for k, v in os.environ.items() if k != "CRAIL_CONF"}
     proc = subprocess.Popen(
-        [CRAIL, "cluster", "--dram", dram, "--listen", "127.0.0.1:0",
-         "--config-out", str(config), *(["--keep-going"] if keep_going else [])],
+        [CRAIL, "cluster", "--nodes", str(nodes), "--dram", dram, "--listen", "127.0.0.1:0",
+         "--config-out", str(config), *(["--keep-going"] if keep_going else []), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     try:
