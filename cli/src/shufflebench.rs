@@ -13,6 +13,11 @@
 //! this machine), run just before it; figures are medians over the rounds. Reducers check
 //! every partition's byte count and the key range of each chunk's first and last record (the
 //! service checks every segment's crc32c).
+//!
+//! Per shape it also prints how it scales at equal bytes: its time over the first shape's,
+//! the store it held once its maps committed (all tiers, and DRAM; against the bytes
+//! shuffled: what the layout costs beyond the data), and the peak resident memory of this
+//! process, where every node's engine runs.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -109,12 +114,25 @@ struct Row {
     tcp_mb_per_sec: f64,
     /// Aggregate over the TCP stream.
     ratio: f64,
+    /// This shape's time over the first shape's (the scaling at equal bytes).
+    times_first: f64,
+    /// Bytes in blocks the shuffle held once its maps committed, all tiers (its files'
+    /// blocks, records and metadata; replicas included).
+    held_bytes: u64,
+    /// Of those, in DRAM (storage class 0).
+    held_dram_bytes: u64,
+    /// Held bytes per shuffled byte.
+    held_per_byte: f64,
+    /// The peak resident memory of this process (every node's engine, and the input) over
+    /// the shape's rounds; `None` where the kernel does not say.
+    peak_rss_bytes: Option<u64>,
 }
 
-/// One round's times.
+/// One round's times and the store it held.
 struct Round {
     map_secs: f64,
     reduce_secs: f64,
+    held: (u64, u64),
 }
 
 /// The map outputs of one shape: map `m`'s partition `p` is `pool[ranges[m][p]]`, records
@@ -185,13 +203,15 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut pool = generate(bytes);
     if !args.json {
         println!(
-            "| maps | partitions | map s | reduce s | write MB/s | read MB/s | aggregate MB/s | TCP stream MB/s | % |"
+            "| maps | partitions | map s | reduce s | x first | write MB/s | read MB/s | aggregate MB/s | TCP stream MB/s | % | store held | of it DRAM | held / bytes | engines' peak RSS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     let mut next_id = 0;
+    let mut first_secs = None;
     let result = async {
         for &shape in &args.shapes {
+            reset_peak_rss();
             let input = partition(std::mem::take(&mut pool), shape);
             let (mut rounds, mut tcp) = (Vec::new(), Vec::new());
             let warmup = if shape == args.shapes[0] {
@@ -206,7 +226,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                         .context("the plain TCP stream failed")?;
                 let id = ShuffleId::new(app.clone(), next_id);
                 next_id += 1;
-                let r = shuffle(&engines, &id, shape, &input, &args, tasks).await;
+                let r = shuffle(&store, &engines, &id, shape, &input, &args, tasks).await;
                 // Whatever happened, give the space back before the next round.
                 let cleanup = engines[0].unregister(&id).await;
                 let r = r?;
@@ -231,21 +251,29 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             }
             // Every task is done with it: the pool goes on to the next shape.
             pool = Arc::try_unwrap(input.pool).unwrap_or_else(|shared| shared.as_ref().clone());
-            let row = summarize(shape, &rounds, &tcp, bytes, hosts.len(), tasks, &args);
+            let mut row = summarize(shape, &rounds, &tcp, bytes, hosts.len(), tasks, &args);
+            row.times_first = row.secs / *first_secs.get_or_insert(row.secs);
+            row.peak_rss_bytes = peak_rss();
             if args.json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
                 println!(
-                    "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+                    "| {} | {} | {:.2} | {:.2} | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% | {} | {} | {:.2} | {} |",
                     row.maps,
                     row.partitions,
                     row.map_secs,
                     row.reduce_secs,
+                    row.times_first,
                     row.write_mb_per_sec,
                     row.read_mb_per_sec,
                     row.aggregate_mb_per_sec,
                     row.tcp_mb_per_sec,
-                    row.ratio * 100.0
+                    row.ratio * 100.0,
+                    ByteSize(row.held_bytes),
+                    ByteSize(row.held_dram_bytes),
+                    row.held_per_byte,
+                    row.peak_rss_bytes
+                        .map_or_else(|| "-".to_owned(), |b| ByteSize(b).to_string()),
                 );
             }
         }
@@ -359,8 +387,10 @@ fn partition(mut pool_vec: Vec<u8>, shape: Shape) -> Input {
     }
 }
 
-/// One timed round: register, every map, then every reduce.
+/// One timed round: register, every map, then every reduce; between them (untimed) what the
+/// shuffle holds in the store.
 async fn shuffle(
+    store: &Store,
     engines: &[ShuffleClient],
     id: &ShuffleId,
     shape: Shape,
@@ -369,6 +399,7 @@ async fn shuffle(
     tasks: usize,
 ) -> anyhow::Result<Round> {
     let meta = Meta::new(shape.maps, shape.partitions, "fixed:10:90").replication(args.replication);
+    let before = held(store).await?;
     engines[0].register(id, &meta).await?;
     let start = Instant::now();
     on_every_node(engines, tasks, shape.maps, |client, m| {
@@ -385,6 +416,11 @@ async fn shuffle(
     .await
     .context("a map task failed")?;
     let map_secs = start.elapsed().as_secs_f64();
+    let after = held(store).await?;
+    let held = (
+        after.0.saturating_sub(before.0),
+        after.1.saturating_sub(before.1),
+    );
     let start = Instant::now();
     let prefetch = args.prefetch;
     on_every_node(engines, tasks, shape.partitions, |client, p| {
@@ -434,7 +470,34 @@ async fn shuffle(
     Ok(Round {
         map_secs,
         reduce_secs: start.elapsed().as_secs_f64(),
+        held,
     })
+}
+
+/// Bytes in allocated blocks of the live datanodes: all tiers, and DRAM (storage class 0).
+async fn held(store: &Store) -> anyhow::Result<(u64, u64)> {
+    let info = store.cluster_info().await?;
+    Ok(info
+        .datanodes
+        .iter()
+        .filter(|d| d.alive)
+        .fold((0, 0), |(all, dram), d| {
+            let in_dram = if d.storage_class == 0 { d.used } else { 0 };
+            (all + d.used, dram + in_dram)
+        }))
+}
+
+/// Starts measuring this process's peak resident memory afresh (Linux: `clear_refs`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident memory since the last [`reset_peak_rss`].
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
 }
 
 /// Runs `task(client, i)` for every `i < count`, `i` on node `i % nodes`, `tasks` at a time per
@@ -500,6 +563,8 @@ fn summarize(
     let secs = median(rounds.iter().map(|r| r.map_secs + r.reduce_secs).collect());
     let tcp_mb_per_sec = median(tcp.to_vec());
     let aggregate_mb_per_sec = 2.0 * mb / secs.max(1e-9);
+    let held_bytes = rounds.iter().map(|r| r.held.0).max().unwrap_or(0);
+    let held_dram_bytes = rounds.iter().map(|r| r.held.1).max().unwrap_or(0);
     Row {
         maps: shape.maps,
         partitions: shape.partitions,
@@ -516,6 +581,11 @@ fn summarize(
         aggregate_mb_per_sec,
         tcp_mb_per_sec,
         ratio: aggregate_mb_per_sec / tcp_mb_per_sec.max(1e-9),
+        times_first: 1.0,
+        held_bytes,
+        held_dram_bytes,
+        held_per_byte: held_bytes as f64 / bytes.max(1) as f64,
+        peak_rss_bytes: None,
     }
 }
 

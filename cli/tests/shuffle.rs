@@ -546,7 +546,14 @@ fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
         assert_eq!(row["bytes"], (8 << 20) / RECORD * RECORD, "{row}");
         assert!(row["aggregate_mb_per_sec"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["tcp_mb_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        // What the shuffle held: at least its bytes, every group file a block or more.
+        let held = row["held_bytes"].as_u64().unwrap();
+        assert!(held >= (8 << 20) / RECORD as u64 * RECORD as u64, "{row}");
+        assert!(row["held_dram_bytes"].as_u64().unwrap() <= held, "{row}");
+        assert!(row["peak_rss_bytes"].as_u64().unwrap() > 0, "{row}");
     }
+    assert_eq!(rows[0]["times_first"], 1.0, "{out}");
+    assert!(rows[1]["times_first"].as_f64().unwrap() > 0.0, "{out}");
     // Nothing of the benchmark's application is left behind.
     let left = cluster.ok(&["fs", "-ls", "/crail-shuffle"]);
     assert!(!left.contains("shufflebench"), "{left}");
