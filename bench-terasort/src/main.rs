@@ -294,11 +294,11 @@ struct RunArgs {
     dram: Option<ByteSize>,
     /// Flash per node of the embedded cluster, in files under the work directory, e.g. 4GiB:
     /// the shuffle continues there when DRAM is full.
-    #[arg(long, default_value = "0")]
+    #[arg(long, default_value = "0", conflicts_with = "config")]
     flash: ByteSize,
     /// Where a node's blocks go when its DRAM is full: class-first (other nodes' DRAM, then
     /// flash) or host-first (its own flash, then other nodes).
-    #[arg(long, default_value = "class-first")]
+    #[arg(long, default_value = "class-first", conflicts_with = "config")]
     tiering: Tiering,
     /// Use the running cluster this client configuration names instead.
     #[arg(long)]

@@ -211,7 +211,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut first_secs = None;
     let result = async {
         for &shape in &args.shapes {
-            reset_peak_rss();
+            let measured = reset_peak_rss();
             let input = partition(std::mem::take(&mut pool), shape);
             let (mut rounds, mut tcp) = (Vec::new(), Vec::new());
             let warmup = if shape == args.shapes[0] {
@@ -252,8 +252,8 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             // Every task is done with it: the pool goes on to the next shape.
             pool = Arc::try_unwrap(input.pool).unwrap_or_else(|shared| shared.as_ref().clone());
             let mut row = summarize(shape, &rounds, &tcp, bytes, hosts.len(), tasks, &args);
-            row.times_first = row.secs / *first_secs.get_or_insert(row.secs);
-            row.peak_rss_bytes = peak_rss();
+            row.times_first = row.secs / first_secs.get_or_insert(row.secs).max(1e-9);
+            row.peak_rss_bytes = peak_rss().filter(|_| measured);
             if args.json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
@@ -487,9 +487,10 @@ async fn held(store: &Store) -> anyhow::Result<(u64, u64)> {
         }))
 }
 
-/// Starts measuring this process's peak resident memory afresh (Linux: `clear_refs`).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Starts measuring this process's peak resident memory afresh (Linux: `clear_refs`);
+/// false where the kernel does not let it.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// This process's peak resident memory since the last [`reset_peak_rss`].

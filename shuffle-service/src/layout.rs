@@ -167,9 +167,10 @@ pub struct Segment {
     /// Copies written: the file and `copies - 1` replicas (`<file>.r<k>`), same offsets.
     #[serde(default = "one")]
     pub copies: u32,
-    /// A segment longer than [`PIECE`]: its bytes in pieces, each with its crc32c (together
-    /// `len` bytes whose crc32c is `crc`), so a reader checks and hands out one piece at a
-    /// time. Empty: the segment is one piece.
+    /// A segment its writer sent in more than [`PIECE`] bytes: its bytes in pieces, each with
+    /// its crc32c (together `len` bytes whose crc32c is `crc`), so a reader checks and hands
+    /// out one piece at a time. Empty: the segment is one piece (at most [`PIECE`] plus one
+    /// of its writer's sends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<Piece>,
 }
@@ -188,6 +189,31 @@ pub struct Piece {
 }
 
 impl Segment {
+    /// What makes the record unreadable as written, if anything: a range past the largest
+    /// offset, or pieces that do not add up to the segment.
+    pub(crate) fn inconsistency(&self) -> Option<String> {
+        if self.offset.checked_add(self.len).is_none() {
+            return Some(format!(
+                "{} bytes at {} run past any file",
+                self.len, self.offset
+            ));
+        }
+        if self.pieces.is_empty() {
+            return None;
+        }
+        let sum = self
+            .pieces
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(p.len));
+        match sum {
+            Some(sum) if sum == self.len => None,
+            _ => Some(format!(
+                "its pieces do not add up to its {} bytes",
+                self.len
+            )),
+        }
+    }
+
     /// The pieces a reader checks one at a time: (offset in the file, length, crc32c).
     pub fn checked_pieces(&self) -> Vec<(u64, u64, u32)> {
         if self.pieces.is_empty() {
@@ -230,4 +256,36 @@ pub(crate) fn parse<T: for<'a> Deserialize<'a>>(
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain structs of numbers and strings always serialize.
     serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(len: u64, pieces: &[u64]) -> Segment {
+        Segment {
+            partition: 3,
+            file: "p3/127.0.0.2-0".into(),
+            offset: 4096,
+            len,
+            crc: 0,
+            copies: 1,
+            pieces: pieces.iter().map(|&len| Piece { len, crc: 0 }).collect(),
+        }
+    }
+
+    #[test]
+    fn pieces_that_do_not_make_their_segment_are_found_before_any_read() {
+        assert_eq!(segment(10, &[]).inconsistency(), None);
+        assert_eq!(segment(10, &[4, 6]).inconsistency(), None);
+        assert_eq!(
+            segment(10, &[4, 6]).checked_pieces(),
+            vec![(4096, 4, 0), (4100, 6, 0)]
+        );
+        assert!(segment(10, &[4, 7]).inconsistency().is_some());
+        assert!(segment(10, &[4, u64::MAX]).inconsistency().is_some());
+        let mut past = segment(10, &[]);
+        past.offset = u64::MAX - 3;
+        assert!(past.inconsistency().is_some());
+    }
 }

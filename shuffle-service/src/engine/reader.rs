@@ -12,12 +12,15 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, PIECE, Segment, ShuffleId};
 
-/// The most of one piece a reader holds before it checks it: a segment is read and checked
-/// piece by piece (each piece against its own crc32c, the pieces' together against the
-/// segment's) and each piece handed out only once checked, so a reducer never sees bytes
-/// that turn out corrupt (and a replica can be read instead), and holds at most `prefetch`
-/// pieces whatever a segment's size. This crate's writers record pieces of at most
-/// [`PIECE`] plus a block; a record with a larger piece is refused ([`Error::Window`]).
+/// The most of one piece a reader holds before it checks it (or [`PIECE`] plus a block, if
+/// the store's blocks are larger): a segment is read and checked piece by piece (each piece
+/// against its own crc32c, the pieces' together against the segment's) and each piece handed
+/// out only once checked, so a reducer never sees bytes that turn out corrupt (and a replica
+/// can be read instead), and holds at most `prefetch` pieces (and the chunks queued for it,
+/// `2 x prefetch` reads of the store's buffer size) whatever a segment's size. This crate's
+/// writers record pieces of at most [`PIECE`] plus a block; a record with a larger piece is
+/// refused ([`Error::Window`]), one whose pieces do not add up to its segment is a
+/// [`Error::BadRecord`].
 pub const WINDOW: u64 = 64 << 20;
 
 /// A piece of reduce input: bytes of one map's segment of one partition, in order; a record
@@ -49,18 +52,26 @@ impl PartitionReader {
         prefetch: usize,
     ) -> Result<Self> {
         // One job per group file: its segments in offset order, read with one reader.
+        let window = WINDOW.max(PIECE.saturating_add(store.block_size()));
         let mut files: BTreeMap<String, Vec<(u32, Segment)>> = BTreeMap::new();
         for commit in &commits {
             for seg in &commit.segments {
                 if partitions.contains(&seg.partition) && seg.len > 0 {
+                    if let Some(problem) = seg.inconsistency() {
+                        return Err(Error::BadRecord {
+                            path: id.commit(commit.map),
+                            id,
+                            cause: format!("partition {}: {problem}", seg.partition),
+                        });
+                    }
                     let piece = seg.checked_pieces().iter().map(|p| p.1).max().unwrap_or(0);
-                    if piece > WINDOW {
+                    if piece > window {
                         return Err(Error::Window {
                             id,
                             partition: seg.partition,
                             map: commit.map,
                             piece,
-                            window: WINDOW,
+                            window,
                         });
                     }
                     files

@@ -117,9 +117,12 @@ impl MapWriter {
             self.started.insert(partition, (first.ticket.size, 0));
             let writers = files
                 .iter()
-                .map(|f| {
+                .enumerate()
+                .map(|(i, f)| {
                     let mut writer = self.store.borrow_lease(f.ticket.clone());
-                    if f.copy == 0 {
+                    // The first copy's checksums are the segment's (every copy holds the
+                    // same bytes).
+                    if i == 0 {
                         writer.keep_runs(PIECE);
                     }
                     writer

@@ -44,6 +44,8 @@ pub struct FileWriter {
     appended: Option<(u64, u32)>,
     /// With [`FileWriter::keep_runs`]: the appended bytes' crc32c per run.
     runs: Option<Runs>,
+    /// Where the writer started (the committed size of its lease).
+    start: u64,
     /// One entry per buffer sent (its pieces' replies).
     inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
     outstanding: usize,
@@ -84,6 +86,7 @@ impl FileWriter {
             staged_at: size,
             appended: Some((size, 0)),
             runs: None,
+            start: size,
             inflight: FuturesUnordered::new(),
             failed: false,
         }
@@ -275,8 +278,12 @@ impl FileWriter {
     /// Also keeps the crc32c of the appended bytes in runs of at least `bytes` each (a run
     /// ends where a send ends, so it is at most `bytes` plus one buffer or block piece):
     /// [`FileWriter::appended_runs`]. A reader can then check a long append run by run,
-    /// holding one run at a time. Call it before the first write.
+    /// holding one run at a time. Only before the first write: later it keeps nothing (the
+    /// runs would not cover the bytes before it).
     pub fn keep_runs(&mut self, bytes: u64) {
+        if self.pos != self.start || self.appended != Some((self.start, 0)) || self.buffered() > 0 {
+            return;
+        }
         self.runs = Some(Runs {
             every: bytes.max(1),
             done: Vec::new(),
