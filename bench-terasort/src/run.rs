@@ -456,6 +456,10 @@ async fn sort_on_cluster(
         }
         Err(e) => Err(e),
     };
+    reporter.line(&format!(
+        "cluster peak resident memory: {}",
+        cluster.peak_memory()
+    ));
     let _ = cluster.stop().await;
     sorted
 }

@@ -312,8 +312,9 @@ fn run_sorts_on_the_embedded_cluster_and_reports() {
     // The work directory is removed.
     assert!(!Path::new(&path(dir.path(), "work")).exists());
 
-    // A shuffle larger than the cluster's DRAM goes on into the nodes' flash.
-    let out = ok(&[
+    // A shuffle larger than the cluster's DRAM goes on into the nodes' flash. The report
+    // ends with what each process of the cluster held at its peak.
+    let run = terasort(&[
         "run",
         "--size",
         "20000000",
@@ -331,11 +332,24 @@ fn run_sorts_on_the_embedded_cluster_and_reports() {
         "--work",
         &path(dir.path(), "work"),
     ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{out}{err}");
     let last = out.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["valid"], true, "{last}");
     assert_eq!(v["records"], 200_000);
     assert!(!Path::new(&path(dir.path(), "work")).exists());
+    let peaks = err
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster peak resident memory: "))
+        .unwrap_or_else(|| panic!("no peak memory line: {err}"));
+    for name in ["namenode ", "127.0.0.2 ", "127.0.0.3 "] {
+        assert!(peaks.contains(name), "{peaks}");
+    }
+    assert!(!peaks.contains(" -"), "{peaks}");
 
     // Bad flags: one line each, nothing started.
     fails(&["run", "--size", "100TiB"], "needs about");

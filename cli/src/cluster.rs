@@ -108,6 +108,7 @@ pub(crate) async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
         result
     }
     .await;
+    say!("peak resident memory: {}", embedded.peak_memory());
     let stopped = embedded.stop().await;
     outcome?;
     stopped?;

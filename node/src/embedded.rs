@@ -177,6 +177,21 @@ impl Embedded {
         }
     }
 
+    /// The peak resident memory so far of the namenode (this process) and of each running
+    /// node.
+    pub fn peak_memory(&self) -> PeakMemory {
+        let mut out = vec![("namenode".to_owned(), peak_rss("self"))];
+        for node in &self.nodes {
+            let peak = node
+                .child
+                .id()
+                .filter(|_| !node.exited)
+                .and_then(|pid| peak_rss(&pid.to_string()));
+            out.push((node.host.to_string(), peak));
+        }
+        PeakMemory(out)
+    }
+
     /// How many nodes still run (as far as [`Embedded::node_died`] has reported).
     pub fn running(&self) -> usize {
         self.nodes.iter().filter(|n| !n.exited).count()
@@ -292,6 +307,33 @@ fn no_pipe(which: &str) -> Error {
 }
 
 /// The node's own error line, without its `crail: error: ` prefix.
+/// Peak resident memory by process: `namenode` (the process that embeds the cluster), then
+/// each node by its address; `None` where the kernel does not say (not Linux, or the node is
+/// gone). Shown as one line: `namenode 41.0MiB, 127.0.0.2 1.1GiB, ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeakMemory(pub Vec<(String, Option<u64>)>);
+
+impl std::fmt::Display for PeakMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, peak)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            match peak {
+                Some(bytes) => write!(f, "{sep}{name} {}", crail_store::ByteSize(*bytes))?,
+                None => write!(f, "{sep}{name} -")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `VmHWM` of process `pid` (or `self`), in bytes.
+fn peak_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
 fn own_error(node: &ChildNode) -> Option<String> {
     let last = node.last_error.lock().ok()?.clone();
     let last = last.trim();

@@ -32,7 +32,7 @@ pub use config::{
     BROADCAST_PORT, BroadcastConfig, ClusterConfig, MAX_NODES, NodeConfig, ORPHAN_TTL,
     SHUFFLE_PORT, ShuffleConfig,
 };
-pub use embedded::{Embedded, child_main};
+pub use embedded::{Embedded, PeakMemory, child_main};
 pub use error::{Error, Result};
 pub use local::LocalCluster;
 pub use node::{Node, datanode_line, start_datanode};
