@@ -211,7 +211,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut first_secs = None;
     let result = async {
         for &shape in &args.shapes {
-            let measured = reset_peak_rss();
+            let measured = crail_node::reset_peak_memory();
             let input = partition(std::mem::take(&mut pool), shape);
             let (mut rounds, mut tcp) = (Vec::new(), Vec::new());
             let warmup = if shape == args.shapes[0] {
@@ -253,7 +253,9 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             pool = Arc::try_unwrap(input.pool).unwrap_or_else(|shared| shared.as_ref().clone());
             let mut row = summarize(shape, &rounds, &tcp, bytes, hosts.len(), tasks, &args);
             row.times_first = row.secs / first_secs.get_or_insert(row.secs).max(1e-9);
-            row.peak_rss_bytes = peak_rss().filter(|_| measured);
+            row.peak_rss_bytes = crail_node::resident_memory("self")
+                .map(|(_, peak)| peak)
+                .filter(|_| measured);
             if args.json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
@@ -485,20 +487,6 @@ async fn held(store: &Store) -> anyhow::Result<(u64, u64)> {
             let in_dram = if d.storage_class == 0 { d.used } else { 0 };
             (all + d.used, dram + in_dram)
         }))
-}
-
-/// Starts measuring this process's peak resident memory afresh (Linux: `clear_refs`);
-/// false where the kernel does not let it.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// This process's peak resident memory since the last [`reset_peak_rss`].
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib << 10)
 }
 
 /// Runs `task(client, i)` for every `i < count`, `i` on node `i % nodes`, `tasks` at a time per

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterConfig, MAX_NODES, NodeConfig};
 use crate::error::{Error, Result};
+use crate::memory::resident_memory;
 use crate::node::Node;
 
 /// The argument that makes a binary an embedded cluster's node.
@@ -180,13 +181,14 @@ impl Embedded {
     /// The peak resident memory so far of the namenode (this process) and of each running
     /// node.
     pub fn peak_memory(&self) -> PeakMemory {
-        let mut out = vec![("namenode".to_owned(), peak_rss("self"))];
+        let peak = |pid: &str| resident_memory(pid).map(|(_, peak)| peak);
+        let mut out = vec![("namenode".to_owned(), peak("self"))];
         for node in &self.nodes {
             let peak = node
                 .child
                 .id()
                 .filter(|_| !node.exited)
-                .and_then(|pid| peak_rss(&pid.to_string()));
+                .and_then(|pid| peak(&pid.to_string()));
             out.push((node.host.to_string(), peak));
         }
         PeakMemory(out)
@@ -324,14 +326,6 @@ impl std::fmt::Display for PeakMemory {
         }
         Ok(())
     }
-}
-
-/// `VmHWM` of process `pid` (or `self`), in bytes.
-fn peak_rss(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib << 10)
 }
 
 fn own_error(node: &ChildNode) -> Option<String> {

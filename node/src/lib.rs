@@ -26,6 +26,7 @@ mod config;
 mod embedded;
 mod error;
 mod local;
+mod memory;
 mod node;
 
 pub use config::{
@@ -35,6 +36,7 @@ pub use config::{
 pub use embedded::{Embedded, PeakMemory, child_main};
 pub use error::{Error, Result};
 pub use local::LocalCluster;
+pub use memory::{reset_peak_memory, resident_memory};
 pub use node::{Node, datanode_line, start_datanode};
 
 /// Logs to stderr, filtered by `RUST_LOG` or else `default` (e.g. "info").

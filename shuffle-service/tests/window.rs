@@ -13,19 +13,9 @@ const HOST: &str = "127.0.0.2";
 const SEGMENT: u64 = 2 << 30;
 const WRITE: usize = 4 << 20;
 
-/// The process's resident memory now and at its peak since the last [`reset_peak`], in bytes.
+/// This process's resident memory now and at its peak since the last reset, in bytes.
 fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib << 10
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    crail_node::resident_memory("self").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +64,7 @@ async fn a_reducer_reads_a_2_gib_segment_within_its_window() {
 
     // The read, with the default prefetch.
     let (before, _) = rss();
-    reset_peak();
+    assert!(crail_node::reset_peak_memory());
     let mut reader = shuffles
         .read(&id, 0..1, None, crail_shuffle::DEFAULT_PREFETCH)
         .await
