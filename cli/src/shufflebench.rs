@@ -123,6 +123,10 @@ struct Row {
     held_dram_bytes: u64,
     /// Held bytes per shuffled byte.
     held_per_byte: f64,
+    /// Non-empty segments (map outputs of one partition) per round.
+    segments: u64,
+    /// Commit record bytes per non-empty segment (the metadata a segment costs).
+    record_bytes_per_segment: f64,
     /// The peak resident memory of this process (every node's engine, and the input) over
     /// the shape's rounds; `None` where the kernel does not say.
     peak_rss_bytes: Option<u64>,
@@ -133,13 +137,19 @@ struct Round {
     map_secs: f64,
     reduce_secs: f64,
     held: (u64, u64),
+    /// Non-empty segments and their commit records' bytes.
+    segments: u64,
+    record_bytes: u64,
 }
 
-/// The map outputs of one shape: map `m`'s partition `p` is `pool[ranges[m][p]]`, records
-/// whose keys fall in partition `p`'s key range.
+/// A map's non-empty partitions and where their records are in the pool.
+type MapParts = Vec<(u32, std::ops::Range<usize>)>;
+
+/// The map outputs of one shape: map `m`'s non-empty partitions `(p, range)`, `pool[range]`
+/// records whose keys fall in partition `p`'s key range.
 struct Input {
     pool: Arc<Vec<u8>>,
-    ranges: Arc<Vec<Vec<std::ops::Range<usize>>>>,
+    ranges: Arc<Vec<MapParts>>,
     /// Bytes per partition over all maps.
     expected: Arc<Vec<u64>>,
 }
@@ -155,16 +165,11 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     if args.tasks == Some(0) {
         bail!("--tasks must be at least 1");
     }
-    if let Some(shape) = args
-        .shapes
-        .iter()
-        .find(|s| u64::from(s.maps) * u64::from(s.partitions) > records)
-    {
+    if let Some(shape) = args.shapes.iter().find(|s| u64::from(s.maps) > records) {
         bail!(
-            "{}x{} needs at least {} records; --size holds {records}",
+            "{}x{} needs at least a record per map; --size holds {records}",
             shape.maps,
             shape.partitions,
-            u64::from(shape.maps) * u64::from(shape.partitions)
         );
     }
     let tasks = args.tasks.unwrap_or_else(|| {
@@ -203,9 +208,11 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let mut pool = generate(bytes);
     if !args.json {
         println!(
-            "| maps | partitions | map s | reduce s | x first | write MB/s | read MB/s | aggregate MB/s | TCP stream MB/s | % | store held | of it DRAM | held / bytes | engines' peak RSS |"
+            "| maps | partitions | map s | reduce s | x first | write MB/s | read MB/s | aggregate MB/s | TCP stream MB/s | % | store held | of it DRAM | held / bytes | segments | record B / segment | engines' peak RSS |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
     }
     let mut next_id = 0;
     let mut first_secs = None;
@@ -260,7 +267,7 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
                 println!(
-                    "| {} | {} | {:.2} | {:.2} | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% | {} | {} | {:.2} | {} |",
+                    "| {} | {} | {:.2} | {:.2} | {:.1}x | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% | {} | {} | {:.2} | {} | {:.1} | {} |",
                     row.maps,
                     row.partitions,
                     row.map_secs,
@@ -274,6 +281,8 @@ pub(crate) async fn run(args: Args, config: Config) -> anyhow::Result<()> {
                     ByteSize(row.held_bytes),
                     ByteSize(row.held_dram_bytes),
                     row.held_per_byte,
+                    row.segments,
+                    row.record_bytes_per_segment,
                     row.peak_rss_bytes
                         .map_or_else(|| "-".to_owned(), |b| ByteSize(b).to_string()),
                 );
@@ -302,12 +311,7 @@ pub(crate) async fn store_on(
 }
 
 /// Refuses a run the cluster's free space cannot hold, before generating anything.
-async fn check_room(
-    store: &Store,
-    bytes: u64,
-    files_per_partition: u64,
-    args: &Args,
-) -> anyhow::Result<()> {
+async fn check_room(store: &Store, bytes: u64, files: u64, args: &Args) -> anyhow::Result<()> {
     let info = store.cluster_info().await?;
     let free: u64 = info
         .datanodes
@@ -315,11 +319,12 @@ async fn check_room(
         .filter(|d| d.alive)
         .map(|d| d.capacity.saturating_sub(d.used))
         .sum();
-    // Each group file's last block is partly empty: up to a block per file (a node's slots
-    // are not known here; as many as it runs tasks).
+    // Each group file (a node's slots are not known here; as many as it runs tasks) holds
+    // each partition's bytes in extents that double, so up to twice the bytes, plus a first
+    // extent per partition and its last block's rest.
     let max_partitions = args.shapes.iter().map(|s| s.partitions).max().unwrap_or(1);
-    let files = u64::from(max_partitions) * files_per_partition;
-    let need = (bytes + files * info.block_size) * u64::from(args.replication);
+    let per_file = u64::from(max_partitions) * crail_shuffle::MIN_EXTENT + info.block_size;
+    let need = (2 * bytes + files * per_file) * u64::from(args.replication);
     if free < need {
         bail!(
             "the cluster has {} free; a round needs about {} (give its nodes more --dram or --flash, or a smaller --size)",
@@ -365,11 +370,18 @@ fn partition(mut pool_vec: Vec<u8>, shape: Shape) -> Input {
     let mut ranges = Vec::with_capacity(maps);
     let mut expected = vec![0u64; parts];
     let mut at = 0usize;
+    // Where the records that do not divide evenly go: the next partitions after the last
+    // map's, so a shape with fewer records than segments spreads them over every partition.
+    let mut extra_from = 0usize;
     for m in 0..maps {
         let map_records = records / maps + usize::from(m < records % maps);
-        let mut map_ranges = Vec::with_capacity(parts);
+        let (each, extra) = (map_records / parts, map_records % parts);
+        let mut map_ranges = Vec::with_capacity(parts.min(map_records));
         for (p, total) in expected.iter_mut().enumerate() {
-            let n = map_records / parts + usize::from(p < map_records % parts);
+            let n = each + usize::from((p + parts - extra_from) % parts < extra);
+            if n == 0 {
+                continue;
+            }
             let range = at * RECORD..(at + n) * RECORD;
             let (lo, hi) = key_range(p as u32, shape.partitions);
             for record in pool_vec[range.clone()].chunks_exact_mut(RECORD) {
@@ -377,9 +389,10 @@ fn partition(mut pool_vec: Vec<u8>, shape: Shape) -> Input {
                 record[..4].copy_from_slice(&(key as u32).to_be_bytes());
             }
             *total += range.len() as u64;
-            map_ranges.push(range);
+            map_ranges.push((p as u32, range));
             at += n;
         }
+        extra_from = (extra_from + extra) % parts;
         ranges.push(map_ranges);
     }
     Input {
@@ -404,14 +417,20 @@ async fn shuffle(
     let before = held(store).await?;
     engines[0].register(id, &meta).await?;
     let start = Instant::now();
+    let segments = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let record_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     on_every_node(engines, tasks, shape.maps, |client, m| {
         let (id, pool, ranges) = (id.clone(), input.pool.clone(), input.ranges.clone());
+        let (segments, record_bytes) = (segments.clone(), record_bytes.clone());
         async move {
             let mut writer = client.map_writer(&id, m, 0).await?;
-            for (p, range) in ranges[m as usize].iter().enumerate() {
-                writer.write(p as u32, &pool[range.clone()]).await?;
+            for (p, range) in &ranges[m as usize] {
+                writer.write(*p, &pool[range.clone()]).await?;
             }
-            writer.commit().await?;
+            let commit = writer.commit().await?;
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            segments.fetch_add(commit.segments().len() as u64, relaxed);
+            record_bytes.fetch_add(commit.encode().len() as u64, relaxed);
             anyhow::Ok(())
         }
     })
@@ -469,8 +488,11 @@ async fn shuffle(
     })
     .await
     .context("a reduce task failed")?;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
     Ok(Round {
         map_secs,
+        segments: segments.load(relaxed),
+        record_bytes: record_bytes.load(relaxed),
         reduce_secs: start.elapsed().as_secs_f64(),
         held,
     })
@@ -574,6 +596,11 @@ fn summarize(
         held_bytes,
         held_dram_bytes,
         held_per_byte: held_bytes as f64 / bytes.max(1) as f64,
+        segments: rounds.iter().map(|r| r.segments).max().unwrap_or(0),
+        record_bytes_per_segment: rounds
+            .iter()
+            .map(|r| r.record_bytes as f64 / r.segments.max(1) as f64)
+            .fold(0.0, f64::max),
         peak_rss_bytes: None,
     }
 }
@@ -609,12 +636,26 @@ mod tests {
         let input = partition(pool, shape);
         assert_eq!(input.expected.iter().sum::<u64>(), 1000 * RECORD as u64);
         for map in input.ranges.iter() {
-            for (p, range) in map.iter().enumerate() {
-                let (lo, hi) = key_range(p as u32, shape.partitions);
+            for (p, range) in map {
+                let (lo, hi) = key_range(*p, shape.partitions);
                 for r in input.pool[range.clone()].chunks_exact(RECORD) {
                     assert!((lo..hi).contains(&key_prefix(r)));
                 }
             }
+        }
+        // Fewer records than segments: every partition still gets some, none twice per map.
+        let wide = Shape {
+            maps: 50,
+            partitions: 300,
+        };
+        let input = partition(generate(1000 * RECORD as u64), wide);
+        assert!(
+            input.expected.iter().all(|&b| b > 0),
+            "{:?}",
+            input.expected
+        );
+        for map in input.ranges.iter() {
+            assert_eq!(map.len(), 20);
         }
     }
 }

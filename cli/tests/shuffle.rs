@@ -83,9 +83,17 @@ async fn read(
     maps: Option<Range<u32>>,
 ) -> Result<Vec<Vec<u8>>, Error> {
     let mut reader = client.read(id, parts, maps, 4).await?;
-    let mut out = Vec::new();
+    // A chunk may end inside a record: each (partition, map)'s chunks, joined in order.
+    let mut segments: std::collections::HashMap<(u32, u32), Vec<u8>> = Default::default();
     while let Some(chunk) = reader.next_chunk().await? {
-        out.extend(chunk.data.chunks(RECORD).map(<[u8]>::to_vec));
+        segments
+            .entry((chunk.partition, chunk.map))
+            .or_default()
+            .extend_from_slice(&chunk.data);
+    }
+    let mut out = Vec::new();
+    for bytes in segments.values() {
+        out.extend(bytes.chunks(RECORD).map(<[u8]>::to_vec));
     }
     out.sort_unstable();
     Ok(out)
@@ -173,25 +181,19 @@ async fn maps_and_reducers_on_three_nodes_read_exactly_what_was_written() {
         }
     }
 
-    // nodes x slots x partitions group files, each on its node's datanodes.
+    // nodes x slots group files, each on its node's datanodes.
     let store = e[0].shuffles().store();
     let mut files = 0;
-    for p in 0..partitions {
-        for entry in store
-            .list(&format!("/crail-shuffle/app-a/0/p{p}"))
-            .await
-            .unwrap()
-        {
-            files += 1;
-            let host = entry.name.split('-').next().unwrap().to_owned();
-            let path = format!("/crail-shuffle/app-a/0/p{p}/{}", entry.name);
-            let file = store.lookup(&path).await.unwrap().into_file().unwrap();
-            for block in file.all_block_locations().await.unwrap() {
-                assert_eq!(block.host.to_string(), host, "{path}");
-            }
+    for entry in store.list("/crail-shuffle/app-a/0/g").await.unwrap() {
+        files += 1;
+        let host = entry.name.split('-').next().unwrap().to_owned();
+        let path = format!("/crail-shuffle/app-a/0/g/{}", entry.name);
+        let file = store.lookup(&path).await.unwrap().into_file().unwrap();
+        for block in file.all_block_locations().await.unwrap() {
+            assert_eq!(block.host.to_string(), host, "{path}");
         }
     }
-    assert_eq!(files, HOSTS.len() * SLOTS * partitions as usize);
+    assert_eq!(files, HOSTS.len() * SLOTS);
 
     // Bad input: typed errors, the shuffle unharmed.
     let unknown = ShuffleId::new("app-a", 7);
@@ -462,7 +464,7 @@ async fn bad_clients_and_clients_that_vanish_mid_write_leave_the_service_whole()
             group
                 .files
                 .iter()
-                .any(|f| f.path.contains("app-b/0/p1/127.0.0.2-")),
+                .any(|f| f.path.contains("app-b/0/g/127.0.0.2-")),
             "{group:?}"
         );
     }
@@ -551,6 +553,12 @@ fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
         assert!(held >= (8 << 20) / RECORD as u64 * RECORD as u64, "{row}");
         assert!(row["held_dram_bytes"].as_u64().unwrap() <= held, "{row}");
         assert!(row["peak_rss_bytes"].as_u64().unwrap() > 0, "{row}");
+        // Every segment non-empty here, each recorded in at most 16 bytes (and its map's
+        // record's 24-byte head shared among them).
+        assert_eq!(row["segments"], maps * partitions, "{row}");
+        let per_segment = row["record_bytes_per_segment"].as_f64().unwrap();
+        let limit = 16.0 + 24.0 / f64::from(partitions);
+        assert!(per_segment > 0.0 && per_segment <= limit, "{row}");
     }
     assert_eq!(rows[0]["times_first"], 1.0, "{out}");
     assert!(rows[1]["times_first"].as_f64().unwrap() > 0.0, "{out}");
@@ -563,8 +571,8 @@ fn shufflebench_measures_every_shape_and_refuses_what_cannot_run() {
         (vec!["--shapes", "8"], "MAPSxPARTITIONS"),
         (vec!["--shapes", "0x4"], "at least 1"),
         (
-            vec!["--size", "1KiB", "--shapes", "8x4"],
-            "needs at least 32 records",
+            vec!["--size", "1KiB", "--shapes", "20x4"],
+            "needs at least a record per map",
         ),
         (vec!["--size", "2GiB"], "free"),
         (vec!["--rounds", "0"], "at least 1"),

@@ -145,6 +145,7 @@ pub mod testing {
             crc32c,
             datanode,
             slot: 0,
+            pieces: Vec::new(),
         }
         .encode_to_vec()
     }

@@ -262,9 +262,9 @@ mod memory {
             self.slots
         }
 
-        /// Start of `len` bytes of slot `slot`, if they fit.
-        fn at(&self, slot: u32, len: usize) -> Result<*mut u8> {
-            if slot >= self.slots || len > self.slot_size {
+        /// Start of `len` bytes at `from` of slot `slot`, if they fit.
+        fn at(&self, slot: u32, from: usize, len: usize) -> Result<*mut u8> {
+            if slot >= self.slots || from.saturating_add(len) > self.slot_size {
                 return Err(Error::BadRange {
                     offset: u64::from(slot),
                     length: len as u64,
@@ -274,13 +274,23 @@ mod memory {
                     ),
                 });
             }
-            // SAFETY: slot < slots, so the offset is inside the mapping.
-            Ok(unsafe { self.map.as_mut_ptr().add(slot as usize * self.slot_size) })
+            // SAFETY: slot < slots and from + len <= slot_size, so the offset is inside the
+            // mapping.
+            Ok(unsafe {
+                self.map
+                    .as_mut_ptr()
+                    .add(slot as usize * self.slot_size + from)
+            })
         }
 
         /// Copies `src` to the start of slot `slot`.
         pub(crate) fn copy_in(&self, slot: u32, src: &[u8]) -> Result<()> {
-            let dst = self.at(slot, src.len())?;
+            self.copy_in_at(slot, 0, src)
+        }
+
+        /// Copies `src` to `from` bytes into slot `slot`.
+        pub(crate) fn copy_in_at(&self, slot: u32, from: usize, src: &[u8]) -> Result<()> {
+            let dst = self.at(slot, from, src.len())?;
             // SAFETY: `dst..dst + len` lies in the mapping (checked by `at`), which lives as
             // long as `self`; it cannot overlap `src`, which Rust memory owns.
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
@@ -289,7 +299,12 @@ mod memory {
 
         /// Copies the start of slot `slot` into `dst`.
         pub(crate) fn copy_out(&self, slot: u32, dst: &mut [u8]) -> Result<()> {
-            let src = self.at(slot, dst.len())?;
+            self.copy_out_at(slot, 0, dst)
+        }
+
+        /// Copies the bytes `from` bytes into slot `slot` into `dst`.
+        pub(crate) fn copy_out_at(&self, slot: u32, from: usize, dst: &mut [u8]) -> Result<()> {
+            let src = self.at(slot, from, dst.len())?;
             // SAFETY: as in `copy_in`, the other way.
             unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
             Ok(())

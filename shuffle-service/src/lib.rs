@@ -1,11 +1,11 @@
-//! The shuffle service: map output written per node into writer groups of append files, one
-//! file per reduce partition per slot, committed exactly once per map, and read back by
-//! partition and map ranges.
+//! The shuffle service: map output written per node into writer groups (one file per slot,
+//! each partition in extents of its own), committed exactly once per map with a compact
+//! binary record, and read back by partition and map ranges.
 //!
 //! - [`Shuffles`] registers and unregisters shuffles, lists their committed maps (map status:
 //!   bytes per partition) and starts reads ([`PartitionReader`]).
 //! - [`Slots`] are one node's writer groups: [`Slots::lease`] gives a map task a
-//!   [`MapWriter`], which appends per partition and commits.
+//!   [`MapWriter`], which writes per partition where the slots place its bytes, and commits.
 //!
 //! Everything a shuffle is lives in the store (see [`layout`]): any node can serve any read,
 //! and the namenode's refusal to rename onto an existing name is what makes a map's first
@@ -25,11 +25,14 @@ mod wire;
 
 pub use crail_node_service::Endpoint;
 pub use engine::client::{ShuffleClient, advertised_hosts};
-pub use engine::reader::{Chunk, PartitionReader, WINDOW, lengths};
+pub use engine::reader::{Chunk, PartitionReader, UNIT, WINDOW, lengths};
 pub use engine::shuffles::{DEFAULT_PREFETCH, Shuffles};
-pub use engine::writer::MapWriter;
+pub use engine::writer::{DIRECT, GATHER, MapWriter};
 pub use error::{Error, Result};
-pub use layout::{Commit, Meta, PIECE, Piece, Segment, ShuffleId};
-pub use lease::{GroupFile, GroupLease, Outcome};
+pub use layout::{Commit, GroupRef, Meta, RecordRef, Run, Segment, ShuffleId};
+pub use lease::{GroupLease, Outcome, Placed};
 #[cfg(feature = "node")]
-pub use node::{service, slots::Slots};
+pub use node::{
+    service,
+    slots::{MIN_EXTENT, Slots},
+};

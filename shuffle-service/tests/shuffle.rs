@@ -85,11 +85,19 @@ async fn read_sorted(
     maps: Option<std::ops::Range<u32>>,
 ) -> Vec<[u8; RECORD]> {
     let mut reader = shuffles.read(id, parts.clone(), maps, 4).await.unwrap();
-    let mut out = Vec::new();
+    // A chunk may end inside a record: each (partition, map)'s chunks, joined in order.
+    let mut segments: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
     while let Some(chunk) = reader.next_chunk().await.unwrap() {
         assert!(parts.contains(&chunk.partition));
-        assert_eq!(chunk.data.len() % RECORD, 0);
-        out.extend(split(&chunk.data));
+        segments
+            .entry((chunk.partition, chunk.map))
+            .or_default()
+            .extend_from_slice(&chunk.data);
+    }
+    let mut out = Vec::new();
+    for bytes in segments.values() {
+        assert_eq!(bytes.len() % RECORD, 0);
+        out.extend(split(bytes));
     }
     out.sort_unstable();
     out
@@ -149,25 +157,18 @@ async fn many_maps_and_reducers_read_exactly_what_was_written_from_few_files() {
     all.sort_unstable();
     assert!(all == expected(0..maps, 0..partitions, partitions));
 
-    // nodes x slots x partitions files, not maps x partitions, each on its writer's node.
+    // nodes x slots files, not maps x partitions, each on its writer's node.
     let mut files = 0;
-    for p in 0..partitions {
-        for entry in c
-            .store
-            .list(&format!("/crail-shuffle/app-1/0/p{p}"))
-            .await
-            .unwrap()
-        {
-            files += 1;
-            let host = entry.name.split('-').next().unwrap().to_owned();
-            let path = format!("/crail-shuffle/app-1/0/p{p}/{}", entry.name);
-            let file = c.store.lookup(&path).await.unwrap().into_file().unwrap();
-            for block in file.all_block_locations().await.unwrap() {
-                assert_eq!(block.host.to_string(), host, "{path}");
-            }
+    for entry in c.store.list("/crail-shuffle/app-1/0/g").await.unwrap() {
+        files += 1;
+        let host = entry.name.split('-').next().unwrap().to_owned();
+        let path = format!("/crail-shuffle/app-1/0/g/{}", entry.name);
+        let file = c.store.lookup(&path).await.unwrap().into_file().unwrap();
+        for block in file.all_block_locations().await.unwrap() {
+            assert_eq!(block.host.to_string(), host, "{path}");
         }
     }
-    assert_eq!(files, HOSTS.len() * SLOTS * partitions as usize);
+    assert_eq!(files, HOSTS.len() * SLOTS);
 
     // Map status: bytes per partition of every map, as written.
     let statuses = shuffles.map_statuses(&id, None).await.unwrap();
@@ -395,44 +396,48 @@ async fn records_written_one_by_one_across_many_partitions_all_arrive_in_place()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn maps_appending_to_a_large_group_file_leave_few_unused_blocks() {
+async fn maps_writing_to_group_files_hold_their_bytes_and_little_more() {
     let c = cluster().await;
     let shuffles = Shuffles::new(c.store.clone());
     let id = ShuffleId::new("app-blocks", 0);
     const MAPS: u32 = 24;
-    shuffles.register(&id, &meta(MAPS, 1)).await.unwrap();
-    // One node, one partition: every map appends 1.5 MiB to the same few group files.
+    const PARTITIONS: u32 = 40;
+    shuffles
+        .register(&id, &meta(MAPS, PARTITIONS))
+        .await
+        .unwrap();
+    // One node: every map writes 1.5 MiB to partition 0 and a little to each other one.
     let segment = vec![7u8; 15 * 1024 * RECORD];
+    let small = vec![9u8; 3 * RECORD];
     for m in 0..MAPS {
         let mut writer = c.nodes[0].lease(&id, m, 0).await.unwrap();
         writer.write(0, &segment).await.unwrap();
+        for p in 1..PARTITIONS {
+            writer.write(p, &small).await.unwrap();
+        }
         writer.commit().await.unwrap();
     }
     let block = 1u64 << 20;
-    let mut files = 0;
-    for entry in c
-        .store
-        .list("/crail-shuffle/app-blocks/0/p0")
-        .await
-        .unwrap()
-    {
-        let stat = entry.stat;
-        if stat.size == 0 {
-            continue;
-        }
+    let written =
+        u64::from(MAPS) * (segment.len() + small.len() * (PARTITIONS as usize - 1)) as u64;
+    let (mut files, mut held) = (0u64, 0u64);
+    for entry in c.store.list("/crail-shuffle/app-blocks/0/g").await.unwrap() {
         files += 1;
-        let spare = stat.block_count * block - stat.size;
-        // At most the last map's own share ahead (it wrote 2 blocks' worth), not the 16 blocks
-        // a writer counting the whole file would have taken.
-        assert!(
-            spare <= 2 * block,
-            "{}: {} bytes in {} blocks",
-            entry.name,
-            stat.size,
-            stat.block_count
+        held += entry.stat.block_count * block;
+        assert_eq!(
+            entry.stat.size,
+            entry.stat.block_count * block,
+            "{}",
+            entry.name
         );
     }
-    assert!(files > 0);
+    // The bytes, their records, and per file at most one open extent per partition (small
+    // ones but partition 0's) and the last block's rest.
+    let spare = files * (block + u64::from(PARTITIONS) * 16 * 1024 + 2 * block);
+    assert!(
+        files > 0 && held <= written + spare,
+        "{held} bytes held in {files} files for {written} written"
+    );
     shuffles.unregister(&id).await.unwrap();
 }
 
@@ -455,7 +460,7 @@ async fn a_segment_whose_bytes_changed_after_commit_fails_its_checksum_unless_a_
         // Map 0's group file (its first copy) replaced by one of the same length with one
         // byte changed: stale or misplaced bytes that the store's own checksums accept (the
         // new file was written whole), which only the segment's checksum can tell.
-        let dir = format!("/crail-shuffle/app-crc/{}/p0", id.shuffle);
+        let dir = format!("/crail-shuffle/app-crc/{}/g", id.shuffle);
         let names: Vec<String> = c
             .store
             .list(&dir)
@@ -469,7 +474,7 @@ async fn a_segment_whose_bytes_changed_after_commit_fails_its_checksum_unless_a_
         let path = format!("{dir}/{}", names[0]);
         let file = c.store.lookup(&path).await.unwrap().into_file().unwrap();
         let mut bytes = file.read_to_end().await.unwrap();
-        assert_eq!(bytes.len(), 500 * RECORD);
+        assert!(bytes.len() >= 500 * RECORD);
         bytes[RECORD * 7 + 3] ^= 0x20;
         c.store.delete(&path, false).await.unwrap();
         c.store

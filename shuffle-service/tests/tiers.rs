@@ -110,16 +110,13 @@ async fn shuffle_three_times_dram(tiering: Tiering) {
     // Host-first: every group file's blocks are on its own node (its flash holds them);
     // class-first: some went to the other node's DRAM.
     let mut remote = 0;
-    for partition in 0..PARTITIONS {
-        let dir = format!("/crail-shuffle/tiers/0/p{partition}");
-        for entry in store.list(&dir).await.unwrap() {
-            let owner: std::net::IpAddr = entry.name.split('-').next().unwrap().parse().unwrap();
-            let blocks = store
-                .block_locations(entry.stat.file_id, 0, entry.stat.block_count)
-                .await
-                .unwrap();
-            remote += blocks.iter().filter(|b| b.host != owner).count();
-        }
+    for entry in store.list("/crail-shuffle/tiers/0/g").await.unwrap() {
+        let owner: std::net::IpAddr = entry.name.split('-').next().unwrap().parse().unwrap();
+        let blocks = store
+            .block_locations(entry.stat.file_id, 0, entry.stat.block_count)
+            .await
+            .unwrap();
+        remote += blocks.iter().filter(|b| b.host != owner).count();
     }
     match tiering {
         Tiering::HostFirst => assert_eq!(remote, 0, "host-first: blocks left their node"),

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crail_node::{LocalCluster, NodeConfig};
-use crail_shuffle::{Meta, PIECE, ShuffleId, Shuffles, Slots};
+use crail_shuffle::{Commit, GroupRef, Meta, RecordRef, Run, ShuffleId, Shuffles, Slots};
 use crail_store::{ByteSize, Config, Store, crc};
 
 const HOST: &str = "127.0.0.2";
@@ -53,12 +53,13 @@ async fn a_reducer_reads_a_2_gib_segment_within_its_window() {
         writer.write(0, &block).await.unwrap();
     }
     let commit = writer.commit().await.unwrap();
-    let segment = &commit.segments[0];
+    let segment = &commit.segments()[0];
     assert_eq!(segment.len, SEGMENT);
+    // In runs of at most a block (1 MiB), each with its crc32c.
     assert!(
-        segment.pieces.len() as u64 >= SEGMENT / (PIECE + (1 << 20)),
-        "{} pieces",
-        segment.pieces.len()
+        commit.runs(segment).len() as u64 >= SEGMENT >> 20,
+        "{} runs",
+        commit.runs(segment).len()
     );
     drop(block);
 
@@ -91,21 +92,54 @@ async fn a_reducer_reads_a_2_gib_segment_within_its_window() {
         ByteSize(grew)
     );
 
-    // A record of the same segment in one piece (as another writer might make it) is refused
+    // A record of the same segment in one run (as another writer might make it) is refused
     // with a typed error, not read into memory.
-    let mut whole = commit.clone();
-    whole.segments[0].pieces.clear();
-    let record = "/crail-shuffle/window/0/maps/0";
-    store.delete(record, false).await.unwrap();
+    let group = GroupRef {
+        host: "forged".into(),
+        slot: 0,
+        copies: 1,
+    };
+    let first = commit.runs(segment)[0];
+    let forged = Commit::new(
+        0,
+        0,
+        group.clone(),
+        [(
+            0,
+            vec![Run {
+                offset: first.offset,
+                len: SEGMENT as u32,
+                crc: want,
+            }],
+        )],
+    )
+    .encode();
+    let dir = "/crail-shuffle/window/0";
     store
         .write_file(
-            record,
-            &serde_json::to_vec(&whole).unwrap(),
+            &format!("{dir}/g/forged-0"),
+            &forged,
             &crail_store::CreateOptions::default(),
         )
         .await
         .unwrap();
-    let err = shuffles.read(&id, 0..1, None, 4).await.unwrap_err();
+    store.delete(&format!("{dir}/maps/0"), true).await.unwrap();
+    let at = RecordRef {
+        group,
+        offset: 0,
+        len: forged.len() as u64,
+    };
+    let dirs = crail_store::CreateOptions::default();
+    store
+        .create_dir(&format!("{dir}/maps/0"), &dirs)
+        .await
+        .unwrap();
+    store
+        .create_dir(&format!("{dir}/maps/0/{}", at.name()), &dirs)
+        .await
+        .unwrap();
+    let fresh = Shuffles::new(store.clone());
+    let err = fresh.read(&id, 0..1, None, 4).await.unwrap_err();
     assert!(matches!(err, crail_shuffle::Error::Window { .. }), "{err}");
     assert!(
         err.to_string().contains("more than a reader holds"),

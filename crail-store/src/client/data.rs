@@ -53,6 +53,8 @@ enum Out {
         /// Empty when the bytes are in staging slot `slot - 1`.
         payload: Bytes,
         slot: u32,
+        /// A scattered write's (offset, length, crc32c) triples; empty for a contiguous one.
+        pieces: Vec<u32>,
     },
     Read {
         id: u64,
@@ -389,7 +391,53 @@ impl DataConn {
         if self.is_local() {
             return self.write_from(datanode, offset, &payload, crc).await;
         }
-        self.queue_write(datanode, offset, crc, payload, None).await
+        self.queue_write(datanode, offset, crc, payload, None, Vec::new())
+            .await
+    }
+
+    /// Writes `pieces` (offset from `offset`, bytes, their crc32c) in one request, each piece
+    /// inside the block of storage offset `offset` of the datanode registered as `datanode`,
+    /// together at most a block. On a same-host connection they are copied into one staging
+    /// slot; elsewhere into one payload.
+    pub(crate) async fn write_scattered(
+        &self,
+        datanode: u64,
+        offset: u64,
+        pieces: &[(u32, &[u8], u32)],
+    ) -> Pending<()> {
+        let triples: Vec<u32> = pieces
+            .iter()
+            .flat_map(|&(at, bytes, crc)| [at, bytes.len() as u32, crc])
+            .collect();
+        let len: usize = pieces.iter().map(|p| p.1.len()).sum();
+        let (Some(slots), Some(staging)) = (&self.slots, &self.shared.staging) else {
+            let mut payload = BytesMut::with_capacity(len);
+            for piece in pieces {
+                payload.extend_from_slice(piece.1);
+            }
+            return self
+                .queue_write(datanode, offset, 0, payload.freeze(), None, triples)
+                .await;
+        };
+        let slot = slots.take().await;
+        let mut at = 0usize;
+        for piece in pieces {
+            if let Err(e) = staging.copy_in_at(slot.index, at, piece.1) {
+                let (tx, pending) = self.pending();
+                Waiter::Write(tx, None, 0).fail(e);
+                return pending;
+            }
+            at += piece.1.len();
+        }
+        self.queue_write(
+            datanode,
+            offset,
+            0,
+            Bytes::new(),
+            Some((slot, len)),
+            triples,
+        )
+        .await
     }
 
     /// As [`DataConn::write`], from borrowed bytes: on a same-host connection they are copied
@@ -404,7 +452,9 @@ impl DataConn {
     ) -> Pending<()> {
         let (Some(slots), Some(staging)) = (&self.slots, &self.shared.staging) else {
             let payload = Bytes::copy_from_slice(payload);
-            return self.queue_write(datanode, offset, crc, payload, None).await;
+            return self
+                .queue_write(datanode, offset, crc, payload, None, Vec::new())
+                .await;
         };
         let slot = slots.take().await;
         if let Err(e) = staging.copy_in(slot.index, payload) {
@@ -413,7 +463,7 @@ impl DataConn {
             return pending;
         }
         let staged = Some((slot, payload.len()));
-        self.queue_write(datanode, offset, crc, Bytes::new(), staged)
+        self.queue_write(datanode, offset, crc, Bytes::new(), staged, Vec::new())
             .await
     }
 
@@ -425,6 +475,7 @@ impl DataConn {
         crc: u32,
         payload: Bytes,
         staged: Option<(Slot, usize)>,
+        pieces: Vec<u32>,
     ) -> Pending<()> {
         let (tx, pending) = self.pending();
         let (slot, len) = match staged {
@@ -441,6 +492,7 @@ impl DataConn {
             len: u32::try_from(len).unwrap_or(u32::MAX),
             payload,
             slot: slot_no,
+            pieces,
         })
         .await;
         pending
@@ -555,6 +607,7 @@ async fn write_requests(
                     len,
                     payload,
                     slot,
+                    pieces,
                 } => {
                     let header = pb::WriteRequest {
                         offset,
@@ -562,6 +615,7 @@ async fn write_requests(
                         crc32c: crc,
                         datanode,
                         slot,
+                        pieces,
                     };
                     encode(&mut out, Kind::Write, id, &header);
                     if payload.len() <= INLINE_PAYLOAD {

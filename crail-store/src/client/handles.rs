@@ -514,6 +514,13 @@ impl WriteLease {
         Ok(self.stat.clone())
     }
 
+    /// Commits `size` bytes as [`WriteLease::commit`] does, through a shared handle (whose
+    /// [`WriteLease::stat`] keeps the size it had): for an owner that lets others write into
+    /// the space it commits.
+    pub async fn commit_shared(&self, size: u64) -> Result<Stat> {
+        self.send_close(size, true).await
+    }
+
     /// Commits `size` bytes (blocks past it are freed) and gives up the lease. Returns the
     /// node's new stat.
     pub async fn close(mut self, size: u64) -> Result<Stat> {

@@ -18,7 +18,7 @@ use crate::wire::io::Stream;
 use crate::wire::kind::Kind;
 
 /// Largest request message (not payload) a datanode accepts.
-pub(super) const MAX_REQUEST_BODY: usize = 4 << 10;
+pub(super) const MAX_REQUEST_BODY: usize = 64 << 10;
 
 /// Payloads up to this size are copied into the reply batch; larger ones are sent on their own.
 pub(super) const INLINE_PAYLOAD: usize = 16 << 10;

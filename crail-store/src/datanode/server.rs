@@ -302,6 +302,17 @@ impl<T: Tier> Conn<T> {
                 ),
             });
         }
+        if !req.pieces.is_empty() {
+            return self
+                .write_scattered(&req, rd, rbuf, staging)
+                .await
+                .map(|r| {
+                    Some(match r {
+                        Ok(()) => Reply::Written { id },
+                        Err(error) => Reply::Failed { id, error },
+                    })
+                });
+        }
         if req.slot != 0 {
             // Nothing on the stream to skip: a refusal is just a reply.
             return Ok(match self.write_from_slot(&req, staging).await {
@@ -313,15 +324,7 @@ impl<T: Tier> Conn<T> {
         let deadline = self.settings.payload_timeout;
         let target = match self.check_range(req.datanode, req.offset, len) {
             Ok(()) if len == 0 => return Ok(Some(Reply::Written { id })),
-            // Bounded: the block may be locked by replies a slow client does not read.
-            Ok(()) => tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Timeout {
-                        what: "waiting for the block's lock".into(),
-                        after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
-                    })
-                }),
+            Ok(()) => self.begin_write(req.datanode, req.offset, len).await,
             Err(e) => Err(e),
         };
         let mut target = match target {
@@ -340,6 +343,100 @@ impl<T: Tier> Conn<T> {
         })
         .await?;
         Ok(self.store(id, target, req.crc32c, tx).await)
+    }
+
+    /// Checks `[offset, offset + len)` and takes its block's lock for a write, waiting at
+    /// most the payload timeout: the block may be locked by replies a slow client does not
+    /// read.
+    async fn begin_write(&self, datanode: u64, offset: u64, len: usize) -> Result<T::Write> {
+        self.check_range(datanode, offset, len)?;
+        let deadline = self.settings.payload_timeout;
+        tokio::time::timeout(deadline, self.tier.begin_write(offset, len))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    what: "waiting for the block's lock".into(),
+                    after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
+                })
+            })
+    }
+
+    /// A scattered write (`pieces` set): each piece received, from the stream or the staging
+    /// slot, checked and stored in turn; the first piece refused refuses the rest (their
+    /// payload skipped), with pieces before it stored. The outer `Err` only when the stream
+    /// cannot be trusted any more.
+    async fn write_scattered(
+        &self,
+        req: &pb::WriteRequest,
+        rd: &impl io::Socket,
+        rbuf: &mut BytesMut,
+        staging: Option<&Staging>,
+    ) -> Result<Result<()>> {
+        let len = req.length as usize;
+        let deadline = self.settings.payload_timeout;
+        let on_stream = req.slot == 0;
+        // Payload bytes of refused pieces still on the stream.
+        async fn skip(
+            rd: &impl io::Socket,
+            rbuf: &mut BytesMut,
+            n: usize,
+            on_stream: bool,
+            deadline: std::time::Duration,
+        ) -> Result<()> {
+            if !on_stream {
+                return Ok(());
+            }
+            with_deadline(deadline, async { Ok(io::skip_payload(rd, rbuf, n).await?) }).await
+        }
+        let pieces = match scatter(req) {
+            Ok(pieces) => pieces,
+            Err(error) => {
+                skip(rd, rbuf, len, on_stream, deadline).await?;
+                return Ok(Err(error));
+            }
+        };
+        if !on_stream {
+            let slot_ok = match staging {
+                None => Err(no_staging()),
+                Some(st) if req.slot > st.slots() || len > st.slot_size() => {
+                    Err(slot_error(st, req.slot - 1, len))
+                }
+                Some(_) => Ok(()),
+            };
+            if let Err(error) = slot_ok {
+                return Ok(Err(error));
+            }
+        }
+        let mut from = 0usize;
+        for (i, &(rel, n, crc)) in pieces.iter().enumerate() {
+            let offset = req.offset + u64::from(rel);
+            let mut target = match self.begin_write(req.datanode, offset, n).await {
+                Ok(target) => target,
+                Err(error) => {
+                    let rest: usize = pieces[i..].iter().map(|p| p.1).sum();
+                    skip(rd, rbuf, rest, on_stream, deadline).await?;
+                    return Ok(Err(error));
+                }
+            };
+            if on_stream {
+                // Dropping `target` on error marks the half-written range corrupt.
+                with_deadline(deadline, async {
+                    Ok(io::read_payload(rd, rbuf, target.as_mut()).await?)
+                })
+                .await?;
+            } else if let Some(st) = staging
+                && let Err(error) = st.copy_out_at(req.slot - 1, from, target.as_mut())
+            {
+                return Ok(Err(error));
+            }
+            if let Err(error) = self.tier.finish_write(target, crc).await {
+                let rest: usize = pieces[i + 1..].iter().map(|p| p.1).sum();
+                skip(rd, rbuf, rest, on_stream, deadline).await?;
+                return Ok(Err(error));
+            }
+            from += n;
+        }
+        Ok(Ok(()))
     }
 
     /// Checks and stores a received write: inline (`Some(reply)`), or for a tier that waits
@@ -380,13 +477,7 @@ impl<T: Tier> Conn<T> {
         if len == 0 {
             return Ok(None);
         }
-        let deadline = self.settings.payload_timeout;
-        let mut target = tokio::time::timeout(deadline, self.tier.begin_write(req.offset, len))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "waiting for the block's lock".into(),
-                after_ms: deadline.as_millis().try_into().unwrap_or(u64::MAX),
-            })??;
+        let mut target = self.begin_write(req.datanode, req.offset, len).await?;
         staging.copy_out(slot, target.as_mut())?;
         Ok(Some(target))
     }
@@ -456,6 +547,34 @@ impl<T: Tier> Conn<T> {
         };
         self.run_io(work, tx).await
     }
+}
+
+/// A scattered write's pieces as (offset from the request's, length, crc32c), non-empty ones
+/// only, refused unless they are whole triples adding up to the request's length.
+fn scatter(req: &pb::WriteRequest) -> Result<Vec<(u32, usize, u32)>> {
+    let bad = |reason: &str| Error::BadRange {
+        offset: req.offset,
+        length: u64::from(req.length),
+        reason: reason.into(),
+    };
+    if !req.pieces.len().is_multiple_of(3) {
+        return Err(bad(
+            "scattered pieces are not whole (offset, length, crc32c) triples",
+        ));
+    }
+    let pieces: Vec<(u32, usize, u32)> = req
+        .pieces
+        .chunks_exact(3)
+        .map(|p| (p[0], p[1] as usize, p[2]))
+        .filter(|p| p.1 > 0)
+        .collect();
+    let sum = pieces
+        .iter()
+        .try_fold(0u64, |sum, p| sum.checked_add(p.1 as u64));
+    if sum != Some(u64::from(req.length)) {
+        return Err(bad("scattered pieces do not add up to the payload"));
+    }
+    Ok(pieces)
 }
 
 pub(super) async fn with_deadline<F: Future<Output = Result<()>>>(
@@ -649,6 +768,7 @@ mod tests {
             crc32c,
             datanode: dn.id,
             slot,
+            pieces: Vec::new(),
         };
         let mut out = BytesMut::new();
         // A wrong checksum, a slot past the end, then the good write and a read into slot 2.
@@ -713,6 +833,7 @@ mod tests {
                 crc32c: crate::crc::crc32c(&data),
                 datanode: 1,
                 slot: 0,
+                pieces: Vec::new(),
             },
         ));
         input.put(&data[..]);
@@ -729,6 +850,79 @@ mod tests {
         assert!(fuzz_requests(&found) > 0);
         assert!(fuzz_requests(b"garbage that is no frame at all") > 0);
         fuzz_requests(&[]);
+    }
+
+    #[tokio::test]
+    async fn scattered_writes_land_piece_by_piece_and_bad_ones_fail_alone() {
+        let dn = datanode([127, 0, 0, 24]).await;
+        let mut s = TcpStream::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        let mut data: Vec<u8> = (0..8192u32).map(|i| (i * 13 % 253) as u8).collect();
+        let scatter = |length: u32, pieces: Vec<u32>| pb::WriteRequest {
+            offset: 8192,
+            length,
+            crc32c: 0,
+            datanode: dn.id,
+            slot: 0,
+            pieces,
+        };
+        let mut out = BytesMut::new();
+        // The block's bytes, whole.
+        out.put(request(
+            Kind::Write,
+            1,
+            &pb::WriteRequest {
+                offset: 8192,
+                length: 8192,
+                crc32c: crate::crc::crc32c(&data),
+                datanode: dn.id,
+                slot: 0,
+                pieces: Vec::new(),
+            },
+        ));
+        out.put(&data[..]);
+        // Two pieces, 100 bytes at 10 and 200 at 2000, in one request.
+        let (a, b) = (vec![0xaa; 100], vec![0xbb; 200]);
+        let (ca, cb) = (crate::crc::crc32c(&a), crate::crc::crc32c(&b));
+        out.put(request(
+            Kind::Write,
+            2,
+            &scatter(300, vec![10, 100, ca, 2000, 200, cb]),
+        ));
+        out.put(&a[..]);
+        out.put(&b[..]);
+        // Triples that do not add up, a piece across the block, a wrong checksum: each
+        // refused, its payload skipped.
+        out.put(request(Kind::Write, 3, &scatter(300, vec![10, 100, ca])));
+        out.put(&[0u8; 300][..]);
+        let edge = (1 << 20) - 8192 - 50;
+        out.put(request(Kind::Write, 4, &scatter(100, vec![edge, 100, ca])));
+        out.put(&a[..]);
+        out.put(request(
+            Kind::Write,
+            5,
+            &scatter(300, vec![7000, 100, cb, 7500, 200, cb]),
+        ));
+        out.put(&a[..]);
+        out.put(&b[..]);
+        out.put(request(Kind::Read, 6, &read(&dn, 8192, 4096, 0)));
+        s.write_all(&out).await.unwrap();
+        assert!(!reply(&s, &mut rbuf).await.unwrap().is_error());
+        assert!(!reply(&s, &mut rbuf).await.unwrap().is_error());
+        let e = reply(&s, &mut rbuf).await.unwrap().into_error();
+        assert!(e.to_string().contains("do not add up"), "{e}");
+        let e = reply(&s, &mut rbuf).await.unwrap().into_error();
+        assert!(matches!(e, Error::BadRange { .. }), "{e}");
+        let e = reply(&s, &mut rbuf).await.unwrap().into_error();
+        assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        let read_reply: pb::ReadReply = reply(&s, &mut rbuf)
+            .await
+            .unwrap()
+            .decode_body("read reply")
+            .unwrap();
+        data[10..110].copy_from_slice(&a);
+        data[2000..2200].copy_from_slice(&b);
+        assert_eq!(read_reply.crc32c, crate::crc::crc32c(&data[..4096]));
     }
 
     #[tokio::test]

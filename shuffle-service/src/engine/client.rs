@@ -13,7 +13,7 @@ use crate::engine::reader::PartitionReader;
 use crate::engine::writer::MapWriter;
 use crate::error::{Error, Result};
 use crate::layout::{Commit, Meta, ShuffleId};
-use crate::lease::{GroupFile, GroupLease, Lender, Outcome};
+use crate::lease::{GroupLease, Lender, Outcome, Placed};
 use crate::wire::{self, reply, request};
 
 /// A connection to the node's service; groups lent through it go back through it.
@@ -53,24 +53,59 @@ impl Service {
     }
 
     async fn release(&self, lease: u64, outcome: Outcome) -> Result<()> {
-        let (outcome, ends) = match outcome {
-            Outcome::Committed(ends) => (wire::Outcome::Committed, ends),
-            Outcome::Aborted => (wire::Outcome::Aborted, Vec::new()),
-            Outcome::Broken => (wire::Outcome::Broken, Vec::new()),
+        let outcome = match outcome {
+            Outcome::Committed => wire::Outcome::Committed,
+            Outcome::Aborted => wire::Outcome::Aborted,
+            Outcome::Broken => wire::Outcome::Broken,
         };
         self.done(request::Op::Release(wire::Release {
             lease,
             outcome: outcome as i32,
-            ends: ends
-                .into_iter()
-                .map(|(partition, end)| wire::PartitionEnd { partition, end })
-                .collect(),
         }))
         .await
+    }
+
+    async fn place(&self, lease: u64, wants: Vec<(u32, u64)>, record: u64) -> Result<Placed> {
+        let (partitions, lens) = wants.into_iter().unzip();
+        let reply = self
+            .call(request::Op::Place(wire::Place {
+                lease,
+                partitions,
+                lens,
+                record,
+            }))
+            .await?;
+        let reply::Result::Placed(placed) = reply else {
+            return Err(self.unexpected("a reply other than places"));
+        };
+        let n = placed.partitions.len();
+        if placed.offsets.len() != n || placed.lens.len() != n {
+            return Err(self.unexpected("places of different counts"));
+        }
+        Ok(Placed {
+            size: placed.size,
+            record: placed.record,
+            runs: placed
+                .partitions
+                .into_iter()
+                .zip(placed.offsets)
+                .zip(placed.lens)
+                .map(|((p, o), l)| (p, o, l))
+                .collect(),
+        })
     }
 }
 
 impl Lender for Service {
+    fn place(
+        self: Arc<Self>,
+        lease: u64,
+        wants: Vec<(u32, u64)>,
+        record: u64,
+    ) -> BoxFuture<'static, Result<Placed>> {
+        Box::pin(async move { Service::place(&self, lease, wants, record).await })
+    }
+
     fn give_back(self: Arc<Self>, lease: u64, outcome: Outcome) -> BoxFuture<'static, ()> {
         // A service that cannot be told retires the group when the connection ends.
         Box::pin(async move {
@@ -203,21 +238,19 @@ impl ShuffleClient {
             host: group.host,
             slot: group.slot,
             lease: group.lease,
-            homes: group.homes.iter().filter_map(|h| h.parse().ok()).collect(),
-            files: group
-                .files
-                .into_iter()
-                .map(|f| GroupFile {
-                    partition: f.partition,
-                    copy: f.copy,
-                    ticket: LeaseTicket {
+            files: {
+                let mut files = group.files;
+                files.sort_by_key(|f| f.copy);
+                files
+                    .into_iter()
+                    .map(|f| LeaseTicket {
                         path: f.path,
                         file_id: f.file_id,
                         token: f.token,
                         size: f.size,
-                    },
-                })
-                .collect(),
+                    })
+                    .collect()
+            },
         };
         Ok(MapWriter::new(
             self.shuffles.store().clone(),
@@ -251,7 +284,11 @@ impl ShuffleClient {
     }
 
     /// The committed attempts: see [`Shuffles::commits`].
-    pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
+    pub async fn commits(
+        &self,
+        id: &ShuffleId,
+        maps: Option<Range<u32>>,
+    ) -> Result<Vec<Arc<Commit>>> {
         self.shuffles.commits(id, maps).await
     }
 }

@@ -1,8 +1,9 @@
 //! Reduce input: the committed segments of partitions `[start, end)` from maps
-//! `[start, end)`, fetched from whichever datanodes hold them, several files at once.
+//! `[start, end)`, fetched from whichever datanodes hold them, several group files at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use crail_store::{Error as StoreError, FileReader, Store};
@@ -10,17 +11,19 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::layout::{Commit, PIECE, Segment, ShuffleId};
+use crate::layout::{Commit, GroupRef, ShuffleId};
 
-/// The most of one piece a reader holds before it checks it (or [`PIECE`] plus a block, if
-/// the store's blocks are larger): a segment is read and checked piece by piece (each piece
-/// against its own crc32c, the pieces' together against the segment's) and each piece handed
-/// out only once checked, so a reducer never sees bytes that turn out corrupt (and a replica
-/// can be read instead), and holds at most `prefetch` pieces (and the chunks queued for it,
-/// `2 x prefetch` reads of the store's buffer size) whatever a segment's size. This crate's
-/// writers record pieces of at most [`PIECE`] plus a block; a record with a larger piece is
-/// refused ([`Error::Window`]), one whose pieces do not add up to its segment is a
-/// [`Error::BadRecord`].
+/// A reader reads a group file in units of up to this many bytes: runs that follow each other
+/// in the file (a partition's extent, filled by map after map) joined, each unit checked
+/// against its runs' crc32c before any of it is handed out.
+pub const UNIT: u64 = 4 << 20;
+
+/// The most of one unit a reader holds before it checks it (or [`UNIT`] plus a block, if the
+/// store's blocks are larger): each unit is handed out only once checked, so a reducer never
+/// sees bytes that turn out corrupt (and a replica can be read instead), and holds at most
+/// `prefetch` units (and the chunks queued for it, `2 x prefetch` reads of the store's buffer
+/// size) whatever a segment's size. This crate's writers record runs of at most a block; a
+/// record with a longer run is refused ([`Error::Window`]).
 pub const WINDOW: u64 = 64 << 20;
 
 /// A piece of reduce input: bytes of one map's segment of one partition, in order; a record
@@ -36,61 +39,80 @@ pub struct Chunk {
 }
 
 /// Streams the chunks of a read; files are fetched `prefetch` at a time in the background.
-#[derive(Debug)]
 pub struct PartitionReader {
-    rx: mpsc::Receiver<Result<Chunk>>,
+    /// Each unit's chunks at once: one hand-over per unit, not per chunk.
+    rx: mpsc::Receiver<Result<Vec<Chunk>>>,
+    ready: std::collections::VecDeque<Chunk>,
     task: tokio::task::JoinHandle<()>,
     bytes: u64,
+    on_failure: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for PartitionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionReader")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartitionReader {
     pub(crate) fn start(
         store: Store,
         id: ShuffleId,
-        commits: Vec<Commit>,
+        commits: Vec<Arc<Commit>>,
         partitions: Range<u32>,
         prefetch: usize,
     ) -> Result<Self> {
-        // One job per group file: its segments in offset order, read with one reader.
-        let window = WINDOW.max(PIECE.saturating_add(store.block_size()));
-        let mut files: BTreeMap<String, Vec<(u32, Segment)>> = BTreeMap::new();
+        // One job per group file: the runs of the read's segments there, in file order.
+        let window = WINDOW.max(UNIT.saturating_add(store.block_size()));
+        let mut files: HashMap<(&str, u32), (u32, Vec<Piece>)> = HashMap::new();
+        let mut bytes = 0;
         for commit in &commits {
-            for seg in &commit.segments {
-                if partitions.contains(&seg.partition) && seg.len > 0 {
-                    if let Some(problem) = seg.inconsistency() {
-                        return Err(Error::BadRecord {
-                            path: id.commit(commit.map),
-                            id,
-                            cause: format!("partition {}: {problem}", seg.partition),
-                        });
-                    }
-                    let piece = seg.checked_pieces().iter().map(|p| p.1).max().unwrap_or(0);
-                    if piece > window {
+            let group = &commit.group;
+            let segments = commit.segments_in(&partitions);
+            if segments.is_empty() {
+                continue;
+            }
+            let (_, pieces) = files
+                .entry((group.host.as_str(), group.slot))
+                .or_insert((group.copies, Vec::new()));
+            for seg in segments {
+                bytes += seg.len;
+                for run in commit.runs(seg) {
+                    if u64::from(run.len) > window {
                         return Err(Error::Window {
                             id,
                             partition: seg.partition,
                             map: commit.map,
-                            piece,
+                            piece: u64::from(run.len),
                             window,
                         });
                     }
-                    files
-                        .entry(seg.file.clone())
-                        .or_default()
-                        .push((commit.map, seg.clone()));
+                    pieces.push(Piece {
+                        map: commit.map,
+                        partition: seg.partition,
+                        offset: run.offset,
+                        len: run.len,
+                        crc: run.crc,
+                    });
                 }
             }
         }
-        for segs in files.values_mut() {
-            segs.sort_by_key(|(_, s)| s.offset);
+        let mut files: BTreeMap<(String, u32), (u32, Vec<Piece>)> = files
+            .into_iter()
+            .map(|((host, slot), v)| ((host.to_owned(), slot), v))
+            .collect();
+        for (_, pieces) in files.values_mut() {
+            pieces.sort_unstable_by_key(|p| p.offset);
         }
-        let bytes = files.values().flatten().map(|(_, s)| s.len).sum();
-        let (tx, rx) = mpsc::channel(prefetch.max(1) * 2);
+        let (tx, rx) = mpsc::channel(prefetch.max(1));
         let task = tokio::spawn(async move {
             let mut jobs = stream::iter(files)
-                .map(|(file, segs)| {
+                .map(|((host, slot), (copies, pieces))| {
                     let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
-                    async move { read_file(&store, &id, &file, segs, &tx).await }
+                    let group = GroupRef { host, slot, copies };
+                    async move { read_file(&store, &id, &group, pieces, &tx).await }
                 })
                 .buffer_unordered(prefetch.max(1));
             while let Some(result) = jobs.next().await {
@@ -101,7 +123,18 @@ impl PartitionReader {
                 }
             }
         });
-        Ok(Self { rx, task, bytes })
+        Ok(Self {
+            rx,
+            ready: std::collections::VecDeque::new(),
+            task,
+            bytes,
+            on_failure: None,
+        })
+    }
+
+    /// Runs `then` when the read fails (once).
+    pub(crate) fn on_failure(&mut self, then: Box<dyn FnOnce() + Send>) {
+        self.on_failure = Some(then);
     }
 
     /// Bytes the read delivers in all (the committed lengths of its segments).
@@ -111,7 +144,21 @@ impl PartitionReader {
 
     /// The next chunk, or `None` when every segment has been read.
     pub async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        self.rx.recv().await.transpose()
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Ok(Some(chunk));
+            }
+            match self.rx.recv().await {
+                Some(Ok(chunks)) => self.ready.extend(chunks),
+                Some(Err(e)) => {
+                    if let Some(then) = self.on_failure.take() {
+                        then();
+                    }
+                    return Err(e);
+                }
+                None => return Ok(None),
+            }
+        }
     }
 }
 
@@ -145,21 +192,13 @@ impl Failure {
         self,
         store: &Store,
         id: &ShuffleId,
-        commits: &[Commit],
+        commits: &[Arc<Commit>],
         partitions: &Range<u32>,
     ) -> Error {
         let mut maps = self.maps;
         for commit in commits {
-            let in_range: Vec<&Segment> = commit
-                .segments
-                .iter()
-                .filter(|s| partitions.contains(&s.partition) && s.len > 0)
-                .collect();
-            for seg in in_range {
-                if segment_lost(store, id, seg).await {
-                    maps.push(commit.map);
-                    break;
-                }
+            if lost(store, id, commit, partitions).await {
+                maps.push(commit.map);
             }
         }
         maps.sort_unstable();
@@ -175,24 +214,37 @@ impl Failure {
 
 /// Whether any of `commit`'s segments is lost (in every copy).
 pub(crate) async fn commit_lost(store: &Store, id: &ShuffleId, commit: &Commit) -> bool {
-    for seg in &commit.segments {
-        if seg.len > 0 && segment_lost(store, id, seg).await {
-            return true;
-        }
-    }
-    false
+    lost(store, id, commit, &(0..u32::MAX)).await
 }
 
-/// Whether the namenode reports every copy of `seg` lost: its file gone, or a block of its
-/// range on a dead datanode. Other errors (the namenode unreachable) are not proof of loss.
-async fn segment_lost(store: &Store, id: &ShuffleId, seg: &Segment) -> bool {
+/// Whether the namenode reports every copy of the group file holding `commit`'s segments of
+/// `partitions` lost: the file gone, or a block of their runs on a dead datanode. Other errors
+/// (the namenode unreachable) are not proof of loss.
+async fn lost(store: &Store, id: &ShuffleId, commit: &Commit, partitions: &Range<u32>) -> bool {
     let block = store.block_size().max(1);
-    let first = seg.offset / block;
-    let count = (seg.offset + seg.len).div_ceil(block) - first;
-    for copy in 0..seg.copies.max(1) {
-        let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(&seg.file, copy));
+    let mut blocks: Vec<u64> = commit
+        .segments_in(partitions)
+        .iter()
+        .flat_map(|seg| commit.runs(seg))
+        .flat_map(|run| {
+            let end = run.offset + u64::from(run.len);
+            run.offset / block..end.div_ceil(block)
+        })
+        .collect();
+    if blocks.is_empty() {
+        return false;
+    }
+    blocks.sort_unstable();
+    blocks.dedup();
+    let (first, last) = (blocks[0], blocks[blocks.len() - 1]);
+    let group = &commit.group;
+    for copy in 0..group.copies.max(1) {
+        let path = id.group_file(&group.host, group.slot, copy);
         let located = match store.lookup(&path).await.and_then(|n| n.into_file()) {
-            Ok(file) => file.block_locations(first, count).await.map(|_| ()),
+            Ok(file) => file
+                .block_locations(first, last + 1 - first)
+                .await
+                .map(|_| ()),
             Err(e) => Err(e),
         };
         match located {
@@ -204,74 +256,114 @@ async fn segment_lost(store: &Store, id: &ShuffleId, seg: &Segment) -> bool {
     true
 }
 
-/// Reads one group file's segments in offset order, piece by piece; a piece whose copy fails
-/// is read from the next copy (replicas hold the same bytes at the same offsets).
+/// A run of a segment as a read fetches it.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    map: u32,
+    partition: u32,
+    offset: u64,
+    len: u32,
+    crc: u32,
+}
+
+/// Reads one group file's runs in file order, in units of runs that follow each other (up to
+/// [`UNIT`] bytes, or one longer run); a unit whose copy fails is read from the next copy
+/// (replicas hold the same bytes at the same offsets).
 async fn read_file(
     store: &Store,
     id: &ShuffleId,
-    file: &str,
-    segs: Vec<(u32, Segment)>,
-    tx: &mpsc::Sender<Result<Chunk>>,
+    group: &GroupRef,
+    pieces: Vec<Piece>,
+    tx: &mpsc::Sender<Result<Vec<Chunk>>>,
 ) -> Result<(), Failure> {
-    let copies = segs.iter().map(|(_, s)| s.copies.max(1)).max().unwrap_or(1);
+    let copies = group.copies.max(1);
     let mut readers: Vec<Option<FileReader>> = (0..copies).map(|_| None).collect();
     let mut copy = 0u32;
-    for (i, (map, seg)) in segs.iter().enumerate() {
+    let mut i = 0;
+    while i < pieces.len() {
+        // The unit: pieces[i..j].
+        let start = pieces[i].offset;
+        let (mut end, mut crc) = (start, 0u32);
+        let mut j = i;
+        while j < pieces.len()
+            && pieces[j].offset == end
+            && (j == i || end + u64::from(pieces[j].len) - start <= UNIT)
+        {
+            end += u64::from(pieces[j].len);
+            crc = crail_store::crc::combine(crc, pieces[j].crc, u64::from(pieces[j].len));
+            j += 1;
+        }
+        let unit = &pieces[i..j];
         let failed = |cause: String| {
-            let mut maps: Vec<u32> = segs[i..].iter().map(|(m, _)| *m).collect();
+            let mut maps: Vec<u32> = pieces[i..].iter().map(|p| p.map).collect();
             maps.sort_unstable();
             maps.dedup();
             Failure {
-                partition: seg.partition,
+                partition: unit[0].partition,
                 maps,
                 cause,
             }
         };
-        let mut crc = 0u32;
-        for (at, len, piece_crc) in seg.checked_pieces() {
-            let data = loop {
-                match read_piece(store, id, file, copy, (at, len, piece_crc), &mut readers).await {
-                    Ok(data) => break data,
-                    Err(cause) if copy + 1 < seg.copies.max(1) => {
-                        tracing::debug!("{cause}; reading copy {}", copy + 1);
-                        copy += 1;
+        let data = loop {
+            match read_unit(
+                store,
+                id,
+                group,
+                copy,
+                (start, end - start, crc),
+                &mut readers,
+            )
+            .await
+            {
+                Ok(data) => break data,
+                Err(cause) if copy + 1 < copies => {
+                    tracing::debug!("{cause}; reading copy {}", copy + 1);
+                    copy += 1;
+                }
+                Err(cause) => return Err(failed(cause)),
+            }
+        };
+        // Hand the unit out piece by piece (slices of the reads, no copies).
+        let mut bufs = data.into_iter();
+        let mut buf = Bytes::new();
+        let mut chunks = Vec::with_capacity(unit.len());
+        for piece in unit {
+            let mut left = piece.len as usize;
+            while left > 0 {
+                if buf.is_empty() {
+                    match bufs.next() {
+                        Some(next) => buf = next,
+                        None => return Err(failed("a unit read short".into())),
                     }
-                    Err(cause) => return Err(failed(cause)),
                 }
-            };
-            crc = crail_store::crc::combine(crc, piece_crc, len);
-            for data in data {
-                let chunk = Chunk {
-                    partition: seg.partition,
-                    map: *map,
-                    data,
-                };
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(()); // the reader was dropped
-                }
+                let n = left.min(buf.len());
+                chunks.push(Chunk {
+                    partition: piece.partition,
+                    map: piece.map,
+                    data: buf.split_to(n),
+                });
+                left -= n;
             }
         }
-        if crc != seg.crc {
-            return Err(failed(format!(
-                "{file}: the pieces of the segment at {} do not make its checksum",
-                seg.offset
-            )));
+        if tx.send(Ok(chunks)).await.is_err() {
+            return Ok(()); // the reader was dropped
         }
+        i = j;
     }
     Ok(())
 }
 
 /// `len` bytes at `at` of copy `copy` of a group file, read in pieces of the store's buffer
 /// size and checked against `crc` before anything is handed out.
-async fn read_piece(
+async fn read_unit(
     store: &Store,
     id: &ShuffleId,
-    file: &str,
+    group: &GroupRef,
     copy: u32,
     (at, len, crc): (u64, u64, u32),
     readers: &mut [Option<FileReader>],
 ) -> Result<Vec<Bytes>, String> {
-    let path = format!("{}/{}", id.dir(), ShuffleId::copy_file(file, copy));
+    let path = id.group_file(&group.host, group.slot, copy);
     let slot = readers
         .get_mut(copy as usize)
         .ok_or_else(|| format!("{path}: no such copy"))?;
@@ -291,8 +383,8 @@ async fn read_piece(
     let end = at + len;
     let mut out = Vec::new();
     // Reads of the store's pooled buffer size: buffers that come back to the pool as the
-    // reducer consumes them, instead of fresh, zeroed memory for every piece.
-    let step = (store.buffers().buffer_size() as u64).clamp(1, PIECE);
+    // reducer consumes them, instead of fresh, zeroed memory for every unit.
+    let step = (store.buffers().buffer_size() as u64).clamp(1, UNIT);
     while pos < end {
         let want = step.min(end - pos);
         // The read's crc32c as the store checked it on arrival, not hashed again.
@@ -312,7 +404,7 @@ async fn read_piece(
     }
     if sum != crc {
         return Err(format!(
-            "{path}: the segment piece at {at} fails its checksum"
+            "{path}: the segment run at {at} fails its checksum"
         ));
     }
     Ok(out)
@@ -321,7 +413,7 @@ async fn read_piece(
 /// Per map: bytes per partition (a Spark MapStatus).
 pub fn lengths(commit: &Commit, partitions: u32) -> Vec<u64> {
     let mut out = vec![0u64; partitions as usize];
-    for seg in &commit.segments {
+    for seg in commit.segments() {
         if let Some(len) = out.get_mut(seg.partition as usize) {
             *len += seg.len;
         }
@@ -332,9 +424,9 @@ pub fn lengths(commit: &Commit, partitions: u32) -> Vec<u64> {
 /// Commits by map for the maps in `maps`; missing ones are [`Error::NotCommitted`].
 pub(crate) fn complete(
     id: &ShuffleId,
-    mut found: HashMap<u32, Commit>,
+    mut found: HashMap<u32, Arc<Commit>>,
     maps: Range<u32>,
-) -> Result<Vec<Commit>> {
+) -> Result<Vec<Arc<Commit>>> {
     let missing: Vec<u32> = maps.clone().filter(|m| !found.contains_key(m)).collect();
     if !missing.is_empty() {
         return Err(Error::NotCommitted {

@@ -1,6 +1,10 @@
 //! [`Shuffles`]: the shuffles in a store, as any process sees them: register (built under a
 //! hidden name, renamed into place), the committed maps and their map status, reads,
 //! unregister; the commit records and metas a process has read, kept.
+//!
+//! A process reads each map's record once: the listing of `maps/` names the committed maps
+//! and the marker each was committed under; a marker not seen before costs one listing (where
+//! its record lies) and one read of the record from its group file.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -11,10 +15,10 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::engine::reader::{self, PartitionReader, lengths};
 use crate::error::{Error, Result};
-use crate::layout::{self, Commit, Meta, ShuffleId};
+use crate::layout::{self, Commit, Meta, RecordRef, ShuffleId};
 
 /// Commit records read at once.
-const METADATA_READS: usize = 16;
+const METADATA_READS: usize = 32;
 
 /// Copies of a shuffle's metadata, each on another node where the store has that many.
 const META_COPIES: u32 = 3;
@@ -32,8 +36,8 @@ pub struct Shuffles {
     commits: Arc<Mutex<CommitCache>>,
 }
 
-/// Commit records already read, per shuffle and map, with the data object each was read from:
-/// a record replaced by a recommit is a new object, so the listing every read starts with
+/// Commit records already read, per shuffle and map, with the marker each was found under:
+/// a record replaced by a recommit has a new marker, so the listing every read starts with
 /// says which records are still current, and only new ones are read. Every reduce task of an
 /// engine process reads each map's record once, not once per task. Beside them each
 /// shuffle's meta, which never changes while it is registered: known from registering, from
@@ -42,7 +46,19 @@ pub struct Shuffles {
 struct CommitCache {
     shuffles: HashMap<ShuffleId, HashMap<u32, (u64, Arc<Commit>)>>,
     metas: HashMap<ShuffleId, Meta>,
+    /// Per shuffle, the last listing of `maps/` (map, marker) and the directory's version
+    /// when it was listed: while the version holds, a read needs no new listing.
+    listings: HashMap<ShuffleId, (Version, Listing)>,
 }
+
+/// The committed maps of a shuffle with the marker each was committed under.
+type Listing = Arc<Vec<(u32, u64)>>;
+
+/// A directory's version: its last change (to the millisecond) and its children. Only
+/// commits change `maps/` (pending markers wait elsewhere), each by one more child; the one
+/// change that keeps the count, a lost record replaced, follows a fetch failure, which drops
+/// the listing ([`Shuffles::read`]).
+type Version = (std::time::SystemTime, u64);
 
 impl CommitCache {
     fn get(&self, id: &ShuffleId, map: u32, object: u64) -> Option<Arc<Commit>> {
@@ -68,6 +84,24 @@ impl CommitCache {
     fn forget(&mut self, gone: impl Fn(&ShuffleId) -> bool) {
         self.shuffles.retain(|id, _| !gone(id));
         self.metas.retain(|id, _| !gone(id));
+        self.listings.retain(|id, _| !gone(id));
+    }
+
+    fn listing(&self, id: &ShuffleId, version: &Version) -> Option<Listing> {
+        match self.listings.get(id) {
+            Some((seen, entries)) if seen == version => Some(Arc::clone(entries)),
+            _ => None,
+        }
+    }
+
+    fn listed(&mut self, id: &ShuffleId, version: Version, entries: Listing) {
+        if !self.listings.contains_key(id) && self.listings.len() >= CACHED_SHUFFLES {
+            let evicted = self.listings.keys().next().cloned();
+            if let Some(evicted) = evicted {
+                self.listings.remove(&evicted);
+            }
+        }
+        self.listings.insert(id.clone(), (version, entries));
     }
 
     fn remember(&mut self, id: &ShuffleId, meta: &Meta) {
@@ -138,14 +172,11 @@ impl Shuffles {
         );
         let built = async {
             self.store.create_dir(&building, dirs).await?;
-            stream::iter((0..meta.partitions).map(|p| format!("{building}/p{p}")))
-                .map(|dir| async move { self.store.create_dir(&dir, dirs).await })
-                .buffer_unordered(METADATA_READS)
-                .try_collect::<Vec<_>>()
-                .await?;
-            self.store
-                .create_dir(&format!("{building}/maps"), dirs)
-                .await?;
+            for dir in ["g", "maps", "pending"] {
+                self.store
+                    .create_dir(&format!("{building}/{dir}"), dirs)
+                    .await?;
+            }
             // The metadata on up to three nodes: every read of the shuffle needs it, so losing
             // one node must not lose the shuffle.
             let json = layout::to_json(meta);
@@ -229,7 +260,11 @@ impl Shuffles {
 
     /// The committed attempts of maps `maps` (all of them when `None`), by map; any map of
     /// the range not committed is [`Error::NotCommitted`].
-    pub async fn commits(&self, id: &ShuffleId, maps: Option<Range<u32>>) -> Result<Vec<Commit>> {
+    pub async fn commits(
+        &self,
+        id: &ShuffleId,
+        maps: Option<Range<u32>>,
+    ) -> Result<Vec<Arc<Commit>>> {
         let meta = self.meta(id).await?;
         self.commits_of(id, &meta, maps, 0..meta.partitions).await
     }
@@ -241,14 +276,14 @@ impl Shuffles {
         meta: &Meta,
         maps: Option<Range<u32>>,
         partitions: Range<u32>,
-    ) -> Result<Vec<Commit>> {
+    ) -> Result<Vec<Arc<Commit>>> {
         let maps = maps.unwrap_or(0..meta.maps);
         check_range(id, &maps, meta.maps, |map| Error::MapOutOfRange {
             id: id.clone(),
             map,
             maps: meta.maps,
         })?;
-        let entries = match self.store.list(&id.maps_dir()).await {
+        let entries = match self.listing(id).await {
             Ok(entries) => entries,
             Err(e) => {
                 if matches!(e, StoreError::NotFound { .. }) {
@@ -257,39 +292,22 @@ impl Shuffles {
                 return Err(unknown_if_missing(id, e));
             }
         };
-        // Segments outside the read's partitions are not handed on.
-        let part = |commit: &Commit| Commit {
-            map: commit.map,
-            attempt: commit.attempt,
-            segments: commit
-                .segments
-                .iter()
-                .filter(|s| partitions.contains(&s.partition))
-                .cloned()
-                .collect(),
-        };
         let mut found = HashMap::new();
         let mut unread = Vec::new();
         {
             let cache = self.cache();
-            for entry in &entries {
-                let Ok(map) = entry.name.parse::<u32>() else {
-                    continue;
-                };
-                if !maps.contains(&map) {
-                    continue;
-                }
-                match cache.get(id, map, entry.stat.file_id) {
+            for &(map, marker) in entries.iter().filter(|(map, _)| maps.contains(map)) {
+                match cache.get(id, map, marker) {
                     Some(commit) => {
-                        found.insert(map, part(&commit));
+                        found.insert(map, commit);
                     }
-                    None => unread.push((map, entry.stat.file_id)),
+                    None => unread.push((map, marker)),
                 }
             }
         }
         let records: Vec<(u32, u64, Record)> = stream::iter(unread)
             .map(|(map, object)| async move {
-                read_commit(&self.store, id, map, meta.replication)
+                read_marker(&self.store, id, &id.commit(map), meta.partitions)
                     .await
                     .map(|r| (map, object, r))
             })
@@ -301,8 +319,9 @@ impl Shuffles {
         for (map, object, record) in records {
             match record {
                 Record::Found(commit) => {
-                    found.insert(map, part(&commit));
-                    self.cache().put(id, map, object, Arc::new(commit));
+                    let commit = Arc::new(commit);
+                    self.cache().put(id, map, object, Arc::clone(&commit));
+                    found.insert(map, commit);
                 }
                 Record::Lost(why) => {
                     lost.push(map);
@@ -312,13 +331,34 @@ impl Shuffles {
         }
         if !lost.is_empty() {
             // A map whose record is gone is lost like one whose data is; name every lost map
-            // of the read at once.
-            let commits: Vec<Commit> = found.into_values().collect();
+            // of the read at once. Its replacement will need a new listing.
+            self.cache().listings.remove(id);
+            let commits: Vec<Arc<Commit>> = found.into_values().collect();
             return Err(reader::Failure::new(partitions.start, lost, cause)
                 .into_error(&self.store, id, &commits, &partitions)
                 .await);
         }
         reader::complete(id, found, maps)
+    }
+
+    /// The committed maps and their markers: the cached listing while `maps/` is unchanged,
+    /// else a new one.
+    async fn listing(&self, id: &ShuffleId) -> std::result::Result<Listing, StoreError> {
+        let dir = self.store.stat(&id.maps_dir()).await?;
+        let version = (dir.modified, dir.children);
+        if let Some(entries) = self.cache().listing(id, &version) {
+            return Ok(entries);
+        }
+        let entries: Vec<(u32, u64)> = self
+            .store
+            .list(&id.maps_dir())
+            .await?
+            .into_iter()
+            .filter_map(|e| Some((e.name.parse::<u32>().ok()?, e.stat.id)))
+            .collect();
+        let entries = Arc::new(entries);
+        self.cache().listed(id, version, Arc::clone(&entries));
+        Ok(entries)
     }
 
     /// Map status: for every committed map of `maps`, its bytes per partition.
@@ -354,13 +394,20 @@ impl Shuffles {
             }
         })?;
         let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
-        PartitionReader::start(
+        let mut reader = PartitionReader::start(
             self.store.clone(),
             id.clone(),
             commits,
             partitions,
             prefetch,
-        )
+        )?;
+        // A fetch failure is followed by recommits this process must see.
+        let (cache, failed) = (Arc::clone(&self.commits), id.clone());
+        reader.on_failure(Box::new(move || {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.listings.remove(&failed);
+        }));
+        Ok(reader)
     }
 
     /// Deletes a shuffle and all of its files.
@@ -433,40 +480,68 @@ pub(crate) async fn read_meta(store: &Store, id: &ShuffleId) -> Result<Meta> {
     ))
 }
 
-/// A map's commit record as read: found (in some copy), or lost with every copy.
+/// A map's commit record as read: found (in some copy of its group file), or lost with every
+/// copy.
+#[derive(Debug)]
 pub(crate) enum Record {
     Found(Commit),
     Lost(String),
 }
 
-/// Reads map `map`'s commit record, from its copies (`copies` of them) if the first cannot
-/// be read. A record that does not exist is the store's `NotFound`.
-pub(crate) async fn read_commit(
+/// Reads the record the commit marker at `marker` points at, from the next copy of its group
+/// file if one cannot be read. A marker that does not exist is the store's `NotFound`; one
+/// that names no record, a [`Error::BadRecord`].
+pub(crate) async fn read_marker(
     store: &Store,
     id: &ShuffleId,
-    map: u32,
-    copies: u32,
+    marker: &str,
+    partitions: u32,
 ) -> Result<Record> {
+    let entries = store.list(marker).await?;
+    let bad = |cause: String| Error::BadRecord {
+        id: id.clone(),
+        path: marker.to_owned(),
+        cause,
+    };
+    let at = match entries.as_slice() {
+        [entry] => RecordRef::parse(&entry.name)
+            .ok_or_else(|| bad(format!("`{}` names no record", entry.name)))?,
+        other => return Err(bad(format!("{} entries, not one", other.len()))),
+    };
+    if at.len > 1 << 30 {
+        return Err(bad(format!("a record of {} bytes", at.len)));
+    }
+    let group = &at.group;
     let mut cause = String::new();
-    for copy in 0..copies.max(1) {
-        let path = id.commit_copy(map, copy);
-        match read_record(store, id, &path).await {
+    for copy in 0..group.copies {
+        let path = id.group_file(&group.host, group.slot, copy);
+        let raw = async {
+            let mut reader = store.lookup(&path).await?.into_file()?.reader();
+            let raw = reader.read_at(at.offset, at.len as usize).await?;
+            if raw.len() as u64 != at.len {
+                return Err(crail_store::Error::PastEndOfFile {
+                    path: path.clone(),
+                    offset: at.offset + raw.len() as u64,
+                    size: at.offset + raw.len() as u64,
+                });
+            }
+            Ok(raw)
+        }
+        .await;
+        let parsed = raw.map_err(|e| format!("{path}: {e}")).and_then(|raw| {
+            Commit::decode(&raw, group.clone(), partitions)
+                .map_err(|e| format!("{path}: the record at {}: {e}", at.offset))
+        });
+        match parsed {
             Ok(commit) => return Ok(Record::Found(commit)),
-            Err(e @ Error::Store(StoreError::NotFound { .. })) if copy == 0 => return Err(e),
-            Err(e) => {
+            Err(why) => {
                 if cause.is_empty() {
-                    cause = e.to_string();
+                    cause = why;
                 }
             }
         }
     }
     Ok(Record::Lost(cause))
-}
-
-/// A commit record at `path`.
-pub(crate) async fn read_record(store: &Store, id: &ShuffleId, path: &str) -> Result<Commit> {
-    let raw = read_small(store, path).await?;
-    layout::parse(id, path, &raw)
 }
 
 pub(crate) async fn read_small(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {

@@ -1,28 +1,32 @@
-//! Map output: a map task appends its records per partition to a borrowed writer group and
+//! Map output: a map task writes its records per partition into a borrowed writer group's
+//! file, where the group's node places them (each partition in extents of its own), and
 //! commits them as the map's output, exactly once.
 //!
-//! Committing syncs every file the task touched (their sizes are committed in the namenode,
-//! the leases stay with the group's node) and then records the segments as `maps/<map>` by a
-//! rename the namenode refuses when the name exists, so the first attempt of a map to commit
-//! is the only one ever read. The one exception: when the committed attempt's data was lost
-//! (its blocks' datanodes died), a new attempt replaces it, which is how an engine recovers
-//! from a fetch failure. A task that aborts, fails or is dropped leaves its bytes to be
-//! written over by the slot's next task.
+//! The task gathers small writes (up to [`GATHER`] bytes across partitions), asks the node
+//! for places once per gathering, and writes each partition's bytes there with their crc32c
+//! noted, the runs of one block in one scattered write; a write of [`DIRECT`] bytes or more
+//! goes from the caller's buffer. Committing writes
+//! the map's record (its runs per partition, [`Commit::encode`]) into the group file, waits
+//! for every write, and then makes `maps/<map>` point at the record, by a rename the namenode
+//! refuses when the name exists: the first attempt of a map to commit is the only one ever
+//! read. The one exception: when the committed attempt's data was lost (its blocks'
+//! datanodes died), a new attempt replaces it, which is how an engine recovers from a fetch
+//! failure. A task that aborts, fails or is dropped leaves its places unused.
 
-use std::collections::{HashMap, VecDeque};
-
-use crail_store::{CreateOptions, Error as StoreError, FileWriter, Placement, Store};
-use futures_util::future::join_all;
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::layout::{Commit, Meta, PIECE, Piece, Segment, ShuffleId, to_json};
-use crate::lease::{GroupLease, Lender, Outcome};
+use crail_store::{CreateOptions, Error as StoreError, FileWriter, Store};
 
-/// Partitions a task keeps unsent bytes for (each holds a pool buffer of the store's
-/// `buffer_size`); the least recently written beyond these are flushed.
-const STAGED: usize = 8;
+use crate::error::{Error, Result};
+use crate::layout::{Commit, Meta, RecordRef, Run, ShuffleId};
+use crate::lease::{GroupLease, Lender, Outcome, Placed};
+
+/// Bytes a task gathers across partitions before it asks for places and writes them.
+pub const GATHER: usize = 8 << 20;
+
+/// A write at least this large is placed at once and sent from the caller's bytes.
+pub const DIRECT: usize = 1 << 20;
 
 /// A map task's lease on a writer group. Commit it, or abort it; dropping it aborts.
 #[derive(Debug)]
@@ -33,12 +37,13 @@ pub struct MapWriter {
     attempt: u64,
     group: GroupLease,
     back: Option<Arc<dyn Lender>>,
-    /// Per partition written: its copies' writers (file first, then replicas).
-    writers: HashMap<u32, Vec<FileWriter>>,
-    /// Per partition written: where this task's bytes start and how many.
-    started: HashMap<u32, (u64, u64)>,
-    /// Partitions whose writers hold bytes not sent yet, least recently written first.
-    staged: VecDeque<u32>,
+    /// Per copy of the group file: its writer (made at the first placing).
+    writers: Vec<FileWriter>,
+    /// Bytes not placed yet, as written: (partition, start, length) in `gathered`.
+    gathered: Vec<u8>,
+    parts: Vec<(u32, usize, usize)>,
+    /// Per partition written: its runs so far.
+    runs: BTreeMap<u32, Vec<Run>>,
     broken: bool,
 }
 
@@ -58,9 +63,10 @@ impl MapWriter {
             attempt,
             group,
             back: Some(back),
-            writers: HashMap::new(),
-            started: HashMap::new(),
-            staged: VecDeque::new(),
+            writers: Vec::new(),
+            gathered: Vec::new(),
+            parts: Vec::new(),
+            runs: BTreeMap::new(),
             broken: false,
         }
     }
@@ -95,75 +101,128 @@ impl MapWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        let result = self.append(partition, bytes).await;
+        let result = if bytes.len() >= DIRECT {
+            self.place_and_write(Some((partition, bytes))).await
+        } else {
+            if self.gathered.capacity() == 0 {
+                self.gathered = gather_buffer();
+            }
+            self.parts
+                .push((partition, self.gathered.len(), bytes.len()));
+            self.gathered.extend_from_slice(bytes);
+            if self.gathered.len() >= GATHER {
+                self.place_and_write(None).await
+            } else {
+                Ok(())
+            }
+        };
         if result.is_err() {
             self.broken = true;
         }
         result
     }
 
-    async fn append(&mut self, partition: u32, bytes: &[u8]) -> Result<()> {
-        if !self.writers.contains_key(&partition) {
-            let mut files: Vec<_> = self
+    /// Places the gathered bytes (and `direct`, after them) and writes them to every copy.
+    async fn place_and_write(&mut self, direct: Option<(u32, &[u8])>) -> Result<()> {
+        let gathered = std::mem::take(&mut self.gathered);
+        let mut parts = std::mem::take(&mut self.parts);
+        // Each partition's pieces together, in the order written.
+        parts.sort_by_key(|p| p.0);
+        let mut pieces: Vec<(u32, &[u8])> = parts
+            .iter()
+            .map(|&(p, start, len)| (p, &gathered[start..start + len]))
+            .collect();
+        pieces.extend(direct);
+        let result = self.write_pieces(&pieces).await;
+        drop(pieces);
+        parts.clear();
+        self.parts = parts;
+        self.gathered = gathered;
+        self.gathered.clear();
+        result
+    }
+
+    /// Places `pieces` (partition, bytes; each partition's together) and writes them to
+    /// every copy, noting each partition's runs and their crc32c.
+    async fn write_pieces(&mut self, pieces: &[(u32, &[u8])]) -> Result<()> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let mut wants: Vec<(u32, u64)> = Vec::new();
+        for &(p, bytes) in pieces {
+            match wants.last_mut() {
+                Some(last) if last.0 == p => last.1 += bytes.len() as u64,
+                _ => wants.push((p, bytes.len() as u64)),
+            }
+        }
+        let placed = self.place(wants, 0).await?;
+        // A run takes the next bytes of its partition's pieces; where a piece ends inside a
+        // run, the run is written in parts, each with its crc32c (combined for the run).
+        let mut writes: Vec<(u64, &[u8], u32)> = Vec::with_capacity(placed.runs.len());
+        // Where the next run's bytes start: piece `k`, `used` bytes into it.
+        let (mut k, mut used) = (0usize, 0usize);
+        for &(partition, offset, len) in &placed.runs {
+            if len == 0 {
+                return Err(self.misplaced("an empty place"));
+            }
+            let (mut at, mut left, mut crc) = (offset, len as usize, 0u32);
+            while left > 0 {
+                let Some(&(p, bytes)) = pieces.get(k) else {
+                    return Err(self.misplaced("more places than bytes"));
+                };
+                if p != partition {
+                    return Err(self.misplaced("places that do not match the bytes"));
+                }
+                let n = left.min(bytes.len() - used);
+                let part = &bytes[used..used + n];
+                let part_crc = crail_store::crc::crc32c(part);
+                crc = crail_store::crc::combine(crc, part_crc, n as u64);
+                writes.push((at, part, part_crc));
+                at += n as u64;
+                left -= n;
+                used += n;
+                if used == bytes.len() {
+                    (k, used) = (k + 1, 0);
+                }
+            }
+            self.runs
+                .entry(partition)
+                .or_default()
+                .push(Run { offset, len, crc });
+        }
+        if k < pieces.len() {
+            return Err(self.misplaced("fewer places than bytes"));
+        }
+        writes.sort_unstable_by_key(|w| w.0);
+        for writer in &mut self.writers {
+            writer.write_runs(&writes).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the group's node for places, and readies a writer per copy for them.
+    async fn place(&mut self, wants: Vec<(u32, u64)>, record: u64) -> Result<Placed> {
+        let back = self.back.clone().ok_or_else(|| self.closed())?;
+        let placed = back.place(self.group.lease, wants, record).await?;
+        if self.writers.is_empty() {
+            self.writers = self
                 .group
                 .files
                 .iter()
-                .filter(|f| f.partition == partition)
+                .map(|ticket| self.store.borrow_lease(ticket.clone()))
                 .collect();
-            files.sort_by_key(|f| f.copy);
-            let Some(first) = files.first() else {
-                return Err(self.closed());
-            };
-            self.started.insert(partition, (first.ticket.size, 0));
-            let writers = files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let mut writer = self.store.borrow_lease(f.ticket.clone());
-                    // The first copy's checksums are the segment's (every copy holds the
-                    // same bytes).
-                    if i == 0 {
-                        writer.keep_runs(PIECE);
-                    }
-                    writer
-                })
-                .collect();
-            self.writers.insert(partition, writers);
         }
-        let (Some(writers), Some(entry)) = (
-            self.writers.get_mut(&partition),
-            self.started.get_mut(&partition),
-        ) else {
-            return Err(Error::Invalid {
-                id: self.group.id.clone(),
-                problem: "writer state lost".into(),
-            });
-        };
-        for writer in writers.iter_mut() {
-            writer.write(bytes).await?;
+        for writer in &mut self.writers {
+            writer.extend_to(placed.size);
         }
-        entry.1 += bytes.len() as u64;
-        let buffered = writers.iter().any(|w| w.buffered() > 0);
-        self.stage(partition, buffered).await
+        Ok(placed)
     }
 
-    /// Notes whether `partition` holds unsent bytes, and sends those of the least recently
-    /// written partitions beyond [`STAGED`]: a task writing many small partitions holds a few
-    /// pool buffers (and those of writes in flight), not one per partition.
-    async fn stage(&mut self, partition: u32, buffered: bool) -> Result<()> {
-        self.staged.retain(|&p| p != partition);
-        if buffered {
-            self.staged.push_back(partition);
+    fn misplaced(&self, what: &str) -> Error {
+        Error::Invalid {
+            id: self.group.id.clone(),
+            problem: format!("map {}: the node gave {what}", self.map),
         }
-        while self.staged.len() > STAGED {
-            let Some(oldest) = self.staged.pop_front() else {
-                break;
-            };
-            for writer in self.writers.get_mut(&oldest).into_iter().flatten() {
-                writer.send_buffered().await?;
-            }
-        }
-        Ok(())
     }
 
     /// Makes this attempt the map's output, unless another attempt of the map committed first
@@ -171,69 +230,24 @@ impl MapWriter {
     /// is ever read). Returns the commit (the map's segments, hence its per-partition
     /// lengths).
     pub async fn commit(mut self) -> Result<Commit> {
-        let back = self.back.take().ok_or_else(|| self.closed())?;
+        let back = self.back.clone().ok_or_else(|| self.closed())?;
         if self.broken {
+            self.back = None;
             back.give_back(self.group.lease, Outcome::Broken).await;
             return Err(self.closed());
         }
-        let synced = join_all(
-            self.writers
-                .values_mut()
-                .flat_map(|w| w.iter_mut())
-                .map(|w| w.sync()),
-        )
-        .await;
-        if let Some(Err(e)) = synced.into_iter().find(|r| r.is_err()) {
-            back.give_back(self.group.lease, Outcome::Broken).await;
-            return Err(e.into());
-        }
-        let copies = self.meta.replication.max(1);
-        let mut segments = Vec::with_capacity(self.started.len());
-        for (&partition, &(offset, len)) in &self.started {
-            // The segment's crc32c from those its writer computed for the store (the first
-            // copy's: every copy holds the same bytes), not from hashing it again.
-            let first = self.writers.get(&partition).and_then(|w| w.first());
-            let crc = first.and_then(FileWriter::appended_crc);
-            let runs = first
-                .and_then(FileWriter::appended_runs)
-                .unwrap_or_default();
-            let Some(crc) = crc else {
+        let written = self.write_record().await;
+        self.back = None;
+        let (commit, record) = match written {
+            Ok(done) => done,
+            Err(e) => {
                 back.give_back(self.group.lease, Outcome::Broken).await;
-                return Err(Error::Invalid {
-                    id: self.group.id.clone(),
-                    problem: format!("partition {partition}: no checksum of its bytes"),
-                });
-            };
-            segments.push(Segment {
-                partition,
-                file: ShuffleId::group_file(partition, &self.group.host, self.group.slot),
-                offset,
-                len,
-                crc,
-                copies,
-                pieces: if runs.len() > 1 {
-                    runs.into_iter()
-                        .map(|(len, crc)| Piece { len, crc })
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            });
-        }
-        segments.sort_by_key(|s| s.partition);
-        let commit = Commit {
-            map: self.map,
-            attempt: self.attempt,
-            segments,
+                return Err(e);
+            }
         };
-        let published = publish(&self.store, &self.group, &commit, copies).await;
+        let published = publish(&self.store, &self.group.id, &commit, &record, &self.meta).await;
         let outcome = match &published {
-            Ok(()) => Outcome::Committed(
-                self.started
-                    .iter()
-                    .map(|(&p, &(offset, len))| (p, offset + len))
-                    .collect(),
-            ),
+            Ok(()) => Outcome::Committed,
             Err(Error::AlreadyCommitted { .. }) => Outcome::Aborted,
             Err(_) => Outcome::Broken,
         };
@@ -241,8 +255,31 @@ impl MapWriter {
         published.map(|()| commit)
     }
 
-    /// Gives the group up: nothing this task wrote is read, and the next task on the slot
-    /// writes over it.
+    /// Writes what is gathered and the map's record, and waits for every write.
+    async fn write_record(&mut self) -> Result<(Commit, RecordRef)> {
+        self.place_and_write(None).await?;
+        let commit = Commit::new(
+            self.map,
+            self.attempt,
+            self.group.group(),
+            std::mem::take(&mut self.runs),
+        );
+        let record = commit.encode();
+        let placed = self.place(Vec::new(), record.len() as u64).await?;
+        let crc = crail_store::crc::crc32c(&record);
+        for writer in &mut self.writers {
+            writer.write_runs(&[(placed.record, &record, crc)]).await?;
+            writer.flush().await?;
+        }
+        let at = RecordRef {
+            group: self.group.group(),
+            offset: placed.record,
+            len: record.len() as u64,
+        };
+        Ok((commit, at))
+    }
+
+    /// Gives the group up: nothing this task wrote is read.
     pub async fn abort(mut self) {
         if let Some(back) = self.back.take() {
             back.give_back(self.group.lease, self.unfinished()).await;
@@ -269,10 +306,32 @@ impl MapWriter {
     }
 }
 
+/// Gather buffers kept for the next task: a task's [`GATHER`] bytes reused, not faulted in
+/// anew.
+static GATHER_BUFFERS: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::Mutex::new(Vec::new());
+
+/// Gather buffers kept at most (one per task a process runs at once, about).
+const KEPT_GATHER_BUFFERS: usize = 8;
+
+fn gather_buffer() -> Vec<u8> {
+    GATHER_BUFFERS
+        .lock()
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(GATHER + DIRECT))
+}
+
 impl Drop for MapWriter {
     fn drop(&mut self) {
+        let mut gathered = std::mem::take(&mut self.gathered);
+        if gathered.capacity() > 0 {
+            gathered.clear();
+            let mut kept = GATHER_BUFFERS.lock();
+            if kept.len() < KEPT_GATHER_BUFFERS {
+                kept.push(gathered);
+            }
+        }
         // Dropped without commit or abort (a task that failed): the group goes back as after
-        // an abort, its uncommitted bytes to be written over.
+        // an abort.
         let Some(back) = self.back.take() else { return };
         let outcome = self.unfinished();
         let lease = self.group.lease;
@@ -289,23 +348,40 @@ impl Drop for MapWriter {
     }
 }
 
-/// Records `commit` as its map's output: under a hidden name, then renamed to `maps/<map>`,
-/// then copied to the replicas' hosts. A map already committed keeps its attempt unless that
-/// attempt's data (or record) is lost, in which case this one replaces it.
-async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32) -> Result<()> {
-    let id = &group.id;
+/// Makes `maps/<map>` point at `record` (the commit's record in its group file): a hidden
+/// directory holding the pointer, renamed into place. A map already committed keeps its
+/// attempt unless that attempt's data (or record) is lost, in which case this one replaces
+/// it.
+async fn publish(
+    store: &Store,
+    id: &ShuffleId,
+    commit: &Commit,
+    record: &RecordRef,
+    meta: &Meta,
+) -> Result<()> {
+    use crate::engine::shuffles::{Record, read_marker};
     let pending = format!(
-        "{}/.{}-{}-{}-{}",
-        id.maps_dir(),
+        "{}/{}-{}-{:x}",
+        id.pending_dir(),
         commit.map,
         commit.attempt,
-        group.host,
-        group.slot,
+        crail_node_service::nonce(),
     );
-    let record = to_json(commit);
-    store
-        .write_file(&pending, &record, &CreateOptions::default())
-        .await?;
+    let dirs = CreateOptions::default();
+    let made = async {
+        store.create_dir(&pending, &dirs).await?;
+        store
+            .create_dir(&format!("{pending}/{}", record.name()), &dirs)
+            .await
+    }
+    .await;
+    if let Err(e) = made {
+        let _ = store.delete(&pending, true).await;
+        return Err(match e {
+            StoreError::NotFound { .. } => Error::UnknownShuffle { id: id.clone() },
+            e => e.into(),
+        });
+    }
     let path = id.commit(commit.map);
     let refused = |winner: u64| Error::AlreadyCommitted {
         id: id.clone(),
@@ -321,16 +397,15 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let winner =
-                match crate::engine::shuffles::read_commit(store, id, commit.map, copies).await? {
-                    crate::engine::shuffles::Record::Found(winner) => {
-                        if !crate::engine::reader::commit_lost(store, id, &winner).await {
-                            return Err(refused(winner.attempt));
-                        }
-                        Some(winner)
+            let winner = match read_marker(store, id, &path, meta.partitions).await? {
+                Record::Found(winner) => {
+                    if !crate::engine::reader::commit_lost(store, id, &winner).await {
+                        return Err(refused(winner.attempt));
                     }
-                    crate::engine::shuffles::Record::Lost(_) => None,
-                };
+                    Some(winner)
+                }
+                Record::Lost(_) => None,
+            };
             // Move the lost record aside; if what was moved is not the record judged lost
             // (another attempt replaced it meanwhile), put it back and lose to it.
             let aside = format!("{pending}.lost");
@@ -339,21 +414,22 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
                 Err(StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let moved = crate::engine::shuffles::read_record(store, id, &aside)
-                .await
-                .ok();
+            let moved = match read_marker(store, id, &aside, meta.partitions).await {
+                Ok(Record::Found(moved)) => Some(moved),
+                _ => None,
+            };
             if winner.is_none() || moved == winner {
-                let _ = store.delete(&aside, false).await;
+                let _ = store.delete(&aside, true).await;
             } else {
                 if store.rename(&aside, &path).await.is_err() {
-                    let _ = store.delete(&aside, false).await;
+                    let _ = store.delete(&aside, true).await;
                 }
                 break;
             }
         }
-        match crate::engine::shuffles::read_commit(store, id, commit.map, copies).await? {
-            crate::engine::shuffles::Record::Found(winner) => Err(refused(winner.attempt)),
-            crate::engine::shuffles::Record::Lost(cause) => Err(Error::CommitLost {
+        match read_marker(store, id, &path, meta.partitions).await? {
+            Record::Found(winner) => Err(refused(winner.attempt)),
+            Record::Lost(cause) => Err(Error::CommitLost {
                 id: id.clone(),
                 map: commit.map,
                 cause,
@@ -362,18 +438,7 @@ async fn publish(store: &Store, group: &GroupLease, commit: &Commit, copies: u32
     }
     .await;
     if won.is_err() {
-        let _ = store.delete(&pending, false).await;
-        return won;
+        let _ = store.delete(&pending, true).await;
     }
-    // Copies of the record beside the replicas, so losing this node loses no record. The
-    // commit stands either way; a missing copy only weakens it.
-    for (copy, home) in (1..copies).zip(&group.homes) {
-        let path = id.commit_copy(commit.map, copy);
-        let _ = store.delete(&path, false).await;
-        let options = CreateOptions::default().placement(Placement::default().location(*home));
-        if let Err(e) = store.write_file(&path, &record, &options).await {
-            tracing::warn!("{path}: the commit record's copy was not written: {e}");
-        }
-    }
-    Ok(())
+    won
 }

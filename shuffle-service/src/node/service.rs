@@ -174,23 +174,20 @@ impl Service {
                     lease: group.lease,
                     host: group.host,
                     slot: group.slot,
-                    files: group
-                        .files
-                        .into_iter()
-                        .map(|f| wire::GroupFile {
-                            partition: f.partition,
-                            copy: f.copy,
-                            path: f.ticket.path,
-                            file_id: f.ticket.file_id,
-                            token: f.ticket.token,
-                            size: f.ticket.size,
+                    files: (0..)
+                        .zip(group.files)
+                        .map(|(copy, f)| wire::GroupFile {
+                            copy,
+                            path: f.path,
+                            file_id: f.file_id,
+                            token: f.token,
+                            size: f.size,
                         })
                         .collect(),
                     maps: meta.maps,
                     partitions: meta.partitions,
                     serializer: meta.serializer,
                     replication: meta.replication,
-                    homes: group.homes.iter().map(ToString::to_string).collect(),
                 })))
             }
             Some(request::Op::Release(r)) => {
@@ -201,14 +198,40 @@ impl Service {
                     )));
                 }
                 let outcome = match wire::Outcome::try_from(r.outcome) {
-                    Ok(wire::Outcome::Committed) => {
-                        Outcome::Committed(r.ends.iter().map(|e| (e.partition, e.end)).collect())
-                    }
+                    Ok(wire::Outcome::Committed) => Outcome::Committed,
                     Ok(wire::Outcome::Aborted) => Outcome::Aborted,
                     _ => Outcome::Broken,
                 };
                 self.slots.give_back(r.lease, outcome);
                 done
+            }
+            Some(request::Op::Place(r)) => {
+                if !exchange.conn().leases.lock().contains(&r.lease) {
+                    return Err(invalid(&format!(
+                        "lease {} is not held by this client",
+                        r.lease
+                    )));
+                }
+                if r.partitions.len() != r.lens.len() {
+                    return Err(invalid(
+                        "a place with partitions and lengths of different counts",
+                    ));
+                }
+                let wants: Vec<(u32, u64)> = r.partitions.into_iter().zip(r.lens).collect();
+                let placed = self.slots.place(r.lease, &wants, r.record).await?;
+                let mut reply = wire::Placed {
+                    size: placed.size,
+                    record: placed.record,
+                    partitions: Vec::with_capacity(placed.runs.len()),
+                    offsets: Vec::with_capacity(placed.runs.len()),
+                    lens: Vec::with_capacity(placed.runs.len()),
+                };
+                for (partition, offset, len) in placed.runs {
+                    reply.partitions.push(partition);
+                    reply.offsets.push(offset);
+                    reply.lens.push(len);
+                }
+                Ok(Some(reply::Result::Placed(reply)))
             }
             None => Err(invalid("a request without an operation")),
         }

@@ -1,12 +1,18 @@
 //! A node's writer groups: per shuffle, at most `slots` groups lent to map tasks at once, each
-//! one file per partition (and per replica) that every task on the slot appends to.
+//! one file (and one per replica) that every task on the slot writes to.
 //!
-//! The node's service owns the groups' write leases and renews them; a map task borrows them
-//! as [`GroupLease`] tickets and writes through its own store client (in the engine's process,
-//! on the same node), then gives the group back with the outcome. A group given back broken,
-//! or not at all (its client went away), is retired: its leases are released (what was
-//! committed stays readable) and the slot's next task gets fresh files under a new slot
-//! number, so no later task can write over bytes an unfinished commit may have recorded.
+//! The node's service owns the groups' write leases, renews them, and places every task's
+//! bytes: each partition fills its open extent of the group file, then gets a new one at the
+//! file's end (twice the last, at least [`MIN_EXTENT`], at most a block and never across
+//! one), and each record goes at the end. The service allocates the file's blocks and commits
+//! its size as it grows (whole blocks, once per block), so a task writes into committed space
+//! and commits nothing but its record. A map task borrows the leases as [`GroupLease`]
+//! tickets, asks for places as it writes ([`Slots::place`]), writes through its own store
+//! client (in the engine's process, on the same node), then gives the group back with the
+//! outcome. The places an aborted task was given stay unused; a group given back broken, or
+//! not at all (its client went away), is retired: its leases are released (what was committed
+//! stays readable) and the slot's next task gets a new file under a new slot number, so no
+//! later task writes where an unfinished commit may point.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,20 +22,20 @@ use std::time::Duration;
 
 use crail_store::{CreateOptions, Placement, Store, WriteLease};
 use futures_util::future::BoxFuture;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::writer::MapWriter;
 use crate::error::{Error, Result};
 use crate::layout::{Meta, ShuffleId};
-use crate::lease::{GroupFile, GroupLease, Lender, Outcome};
+use crate::lease::{GroupLease, Lender, Outcome, Placed};
 
 /// How often the groups' write leases are renewed (the namenode's lease timeout defaults to
 /// 10 s).
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 
-/// Group files created at once.
-const CREATES: usize = 16;
+/// A partition's first extent in a group file; each next one is twice the last, up to a
+/// block. Small, so a shuffle of many partitions holds little beyond its bytes.
+pub const MIN_EXTENT: u64 = 4 << 10;
 
 /// The writer groups of one node. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -83,19 +89,67 @@ struct SlotState {
 #[derive(Debug)]
 struct Group {
     slot: u32,
-    homes: Vec<IpAddr>,
-    /// Per partition, per copy: the lease and the committed end.
-    files: Vec<GroupFileState>,
-    /// A renewal failed: retire when it comes back.
+    /// Per copy: the file's lease.
+    files: Vec<WriteLease>,
+    arena: tokio::sync::Mutex<Arena>,
+    /// A renewal or an allocation failed: retire when it comes back.
     broken: AtomicBool,
 }
 
-#[derive(Debug)]
-struct GroupFileState {
-    partition: u32,
-    copy: u32,
-    lease: WriteLease,
-    end: AtomicU64,
+/// Where the next bytes of a group file go.
+#[derive(Debug, Default)]
+struct Arena {
+    /// The first byte no extent or record holds.
+    end: u64,
+    /// The committed size (whole blocks, allocated in every copy).
+    committed: u64,
+    /// Per partition: its open extent.
+    open: HashMap<u32, Extent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    /// The next free byte.
+    at: u64,
+    /// Free bytes from `at`.
+    room: u64,
+    /// The extent's size (the next is twice it).
+    size: u64,
+}
+
+impl Arena {
+    /// Places `len` bytes of `partition`: in its open extent, then in new ones.
+    fn place(&mut self, partition: u32, mut len: u64, block: u64, runs: &mut Vec<(u32, u64, u32)>) {
+        while len > 0 {
+            let extent = match self.open.get_mut(&partition) {
+                Some(e) if e.room > 0 => e,
+                open => {
+                    let last = open.map_or(0, |e| e.size);
+                    let wanted = (last * 2)
+                        .max(MIN_EXTENT)
+                        .max(len.next_multiple_of(MIN_EXTENT))
+                        .min(block);
+                    let size = wanted.min(block - self.end % block);
+                    let extent = Extent {
+                        at: self.end,
+                        room: size,
+                        size,
+                    };
+                    self.end += size;
+                    self.open.insert(partition, extent);
+                    match self.open.get_mut(&partition) {
+                        Some(e) => e,
+                        None => return,
+                    }
+                }
+            };
+            let n = len.min(extent.room);
+            runs.push((partition, extent.at, n as u32));
+            extent.at += n;
+            extent.room -= n;
+            len -= n;
+        }
+    }
 }
 
 impl Slots {
@@ -164,21 +218,13 @@ impl Slots {
             .map_err(|_| Error::UnknownShuffle { id: id.clone() })?;
         let group = self.take(&groups).await?;
         let lease = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
+        let committed = group.arena.lock().await.committed;
         let lent = GroupLease {
             id: id.clone(),
             host: self.inner.host.clone(),
             slot: group.slot,
             lease,
-            homes: group.homes.clone(),
-            files: group
-                .files
-                .iter()
-                .map(|f| GroupFile {
-                    partition: f.partition,
-                    copy: f.copy,
-                    ticket: f.lease.ticket(f.end.load(Ordering::Relaxed)),
-                })
-                .collect(),
+            files: group.files.iter().map(|f| f.ticket(committed)).collect(),
         };
         let meta = groups.meta.clone();
         self.inner.state.lock().lent.insert(
@@ -192,25 +238,70 @@ impl Slots {
         Ok((lent, meta))
     }
 
+    /// Places the bytes of loan `lease`'s task: `wants` (partition, bytes) in the partitions'
+    /// extents, then a record of `record` bytes (none when 0) at the file's end, growing the
+    /// file (every copy) by whole blocks as needed.
+    pub async fn place(&self, lease: u64, wants: &[(u32, u64)], record: u64) -> Result<Placed> {
+        let (groups, group) = {
+            let state = self.inner.state.lock();
+            let loan = state.lent.get(&lease).ok_or_else(|| Error::Invalid {
+                id: ShuffleId::new("", 0),
+                problem: format!("lease {lease} is not lent"),
+            })?;
+            (Arc::clone(&loan.groups), Arc::clone(&loan.group))
+        };
+        let partitions = groups.meta.partitions;
+        if let Some(&(p, _)) = wants.iter().find(|(p, _)| *p >= partitions) {
+            return Err(Error::PartitionOutOfRange {
+                id: groups.id.clone(),
+                partition: p,
+                partitions,
+            });
+        }
+        let block = self.inner.store.block_size().max(MIN_EXTENT);
+        let mut arena = group.arena.lock().await;
+        let mut placed = Placed {
+            runs: Vec::with_capacity(wants.len()),
+            ..Placed::default()
+        };
+        for &(partition, len) in wants {
+            arena.place(partition, len, block, &mut placed.runs);
+        }
+        if record > 0 {
+            placed.record = arena.end;
+            arena.end += record;
+        }
+        if arena.end > arena.committed {
+            let have = arena.committed / block;
+            let need = arena.end.div_ceil(block);
+            let grown = async {
+                for file in &group.files {
+                    file.allocate(have, need - have).await?;
+                }
+                for file in &group.files {
+                    file.commit_shared(need * block).await?;
+                }
+                Ok::<_, crail_store::Error>(())
+            }
+            .await;
+            if let Err(e) = grown {
+                // Places were handed out past what the files hold: no later task may use them.
+                group.broken.store(true, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            arena.committed = need * block;
+        }
+        placed.size = arena.committed;
+        Ok(placed)
+    }
+
     /// Takes back loan `lease` as it ended. Unknown loans (given back already, or of a
     /// forgotten shuffle) are ignored.
     pub fn give_back(&self, lease: u64, outcome: Outcome) {
         let Some(loan) = self.inner.state.lock().lent.remove(&lease) else {
             return;
         };
-        let reusable = match outcome {
-            Outcome::Committed(ends) => {
-                for (partition, end) in ends {
-                    for file in loan.group.files.iter().filter(|f| f.partition == partition) {
-                        file.end.store(end, Ordering::Relaxed);
-                    }
-                }
-                true
-            }
-            Outcome::Aborted => true,
-            Outcome::Broken => false,
-        };
-        let reusable = reusable && !loan.group.broken.load(Ordering::Relaxed);
+        let reusable = outcome != Outcome::Broken && !loan.group.broken.load(Ordering::Relaxed);
         let mut state = loan.groups.slots.lock();
         if reusable {
             state.free.push(loan.group);
@@ -283,8 +374,8 @@ impl Slots {
         Ok(group)
     }
 
-    /// Creates a slot's files: per partition the group's own file on this node, and each
-    /// replica on another node's datanodes.
+    /// Creates a slot's files: the group's own on this node, and each replica on another
+    /// node's datanodes.
     async fn create(&self, groups: &Groups, slot: u32) -> Result<Group> {
         let id = &groups.id;
         let copies = groups.meta.replication.max(1);
@@ -293,46 +384,28 @@ impl Slots {
         } else {
             Vec::new()
         };
-        let dir = id.dir();
         let store = &self.inner.store;
-        let files = stream::iter(
-            (0..groups.meta.partitions).flat_map(|p| (0..copies).map(move |c| (p, c))),
-        )
-        .map(|(partition, copy)| {
-            let file = ShuffleId::group_file(partition, &self.inner.host, slot);
-            let path = format!("{dir}/{}", ShuffleId::copy_file(&file, copy));
+        let mut files = Vec::with_capacity(copies as usize);
+        for copy in 0..copies {
+            let path = id.group_file(&self.inner.host, slot, copy);
             let options = match copy {
                 0 => CreateOptions::default(),
                 c => CreateOptions::default()
                     .placement(Placement::default().location(homes[c as usize - 1])),
             };
-            async move {
-                let lease = store.create_file(&path, &options).await?;
-                Ok::<_, Error>(GroupFileState {
-                    partition,
-                    copy,
-                    lease,
-                    end: AtomicU64::new(0),
-                })
-            }
-        })
-        .buffer_unordered(CREATES)
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(|e| match e {
-            Error::Store(crail_store::Error::NotFound { .. }) => {
-                Error::UnknownShuffle { id: id.clone() }
-            }
-            e => e,
-        })?;
+            let created = store.create_file(&path, &options).await;
+            files.push(created.map_err(|e| match e {
+                crail_store::Error::NotFound { .. } => Error::UnknownShuffle { id: id.clone() },
+                e => e.into(),
+            })?);
+        }
         Ok(Group {
             slot,
-            homes,
             files,
+            arena: tokio::sync::Mutex::new(Arena::default()),
             broken: AtomicBool::new(false),
         })
     }
-
     /// The hosts of this node's replicas: the other hosts with datanodes, in address order
     /// starting after this one, one per extra copy.
     async fn replica_homes(&self, id: &ShuffleId, copies: u32) -> Result<Vec<IpAddr>> {
@@ -380,7 +453,7 @@ impl Inner {
         };
         let renewals = groups.iter().flat_map(|group| {
             group.files.iter().map(move |file| async move {
-                if file.lease.renew().await.is_err() {
+                if file.renew().await.is_err() {
                     group.broken.store(true, Ordering::Relaxed);
                 }
             })
@@ -391,8 +464,53 @@ impl Inner {
 
 /// A group lent in this process goes back at once.
 impl Lender for Slots {
+    fn place(
+        self: Arc<Self>,
+        lease: u64,
+        wants: Vec<(u32, u64)>,
+        record: u64,
+    ) -> BoxFuture<'static, Result<Placed>> {
+        Box::pin(async move { Slots::place(&self, lease, &wants, record).await })
+    }
+
     fn give_back(self: Arc<Self>, lease: u64, outcome: Outcome) -> BoxFuture<'static, ()> {
         Slots::give_back(&self, lease, outcome);
         Box::pin(std::future::ready(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_double_up_to_a_block_and_never_cross_one() {
+        let block = 1 << 20;
+        let mut arena = Arena::default();
+        let mut runs = Vec::new();
+        for _ in 0..600 {
+            for p in 0..3 {
+                arena.place(p, 1000, block, &mut runs);
+            }
+        }
+        // Partition 0's runs: contiguous within extents of 4, 8, 16 ... KiB.
+        let mut sizes: Vec<u64> = Vec::new();
+        let mut last_end = u64::MAX;
+        for &(_, at, len) in runs.iter().filter(|r| r.0 == 0) {
+            if at != last_end {
+                sizes.push(0);
+            }
+            *sizes.last_mut().unwrap() += u64::from(len);
+            last_end = at + u64::from(len);
+            assert_eq!(
+                at / block,
+                (at + u64::from(len) - 1) / block,
+                "a run across blocks"
+            );
+        }
+        assert!(sizes.len() <= 12, "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<u64>(), 600_000);
+        // The file holds the bytes plus at most one open extent per partition.
+        assert!(arena.end <= 3 * 600_000 + 3 * block, "{}", arena.end);
     }
 }

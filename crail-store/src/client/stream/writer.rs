@@ -18,6 +18,10 @@ use crate::types::{BlockLocation, Stat};
 /// Blocks located or allocated per namenode round trip when streaming.
 pub(super) const BLOCKS_AHEAD: u64 = 16;
 
+/// Pieces of one block sent in one scattered write request (at most 15 bytes of request
+/// each).
+const SCATTER_PIECES: usize = 2048;
+
 /// Writes a file (or a keyvalue's value) through its [`WriteLease`]: appends from the committed
 /// size, or overwrites after [`FileWriter::seek`]. Nothing is visible to readers until
 /// [`FileWriter::close`] commits the size; dropping the writer unclosed aborts the write.
@@ -135,6 +139,15 @@ impl FileWriter {
         Ok(())
     }
 
+    /// The lease's owner committed `size` bytes (space it placed this writer's bytes in, say):
+    /// [`FileWriter::seek`] may go up to there, and blocks below it are located, not
+    /// allocated.
+    pub fn extend_to(&mut self, size: u64) {
+        self.end = self.end.max(size);
+        // Those blocks are the owner's, not this writer's additions: none allocated ahead.
+        self.first_block = self.first_block.max(size.div_ceil(self.block_size.max(1)));
+    }
+
     /// Appends (or overwrites) `data`, copying it into stream buffers; to a datanode on this
     /// host, a piece that fills a buffer or reaches the end of its block goes straight into
     /// the connection's shared memory instead (one copy, not two).
@@ -173,6 +186,78 @@ impl FileWriter {
             if n == room {
                 self.send_staging().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes `runs` of (file offset, bytes, their crc32c), each at most the current size,
+    /// in offset order: the runs of one block go in one request (a scattered write, through
+    /// shared memory to a datanode on this host), with the caller's checksums. A run that
+    /// crosses a block is split (its parts hashed here). Bytes written with
+    /// [`FileWriter::write`] before go first; afterwards the position is the last run's end.
+    pub async fn write_runs(&mut self, runs: &[(u64, &[u8], u32)]) -> Result<()> {
+        self.check()?;
+        self.send_staging().await?;
+        self.appended = None;
+        self.runs = None;
+        let bs = self.block_size.max(1);
+        // Split at block edges.
+        let mut pieces: Vec<(u64, &[u8], u32)> = Vec::with_capacity(runs.len());
+        for &(at, bytes, crc) in runs {
+            let end = at.saturating_add(bytes.len() as u64);
+            if end > self.end {
+                return Err(Error::PastEndOfFile {
+                    path: self.path().to_owned(),
+                    offset: end,
+                    size: self.end,
+                });
+            }
+            if bytes.is_empty() {
+                continue;
+            }
+            if at / bs == (end - 1) / bs {
+                pieces.push((at, bytes, crc));
+                continue;
+            }
+            let (mut at, mut bytes) = (at, bytes);
+            while !bytes.is_empty() {
+                let n = (bs - at % bs).min(bytes.len() as u64) as usize;
+                let (part, rest) = bytes.split_at(n);
+                pieces.push((at, part, crate::crc::crc32c(part)));
+                at += n as u64;
+                bytes = rest;
+            }
+        }
+        let mut i = 0;
+        while i < pieces.len() {
+            let block = pieces[i].0 / bs;
+            let mut j = i + 1;
+            while j < pieces.len() && pieces[j].0 / bs == block && j - i < SCATTER_PIECES {
+                j += 1;
+            }
+            let group: Vec<(u32, &[u8], u32)> = pieces[i..j]
+                .iter()
+                .map(|&(at, bytes, crc)| ((at % bs) as u32, bytes, crc))
+                .collect();
+            let sent = async {
+                let loc = self.location(block).await?;
+                let conn = self.store.datanode(loc.address).await?;
+                let reply = conn
+                    .write_scattered(loc.datanode.0, loc.offset, &group)
+                    .await;
+                self.inflight.push(Box::pin(reply));
+                self.settle(self.outstanding - 1).await
+            }
+            .await;
+            if sent.is_err() {
+                self.failed = true;
+                return sent;
+            }
+            i = j;
+        }
+        if let Some(&(at, bytes, _)) = pieces.last() {
+            self.pos = at + bytes.len() as u64;
+            self.staged_at = self.pos;
         }
         Ok(())
     }
