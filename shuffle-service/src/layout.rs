@@ -282,6 +282,11 @@ impl Commit {
 
     /// The segments of `partitions`.
     pub fn segments_in(&self, partitions: &std::ops::Range<u32>) -> &[Segment] {
+        &self.segments[self.segment_range(partitions)]
+    }
+
+    /// Where the segments of `partitions` are in [`Commit::segments`].
+    pub fn segment_range(&self, partitions: &std::ops::Range<u32>) -> std::ops::Range<usize> {
         let segs = &self.segments;
         // A map that wrote every partition has partition p at index p: look there first (a
         // reader scans every map's commit per read; a binary search misses the cache at
@@ -298,7 +303,7 @@ impl Commit {
         if to < segs.len() && segs[to].partition < partitions.end {
             to = from + segs[from..].partition_point(|s| s.partition < partitions.end);
         }
-        &segs[from..to]
+        from..to
     }
 
     /// A segment's runs, in order.

@@ -157,6 +157,12 @@ impl File {
         FileReader::new(self.store.clone(), self.path.clone(), &self.stat)
     }
 
+    /// A reader that knows the locations of the file's first `blocks.len()` blocks already
+    /// (from [`File::all_block_locations`], say): reads there cost no namenode round trip.
+    pub fn reader_with(&self, blocks: Vec<BlockLocation>) -> FileReader {
+        self.reader().with_blocks(blocks)
+    }
+
     /// The whole file, in memory.
     pub async fn read_to_end(&self) -> Result<Vec<u8>> {
         self.reader().read_to_end().await

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crail_store::{Error as StoreError, FileReader, Store};
+use crail_store::{BlockLocation, Error as StoreError, File, FileReader, Store};
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
@@ -25,6 +25,53 @@ pub const UNIT: u64 = 4 << 20;
 /// size) whatever a segment's size. This crate's writers record runs of at most a block; a
 /// record with a longer run is refused ([`Error::Window`]).
 pub const WINDOW: u64 = 64 << 20;
+
+/// Group files kept looked up, with their blocks' locations, at most.
+const KEPT_FILES: usize = 4096;
+
+/// The group files a process has looked up, with their blocks' locations: the same few files
+/// serve every read of a shuffle, so a reduce task's read costs no lookup and no locating.
+#[derive(Debug, Default)]
+pub(crate) struct GroupFiles {
+    files: parking_lot::Mutex<HashMap<String, Arc<Located>>>,
+}
+
+#[derive(Debug)]
+struct Located {
+    file: File,
+    blocks: Vec<BlockLocation>,
+}
+
+impl GroupFiles {
+    /// A reader of the group file at `path` that knows where its blocks are, up to `end`
+    /// bytes at least: the kept one, else a new lookup.
+    async fn reader(&self, store: &Store, path: &str, end: u64) -> crail_store::Result<FileReader> {
+        let kept = self.files.lock().get(path).cloned();
+        if let Some(located) = kept.filter(|l| l.file.size() >= end) {
+            return Ok(located.file.reader_with(located.blocks.clone()));
+        }
+        let file = store.lookup(path).await?.into_file()?;
+        match file.all_block_locations().await {
+            Ok(blocks) => {
+                let located = Arc::new(Located { file, blocks });
+                let reader = located.file.reader_with(located.blocks.clone());
+                let mut files = self.files.lock();
+                if files.len() >= KEPT_FILES {
+                    files.clear();
+                }
+                files.insert(path.to_owned(), located);
+                Ok(reader)
+            }
+            // Some block is lost: read what can be read, block by block, keeping nothing.
+            Err(_) => Ok(file.reader()),
+        }
+    }
+
+    /// Forgets the files under `dir` (a shuffle that went, or whose blocks moved).
+    pub(crate) fn forget(&self, dir: &str) {
+        self.files.lock().retain(|path, _| !path.starts_with(dir));
+    }
+}
 
 /// A piece of reduce input: bytes of one map's segment of one partition, in order; a record
 /// may be split between two pieces of its segment.
@@ -57,46 +104,58 @@ impl std::fmt::Debug for PartitionReader {
 }
 
 impl PartitionReader {
+    /// Reads the segments of `partitions` of `commits`: those at `picks` ((commit, segment)
+    /// positions, from an index) or, without, every commit's.
     pub(crate) fn start(
         store: Store,
+        files_kept: Arc<GroupFiles>,
         id: ShuffleId,
         commits: Vec<Arc<Commit>>,
+        picks: Option<Vec<(u32, u32)>>,
         partitions: Range<u32>,
         prefetch: usize,
     ) -> Result<Self> {
         // One job per group file: the runs of the read's segments there, in file order.
         let window = WINDOW.max(UNIT.saturating_add(store.block_size()));
+        let picks = picks.unwrap_or_else(|| {
+            let mut picks = Vec::new();
+            for (c, commit) in commits.iter().enumerate() {
+                let chosen = commit.segment_range(&partitions);
+                picks.extend(chosen.map(|s| (c as u32, s as u32)));
+            }
+            picks
+        });
         let mut files: HashMap<(&str, u32), (u32, Vec<Piece>)> = HashMap::new();
         let mut bytes = 0;
-        for commit in &commits {
-            let group = &commit.group;
-            let segments = commit.segments_in(&partitions);
-            if segments.is_empty() {
+        for (c, s) in picks {
+            let Some(commit) = commits.get(c as usize) else {
                 continue;
-            }
+            };
+            let Some(seg) = commit.segments().get(s as usize) else {
+                continue;
+            };
+            let group = &commit.group;
             let (_, pieces) = files
                 .entry((group.host.as_str(), group.slot))
                 .or_insert((group.copies, Vec::new()));
-            for seg in segments {
-                bytes += seg.len;
-                for run in commit.runs(seg) {
-                    if u64::from(run.len) > window {
-                        return Err(Error::Window {
-                            id,
-                            partition: seg.partition,
-                            map: commit.map,
-                            piece: u64::from(run.len),
-                            window,
-                        });
-                    }
-                    pieces.push(Piece {
-                        map: commit.map,
+            bytes += seg.len;
+            for run in commit.runs(seg) {
+                if u64::from(run.len) > window {
+                    return Err(Error::Window {
+                        id,
                         partition: seg.partition,
-                        offset: run.offset,
-                        len: run.len,
-                        crc: run.crc,
+                        map: commit.map,
+                        piece: u64::from(run.len),
+                        window,
                     });
                 }
+                pieces.push(Piece {
+                    map: commit.map,
+                    partition: seg.partition,
+                    offset: run.offset,
+                    len: run.len,
+                    crc: run.crc,
+                });
             }
         }
         let mut files: BTreeMap<(String, u32), (u32, Vec<Piece>)> = files
@@ -111,8 +170,9 @@ impl PartitionReader {
             let mut jobs = stream::iter(files)
                 .map(|((host, slot), (copies, pieces))| {
                     let (store, id, tx) = (store.clone(), id.clone(), tx.clone());
+                    let kept = Arc::clone(&files_kept);
                     let group = GroupRef { host, slot, copies };
-                    async move { read_file(&store, &id, &group, pieces, &tx).await }
+                    async move { read_file(&store, &kept, &id, &group, pieces, &tx).await }
                 })
                 .buffer_unordered(prefetch.max(1));
             while let Some(result) = jobs.next().await {
@@ -271,6 +331,7 @@ struct Piece {
 /// (replicas hold the same bytes at the same offsets).
 async fn read_file(
     store: &Store,
+    kept: &GroupFiles,
     id: &ShuffleId,
     group: &GroupRef,
     pieces: Vec<Piece>,
@@ -307,6 +368,7 @@ async fn read_file(
         let data = loop {
             match read_unit(
                 store,
+                kept,
                 id,
                 group,
                 copy,
@@ -357,6 +419,7 @@ async fn read_file(
 /// size and checked against `crc` before anything is handed out.
 async fn read_unit(
     store: &Store,
+    kept: &GroupFiles,
     id: &ShuffleId,
     group: &GroupRef,
     copy: u32,
@@ -367,13 +430,12 @@ async fn read_unit(
     let slot = readers
         .get_mut(copy as usize)
         .ok_or_else(|| format!("{path}: no such copy"))?;
-    if slot.is_none() {
-        let file = store
-            .lookup(&path)
+    if slot.as_ref().is_none_or(|r| r.size() < at + len) {
+        let reader = kept
+            .reader(store, &path, at + len)
             .await
-            .and_then(|n| n.into_file())
             .map_err(|e| format!("{path}: {e}"))?;
-        *slot = Some(file.reader());
+        *slot = Some(reader);
     }
     let Some(reader) = slot.as_mut() else {
         return Err(format!("{path}: no reader"));

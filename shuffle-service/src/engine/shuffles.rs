@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crail_store::{CreateOptions, Error as StoreError, Placement, Store};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use crate::engine::reader::{self, PartitionReader, lengths};
+use crate::engine::reader::{self, GroupFiles, PartitionReader, lengths};
 use crate::error::{Error, Result};
 use crate::layout::{self, Commit, Meta, RecordRef, ShuffleId};
 
@@ -34,6 +34,7 @@ const CACHED_SHUFFLES: usize = 64;
 pub struct Shuffles {
     store: Store,
     commits: Arc<Mutex<CommitCache>>,
+    files: Arc<GroupFiles>,
 }
 
 /// Commit records already read, per shuffle and map, with the marker each was found under:
@@ -49,6 +50,42 @@ struct CommitCache {
     /// Per shuffle, the last listing of `maps/` (map, marker) and the directory's version
     /// when it was listed: while the version holds, a read needs no new listing.
     listings: HashMap<ShuffleId, (Version, Listing)>,
+    /// Per shuffle, its segments by partition over the commits of the last reads, so a
+    /// read of a few partitions does not scan every map's commit.
+    indexes: HashMap<ShuffleId, Index>,
+}
+
+/// Segments by partition: for partition p, (commit, segment) positions in `commits`.
+#[derive(Debug)]
+struct Index {
+    commits: Vec<Arc<Commit>>,
+    by_partition: Vec<Vec<(u32, u32)>>,
+}
+
+impl Index {
+    fn build(commits: &[Arc<Commit>], partitions: u32) -> Self {
+        let mut by_partition = vec![Vec::new(); partitions as usize];
+        for (c, commit) in commits.iter().enumerate() {
+            for (s, seg) in commit.segments().iter().enumerate() {
+                if let Some(list) = by_partition.get_mut(seg.partition as usize) {
+                    list.push((c as u32, s as u32));
+                }
+            }
+        }
+        Self {
+            commits: commits.to_vec(),
+            by_partition,
+        }
+    }
+
+    fn over(&self, commits: &[Arc<Commit>]) -> bool {
+        self.commits.len() == commits.len()
+            && self
+                .commits
+                .iter()
+                .zip(commits)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }
 
 /// The committed maps of a shuffle with the marker each was committed under.
@@ -85,6 +122,39 @@ impl CommitCache {
         self.shuffles.retain(|id, _| !gone(id));
         self.metas.retain(|id, _| !gone(id));
         self.listings.retain(|id, _| !gone(id));
+        self.indexes.retain(|id, _| !gone(id));
+    }
+
+    /// The (commit, segment) positions in `commits` of the segments of `partitions`.
+    fn picks(
+        &mut self,
+        id: &ShuffleId,
+        commits: &[Arc<Commit>],
+        partitions: &Range<u32>,
+        all: u32,
+    ) -> Vec<(u32, u32)> {
+        let fresh = self
+            .indexes
+            .get(id)
+            .is_some_and(|index| index.over(commits));
+        if !fresh {
+            if !self.indexes.contains_key(id) && self.indexes.len() >= CACHED_SHUFFLES {
+                let evicted = self.indexes.keys().next().cloned();
+                if let Some(evicted) = evicted {
+                    self.indexes.remove(&evicted);
+                }
+            }
+            self.indexes.insert(id.clone(), Index::build(commits, all));
+        }
+        let Some(index) = self.indexes.get(id) else {
+            return Vec::new();
+        };
+        partitions
+            .clone()
+            .filter_map(|p| index.by_partition.get(p as usize))
+            .flatten()
+            .copied()
+            .collect()
     }
 
     fn listing(&self, id: &ShuffleId, version: &Version) -> Option<Listing> {
@@ -125,6 +195,7 @@ impl Shuffles {
         Self {
             store,
             commits: Arc::default(),
+            files: Arc::default(),
         }
     }
 
@@ -251,6 +322,8 @@ impl Shuffles {
     /// Forgets what this process knows of the shuffles `gone` names (unregistered elsewhere).
     pub(crate) fn forget(&self, gone: impl Fn(&ShuffleId) -> bool) {
         self.cache().forget(gone);
+        // Group files are kept by path: let go of all (the next read looks its files up).
+        self.files.forget("/");
     }
 
     /// Remembers a shuffle's meta learnt elsewhere (a lease's reply carries it).
@@ -287,7 +360,7 @@ impl Shuffles {
             Ok(entries) => entries,
             Err(e) => {
                 if matches!(e, StoreError::NotFound { .. }) {
-                    self.cache().forget(|gone| gone == id);
+                    self.forget(|gone| gone == id);
                 }
                 return Err(unknown_if_missing(id, e));
             }
@@ -394,18 +467,33 @@ impl Shuffles {
             }
         })?;
         let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
+        // A read of a few partitions (a reduce task's) finds its segments in the index.
+        let picks = (u64::from(partitions.end - partitions.start) * 8
+            <= u64::from(meta.partitions))
+        .then(|| {
+            self.cache()
+                .picks(id, &commits, &partitions, meta.partitions)
+        });
         let mut reader = PartitionReader::start(
             self.store.clone(),
+            Arc::clone(&self.files),
             id.clone(),
             commits,
+            picks,
             partitions,
             prefetch,
         )?;
-        // A fetch failure is followed by recommits this process must see.
-        let (cache, failed) = (Arc::clone(&self.commits), id.clone());
+        // A fetch failure is followed by recommits this process must see, and may have
+        // moved blocks.
+        let (cache, files, failed) = (
+            Arc::clone(&self.commits),
+            Arc::clone(&self.files),
+            id.clone(),
+        );
         reader.on_failure(Box::new(move || {
             let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.listings.remove(&failed);
+            files.forget(&format!("{}/", failed.dir()));
         }));
         Ok(reader)
     }
@@ -413,7 +501,7 @@ impl Shuffles {
     /// Deletes a shuffle and all of its files.
     pub async fn unregister(&self, id: &ShuffleId) -> Result<()> {
         id.check()?;
-        self.cache().forget(|gone| gone == id);
+        self.forget(|gone| gone == id);
         self.store
             .delete(&id.dir(), true)
             .await
@@ -423,7 +511,7 @@ impl Shuffles {
     /// Deletes every shuffle of an application (nothing to do if it has none).
     pub async fn remove_app(&self, app: &str) -> Result<()> {
         ShuffleId::new(app, 0).check()?;
-        self.cache().forget(|gone| gone.app == app);
+        self.forget(|gone| gone.app == app);
         match self.store.delete(&ShuffleId::app_dir(app), true).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),

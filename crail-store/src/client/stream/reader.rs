@@ -44,6 +44,12 @@ impl FileReader {
         }
     }
 
+    /// With the locations of the file's first `blocks.len()` blocks known.
+    pub(crate) fn with_blocks(mut self, blocks: Vec<BlockLocation>) -> Self {
+        self.blocks = blocks;
+        self
+    }
+
     /// The file's size when the reader was made.
     pub fn size(&self) -> u64 {
         self.size
