@@ -312,6 +312,28 @@ async fn bad_input_is_a_typed_error_and_unregister_cleans_up() {
         assert!(matches!(err, Error::UnknownShuffle { .. }), "{err}");
         assert_eq!(err.to_string(), "shuffle app-4/9 is not registered");
     }
+    // Places asked for a loan nobody holds, past the partitions, or of more than a node
+    // places at once: typed refusals, nothing placed.
+    let (lent, _) = c.nodes[0].lend(&id, 0).await.unwrap();
+    for (lease, wants, record) in [
+        (lent.lease + 1000, vec![(0, 10)], 0),
+        (lent.lease, vec![(2, 10)], 0),
+        (lent.lease, vec![(0, 1 << 29), (1, 1 << 29)], 1),
+        (lent.lease, vec![(0, u64::MAX), (1, 2)], 0),
+    ] {
+        let err = c.nodes[0].place(lease, &wants, record).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Invalid { .. } | Error::PartitionOutOfRange { partition: 2, .. }
+            ),
+            "{err}"
+        );
+    }
+    let placed = c.nodes[0].place(lent.lease, &[(1, 10)], 5).await.unwrap();
+    assert_eq!(placed.runs, vec![(1, 0, 10)]);
+    assert!(placed.record >= 10 && placed.size >= placed.record + 5);
+    c.nodes[0].give_back(lent.lease, crail_shuffle::Outcome::Aborted);
     let err = c.nodes[0].lease(&id, 2, 0).await.unwrap_err();
     assert!(
         matches!(

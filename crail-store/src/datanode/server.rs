@@ -409,7 +409,7 @@ impl<T: Tier> Conn<T> {
         }
         let mut from = 0usize;
         for (i, &(rel, n, crc)) in pieces.iter().enumerate() {
-            let offset = req.offset + u64::from(rel);
+            let offset = req.offset.saturating_add(u64::from(rel));
             let mut target = match self.begin_write(req.datanode, offset, n).await {
                 Ok(target) => target,
                 Err(error) => {

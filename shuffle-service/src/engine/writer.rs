@@ -28,6 +28,10 @@ pub const GATHER: usize = 8 << 20;
 /// A write at least this large is placed at once and sent from the caller's bytes.
 pub const DIRECT: usize = 1 << 20;
 
+/// A direct write is placed in parts of at most this many bytes (with the gathered bytes,
+/// under what a node places at once).
+const DIRECT_PART: usize = 512 << 20;
+
 /// A map task's lease on a writer group. Commit it, or abort it; dropping it aborts.
 #[derive(Debug)]
 pub struct MapWriter {
@@ -102,7 +106,15 @@ impl MapWriter {
             return Ok(());
         }
         let result = if bytes.len() >= DIRECT {
-            self.place_and_write(Some((partition, bytes))).await
+            // In parts a node places at once (MAX_PLACE: 1 GiB).
+            let mut result = Ok(());
+            for part in bytes.chunks(DIRECT_PART) {
+                result = self.place_and_write(Some((partition, part))).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
         } else {
             if self.gathered.capacity() == 0 {
                 self.gathered = gather_buffer();

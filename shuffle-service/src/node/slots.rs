@@ -4,9 +4,9 @@
 //! The node's service owns the groups' write leases, renews them, and places every task's
 //! bytes: each partition fills its open extent of the group file, then gets a new one at the
 //! file's end (twice the last, at least [`MIN_EXTENT`], at most a block and never across
-//! one), and each record goes at the end. The service allocates the file's blocks and commits
-//! its size as it grows (whole blocks, once per block), so a task writes into committed space
-//! and commits nothing but its record. A map task borrows the leases as [`GroupLease`]
+//! one), and each record goes at the end. The service allocates the file's blocks as it
+//! grows (a few ahead) and commits its size (whole blocks) when a task places its record, so
+//! a task writes into allocated space and never talks to the namenode about its file. A map task borrows the leases as [`GroupLease`]
 //! tickets, asks for places as it writes ([`Slots::place`]), writes through its own store
 //! client (in the engine's process, on the same node), then gives the group back with the
 //! outcome. The places an aborted task was given stay unused; a group given back broken, or
@@ -29,6 +29,9 @@ use crate::error::{Error, Result};
 use crate::layout::{Meta, ShuffleId};
 use crate::lease::{GroupLease, Lender, Outcome, Placed};
 
+/// Blocks a group file grows ahead of its places, at most.
+const BLOCKS_AHEAD: u64 = 16;
+
 /// How often the groups' write leases are renewed (the namenode's lease timeout defaults to
 /// 10 s).
 const RENEW_EVERY: Duration = Duration::from_secs(2);
@@ -36,6 +39,9 @@ const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// A partition's first extent in a group file; each next one is twice the last, up to a
 /// block. Small, so a shuffle of many partitions holds little beyond its bytes.
 pub const MIN_EXTENT: u64 = 4 << 10;
+
+/// The most bytes one place may ask for (a task's writes larger than this ask in parts).
+pub(crate) const MAX_PLACE: u64 = 1 << 30;
 
 /// The writer groups of one node. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -101,7 +107,9 @@ struct Group {
 struct Arena {
     /// The first byte no extent or record holds.
     end: u64,
-    /// The committed size (whole blocks, allocated in every copy).
+    /// Bytes in the blocks allocated in every copy (whole blocks).
+    allocated: u64,
+    /// The committed size (whole blocks): up to the last record placed.
     committed: u64,
     /// Per partition: its open extent.
     open: HashMap<u32, Extent>,
@@ -251,6 +259,16 @@ impl Slots {
             (Arc::clone(&loan.groups), Arc::clone(&loan.group))
         };
         let partitions = groups.meta.partitions;
+        let asked = wants
+            .iter()
+            .try_fold(record, |sum, w| sum.checked_add(w.1))
+            .filter(|&sum| sum <= MAX_PLACE);
+        if asked.is_none() {
+            return Err(Error::Invalid {
+                id: groups.id.clone(),
+                problem: format!("a place of more than {MAX_PLACE} bytes at once"),
+            });
+        }
         if let Some(&(p, _)) = wants.iter().find(|(p, _)| *p >= partitions) {
             return Err(Error::PartitionOutOfRange {
                 id: groups.id.clone(),
@@ -271,27 +289,45 @@ impl Slots {
             placed.record = arena.end;
             arena.end += record;
         }
-        if arena.end > arena.committed {
-            let have = arena.committed / block;
-            let need = arena.end.div_ceil(block);
-            let grown = async {
+        let grown = async {
+            if arena.end > arena.allocated {
+                // Ahead by an eighth of the file (at most BLOCKS_AHEAD blocks): a task
+                // streaming large writes asks the namenode once per several blocks.
+                let have = arena.allocated / block;
+                let need = arena.end.div_ceil(block);
+                let want = need + (need / 8).min(BLOCKS_AHEAD);
+                // The blocks every copy holds (a copy with more has them found again on the
+                // next growth: allocate returns blocks that exist).
+                let mut got = want;
                 for file in &group.files {
-                    file.allocate(have, need - have).await?;
+                    match file.allocate(have, want - have).await {
+                        Err(crail_store::Error::StoreFull { .. }) if want > need => {
+                            file.allocate(have, need - have).await?;
+                            got = need;
+                        }
+                        other => {
+                            other?;
+                        }
+                    }
                 }
+                arena.allocated = got * block;
+            }
+            // A record closes its task's writes: what it names must be committed for readers.
+            if record > 0 && arena.committed < arena.allocated {
                 for file in &group.files {
-                    file.commit_shared(need * block).await?;
+                    file.commit_shared(arena.allocated).await?;
                 }
-                Ok::<_, crail_store::Error>(())
+                arena.committed = arena.allocated;
             }
-            .await;
-            if let Err(e) = grown {
-                // Places were handed out past what the files hold: no later task may use them.
-                group.broken.store(true, Ordering::Relaxed);
-                return Err(e.into());
-            }
-            arena.committed = need * block;
+            Ok::<_, crail_store::Error>(())
         }
-        placed.size = arena.committed;
+        .await;
+        if let Err(e) = grown {
+            // Places were handed out past what the files hold: no later task may use them.
+            group.broken.store(true, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        placed.size = arena.allocated;
         Ok(placed)
     }
 

@@ -46,25 +46,10 @@ pub struct FileWriter {
     /// While the writer has only appended: the end of the bytes sent so far and their
     /// crc32c (from where the writer started).
     appended: Option<(u64, u32)>,
-    /// With [`FileWriter::keep_runs`]: the appended bytes' crc32c per run.
-    runs: Option<Runs>,
-    /// Where the writer started (the committed size of its lease).
-    start: u64,
     /// One entry per buffer sent (its pieces' replies).
     inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Result<()>> + Send>>>,
     outstanding: usize,
     failed: bool,
-}
-
-/// The crc32c of appended bytes in runs (see [`FileWriter::keep_runs`]).
-#[derive(Debug)]
-struct Runs {
-    /// A run ends at the first send that takes it to this many bytes.
-    every: u64,
-    /// Runs ended: (length, crc32c).
-    done: Vec<(u64, u32)>,
-    /// The run being added to.
-    open: (u64, u32),
 }
 
 /// A datanode may ask (in its Welcome) for writes in pieces, all sent at once: a DRAM datanode
@@ -89,8 +74,6 @@ impl FileWriter {
             staging: None,
             staged_at: size,
             appended: Some((size, 0)),
-            runs: None,
-            start: size,
             inflight: FuturesUnordered::new(),
             failed: false,
         }
@@ -135,7 +118,6 @@ impl FileWriter {
         self.pos = pos;
         self.staged_at = pos;
         self.appended = None;
-        self.runs = None;
         Ok(())
     }
 
@@ -199,7 +181,6 @@ impl FileWriter {
         self.check()?;
         self.send_staging().await?;
         self.appended = None;
-        self.runs = None;
         let bs = self.block_size.max(1);
         // Split at block edges.
         let mut pieces: Vec<(u64, &[u8], u32)> = Vec::with_capacity(runs.len());
@@ -360,35 +341,6 @@ impl FileWriter {
         }
     }
 
-    /// Also keeps the crc32c of the appended bytes in runs of at least `bytes` each (a run
-    /// ends where a send ends, so it is at most `bytes` plus one buffer or block piece):
-    /// [`FileWriter::appended_runs`]. A reader can then check a long append run by run,
-    /// holding one run at a time. Only before the first write: later it keeps nothing (the
-    /// runs would not cover the bytes before it).
-    pub fn keep_runs(&mut self, bytes: u64) {
-        if self.pos != self.start || self.appended != Some((self.start, 0)) || self.buffered() > 0 {
-            return;
-        }
-        self.runs = Some(Runs {
-            every: bytes.max(1),
-            done: Vec::new(),
-            open: (0, 0),
-        });
-    }
-
-    /// With [`FileWriter::keep_runs`], when [`FileWriter::appended_crc`] is known: the
-    /// appended bytes as runs of (length, crc32c), in order; together they are every byte
-    /// [`FileWriter::appended_crc`] covers.
-    pub fn appended_runs(&self) -> Option<Vec<(u64, u32)>> {
-        self.appended_crc()?;
-        let runs = self.runs.as_ref()?;
-        let mut out = runs.done.clone();
-        if runs.open.0 > 0 {
-            out.push(runs.open);
-        }
-        Some(out)
-    }
-
     /// Notes that `[at, at + len)`, whose crc32c is `crc`, is sent.
     fn hashed(&mut self, at: u64, len: usize, crc: u32) {
         let len = len as u64;
@@ -396,17 +348,6 @@ impl FileWriter {
             Some((end, sum)) if end == at => Some((end + len, crate::crc::combine(sum, crc, len))),
             _ => None,
         };
-        if self.appended.is_none() {
-            self.runs = None;
-        }
-        if let Some(runs) = &mut self.runs {
-            let (open, sum) = runs.open;
-            runs.open = (open + len, crate::crc::combine(sum, crc, len));
-            if runs.open.0 >= runs.every {
-                runs.done.push(runs.open);
-                runs.open = (0, 0);
-            }
-        }
     }
 
     /// Turns the writer into a tokio [`AsyncWrite`]; `shutdown` commits the file.
