@@ -68,6 +68,10 @@ pub fn crc32c(data: &[u8]) -> u32 {
 
 /// crc32c of A followed by B, from `crc_a`, `crc_b` and B's length.
 pub fn combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    if crc_a == 0 {
+        // Nothing to shift (A empty, or hashing to 0): the common first step of a fold.
+        return crc_b;
+    }
     mul(shift_of(len_b), crc_a) ^ crc_b
 }
 

@@ -881,16 +881,18 @@ mod tests {
             },
         ));
         out.put(&data[..]);
-        // Two pieces, 100 bytes at 10 and 200 at 2000, in one request.
+        // Three pieces, 100 bytes at 10 and 200 at 2000, and 100 in the next block, in one
+        // request.
         let (a, b) = (vec![0xaa; 100], vec![0xbb; 200]);
         let (ca, cb) = (crate::crc::crc32c(&a), crate::crc::crc32c(&b));
         out.put(request(
             Kind::Write,
             2,
-            &scatter(300, vec![10, 100, ca, 2000, 200, cb]),
+            &scatter(400, vec![10, 100, ca, 2000, 200, cb, 1 << 20, 100, ca]),
         ));
         out.put(&a[..]);
         out.put(&b[..]);
+        out.put(&a[..]);
         // Triples that do not add up, a piece across the block, a wrong checksum: each
         // refused, its payload skipped.
         out.put(request(Kind::Write, 3, &scatter(300, vec![10, 100, ca])));
@@ -905,7 +907,8 @@ mod tests {
         ));
         out.put(&a[..]);
         out.put(&b[..]);
-        out.put(request(Kind::Read, 6, &read(&dn, 8192, 4096, 0)));
+        out.put(request(Kind::Read, 6, &read(&dn, (1 << 20) + 8192, 100, 0)));
+        out.put(request(Kind::Read, 7, &read(&dn, 8192, 4096, 0)));
         s.write_all(&out).await.unwrap();
         assert!(!reply(&s, &mut rbuf).await.unwrap().is_error());
         assert!(!reply(&s, &mut rbuf).await.unwrap().is_error());
@@ -915,6 +918,23 @@ mod tests {
         assert!(matches!(e, Error::BadRange { .. }), "{e}");
         let e = reply(&s, &mut rbuf).await.unwrap().into_error();
         assert!(matches!(e, Error::ChecksumMismatch { .. }), "{e}");
+        let next_block: pb::ReadReply = reply(&s, &mut rbuf)
+            .await
+            .unwrap()
+            .decode_body("read reply")
+            .unwrap();
+        assert_eq!(next_block.crc32c, ca);
+        // Its payload, then the last reply.
+        while rbuf.len() < 100 {
+            let mut more = [0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut more)
+                .await
+                .unwrap();
+            assert!(n > 0);
+            rbuf.extend_from_slice(&more[..n]);
+        }
+        assert_eq!(&rbuf[..100], &a[..]);
+        let _ = rbuf.split_to(100);
         let read_reply: pb::ReadReply = reply(&s, &mut rbuf)
             .await
             .unwrap()

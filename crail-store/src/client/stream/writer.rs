@@ -1,6 +1,8 @@
 //! [`FileWriter`]: appends or overwrites through pooled buffers, blocks allocated ahead.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -18,8 +20,7 @@ use crate::types::{BlockLocation, Stat};
 /// Blocks located or allocated per namenode round trip when streaming.
 pub(super) const BLOCKS_AHEAD: u64 = 16;
 
-/// Pieces of one block sent in one scattered write request (at most 15 bytes of request
-/// each).
+/// Pieces sent in one scattered write request (at most 15 bytes of request each).
 const SCATTER_PIECES: usize = 2048;
 
 /// Writes a file (or a keyvalue's value) through its [`WriteLease`]: appends from the committed
@@ -172,9 +173,9 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Writes `runs` of (file offset, bytes, their crc32c), each at most the current size,
-    /// in offset order: the runs of one block go in one request (a scattered write, through
-    /// shared memory to a datanode on this host), with the caller's checksums. A run that
+    /// Writes `runs` of (file offset, bytes, their crc32c), each at most the current size:
+    /// the runs on one datanode go in one request per block's worth of bytes (a scattered
+    /// write, through shared memory to a datanode on this host), with the caller's checksums. A run that
     /// crosses a block is split (its parts hashed here). Bytes written with
     /// [`FileWriter::write`] before go first; afterwards the position is the last run's end.
     pub async fn write_runs(&mut self, runs: &[(u64, &[u8], u32)]) -> Result<()> {
@@ -209,38 +210,73 @@ impl FileWriter {
                 bytes = rest;
             }
         }
-        let mut i = 0;
-        while i < pieces.len() {
-            let block = pieces[i].0 / bs;
-            let mut j = i + 1;
-            while j < pieces.len() && pieces[j].0 / bs == block && j - i < SCATTER_PIECES {
-                j += 1;
+        // The pieces of one datanode go together: up to a block's bytes (what one request
+        // may carry) and SCATTER_PIECES pieces per request, whatever blocks they are in.
+        type Batch<'a> = (Vec<(u64, &'a [u8], u32)>, u64);
+        let mut batches: HashMap<(SocketAddr, u64), Batch<'_>> = HashMap::new();
+        for &(at, bytes, crc) in &pieces {
+            let loc = match self.location(at / bs).await {
+                Ok(loc) => loc,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            };
+            let key = (loc.address, loc.datanode.0);
+            let full = batches.get(&key).is_some_and(|(batch, sum)| {
+                batch.len() >= SCATTER_PIECES || sum + bytes.len() as u64 > bs
+            });
+            if full && let Some((batch, _)) = batches.remove(&key) {
+                self.send_batch(key, batch).await?;
             }
-            let group: Vec<(u32, &[u8], u32)> = pieces[i..j]
-                .iter()
-                .map(|&(at, bytes, crc)| ((at % bs) as u32, bytes, crc))
-                .collect();
-            let sent = async {
-                let loc = self.location(block).await?;
-                let conn = self.store.datanode(loc.address).await?;
-                let reply = conn
-                    .write_scattered(loc.datanode.0, loc.offset, &group)
-                    .await;
-                self.inflight.push(Box::pin(reply));
-                self.settle(self.outstanding - 1).await
-            }
-            .await;
-            if sent.is_err() {
-                self.failed = true;
-                return sent;
-            }
-            i = j;
+            let (batch, sum) = batches.entry(key).or_default();
+            batch.push((loc.offset + at % bs, bytes, crc));
+            *sum += bytes.len() as u64;
+        }
+        for (key, (batch, _)) in batches {
+            self.send_batch(key, batch).await?;
         }
         if let Some(&(at, bytes, _)) = pieces.last() {
             self.pos = at + bytes.len() as u64;
             self.staged_at = self.pos;
         }
         Ok(())
+    }
+
+    /// Sends `batch` (storage offset, bytes, crc32c; each inside one block of datanode `dn` at
+    /// `address`) as scattered writes: one request, or more where offsets lie more than
+    /// 4 GiB apart.
+    async fn send_batch(
+        &mut self,
+        (address, dn): (SocketAddr, u64),
+        mut batch: Vec<(u64, &[u8], u32)>,
+    ) -> Result<()> {
+        batch.sort_unstable_by_key(|p| p.0);
+        let sent = async {
+            let conn = self.store.datanode(address).await?;
+            let mut rest = batch.as_slice();
+            while let Some(&(base, _, _)) = rest.first() {
+                let n = rest
+                    .iter()
+                    .take_while(|p| p.0 - base <= u64::from(u32::MAX))
+                    .count();
+                let (now, later) = rest.split_at(n);
+                rest = later;
+                let pieces: Vec<(u32, &[u8], u32)> = now
+                    .iter()
+                    .map(|&(at, bytes, crc)| ((at - base) as u32, bytes, crc))
+                    .collect();
+                let reply = conn.write_scattered(dn, base, &pieces).await;
+                self.inflight.push(Box::pin(reply));
+                self.settle(self.outstanding - 1).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if sent.is_err() {
+            self.failed = true;
+        }
+        sent
     }
 
     /// Writes `data` as it is (no copy); it may span blocks. Bytes written with
