@@ -18,6 +18,7 @@ mod client;
 mod config;
 pub mod crc;
 mod error;
+mod grant;
 mod local;
 mod path;
 mod proto;
@@ -50,7 +51,7 @@ pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};
 pub use types::{
     BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DatanodeStatus, DirEntry,
-    NodeType, Placement, Stat, Tiering,
+    Grant, NodeType, Placement, Stat, Tiering,
 };
 pub use units::{ByteSize, UnitError, format_duration, parse_duration};
 pub use wire::PROTOCOL_VERSION;
@@ -136,8 +137,15 @@ pub mod testing {
     /// Message kind of a data-plane read.
     pub const KIND_READ: u16 = crate::wire::kind::Kind::Read as u16;
 
-    /// Encodes a data-plane write request body for datanode id `datanode`.
-    pub fn write_body(datanode: u64, offset: u64, length: u32, crc32c: u32) -> Vec<u8> {
+    /// Encodes a data-plane write request body for datanode id `datanode`, with the grant of
+    /// `block` (a location the namenode gave) if any.
+    pub fn write_body(
+        datanode: u64,
+        offset: u64,
+        length: u32,
+        crc32c: u32,
+        block: Option<&crate::BlockLocation>,
+    ) -> Vec<u8> {
         use prost::Message;
         crate::proto::WriteRequest {
             offset,
@@ -146,23 +154,29 @@ pub mod testing {
             datanode,
             slot: 0,
             pieces: Vec::new(),
+            grants: block
+                .map(|b| b.grant.to_wire(b.offset))
+                .into_iter()
+                .collect(),
         }
         .encode_to_vec()
     }
 
-    /// Encodes a data-plane read request body for datanode id `datanode`.
-    pub fn read_body(datanode: u64, offset: u64, length: u32) -> Vec<u8> {
-        read_body_in_slot(datanode, offset, length, 0)
-    }
-
-    /// A read request body whose payload should go to staging slot `slot - 1` (0: inline).
-    pub fn read_body_in_slot(datanode: u64, offset: u64, length: u32, slot: u32) -> Vec<u8> {
+    /// Encodes a data-plane read request body for datanode id `datanode`, with the grant of
+    /// `block` if any.
+    pub fn read_body(
+        datanode: u64,
+        offset: u64,
+        length: u32,
+        block: Option<&crate::BlockLocation>,
+    ) -> Vec<u8> {
         use prost::Message;
         crate::proto::ReadRequest {
             offset,
             length,
             datanode,
-            slot,
+            slot: 0,
+            grant: block.map(|b| b.grant.to_wire(b.offset)),
         }
         .encode_to_vec()
     }

@@ -138,6 +138,7 @@ impl TryFrom<BlockLocation> for types::BlockLocation {
             host: parse_ip(&b.host)?,
             offset: b.offset,
             storage_class: b.storage_class,
+            grant: types::Grant::from_wire(&b.grant.unwrap_or_default()),
         })
     }
 }

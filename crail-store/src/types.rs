@@ -232,6 +232,46 @@ pub struct BlockLocation {
     pub offset: u64,
     /// Storage class of the datanode.
     pub storage_class: u32,
+    /// The namenode's permission to touch the block, which its datanode checks.
+    pub grant: Grant,
+}
+
+/// The namenode's signed permission to touch one block, carried by its location and checked
+/// by its datanode on every request: a client cannot touch blocks it was not given, and a
+/// writer whose lease ended cannot touch the block's next owner's bytes (the block's next
+/// allocation has a newer generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The block's generation: new each time the namenode allocates the block.
+    pub generation: u64,
+    /// Whether it allows writes (locations given to the holder of a write lease).
+    pub write: bool,
+    mac: [u8; crate::grant::MAC_LEN],
+}
+
+impl Grant {
+    /// The wire form, for the block at storage offset `block`.
+    pub(crate) fn to_wire(self, block: u64) -> crate::proto::Grant {
+        crate::proto::Grant {
+            block,
+            generation: self.generation,
+            write: self.write,
+            mac: bytes::Bytes::copy_from_slice(&self.mac),
+        }
+    }
+
+    /// From the wire; a signature of the wrong length becomes one the datanode refuses.
+    pub(crate) fn from_wire(grant: &crate::proto::Grant) -> Self {
+        let mut mac = [0u8; crate::grant::MAC_LEN];
+        if grant.mac.len() == mac.len() {
+            mac.copy_from_slice(&grant.mac);
+        }
+        Self {
+            generation: grant.generation,
+            write: grant.write,
+            mac,
+        }
+    }
 }
 
 /// What a datanode tells the namenode when it registers one of its tiers.

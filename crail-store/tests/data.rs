@@ -668,48 +668,78 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     let crc = crc32c::crc32c(&payload);
     let cap = 4 * MIB as u64;
     let id = dn.id;
+    // A block of a file, with the grant its writer gets.
+    let store = common::client(&nn).await;
+    let lease = store
+        .create_file("/granted", &CreateOptions::default())
+        .await
+        .unwrap();
+    let block = lease.allocate(0, 1).await.unwrap().remove(0);
+    assert!(block.grant.write);
+    let (b, g) = (block.offset, Some(&block));
+    let read_only = store.lookup("/granted").await.unwrap().into_file().unwrap();
 
+    let read_grant = read_only.block_locations(0, 1).await.unwrap().remove(0);
+    assert!(!read_grant.grant.write);
     let cases: Vec<(&str, u16, Vec<u8>, &[u8])> = vec![
+        (
+            "no grant",
+            testing::KIND_WRITE,
+            testing::write_body(id, b, 1000, crc, None),
+            &payload,
+        ),
+        (
+            "read-only grant",
+            testing::KIND_WRITE,
+            testing::write_body(id, b, 1000, crc, Some(&read_grant)),
+            &payload,
+        ),
+        (
+            "read without a grant",
+            testing::KIND_READ,
+            testing::read_body(id, b, 10, None),
+            &[],
+        ),
         (
             "stale write",
             testing::KIND_WRITE,
-            testing::write_body(id + 7, 0, 1000, crc),
+            testing::write_body(id + 7, b, 1000, crc, g),
             &payload,
         ),
         (
             "stale read",
             testing::KIND_READ,
-            testing::read_body(id + 7, 0, 10),
+            testing::read_body(id + 7, b, 10, g),
             &[],
         ),
         (
             "past capacity",
             testing::KIND_WRITE,
-            testing::write_body(id, cap - 10, 1000, crc),
+            testing::write_body(id, cap - 10, 1000, crc, g),
             &payload,
         ),
         (
             "across a block",
             testing::KIND_WRITE,
-            testing::write_body(id, MIB as u64 - 10, 1000, crc),
+            testing::write_body(id, b + MIB as u64 - 10, 1000, crc, g),
             &payload,
         ),
         (
             "wrong checksum",
             testing::KIND_WRITE,
-            testing::write_body(id, 0, 1000, crc ^ 1),
+            testing::write_body(id, b, 1000, crc ^ 1, g),
             &payload,
         ),
         (
             "read past capacity",
             testing::KIND_READ,
-            testing::read_body(id, cap, 1),
+            testing::read_body(id, cap, 1, g),
             &[],
         ),
         (
             "read across a block",
             testing::KIND_READ,
-            testing::read_body(id, MIB as u64 - 1, 2),
+            testing::read_body(id, b + MIB as u64 - 1, 2, g),
             &[],
         ),
         ("unknown kind", 999, vec![], &[]),
@@ -731,6 +761,9 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
                 matches!(error, Error::StaleLocation { expected, current } if expected == id + 7 && current == id)
             }
             "namenode message" => matches!(error, Error::UnexpectedMessage { .. }),
+            "no grant" | "read-only grant" | "read without a grant" => {
+                matches!(error, Error::GrantRefused { .. })
+            }
             _ => matches!(error, Error::BadRange { .. }),
         };
         assert!(ok, "{what}: {error}");
@@ -741,7 +774,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_READ,
         30,
-        &testing::read_body(id, 0, 10),
+        &testing::read_body(id, b, 10, g),
         &[],
     )
     .await;
@@ -756,7 +789,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_WRITE,
         33,
-        &testing::write_body(id, 0, 1000, crc),
+        &testing::write_body(id, b, 1000, crc, g),
         &payload,
     )
     .await;
@@ -770,7 +803,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_WRITE,
         34,
-        &testing::write_body(id, 0, 4096, crc32c::crc32c(&chunk)),
+        &testing::write_body(id, b, 4096, crc32c::crc32c(&chunk), g),
         &chunk,
     )
     .await;
@@ -781,7 +814,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_WRITE,
         31,
-        &testing::write_body(id, 0, 1000, crc),
+        &testing::write_body(id, b, 1000, crc, g),
         &payload,
     )
     .await;
@@ -791,7 +824,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_READ,
         32,
-        &testing::read_body(id, 0, 1000),
+        &testing::read_body(id, b, 1000, g),
         &[],
     )
     .await;
@@ -808,7 +841,7 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
         &mut rbuf,
         testing::KIND_WRITE,
         0,
-        &testing::write_body(id, 0, 2 << 20, 0),
+        &testing::write_body(id, b, 2 << 20, 0, g),
         &[],
     )
     .await;
@@ -818,4 +851,53 @@ async fn bad_data_requests_get_typed_errors_and_the_connection_goes_on() {
     write(&store, "/after", &pattern(MIB, 12)).await;
     let file = store.lookup("/after").await.unwrap().into_file().unwrap();
     assert!(file.read_to_end().await.unwrap() == pattern(MIB, 12));
+}
+
+/// Writes 1.5 MiB to `path` and leaves the writer open (its blocks allocated, its block
+/// locations cached).
+async fn half_written(store: &Store, path: &str) -> crail_store::FileWriter {
+    let mut writer = store
+        .create_file(path, &CreateOptions::default())
+        .await
+        .unwrap()
+        .writer();
+    writer.write(&pattern(3 * MIB / 2, 40)).await.unwrap();
+    writer.flush().await.unwrap();
+    writer
+}
+
+/// The writer goes on in the block it was in: fenced off, whatever else fails after.
+async fn resume_is_fenced(mut writer: crail_store::FileWriter) {
+    let stale = pattern(100 << 10, 41);
+    let error = match writer.write(&stale).await {
+        Err(e) => e,
+        Ok(()) => writer.close().await.unwrap_err(),
+    };
+    assert!(matches!(error, Error::Fenced { .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_whose_lease_ended_is_fenced_and_the_new_owner_keeps_its_bytes() {
+    let nn = common::start().await;
+    let _dn = Datanode::dram(&nn, "127.0.0.2", 4);
+    let (paused, other) = (common::client(&nn).await, common::client(&nn).await);
+
+    // Paused past its lease (1 s): its blocks go back to the store, and the next file (which
+    // needs all 4 blocks of the store) gets them.
+    let writer = half_written(&paused, "/paused").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let owned = pattern(4 * MIB, 42);
+    write(&other, "/owner", &owned).await;
+    resume_is_fenced(writer).await;
+    let file = other.lookup("/owner").await.unwrap().into_file().unwrap();
+    assert!(file.read_to_end().await.unwrap() == owned);
+
+    // Its file deleted while it writes: the same.
+    other.delete("/owner", false).await.unwrap();
+    let writer = half_written(&paused, "/deleted").await;
+    other.delete("/deleted", false).await.unwrap();
+    write(&other, "/owner", &owned).await;
+    resume_is_fenced(writer).await;
+    let file = other.lookup("/owner").await.unwrap().into_file().unwrap();
+    assert!(file.read_to_end().await.unwrap() == owned);
 }

@@ -45,7 +45,11 @@ async fn files_and_directories_with_stat() {
     assert_eq!((stat.size, stat.block_count), (size, 2));
     assert!(stat.created <= stat.modified);
     let file = store.lookup("/a/f").await.unwrap().into_file().unwrap();
-    assert_eq!(file.all_block_locations().await.unwrap(), blocks);
+    // The same blocks and generations; a reader's grants are read-only.
+    let read = file.all_block_locations().await.unwrap();
+    let same = |b: &crail_store::BlockLocation| (b.index, b.datanode, b.offset, b.grant.generation);
+    assert!(read.iter().map(same).eq(blocks.iter().map(same)));
+    assert!(blocks.iter().all(|b| b.grant.write) && read.iter().all(|b| !b.grant.write));
 
     let dir_stat = store.stat("/a").await.unwrap();
     assert_eq!(dir_stat.children, 1);

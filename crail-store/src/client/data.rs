@@ -49,6 +49,8 @@ enum Out {
     Write {
         id: u64,
         datanode: u64,
+        /// A grant for each block the write touches.
+        grants: Vec<pb::Grant>,
         offset: u64,
         crc: u32,
         len: u32,
@@ -61,10 +63,34 @@ enum Out {
     Read {
         id: u64,
         datanode: u64,
+        grant: pb::Grant,
         offset: u64,
         len: u32,
         slot: u32,
     },
+}
+
+/// The block a request is for, as its location names it: the datanode's id and the grant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub(crate) datanode: u64,
+    /// Storage offset of the block.
+    pub(crate) block: u64,
+    pub(crate) grant: crate::types::Grant,
+}
+
+impl Target {
+    pub(crate) fn of(location: &crate::types::BlockLocation) -> Self {
+        Self {
+            datanode: location.datanode.0,
+            block: location.offset,
+            grant: location.grant,
+        }
+    }
+
+    pub(crate) fn wire_grant(&self) -> pb::Grant {
+        self.grant.to_wire(self.block)
+    }
 }
 
 enum Waiter {
@@ -381,29 +407,31 @@ impl DataConn {
         }
     }
 
-    /// Sends `payload`, whose crc32c is `crc`, for storage offset `offset` (inside one block)
-    /// of the datanode registered as `datanode`.
+    /// Sends `payload`, whose crc32c is `crc`, for storage offset `offset` (inside block
+    /// `to`).
     pub(crate) async fn write(
         &self,
-        datanode: u64,
+        to: Target,
         offset: u64,
         payload: Bytes,
         crc: u32,
     ) -> Pending<()> {
         if self.is_local() {
-            return self.write_from(datanode, offset, &payload, crc).await;
+            return self.write_from(to, offset, &payload, crc).await;
         }
-        self.queue_write(datanode, offset, crc, payload, None, Vec::new())
+        let grants = vec![to.wire_grant()];
+        self.queue_write(to.datanode, grants, offset, crc, payload, None, Vec::new())
             .await
     }
 
     /// Writes `pieces` (offset from `offset`, bytes, their crc32c) in one request, each piece
-    /// inside the block of storage offset `offset` of the datanode registered as `datanode`,
-    /// together at most a block. On a same-host connection they are copied into one staging
-    /// slot; elsewhere into one payload.
+    /// inside one block of the datanode registered as `datanode`, together at most a block;
+    /// `grants` has one for each block touched. On a same-host connection they are copied
+    /// into one staging slot; elsewhere into one payload.
     pub(crate) async fn write_scattered(
         &self,
         datanode: u64,
+        grants: Vec<pb::Grant>,
         offset: u64,
         pieces: &[(u32, &[u8], u32)],
     ) -> Pending<()> {
@@ -418,7 +446,7 @@ impl DataConn {
                 payload.extend_from_slice(piece.1);
             }
             return self
-                .queue_write(datanode, offset, 0, payload.freeze(), None, triples)
+                .queue_write(datanode, grants, offset, 0, payload.freeze(), None, triples)
                 .await;
         };
         let slot = slots.take().await;
@@ -433,6 +461,7 @@ impl DataConn {
         }
         self.queue_write(
             datanode,
+            grants,
             offset,
             0,
             Bytes::new(),
@@ -447,15 +476,16 @@ impl DataConn {
     /// is free again when this returns. Elsewhere they are copied into a new buffer and sent.
     pub(crate) async fn write_from(
         &self,
-        datanode: u64,
+        to: Target,
         offset: u64,
         payload: &[u8],
         crc: u32,
     ) -> Pending<()> {
+        let grants = vec![to.wire_grant()];
         let (Some(slots), Some(staging)) = (&self.slots, &self.shared.staging) else {
             let payload = Bytes::copy_from_slice(payload);
             return self
-                .queue_write(datanode, offset, crc, payload, None, Vec::new())
+                .queue_write(to.datanode, grants, offset, crc, payload, None, Vec::new())
                 .await;
         };
         let slot = slots.take().await;
@@ -465,14 +495,24 @@ impl DataConn {
             return pending;
         }
         let staged = Some((slot, payload.len()));
-        self.queue_write(datanode, offset, crc, Bytes::new(), staged, Vec::new())
-            .await
+        self.queue_write(
+            to.datanode,
+            grants,
+            offset,
+            crc,
+            Bytes::new(),
+            staged,
+            Vec::new(),
+        )
+        .await
     }
 
     /// Queues a write of `payload`, or of the `len` bytes in `staged`'s slot.
+    #[allow(clippy::too_many_arguments)]
     async fn queue_write(
         &self,
         datanode: u64,
+        grants: Vec<pb::Grant>,
         offset: u64,
         crc: u32,
         payload: Bytes,
@@ -489,6 +529,7 @@ impl DataConn {
         self.queue(waiter, |id| Out::Write {
             id,
             datanode,
+            grants,
             offset,
             crc,
             len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -524,12 +565,12 @@ impl DataConn {
         }
     }
 
-    /// Reads `len` bytes at storage offset `offset` into `buf[at..at + len]` (which must fit).
-    /// The buffer comes back with its length set to `at + len`, with the crc32c of the bytes
-    /// read (checked against the datanode's).
+    /// Reads `len` bytes at storage offset `offset` (inside block `from`) into `buf[at..at +
+    /// len]` (which must fit). The buffer comes back with its length set to `at + len`, with
+    /// the crc32c of the bytes read (checked against the datanode's).
     pub(crate) async fn read(
         &self,
-        datanode: u64,
+        from: Target,
         offset: u64,
         len: usize,
         buf: Buffer,
@@ -557,7 +598,8 @@ impl DataConn {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.queue(waiter, |id| Out::Read {
             id,
-            datanode,
+            datanode: from.datanode,
+            grant: from.wire_grant(),
             offset,
             len,
             slot: slot_no,

@@ -504,6 +504,14 @@ impl Store {
 
     /// Registers a datanode tier (datanode side). Returns its id for heartbeats.
     pub async fn register_datanode(&self, spec: &DatanodeSpec) -> Result<DatanodeId> {
+        Ok(self.enroll_datanode(spec).await?.0)
+    }
+
+    /// [`Store::register_datanode`], with the namenode's grant salt (see [`crate::grant`]).
+    pub(crate) async fn enroll_datanode(
+        &self,
+        spec: &DatanodeSpec,
+    ) -> Result<(DatanodeId, bytes::Bytes)> {
         let reply = self
             .call(&pb::RegisterDatanodeRequest {
                 host: spec.host.to_string(),
@@ -513,7 +521,7 @@ impl Store {
                 capacity_bytes: spec.capacity,
             })
             .await?;
-        Ok(DatanodeId(reply.id))
+        Ok((DatanodeId(reply.id), reply.grant_salt))
     }
 
     /// Tells the namenode a datanode is alive. [`Error::UnknownDatanode`] means it was declared

@@ -71,6 +71,13 @@ impl ChunkSums {
         }
     }
 
+    /// Forgets the sums of chunks `[first, first + count)`: they read as unknown.
+    pub(crate) fn forget(&self, first: usize, count: usize) {
+        for sum in self.sums.iter().skip(first).take(count) {
+            sum.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Marks chunks `[first, first + count)` unreadable until rewritten.
     pub(crate) fn poison(&self, first: usize, count: usize) {
         for sum in self.sums.iter().skip(first).take(count) {

@@ -1,7 +1,6 @@
 //! The data-plane request decoder driven by arbitrary bytes, for the fuzz target.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -43,7 +42,13 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 payload_timeout: Duration::from_secs(1),
                 block_size: BLOCK,
                 max_connections: 1,
-                id: Arc::new(AtomicU64::new(1)),
+                identity: Arc::new(parking_lot::RwLock::new(super::Identity {
+                    id: 1,
+                    grants: crate::grant::GrantKey::derive(None, &[0; 32]),
+                })),
+                // Random bytes cannot sign grants: checking them would keep the fuzzer out
+                // of every read and write path.
+                check_grants: false,
             }),
             tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
         };

@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use parking_lot::RwLock;
 use tokio::net::{TcpListener, UnixListener};
 
 #[doc(hidden)]
@@ -33,7 +33,27 @@ use tier::{DramTier, FlashTier};
 use crate::client::Store;
 use crate::config::{ClientConfig, DatanodeConfig, TierKind};
 use crate::error::{Error, Result};
+use crate::grant::GrantKey;
 use crate::types::{DatanodeId, DatanodeSpec};
+
+/// Who this datanode is to the namenode now: its id and the key of the namenode's block
+/// grants. Both change together when it registers again.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) id: u64,
+    pub(crate) grants: GrantKey,
+}
+
+impl Identity {
+    /// Registers `spec` with the namenode behind `store`.
+    async fn register(store: &Store, spec: &DatanodeSpec) -> Result<Self> {
+        let (id, salt) = store.enroll_datanode(spec).await?;
+        Ok(Self {
+            id: id.0,
+            grants: GrantKey::derive(store.config().secret.as_ref(), &salt),
+        })
+    }
+}
 
 /// What a started datanode serves.
 #[derive(Debug, Clone)]
@@ -70,6 +90,7 @@ pub struct Datanode {
     client: ClientConfig,
     store: Store,
     info: DatanodeInfo,
+    identity: Identity,
 }
 
 impl std::fmt::Debug for Datanode {
@@ -161,7 +182,8 @@ impl Datanode {
             engine,
             fast_path: local.is_some(),
         };
-        info.id = store.register_datanode(&spec_of(&info)).await?;
+        let identity = Identity::register(&store, &spec_of(&info)).await?;
+        info.id = DatanodeId(identity.id);
         Ok(Self {
             listener,
             local,
@@ -170,6 +192,7 @@ impl Datanode {
             client,
             store,
             info,
+            identity,
         })
     }
 
@@ -186,14 +209,15 @@ impl Datanode {
             payload_timeout: self.config.payload_timeout,
             block_size: self.info.block_size,
             max_connections: self.config.max_connections,
-            id: Arc::new(AtomicU64::new(self.info.id.0)),
+            identity: Arc::new(RwLock::new(self.identity)),
+            check_grants: true,
         });
-        let id = settings.id.clone();
+        let identity = settings.identity.clone();
         let beats = tokio::spawn(heartbeats(
             self.store.clone(),
             self.client.clone(),
             spec_of(&self.info),
-            id.clone(),
+            identity.clone(),
         ));
         tracing::info!(address = %self.info.address, tier = self.info.tier.name(), "datanode serving");
         let served = match self.tier {
@@ -205,7 +229,7 @@ impl Datanode {
             }
         };
         beats.abort();
-        let id = DatanodeId(id.load(Ordering::Relaxed));
+        let id = DatanodeId(identity.read().id);
         if let Err(e) = self.store.deregister_datanode(id).await {
             tracing::debug!(error = %e, "deregistering failed");
         }
@@ -243,7 +267,7 @@ async fn heartbeats(
     mut store: Store,
     client: ClientConfig,
     spec: DatanodeSpec,
-    id: Arc<AtomicU64>,
+    identity: Arc<RwLock<Identity>>,
 ) {
     let mut interval = match store.cluster_info().await {
         Ok(info) => info.heartbeat_interval,
@@ -251,7 +275,7 @@ async fn heartbeats(
     };
     loop {
         tokio::time::sleep(interval).await;
-        let current = DatanodeId(id.load(Ordering::Relaxed));
+        let current = DatanodeId(identity.read().id);
         match store.heartbeat(current).await {
             Ok(()) => continue,
             Err(Error::UnknownDatanode { .. }) => {
@@ -279,10 +303,10 @@ async fn heartbeats(
                 }
             }
         }
-        match store.register_datanode(&spec).await {
+        match Identity::register(&store, &spec).await {
             Ok(fresh) => {
-                tracing::info!(id = fresh.0, "registered again");
-                id.store(fresh.0, Ordering::Relaxed);
+                tracing::info!(id = fresh.id, "registered again");
+                *identity.write() = fresh;
             }
             Err(e) => tracing::warn!(error = %e, "registering again failed"),
         }

@@ -18,7 +18,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -52,8 +51,11 @@ pub(crate) struct Settings {
     pub(crate) payload_timeout: Duration,
     pub(crate) block_size: u64,
     pub(crate) max_connections: usize,
-    /// This datanode's id now (the heartbeat loop changes it when registering again).
-    pub(crate) id: Arc<AtomicU64>,
+    /// This datanode's id and grant key now (the heartbeat loop changes them when
+    /// registering again).
+    pub(crate) identity: Arc<parking_lot::RwLock<super::Identity>>,
+    /// Whether requests need valid grants: false only in the fuzz harness.
+    pub(crate) check_grants: bool,
 }
 
 /// A connection just accepted.
@@ -247,10 +249,30 @@ impl<T: Tier> Conn<T> {
         }
     }
 
-    /// Checks that the location is this datanode's current one and that `[offset, offset +
-    /// len)` is inside the storage and inside one block.
+    /// Checks that the location is this datanode's current one, that `[offset, offset + len)`
+    /// is inside the storage and inside one block, and that `grant` is a valid grant for that
+    /// block (allowing writes if `write`). Returns the grant's generation.
+    fn admit(
+        &self,
+        datanode: u64,
+        offset: u64,
+        len: usize,
+        grant: Option<&pb::Grant>,
+        write: bool,
+    ) -> Result<u64> {
+        self.check_range(datanode, offset, len)?;
+        if self.settings.check_grants {
+            let identity = self.settings.identity.read();
+            identity
+                .grants
+                .check(grant, identity.id, offset, self.settings.block_size, write)?;
+        }
+        Ok(grant.map_or(0, |g| g.generation))
+    }
+
+    /// The identity and range checks of [`Conn::admit`].
     fn check_range(&self, datanode: u64, offset: u64, len: usize) -> Result<()> {
-        let current = self.settings.id.load(Ordering::Relaxed);
+        let current = self.settings.identity.read().id;
         if datanode != current {
             return Err(Error::StaleLocation {
                 expected: datanode,
@@ -313,9 +335,11 @@ impl<T: Tier> Conn<T> {
             Err(error) => return Some(Reply::Failed { id, error }),
         };
         let len = req.length as usize;
-        if let Err(error) = self.check_range(req.datanode, req.offset, len) {
-            return Some(Reply::Failed { id, error });
-        }
+        let generation = match self.admit(req.datanode, req.offset, len, req.grant.as_ref(), false)
+        {
+            Ok(generation) => generation,
+            Err(error) => return Some(Reply::Failed { id, error }),
+        };
         let slot = req.slot;
         if slot != 0 {
             let checked = match staging {
@@ -331,7 +355,7 @@ impl<T: Tier> Conn<T> {
         }
         let tier = self.tier.clone();
         let work = async move {
-            match tier.read(req.offset, len).await {
+            match tier.read(req.offset, len, generation).await {
                 Ok((read, crc)) => Reply::Data {
                     id,
                     read,
@@ -380,6 +404,19 @@ mod tests {
         _nn: Option<RunningNamenode>,
         addr: SocketAddr,
         id: u64,
+        grants: crate::grant::GrantKey,
+    }
+
+    impl Running {
+        /// A grant of generation 1 for the block holding `offset` (blocks of 1 MiB).
+        fn grant(&self, offset: u64, write: bool) -> pb::Grant {
+            self.grant_of(offset, 1, write)
+        }
+
+        fn grant_of(&self, offset: u64, generation: u64, write: bool) -> pb::Grant {
+            self.grants
+                .sign(self.id, offset - offset % (1 << 20), generation, write)
+        }
     }
 
     async fn datanode(host: [u8; 4]) -> Running {
@@ -401,11 +438,13 @@ mod tests {
             .unwrap();
         assert!(dn.info().fast_path);
         let (addr, id) = (dn.info().address, dn.info().id.0);
+        let grants = dn.identity.grants.clone();
         tokio::spawn(dn.serve(std::future::pending()));
         Running {
             _nn: Some(nn),
             addr,
             id,
+            grants,
         }
     }
 
@@ -452,6 +491,7 @@ mod tests {
             length,
             datanode: dn.id,
             slot,
+            grant: Some(dn.grant(offset, false)),
         }
     }
 
@@ -537,6 +577,7 @@ mod tests {
             datanode: dn.id,
             slot,
             pieces: Vec::new(),
+            grants: vec![dn.grant(8192, true)],
         };
         let mut out = BytesMut::new();
         // A wrong checksum, a slot past the end, then the good write and a read into slot 2.
@@ -587,6 +628,7 @@ mod tests {
             _nn: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             id: 1,
+            grants: crate::grant::GrantKey::derive(None, &[0; 32]),
         };
         let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 256) as u8).collect();
         let mut input = BytesMut::new();
@@ -602,6 +644,7 @@ mod tests {
                 datanode: 1,
                 slot: 0,
                 pieces: Vec::new(),
+                grants: Vec::new(),
             },
         ));
         input.put(&data[..]);
@@ -633,6 +676,7 @@ mod tests {
             datanode: dn.id,
             slot: 0,
             pieces,
+            grants: vec![dn.grant(0, true), dn.grant(1 << 20, true)],
         };
         let mut out = BytesMut::new();
         // The block's bytes, whole.
@@ -646,6 +690,7 @@ mod tests {
                 datanode: dn.id,
                 slot: 0,
                 pieces: Vec::new(),
+                grants: vec![dn.grant(0, true)],
             },
         ));
         out.put(&data[..]);
@@ -729,5 +774,100 @@ mod tests {
             .unwrap();
         let frame = reply(&s, &mut rbuf).await.unwrap();
         assert_eq!((frame.id, frame.is_error()), (2, false));
+    }
+
+    #[tokio::test]
+    async fn requests_need_a_grant_and_an_older_generation_is_fenced() {
+        let dn = datanode([127, 0, 0, 25]).await;
+        let mut s = TcpStream::connect(dn.addr).await.unwrap();
+        let mut rbuf = greet(&mut s).await;
+        let data = vec![0x5a_u8; 4096];
+        let crc = crate::crc::crc32c(&data);
+        let write = |grants: Vec<pb::Grant>| pb::WriteRequest {
+            offset: 4096,
+            length: 4096,
+            crc32c: crc,
+            datanode: dn.id,
+            slot: 0,
+            pieces: Vec::new(),
+            grants,
+        };
+        let read = |grant: Option<pb::Grant>| pb::ReadRequest {
+            offset: 4096,
+            length: 4096,
+            datanode: dn.id,
+            slot: 0,
+            grant,
+        };
+        let mut forged = dn.grant_of(0, 5, true);
+        forged.mac = bytes::Bytes::from_static(&[7; 16]);
+        let other_block = dn.grant_of(1 << 20, 5, true);
+        let refused: Vec<(&str, pb::WriteRequest)> = vec![
+            ("none", write(Vec::new())),
+            ("read-only", write(vec![dn.grant_of(0, 5, false)])),
+            ("forged", write(vec![forged])),
+            ("another block's", write(vec![other_block])),
+        ];
+        for (i, (what, req)) in refused.iter().enumerate() {
+            s.write_all(&request(Kind::Write, i as u64, req))
+                .await
+                .unwrap();
+            s.write_all(&data).await.unwrap();
+            let e = error(&s, &mut rbuf).await;
+            assert!(matches!(e, Error::GrantRefused { .. }), "{what}: {e}");
+        }
+        // Generation 5 writes; 4 (the block's previous owner) is fenced, for writes and reads.
+        let ok = |frame: Frame| assert!(!frame.is_error(), "{}", frame.into_error());
+        s.write_all(&request(
+            Kind::Write,
+            10,
+            &write(vec![dn.grant_of(0, 5, true)]),
+        ))
+        .await
+        .unwrap();
+        s.write_all(&data).await.unwrap();
+        ok(reply(&s, &mut rbuf).await.unwrap());
+        s.write_all(&request(
+            Kind::Write,
+            11,
+            &write(vec![dn.grant_of(0, 4, true)]),
+        ))
+        .await
+        .unwrap();
+        s.write_all(&[0xee; 4096]).await.unwrap();
+        let e = error(&s, &mut rbuf).await;
+        assert!(
+            matches!(
+                e,
+                Error::Fenced {
+                    offset: 0,
+                    generation: 4,
+                    current: 5
+                }
+            ),
+            "{e}"
+        );
+        s.write_all(&request(
+            Kind::Read,
+            12,
+            &read(Some(dn.grant_of(0, 4, false))),
+        ))
+        .await
+        .unwrap();
+        assert!(matches!(error(&s, &mut rbuf).await, Error::Fenced { .. }));
+        // The block kept generation 5's bytes.
+        s.write_all(&request(
+            Kind::Read,
+            13,
+            &read(Some(dn.grant_of(0, 5, false))),
+        ))
+        .await
+        .unwrap();
+        let back: pb::ReadReply = reply(&s, &mut rbuf)
+            .await
+            .unwrap()
+            .decode_body("read reply")
+            .unwrap();
+        assert_eq!(back.crc32c, crc);
     }
 }

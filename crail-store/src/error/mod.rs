@@ -212,6 +212,29 @@ pub enum Error {
         /// The datanode's id now.
         current: u64,
     },
+    /// A block request whose grant is older than the block's current generation: the block
+    /// was freed (the writer's lease ended, or its file was deleted) and given to another file
+    /// since. Nothing of the request was stored or read.
+    #[error(
+        "fenced: the block at storage offset {offset} was reallocated (this grant's generation {generation}, the block's {current}); the lease ended or the file was deleted, nothing was stored"
+    )]
+    Fenced {
+        /// Storage offset of the block on its datanode.
+        offset: u64,
+        /// The generation the request's grant carries.
+        generation: u64,
+        /// The newest generation the datanode has seen for the block.
+        current: u64,
+    },
+    /// A block request without a valid grant (missing, forged, for another block or datanode,
+    /// or read-only for a write).
+    #[error("no valid grant for the block at storage offset {offset}: {reason}")]
+    GrantRefused {
+        /// Storage offset of the request.
+        offset: u64,
+        /// What is wrong with the grant.
+        reason: String,
+    },
     /// A feature this build or this machine cannot provide (RDMA without a device...).
     #[error("{feature} unavailable: {reason}")]
     Unsupported {

@@ -181,6 +181,21 @@ impl Error {
                 r.count = *current;
                 C::StaleLocation
             }
+            Self::Fenced {
+                offset,
+                generation,
+                current,
+            } => {
+                r.index = *offset;
+                r.count = *generation;
+                r.limit = *current;
+                C::Fenced
+            }
+            Self::GrantRefused { offset, reason } => {
+                r.index = *offset;
+                r.detail = reason.clone();
+                C::GrantRefused
+            }
             Self::Unsupported { feature, reason } => {
                 r.other_path = feature.clone();
                 r.detail = reason.clone();
@@ -362,6 +377,15 @@ impl Error {
                 expected: r.index,
                 current: r.count,
             },
+            C::Fenced => Self::Fenced {
+                offset: r.index,
+                generation: r.count,
+                current: r.limit,
+            },
+            C::GrantRefused => Self::GrantRefused {
+                offset: r.index,
+                reason: r.detail,
+            },
             C::Unsupported => Self::Unsupported {
                 feature: r.other_path,
                 reason: r.detail,
@@ -534,6 +558,15 @@ mod tests {
             Error::StaleLocation {
                 expected: 1,
                 current: 4,
+            },
+            Error::Fenced {
+                offset: 1 << 20,
+                generation: 3,
+                current: 7,
+            },
+            Error::GrantRefused {
+                offset: 4096,
+                reason: "forged".into(),
             },
             Error::Unsupported {
                 feature: "rdma".into(),

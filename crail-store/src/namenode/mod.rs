@@ -22,7 +22,7 @@ impl SharedCore {
     pub fn new(config: crate::config::NamenodeConfig) -> crate::Result<Self> {
         config.validate()?;
         Ok(Self {
-            core: std::sync::Arc::new(service::Core::new(&config)),
+            core: std::sync::Arc::new(service::Core::new(&config)?),
             config,
         })
     }
@@ -68,7 +68,9 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
         max_frame: crate::units::ByteSize(64 << 10),
         ..Default::default()
     };
-    let core = service::Core::new(&config);
+    let Ok(core) = service::Core::new(&config) else {
+        return 0;
+    };
     let peer = std::net::IpAddr::from([127, 0, 0, 1]);
     let mut input = BytesMut::from(data);
     let mut out = BytesMut::new();

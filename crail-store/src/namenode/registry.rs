@@ -12,14 +12,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::grant::GrantKey;
 use crate::proto as pb;
 use crate::types::{DatanodeSpec, Placement, Tiering};
 
-/// Where one block lives: a datanode and a block number inside its storage.
+/// Where one block lives: a datanode and a block number inside its storage, and the
+/// generation of this allocation of it (see [`crate::grant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BlockAddr {
     pub(crate) datanode: u64,
     pub(crate) block: u64,
+    pub(crate) generation: u64,
 }
 
 #[derive(Debug)]
@@ -73,11 +76,21 @@ pub(crate) struct Registry {
     next_id: u64,
     /// The order of classes and hosts for placements that name none.
     tiering: Tiering,
+    /// Signs the grants that go with block locations.
+    grants: GrantKey,
+    /// The generation the last allocated block got: every allocation gets the next. It
+    /// starts at the wall clock in microseconds, so a restarted namenode's generations are
+    /// newer than any its datanodes saw before.
+    generation: u64,
 }
 
 impl Registry {
-    pub(crate) fn new(block_size: u64, max_datanodes: usize) -> Self {
+    pub(crate) fn new(block_size: u64, max_datanodes: usize, grants: GrantKey) -> Self {
         Self {
+            grants,
+            generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2)),
             block_size,
             max_datanodes,
             datanodes: BTreeMap::new(),
@@ -306,9 +319,11 @@ impl Registry {
             }
             if let Some(block) = d.take() {
                 group.cursor = slot + 1;
+                self.generation += 1;
                 return Some(BlockAddr {
                     datanode: id,
                     block,
+                    generation: self.generation,
                 });
             }
         }
@@ -326,17 +341,30 @@ impl Registry {
         }
     }
 
-    /// The wire form of a block's location, or the id of the dead datanode that held it.
-    pub(crate) fn locate(&self, index: u64, addr: BlockAddr) -> Result<pb::BlockLocation, u64> {
+    /// The wire form of a block's location, with a grant that allows writes if `write`, or
+    /// the id of the dead datanode that held it.
+    pub(crate) fn locate(
+        &self,
+        index: u64,
+        addr: BlockAddr,
+        write: bool,
+    ) -> Result<pb::BlockLocation, u64> {
         match self.datanodes.get(&addr.datanode) {
-            Some(d) if d.alive => Ok(pb::BlockLocation {
-                index,
-                datanode: addr.datanode,
-                address: d.address.to_string(),
-                host: d.host.to_string(),
-                offset: addr.block * self.block_size,
-                storage_class: d.class,
-            }),
+            Some(d) if d.alive => {
+                let offset = addr.block * self.block_size;
+                Ok(pb::BlockLocation {
+                    index,
+                    datanode: addr.datanode,
+                    address: d.address.to_string(),
+                    host: d.host.to_string(),
+                    offset,
+                    storage_class: d.class,
+                    grant: Some(
+                        self.grants
+                            .sign(addr.datanode, offset, addr.generation, write),
+                    ),
+                })
+            }
             _ => Err(addr.datanode),
         }
     }
@@ -388,10 +416,38 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn key() -> GrantKey {
+        GrantKey::derive(None, &[7; 32])
+    }
+
+    #[test]
+    fn a_block_allocated_again_gets_a_new_generation_and_grant() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS, 100, key());
+        r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        let first = r
+            .allocate(1, &Placement::default(), ip("127.0.0.2"))
+            .unwrap()[0];
+        r.free(&[first]);
+        let again = r
+            .allocate(1, &Placement::default(), ip("127.0.0.2"))
+            .unwrap()[0];
+        assert_eq!((again.datanode, again.block), (first.datanode, first.block));
+        assert!(again.generation > first.generation);
+        let grant = |addr, write| r.locate(0, addr, write).unwrap().grant.unwrap();
+        let (old, new) = (grant(first, true), grant(again, true));
+        assert_eq!((old.block, new.block), (0, 0));
+        assert_ne!(old.mac, new.mac);
+        assert!(!grant(again, false).write);
+        key()
+            .check(Some(&new), first.datanode, 0, BS, true)
+            .unwrap();
+    }
+
     #[test]
     fn fills_class_zero_everywhere_before_class_one() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
         let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
         let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap();
@@ -414,7 +470,7 @@ mod tests {
             (a0, b0, a1, b1)
         };
         // The namenode's default for placements that name none.
-        let mut r = Registry::new(BS, 100).tiering(Tiering::HostFirst);
+        let mut r = Registry::new(BS, 100, key()).tiering(Tiering::HostFirst);
         let (a0, b0, a1, b1) = layout(&mut r);
         let got = r
             .allocate(7, &Placement::default(), ip("127.0.0.2"))
@@ -424,7 +480,7 @@ mod tests {
         assert_eq!(owners, [a0, a0, a1, a1, b0, b0, b1]);
 
         // Per file, against the namenode's default.
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let (a0, b0, a1, _) = layout(&mut r);
         let host_first = Placement::default().tiering(Tiering::HostFirst);
         let got = r.allocate(3, &host_first, ip("127.0.0.2")).unwrap();
@@ -436,7 +492,7 @@ mod tests {
         assert_eq!(got[0].datanode, b0, "class-first by default: remote dram");
 
         // An explicit class stays a hard requirement.
-        let mut r = Registry::new(BS, 100).tiering(Tiering::HostFirst);
+        let mut r = Registry::new(BS, 100, key()).tiering(Tiering::HostFirst);
         let (_, b0, _, _) = layout(&mut r);
         let dram = Placement::default().storage_class(0);
         let got = r.allocate(4, &dram, ip("127.0.0.2")).unwrap();
@@ -450,7 +506,7 @@ mod tests {
     #[test]
     fn spreads_round_robin_when_the_requester_has_no_datanode() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
         let got = r
@@ -463,7 +519,7 @@ mod tests {
     #[test]
     fn spread_takes_datanodes_in_turn_even_from_a_host_that_has_one() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
         let c = r.register(&spec("127.0.0.4", 1, 0, 10), now).unwrap();
@@ -485,7 +541,7 @@ mod tests {
     #[test]
     fn explicit_class_and_host_are_hard_requirements() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap();
         let placement = Placement::default().storage_class(1);
@@ -512,7 +568,7 @@ mod tests {
     #[test]
     fn store_full_allocates_nothing() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap();
         assert!(
             r.allocate(4, &Placement::default(), ip("127.0.0.2"))
@@ -532,7 +588,7 @@ mod tests {
     #[test]
     fn dead_datanodes_get_no_blocks_and_report_lost_locations() {
         let t0 = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap();
         let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap();
         let block = r
@@ -542,7 +598,7 @@ mod tests {
         let later = t0 + std::time::Duration::from_secs(5);
         r.heartbeat(b, later).unwrap();
         assert_eq!(r.reap(later, std::time::Duration::from_secs(1)), [a]);
-        assert_eq!(r.locate(0, block), Err(a));
+        assert_eq!(r.locate(0, block, false), Err(a));
         let next = r
             .allocate(1, &Placement::default(), ip("127.0.0.2"))
             .unwrap();
@@ -556,7 +612,7 @@ mod tests {
     #[test]
     fn re_registering_an_address_replaces_the_old_datanode() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
         assert_ne!(old, new);
@@ -567,7 +623,7 @@ mod tests {
     #[test]
     fn the_registry_is_bounded() {
         let now = Instant::now();
-        let mut r = Registry::new(BS, 2);
+        let mut r = Registry::new(BS, 2, key());
         let a = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
         r.register(&spec("127.0.0.3", 1, 7, 1), now).unwrap();
         assert!(matches!(
@@ -588,8 +644,10 @@ mod tests {
                 0,
                 BlockAddr {
                     datanode: a,
-                    block: 0
-                }
+                    block: 0,
+                    generation: 1,
+                },
+                false,
             ),
             Err(a)
         );
@@ -597,7 +655,7 @@ mod tests {
 
     #[test]
     fn refuses_datanodes_smaller_than_a_block() {
-        let mut r = Registry::new(BS, 100);
+        let mut r = Registry::new(BS, 100, key());
         let mut tiny = spec("127.0.0.2", 1, 0, 1);
         tiny.capacity = BS - 1;
         assert!(matches!(

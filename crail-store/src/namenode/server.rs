@@ -35,7 +35,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate()?;
-    let core = Arc::new(Core::new(&config));
+    let core = Arc::new(Core::new(&config)?);
     serve_core(listener, core, &config, shutdown).await
 }
 

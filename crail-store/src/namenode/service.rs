@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use crate::config::NamenodeConfig;
 use crate::error::{ECHO_MAX, Error, Result, clipped};
+use crate::grant::GrantKey;
 use crate::namenode::namespace::{CreateFlags, Ctx, Namespace, PathRef};
 use crate::path::{self, PathLimits};
 use crate::proto as pb;
@@ -28,14 +29,19 @@ pub(crate) struct Core {
     lease_timeout: Duration,
     heartbeat_interval: Duration,
     dead_after: Duration,
+    /// Sent to registering datanodes: they derive the grant key from it.
+    grant_salt: bytes::Bytes,
 }
 
 type Op<R> = fn(&Core, R, &Ctx) -> Result<<R as Rpc>::Reply>;
 
 impl Core {
-    pub(crate) fn new(config: &NamenodeConfig) -> Self {
-        Self {
-            ns: Mutex::new(Namespace::new(config)),
+    pub(crate) fn new(config: &NamenodeConfig) -> Result<Self> {
+        let salt = GrantKey::salt()?;
+        let grants = GrantKey::derive(config.secret.as_ref(), &salt);
+        Ok(Self {
+            ns: Mutex::new(Namespace::new(config, grants)),
+            grant_salt: bytes::Bytes::copy_from_slice(&salt),
             limits: config.path_limits(),
             max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
             block_size: config.block_size.bytes(),
@@ -43,7 +49,7 @@ impl Core {
             lease_timeout: config.lease_timeout,
             heartbeat_interval: config.heartbeat_interval,
             dead_after: config.dead_after(),
-        }
+        })
     }
 
     pub(crate) fn max_frame(&self) -> usize {
@@ -275,6 +281,7 @@ impl Core {
             id,
             block_size: self.block_size,
             heartbeat_interval_ms: millis(self.heartbeat_interval),
+            grant_salt: self.grant_salt.clone(),
         })
     }
 

@@ -52,6 +52,11 @@ impl Secret {
         mac.update(second);
         mac
     }
+
+    /// A key for another purpose, derived from this secret: HMAC-SHA256 of `label` and `data`.
+    pub(crate) fn derive(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
+        self.mac(label, data, &[]).finalize().into_bytes().into()
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -30,6 +30,7 @@ pub(super) async fn write_requests(
                 Out::Read {
                     id,
                     datanode,
+                    grant,
                     offset,
                     len,
                     slot,
@@ -42,11 +43,13 @@ pub(super) async fn write_requests(
                         length: len,
                         datanode,
                         slot,
+                        grant: Some(grant),
                     },
                 ),
                 Out::Write {
                     id,
                     datanode,
+                    grants,
                     offset,
                     crc,
                     len,
@@ -61,6 +64,7 @@ pub(super) async fn write_requests(
                         datanode,
                         slot,
                         pieces,
+                        grants,
                     };
                     encode(&mut out, Kind::Write, id, &header);
                     if payload.len() <= INLINE_PAYLOAD {

@@ -7,7 +7,7 @@ use super::AsyncBufferReader;
 use super::writer::BLOCKS_AHEAD;
 use crate::buffer::Buffer;
 use crate::client::Store;
-use crate::client::data::Pending;
+use crate::client::data::{Pending, Target};
 use crate::client::handles::File;
 use crate::error::{Error, Result};
 use crate::types::{BlockLocation, Stat};
@@ -196,7 +196,7 @@ impl FileReader {
         let conn = self.store.datanode(loc.address).await?;
         Ok(conn
             .read(
-                loc.datanode.0,
+                Target::of(&loc),
                 loc.offset + at % self.block_size,
                 len,
                 buf,

@@ -12,9 +12,10 @@ use futures_util::stream::FuturesUnordered;
 use super::AsyncFileWriter;
 use crate::buffer::Buffer;
 use crate::client::Store;
-use crate::client::data::Pending;
+use crate::client::data::{Pending, Target};
 use crate::client::handles::WriteLease;
 use crate::error::{Error, Result};
+use crate::proto as pb;
 use crate::types::{BlockLocation, Stat};
 
 /// Blocks located or allocated per namenode round trip when streaming.
@@ -212,7 +213,7 @@ impl FileWriter {
         }
         // The pieces of one datanode go together: up to a block's bytes (what one request
         // may carry) and SCATTER_PIECES pieces per request, whatever blocks they are in.
-        type Batch<'a> = (Vec<(u64, &'a [u8], u32)>, u64);
+        type Batch<'a> = (Vec<(u64, &'a [u8], u32)>, u64, Vec<pb::Grant>);
         let mut batches: HashMap<(SocketAddr, u64), Batch<'_>> = HashMap::new();
         for &(at, bytes, crc) in &pieces {
             let loc = match self.location(at / bs).await {
@@ -223,18 +224,21 @@ impl FileWriter {
                 }
             };
             let key = (loc.address, loc.datanode.0);
-            let full = batches.get(&key).is_some_and(|(batch, sum)| {
+            let full = batches.get(&key).is_some_and(|(batch, sum, _)| {
                 batch.len() >= SCATTER_PIECES || sum + bytes.len() as u64 > bs
             });
-            if full && let Some((batch, _)) = batches.remove(&key) {
-                self.send_batch(key, batch).await?;
+            if full && let Some((batch, _, grants)) = batches.remove(&key) {
+                self.send_batch(key, batch, grants).await?;
             }
-            let (batch, sum) = batches.entry(key).or_default();
+            let (batch, sum, grants) = batches.entry(key).or_default();
             batch.push((loc.offset + at % bs, bytes, crc));
             *sum += bytes.len() as u64;
+            if !grants.iter().any(|g| g.block == loc.offset) {
+                grants.push(Target::of(&loc).wire_grant());
+            }
         }
-        for (key, (batch, _)) in batches {
-            self.send_batch(key, batch).await?;
+        for (key, (batch, _, grants)) in batches {
+            self.send_batch(key, batch, grants).await?;
         }
         if let Some(&(at, bytes, _)) = pieces.last() {
             self.pos = at + bytes.len() as u64;
@@ -244,14 +248,16 @@ impl FileWriter {
     }
 
     /// Sends `batch` (storage offset, bytes, crc32c; each inside one block of datanode `dn` at
-    /// `address`) as scattered writes: one request, or more where offsets lie more than
-    /// 4 GiB apart.
+    /// `address`, whose grants are `grants`) as scattered writes: one request, or more where
+    /// offsets lie more than 4 GiB apart.
     async fn send_batch(
         &mut self,
         (address, dn): (SocketAddr, u64),
         mut batch: Vec<(u64, &[u8], u32)>,
+        grants: Vec<pb::Grant>,
     ) -> Result<()> {
         batch.sort_unstable_by_key(|p| p.0);
+        let bs = self.block_size;
         let sent = async {
             let conn = self.store.datanode(address).await?;
             let mut rest = batch.as_slice();
@@ -266,7 +272,15 @@ impl FileWriter {
                     .iter()
                     .map(|&(at, bytes, crc)| ((at - base) as u32, bytes, crc))
                     .collect();
-                let reply = conn.write_scattered(dn, base, &pieces).await;
+                // The grants of this request's blocks: those from its first piece's to its
+                // last's.
+                let last = now.last().map_or(base, |p| p.0);
+                let mine: Vec<pb::Grant> = grants
+                    .iter()
+                    .filter(|g| g.block >= base - base % bs && g.block <= last)
+                    .cloned()
+                    .collect();
+                let reply = conn.write_scattered(dn, mine, base, &pieces).await;
                 self.inflight.push(Box::pin(reply));
                 self.settle(self.outstanding - 1).await?;
             }
@@ -434,7 +448,7 @@ impl FileWriter {
             let base = loc.offset + at % self.block_size;
             let crc = crate::crc::crc32c(data);
             self.hashed(at, data.len(), crc);
-            let reply = conn.write_from(loc.datanode.0, base, data, crc).await;
+            let reply = conn.write_from(Target::of(&loc), base, data, crc).await;
             self.inflight.push(Box::pin(reply));
             self.settle(self.outstanding - 1).await.map(|()| true)
         };
@@ -452,6 +466,7 @@ impl FileWriter {
             let loc = self.location(at / self.block_size).await?;
             let conn = self.store.datanode(loc.address).await?;
             let base = loc.offset + at % self.block_size;
+            let to = Target::of(&loc);
             let mut pieces: Vec<Pending<()>> = Vec::new();
             let mut done = 0usize;
             // Pieces overlap storing one with sending the next, which only a lone write
@@ -471,10 +486,7 @@ impl FileWriter {
                 let bytes = data.slice(done..done + piece);
                 let crc = crate::crc::crc32c(&bytes);
                 self.hashed(pos, piece, crc);
-                pieces.push(
-                    conn.write(loc.datanode.0, base + done as u64, bytes, crc)
-                        .await,
-                );
+                pieces.push(conn.write(to, base + done as u64, bytes, crc).await);
                 done += piece;
             }
             self.inflight.push(Box::pin(async move {

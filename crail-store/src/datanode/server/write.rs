@@ -61,9 +61,10 @@ impl<T: Tier> Conn<T> {
             });
         }
         let deadline = self.settings.payload_timeout;
-        let target = match self.check_range(req.datanode, req.offset, len) {
-            Ok(()) if len == 0 => return Ok(Some(Reply::Written { id })),
-            Ok(()) => self.begin_write(req.datanode, req.offset, len).await,
+        let grant = self.grant_for(&req.grants, req.offset);
+        let target = match self.admit(req.datanode, req.offset, len, grant, true) {
+            Ok(_) if len == 0 => return Ok(Some(Reply::Written { id })),
+            Ok(generation) => self.begin_write(req.offset, len, generation).await,
             Err(e) => Err(e),
         };
         let mut target = match target {
@@ -84,13 +85,18 @@ impl<T: Tier> Conn<T> {
         Ok(self.store(id, target, req.crc32c, tx).await)
     }
 
-    /// Checks `[offset, offset + len)` and takes its block's lock for a write, waiting at
-    /// most the payload timeout: the block may be locked by replies a slow client does not
-    /// read.
-    async fn begin_write(&self, datanode: u64, offset: u64, len: usize) -> Result<T::Write> {
-        self.check_range(datanode, offset, len)?;
+    /// The grant among `grants` for the block holding `offset`.
+    fn grant_for<'g>(&self, grants: &'g [pb::Grant], offset: u64) -> Option<&'g pb::Grant> {
+        let block = offset - offset % self.settings.block_size;
+        grants.iter().find(|g| g.block == block)
+    }
+
+    /// Takes the lock of the block of an admitted `[offset, offset + len)` for a write of
+    /// `generation`, waiting at most the payload timeout: the block may be locked by replies
+    /// a slow client does not read.
+    async fn begin_write(&self, offset: u64, len: usize, generation: u64) -> Result<T::Write> {
         let deadline = self.settings.payload_timeout;
-        tokio::time::timeout(deadline, self.tier.begin_write(offset, len))
+        tokio::time::timeout(deadline, self.tier.begin_write(offset, len, generation))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Timeout {
@@ -146,10 +152,35 @@ impl<T: Tier> Conn<T> {
                 return Ok(Err(error));
             }
         }
+        // Each grant checked once, however many pieces its block takes.
+        let mut granted: Vec<(u64, u64)> = Vec::with_capacity(req.grants.len());
+        for grant in &req.grants {
+            if let Err(error) = self.admit(req.datanode, grant.block, 0, Some(grant), true) {
+                skip(rd, rbuf, len, on_stream, deadline).await?;
+                return Ok(Err(error));
+            }
+            granted.push((grant.block, grant.generation));
+        }
+        let bs = self.settings.block_size;
         let mut from = 0usize;
         for (i, &(rel, n, crc)) in pieces.iter().enumerate() {
             let offset = req.offset.saturating_add(u64::from(rel));
-            let mut target = match self.begin_write(req.datanode, offset, n).await {
+            let admitted = self.check_range(req.datanode, offset, n).and_then(|()| {
+                let block = offset - offset % bs;
+                granted
+                    .iter()
+                    .find(|g| g.0 == block)
+                    .map(|g| g.1)
+                    .ok_or_else(|| Error::GrantRefused {
+                        offset,
+                        reason: "the request carries none for this piece's block".into(),
+                    })
+            });
+            let target = match admitted {
+                Ok(generation) => self.begin_write(offset, n, generation).await,
+                Err(error) => Err(error),
+            };
+            let mut target = match target {
                 Ok(target) => target,
                 Err(error) => {
                     let rest: usize = pieces[i..].iter().map(|p| p.1).sum();
@@ -209,14 +240,15 @@ impl<T: Tier> Conn<T> {
         let staging = staging.ok_or_else(no_staging)?;
         let len = req.length as usize;
         let slot = req.slot - 1;
-        self.check_range(req.datanode, req.offset, len)?;
+        let grant = self.grant_for(&req.grants, req.offset);
+        let generation = self.admit(req.datanode, req.offset, len, grant, true)?;
         if slot >= staging.slots() || len > staging.slot_size() {
             return Err(slot_error(staging, slot, len));
         }
         if len == 0 {
             return Ok(None);
         }
-        let mut target = self.begin_write(req.datanode, req.offset, len).await?;
+        let mut target = self.begin_write(req.offset, len, generation).await?;
         staging.copy_out(slot, target.as_mut())?;
         Ok(Some(target))
     }

@@ -180,8 +180,13 @@ impl Tier for DramTier {
         self.capacity
     }
 
-    async fn begin_write(self: &Arc<Self>, offset: u64, len: usize) -> Result<DramWrite> {
-        let guard = self.locks.write(offset).await;
+    async fn begin_write(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+        generation: u64,
+    ) -> Result<DramWrite> {
+        let guard = self.locks.write(offset, generation, &self.sums).await?;
         for at in partial_chunks(offset, len) {
             // SAFETY: the block's write lock is held and no `&mut` into it exists yet.
             #[allow(unsafe_code)]
@@ -229,8 +234,13 @@ impl Tier for DramTier {
         Ok(())
     }
 
-    async fn read(self: &Arc<Self>, offset: u64, len: usize) -> Result<(DramRead, u32)> {
-        let guard = self.locks.read(offset).await;
+    async fn read(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+        generation: u64,
+    ) -> Result<(DramRead, u32)> {
+        let guard = self.locks.read(offset, generation, &self.sums).await?;
         let (start, end) = covering(offset, len);
         let head = DramTier::index(offset - start);
         // SAFETY: the block's read lock is held.

@@ -168,8 +168,13 @@ impl Tier for FlashTier {
         self.capacity
     }
 
-    async fn begin_write(self: &Arc<Self>, offset: u64, len: usize) -> Result<FlashWrite> {
-        let guard = self.locks.write(offset).await;
+    async fn begin_write(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+        generation: u64,
+    ) -> Result<FlashWrite> {
+        let guard = self.locks.write(offset, generation, &self.sums).await?;
         let (start, end) = covering(offset, len);
         let span = Self::index(end - start);
         let head = Self::index(offset - start);
@@ -233,12 +238,17 @@ impl Tier for FlashTier {
         Ok(())
     }
 
-    async fn read(self: &Arc<Self>, offset: u64, len: usize) -> Result<(FlashRead, u32)> {
+    async fn read(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+        generation: u64,
+    ) -> Result<(FlashRead, u32)> {
         let (start, end) = covering(offset, len);
         let span = Self::index(end - start);
         let head = Self::index(offset - start);
         let staging = {
-            let _guard = self.locks.read(offset).await;
+            let _guard = self.locks.read(offset, generation, &self.sums).await?;
             self.read_into(self.pool.get(), 0, span, start).await?
         };
         let crc = self.sums.scan(

@@ -5,8 +5,8 @@
 //! over the tier, so the hot path has no dynamic dispatch and no boxed futures.
 //!
 //! Both tiers share the same discipline: one reader-writer lock per block (a write excludes
-//! other access to its block; reads share), and the per-chunk checksums of
-//! [`super::checksum`].
+//! other access to its block; reads share), the block's generation checked under it (see
+//! [`crate::grant`]), and the per-chunk checksums of [`super::checksum`].
 
 mod disk;
 mod dram;
@@ -14,10 +14,12 @@ mod flash;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-use crate::error::Result;
+use super::checksum::{CHUNK, ChunkSums};
+use crate::error::{Error, Result};
 
 pub(crate) use dram::DramTier;
 pub(crate) use flash::FlashTier;
@@ -43,11 +45,14 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     /// Bytes of storage.
     fn capacity(&self) -> u64;
 
-    /// Prepares to receive `len` bytes for `offset` (takes the block's lock).
+    /// Prepares to receive `len` bytes for `offset` from a writer granted the block's
+    /// `generation` (takes the block's lock; an older generation than the block's is
+    /// [`crate::Error::Fenced`]).
     fn begin_write(
         self: &Arc<Self>,
         offset: u64,
         len: usize,
+        generation: u64,
     ) -> impl Future<Output = Result<Self::Write>> + Send;
 
     /// Checks the received payload against `crc` and stores it. On any error the chunks the
@@ -59,19 +64,21 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// The bytes `[offset, offset + len)`, verified against their stored checksums, and the
-    /// crc32c of exactly those bytes.
+    /// crc32c of exactly those bytes, for a reader granted the block's `generation`.
     fn read(
         self: &Arc<Self>,
         offset: u64,
         len: usize,
+        generation: u64,
     ) -> impl Future<Output = Result<(Self::Read, u32)>> + Send;
 }
 
-/// One lock per block.
+/// One lock per block, and the newest generation seen for each block.
 #[derive(Debug)]
 pub(crate) struct BlockLocks {
     block_size: u64,
     locks: Vec<Arc<RwLock<()>>>,
+    generations: Vec<AtomicU64>,
 }
 
 impl BlockLocks {
@@ -80,20 +87,66 @@ impl BlockLocks {
         Self {
             block_size,
             locks: (0..blocks).map(|_| Arc::new(RwLock::new(()))).collect(),
+            generations: (0..blocks).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
+    fn index(&self, offset: u64) -> usize {
+        usize::try_from(offset / self.block_size).unwrap_or(usize::MAX)
+    }
+
     fn lock_of(&self, offset: u64) -> Arc<RwLock<()>> {
-        let index = usize::try_from(offset / self.block_size).unwrap_or(usize::MAX);
         // The server checked the range, so the block exists; a fresh lock keeps this total.
-        self.locks.get(index).cloned().unwrap_or_default()
+        self.locks
+            .get(self.index(offset))
+            .cloned()
+            .unwrap_or_default()
     }
 
-    pub(crate) async fn write(&self, offset: u64) -> OwnedRwLockWriteGuard<()> {
-        self.lock_of(offset).write_owned().await
+    /// Takes the block's lock for a write of `generation`.
+    pub(crate) async fn write(
+        &self,
+        offset: u64,
+        generation: u64,
+        sums: &ChunkSums,
+    ) -> Result<OwnedRwLockWriteGuard<()>> {
+        let guard = self.lock_of(offset).write_owned().await;
+        self.admit(offset, generation, sums)?;
+        Ok(guard)
     }
 
-    pub(crate) async fn read(&self, offset: u64) -> OwnedRwLockReadGuard<()> {
-        self.lock_of(offset).read_owned().await
+    /// Takes the block's lock for a read of `generation`.
+    pub(crate) async fn read(
+        &self,
+        offset: u64,
+        generation: u64,
+        sums: &ChunkSums,
+    ) -> Result<OwnedRwLockReadGuard<()>> {
+        let guard = self.lock_of(offset).read_owned().await;
+        self.admit(offset, generation, sums)?;
+        Ok(guard)
+    }
+
+    /// Under the block's lock: refuses a generation older than the newest seen; a newer one
+    /// becomes the block's, and what the block held before is forgotten (its chunks' sums
+    /// unknown, poison included): the block belongs to a new file.
+    fn admit(&self, offset: u64, generation: u64, sums: &ChunkSums) -> Result<()> {
+        let index = self.index(offset);
+        let Some(current) = self.generations.get(index) else {
+            return Ok(());
+        };
+        let seen = current.fetch_max(generation, Ordering::AcqRel);
+        if seen > generation {
+            return Err(Error::Fenced {
+                offset: offset - offset % self.block_size,
+                generation,
+                current: seen,
+            });
+        }
+        if seen < generation {
+            let per_block = usize::try_from(self.block_size).unwrap_or(usize::MAX) / CHUNK;
+            sums.forget(index * per_block, per_block);
+        }
+        Ok(())
     }
 }

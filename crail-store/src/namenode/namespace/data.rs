@@ -63,7 +63,7 @@ impl Namespace {
             });
         }
         // Existing blocks first: if one is lost, fail before allocating anything.
-        let mut out = self.locations(file, first, end.min(have))?;
+        let mut out = self.locations(file, first, end.min(have), true)?;
         if end > have {
             let placement = f.placement.clone();
             let new = self.registry.allocate(end - have, &placement, ctx.peer)?;
@@ -71,7 +71,7 @@ impl Namespace {
                 f.blocks.extend(new);
             }
             // Fresh blocks come from live datanodes only.
-            out.extend(self.locations(file, have, end)?);
+            out.extend(self.locations(file, have, end, true)?);
         }
         let expires = ctx.now + self.lease_timeout;
         if let Some(token) = self.files.get_mut(&file).and_then(|f| f.lease.as_mut()) {
@@ -102,15 +102,23 @@ impl Namespace {
                 blocks: have,
             });
         }
-        self.locations(file, first, end)
+        self.locations(file, first, end, false)
     }
 
-    fn locations(&self, file: FileId, first: u64, end: u64) -> Result<Vec<pb::BlockLocation>> {
+    /// Locations of blocks `[first, end)`, their grants allowing writes if `write` (only to
+    /// the holder of the file's lease).
+    fn locations(
+        &self,
+        file: FileId,
+        first: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<Vec<pb::BlockLocation>> {
         let f = &self.files[&file];
         let mut out = Vec::with_capacity((end - first) as usize);
         let (mut lost, mut dead) = (Vec::new(), Vec::new());
         for index in first..end {
-            match self.registry.locate(index, f.blocks[index as usize]) {
+            match self.registry.locate(index, f.blocks[index as usize], write) {
                 Ok(location) => out.push(location),
                 Err(datanode) => {
                     lost.push(index);

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::NamenodeConfig;
+use crate::grant::GrantKey;
 use crate::namenode::registry::{BlockAddr, Registry};
 use crate::path::PathLimits;
 use crate::proto as pb;
@@ -170,7 +171,8 @@ pub(crate) struct Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(config: &NamenodeConfig) -> Self {
+    /// An empty namespace whose block grants are signed with `grants`.
+    pub(crate) fn new(config: &NamenodeConfig, grants: GrantKey) -> Self {
         let now = SystemTime::now();
         let root = Node {
             parent: ROOT,
@@ -187,7 +189,7 @@ impl Namespace {
         Self {
             nodes: HashMap::from([(ROOT, root)]),
             files: HashMap::new(),
-            registry: Registry::new(config.block_size.bytes(), config.max_datanodes)
+            registry: Registry::new(config.block_size.bytes(), config.max_datanodes, grants)
                 .tiering(config.tiering),
             next_node: ROOT + 1,
             next_file: 1,
