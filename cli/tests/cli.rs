@@ -77,13 +77,13 @@ fn iobench_measures_every_metadata_test_and_prints_json() {
 fn iobench_reads_the_client_config_file_and_its_secret() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[security]\nsecret = \"s3cret\"\n").unwrap();
+    std::fs::write(&good, "[security]\nsecret = \"s3cret-s3cret-s3cret\"\n").unwrap();
     let nn = Namenode::start(&["--config", good.to_str().unwrap()]);
     let client = dir.path().join("client.toml");
     std::fs::write(
         &client,
         format!(
-            "[client]\nnamenode = \"{}\"\n[security]\nsecret = \"s3cret\"\n",
+            "[client]\nnamenode = \"{}\"\n[security]\nsecret = \"s3cret-s3cret-s3cret\"\n",
             nn.addr
         ),
     )
@@ -105,7 +105,7 @@ fn iobench_reads_the_client_config_file_and_its_secret() {
     std::fs::write(
         &wrong,
         format!(
-            "[client]\nnamenode = \"{}\"\n[security]\nsecret = \"guess\"\n",
+            "[client]\nnamenode = \"{}\"\n[security]\nsecret = \"guess-guess-guess-guess\"\n",
             nn.addr
         ),
     )

@@ -319,7 +319,7 @@ fn fails_with(out: &Output, says: &str, what: &str) {
 fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     let cluster = Cluster::start(
         &["--nodes", "1", "--dram", "64MiB"],
-        &[("CRAIL_SECURITY_SECRET", "right")],
+        &[("CRAIL_SECURITY_SECRET", "the-right-secret-1")],
     );
     let nn = cluster.namenode.as_str();
     let local = cluster.dir.path();
@@ -361,7 +361,7 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     let wrong = Command::new(CRAIL)
         .args(["status", "--namenode", nn])
         .env_remove("CRAIL_CONF")
-        .env("CRAIL_SECURITY_SECRET", "wrong")
+        .env("CRAIL_SECURITY_SECRET", "the-wrong-secret-2")
         .output()
         .unwrap();
     fails_with(&wrong, "secret", "a wrong secret");

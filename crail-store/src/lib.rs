@@ -44,14 +44,14 @@ pub use client::{
 };
 pub use config::{
     ClientConfig, Config, DEFAULT_NAMENODE_PORT, DatanodeConfig, IoEngine, KeyInfo, KeyKind,
-    NamenodeConfig, SecurityConfig, TierKind, Transport, keys as config_keys,
+    NamenodeConfig, SecurityConfig, TierKind, Transport, check_secrets, keys as config_keys,
     reference_markdown as config_reference_markdown,
 };
 pub use error::{Error, Result};
 pub use path::{PathLimits, PathProblem};
 pub use types::{
     BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DatanodeStatus, DirEntry,
-    Grant, NodeType, Placement, Stat, Tiering,
+    Grant, NodeType, Placement, Registration, Stat, Tiering,
 };
 pub use units::{ByteSize, UnitError, format_duration, parse_duration};
 pub use wire::PROTOCOL_VERSION;

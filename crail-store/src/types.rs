@@ -274,6 +274,17 @@ impl Grant {
     }
 }
 
+/// A datanode's registration with the namenode: its id, and the random token its heartbeats
+/// and deregistration carry (ids are sequential; the token is not guessable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The id the namenode gave.
+    pub id: DatanodeId,
+    pub(crate) incarnation: u64,
+    /// The namenode's grant salt (see `crate::grant`).
+    pub(crate) grant_salt: bytes::Bytes,
+}
+
 /// What a datanode tells the namenode when it registers one of its tiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatanodeSpec {

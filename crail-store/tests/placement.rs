@@ -207,8 +207,8 @@ async fn a_datanode_that_misses_heartbeats_gets_no_blocks_and_its_blocks_are_los
     let store = client_on(&nn, "127.0.0.9").await;
     let alive = datanode(&store, "127.0.0.2", 7000, 0, 100).await;
     let doomed = datanode(&store, "127.0.0.3", 7000, 0, 100).await;
-    let _keep = Beating(heartbeats(store.clone(), vec![alive]));
-    let doomed_beat = Beating(heartbeats(store.clone(), vec![doomed]));
+    let _keep = Beating(heartbeats(store.clone(), vec![alive.clone()]));
+    let doomed_beat = Beating(heartbeats(store.clone(), vec![doomed.clone()]));
 
     let lease = store
         .create_file("/f", &CreateOptions::default())
@@ -218,7 +218,7 @@ async fn a_datanode_that_misses_heartbeats_gets_no_blocks_and_its_blocks_are_los
     lease.close(6 * BLOCK).await.unwrap();
     let on_doomed: Vec<u64> = blocks
         .iter()
-        .filter(|b| b.datanode == doomed)
+        .filter(|b| b.datanode == doomed.id)
         .map(|b| b.index)
         .collect();
     assert_eq!(on_doomed.len(), 3);
@@ -228,7 +228,7 @@ async fn a_datanode_that_misses_heartbeats_gets_no_blocks_and_its_blocks_are_los
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let info = store.cluster_info().await.unwrap();
-    let status = info.datanodes.iter().find(|d| d.id == doomed).unwrap();
+    let status = info.datanodes.iter().find(|d| d.id == doomed.id).unwrap();
     assert!(!status.alive);
     assert!(status.last_heartbeat >= Duration::from_millis(500));
 
@@ -242,13 +242,17 @@ async fn a_datanode_that_misses_heartbeats_gets_no_blocks_and_its_blocks_are_los
         } => {
             assert_eq!(path, "/f");
             assert_eq!(blocks, &on_doomed);
-            assert_eq!(datanodes, &[doomed.0]);
+            assert_eq!(datanodes, &[doomed.id.0]);
         }
         other => panic!("expected lost blocks, got {other}"),
     }
     assert!(err.to_string().starts_with("/f: blocks ["), "{err}");
     // Blocks on the live datanode are still readable on their own.
-    let live_index = blocks.iter().find(|b| b.datanode == alive).unwrap().index;
+    let live_index = blocks
+        .iter()
+        .find(|b| b.datanode == alive.id)
+        .unwrap()
+        .index;
     file.block_locations(live_index, 1).await.unwrap();
 
     let lease = store
@@ -256,12 +260,12 @@ async fn a_datanode_that_misses_heartbeats_gets_no_blocks_and_its_blocks_are_los
         .await
         .unwrap();
     let fresh = lease.allocate(0, 10).await.unwrap();
-    assert!(fresh.iter().all(|b| b.datanode == alive));
+    assert!(fresh.iter().all(|b| b.datanode == alive.id));
 
-    let err = store.heartbeat(doomed).await.unwrap_err();
+    let err = store.heartbeat(&doomed).await.unwrap_err();
     assert!(matches!(err, Error::UnknownDatanode { .. }), "{err}");
     let again = datanode(&store, "127.0.0.3", 7000, 0, 100).await;
-    assert_ne!(again, doomed);
+    assert_ne!(again.id, doomed.id);
 }
 
 #[tokio::test]
@@ -269,23 +273,23 @@ async fn deregistered_datanodes_leave_at_once() {
     let nn = start().await;
     let store = client(&nn).await;
     let a = datanode(&store, "127.0.0.2", 7000, 0, 4).await;
-    let _beat = Beating(heartbeats(store.clone(), vec![a]));
+    let _beat = Beating(heartbeats(store.clone(), vec![a.clone()]));
     let lease = store
         .create_file("/f", &CreateOptions::default())
         .await
         .unwrap();
     lease.allocate(0, 1).await.unwrap();
-    store.deregister_datanode(a).await.unwrap();
+    store.deregister_datanode(&a).await.unwrap();
     let err = lease.allocate(1, 1).await.unwrap_err();
     assert!(matches!(err, Error::StoreFull { .. }), "{err}");
-    let err = store.deregister_datanode(a).await.unwrap_err();
+    let err = store.deregister_datanode(&a).await.unwrap_err();
     assert!(matches!(err, Error::UnknownDatanode { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn registrations_smaller_than_a_block_are_refused() {
     let nn = start().await;
-    let store = client(&nn).await;
+    let store = client_on(&nn, "127.0.0.2").await;
     let err = store
         .register_datanode(&crail_store::DatanodeSpec {
             host: ip("127.0.0.2"),

@@ -76,11 +76,11 @@ async fn a_wrong_protocol_version_gets_a_clear_error_and_a_closed_connection() {
 #[tokio::test]
 async fn the_shared_secret_is_checked_both_ways() {
     let nn = start_with(NamenodeConfig {
-        secret: Secret::new("s3cret"),
+        secret: Secret::new("s3cret-s3cret-s3cret"),
         ..fast_config()
     })
     .await;
-    let good = client_config(&nn).with_secret(Secret::new("s3cret"));
+    let good = client_config(&nn).with_secret(Secret::new("s3cret-s3cret-s3cret"));
     let store = Store::connect(&good).await.unwrap();
     store.stat("/").await.unwrap();
 
@@ -95,12 +95,111 @@ async fn the_shared_secret_is_checked_both_ways() {
 
     // And a client with a secret refuses a server without one.
     let open = start().await;
-    let err = Store::connect(&client_config(&open).with_secret(Secret::new("s3cret")))
-        .await
-        .unwrap_err();
+    let err =
+        Store::connect(&client_config(&open).with_secret(Secret::new("s3cret-s3cret-s3cret")))
+            .await
+            .unwrap_err();
     assert!(matches!(err, Error::AuthFailed { .. }), "{err}");
     // The authenticated client was never disturbed.
     store.stat("/").await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_datanode_secret_registers_heartbeats_or_deregisters_datanodes() {
+    let (clients, datanodes) = (
+        Secret::new("the-clients-secret!"),
+        Secret::new("the-datanodes-secret"),
+    );
+    let nn = start_with(NamenodeConfig {
+        secret: clients.clone(),
+        datanode_secret: datanodes.clone(),
+        ..fast_config()
+    })
+    .await;
+    let on = |host: &str, secret: &Option<Secret>| {
+        client_config(&nn)
+            .with_local_host(host.parse().unwrap())
+            .with_secret(secret.clone())
+    };
+    let spec = |host: &str| crail_store::DatanodeSpec {
+        host: host.parse().unwrap(),
+        address: format!("{host}:7000").parse().unwrap(),
+        tier: "dram".into(),
+        storage_class: 0,
+        capacity: 4 << 20,
+    };
+    let client = Store::connect(&on("127.0.0.2", &clients)).await.unwrap();
+    let err = client
+        .register_datanode(&spec("127.0.0.2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotPermitted { .. }), "{err}");
+    let datanode = Store::connect(&on("127.0.0.2", &datanodes)).await.unwrap();
+    // Not another host's address either.
+    let err = datanode
+        .register_datanode(&spec("127.0.0.3"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("connects from 127.0.0.2 but announces host 127.0.0.3"),
+        "{err}"
+    );
+    let registered = datanode
+        .register_datanode(&spec("127.0.0.2"))
+        .await
+        .unwrap();
+    for err in [
+        client.heartbeat(&registered).await.unwrap_err(),
+        client.deregister_datanode(&registered).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::NotPermitted { .. }), "{err}");
+    }
+    datanode.heartbeat(&registered).await.unwrap();
+    // A datanode secret holder is a client too.
+    datanode.stat("/").await.unwrap();
+    let info = client.cluster_info().await.unwrap();
+    assert!(
+        info.datanodes
+            .iter()
+            .any(|d| d.id == registered.id && d.alive)
+    );
+    datanode.deregister_datanode(&registered).await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_shorter_than_16_bytes_and_shared_datanode_secrets_are_refused_at_start() {
+    for (secret, datanode_secret, key) in [
+        (Some("short"), None, "security.secret"),
+        (
+            Some("long-enough-secret"),
+            Some("short"),
+            "security.datanode_secret",
+        ),
+        (None, Some("long-enough-secret"), "security.datanode_secret"),
+        (
+            Some("long-enough-secret"),
+            Some("long-enough-secret"),
+            "security.datanode_secret",
+        ),
+    ] {
+        let config = NamenodeConfig {
+            secret: secret.and_then(Secret::new),
+            datanode_secret: datanode_secret.and_then(Secret::new),
+            ..fast_config()
+        };
+        let err = crail_store::namenode::RunningNamenode::start(config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { key: k, .. } if k == key),
+            "{err}"
+        );
+    }
+    let mut text = crail_store::Config::from_toml("[security]\nsecret = \"0123456789\"");
+    assert!(matches!(text, Err(Error::Config { .. })));
+    text = crail_store::Config::from_toml("[security]\nsecret = \"0123456789abcdef\"");
+    text.unwrap();
 }
 
 #[tokio::test]

@@ -177,7 +177,7 @@ async fn serve<S: Service>(service: Arc<S>, mut stream: Stream, config: ServerCo
         handshake::server(
             &mut stream,
             &mut buf,
-            config.secret.as_ref(),
+            handshake::Secrets::clients(config.secret.as_ref()),
             announce,
             OPEN_TIMEOUT,
         )

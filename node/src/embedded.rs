@@ -84,6 +84,18 @@ impl Embedded {
                 dir.display()
             )));
         }
+        // With a secret, the nodes get a datanode secret of their own (clients never see it):
+        // a client cannot register a datanode or forge block grants.
+        let mut config = config.clone();
+        if config.security.secret.is_some() && config.security.datanode_secret.is_none() {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| Error::Config(format!("no randomness for a datanode secret: {e}")))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            config.security.datanode_secret = Some(hex);
+            config.apply_secret()?;
+        }
+        let config = &config;
         let mut nn = config.namenode.clone();
         nn.listen = cluster.listen;
         if let Some(block_size) = cluster.block_size {

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::path;
 use crate::proto as pb;
 use crate::types::{
-    BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DirEntry, NodeType, Stat,
+    BlockLocation, ClusterInfo, CreateOptions, DatanodeId, DatanodeSpec, DirEntry, NodeType,
+    Registration, Stat,
 };
 use rpc::{Connection, Endpoint};
 
@@ -502,16 +503,10 @@ impl Store {
         })
     }
 
-    /// Registers a datanode tier (datanode side). Returns its id for heartbeats.
-    pub async fn register_datanode(&self, spec: &DatanodeSpec) -> Result<DatanodeId> {
-        Ok(self.enroll_datanode(spec).await?.0)
-    }
-
-    /// [`Store::register_datanode`], with the namenode's grant salt (see [`crate::grant`]).
-    pub(crate) async fn enroll_datanode(
-        &self,
-        spec: &DatanodeSpec,
-    ) -> Result<(DatanodeId, bytes::Bytes)> {
+    /// Registers a datanode tier (datanode side; the connection must have proved the
+    /// datanodes' secret, and connect from the announced host). Returns its id and the token
+    /// its heartbeats carry.
+    pub async fn register_datanode(&self, spec: &DatanodeSpec) -> Result<Registration> {
         let reply = self
             .call(&pb::RegisterDatanodeRequest {
                 host: spec.host.to_string(),
@@ -521,20 +516,31 @@ impl Store {
                 capacity_bytes: spec.capacity,
             })
             .await?;
-        Ok((DatanodeId(reply.id), reply.grant_salt))
+        Ok(Registration {
+            id: DatanodeId(reply.id),
+            incarnation: reply.incarnation,
+            grant_salt: reply.grant_salt,
+        })
     }
 
     /// Tells the namenode a datanode is alive. [`Error::UnknownDatanode`] means it was declared
     /// dead (or the namenode restarted) and must register again.
-    pub async fn heartbeat(&self, id: DatanodeId) -> Result<()> {
-        self.call(&pb::HeartbeatRequest { id: id.0 }).await?;
+    pub async fn heartbeat(&self, registration: &Registration) -> Result<()> {
+        self.call(&pb::HeartbeatRequest {
+            id: registration.id.0,
+            incarnation: registration.incarnation,
+        })
+        .await?;
         Ok(())
     }
 
     /// Takes a datanode out of service (its blocks are lost).
-    pub async fn deregister_datanode(&self, id: DatanodeId) -> Result<()> {
-        self.call(&pb::DeregisterDatanodeRequest { id: id.0 })
-            .await?;
+    pub async fn deregister_datanode(&self, registration: &Registration) -> Result<()> {
+        self.call(&pb::DeregisterDatanodeRequest {
+            id: registration.id.0,
+            incarnation: registration.incarnation,
+        })
+        .await?;
         Ok(())
     }
 }

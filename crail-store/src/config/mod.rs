@@ -57,8 +57,13 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
-    /// Shared secret every connection must prove; unset means open.
+    /// Shared secret every connection must prove (at least 16 bytes); unset means open.
     pub secret: Option<String>,
+    /// Secret datanodes prove to the namenode instead (at least 16 bytes, not `secret`): only
+    /// its holders may register, heartbeat or deregister a datanode, and the block grants'
+    /// key derives from it, so clients cannot forge grants. Needs `secret`; unset: any client
+    /// may act as a datanode.
+    pub datanode_secret: Option<String>,
 }
 
 /// `[namenode]`.
@@ -110,6 +115,9 @@ pub struct NamenodeConfig {
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
+    /// Filled from `[security] datanode_secret` when loaded from a file.
+    #[serde(skip)]
+    pub datanode_secret: Option<Secret>,
 }
 
 impl Default for NamenodeConfig {
@@ -134,6 +142,7 @@ impl Default for NamenodeConfig {
             handshake_timeout: Duration::from_secs(5),
             tiering: Tiering::ClassFirst,
             secret: None,
+            datanode_secret: None,
         }
     }
 }
@@ -177,6 +186,7 @@ impl NamenodeConfig {
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1".into());
         }
+        check_secrets(self.secret.as_ref(), self.datanode_secret.as_ref())?;
         if self.max_datanodes == 0 || self.max_writers_per_key == 0 {
             return bad(
                 "max_datanodes",
@@ -333,6 +343,10 @@ pub struct DatanodeConfig {
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
+    /// Filled from `[security] datanode_secret` when loaded from a file: what this datanode
+    /// proves to the namenode.
+    #[serde(skip)]
+    pub datanode_secret: Option<Secret>,
 }
 
 impl Default for DatanodeConfig {
@@ -350,6 +364,7 @@ impl Default for DatanodeConfig {
             handshake_timeout: Duration::from_secs(5),
             payload_timeout: Duration::from_secs(30),
             secret: None,
+            datanode_secret: None,
         }
     }
 }
@@ -373,7 +388,7 @@ impl DatanodeConfig {
         if self.max_connections == 0 {
             return Err(bad("max_connections", "must be more than 0"));
         }
-        Ok(())
+        check_secrets(self.secret.as_ref(), self.datanode_secret.as_ref())
     }
 }
 
@@ -572,20 +587,56 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Copies `[security] secret` into the sections that use it.
+    /// Copies `[security] secret` and `datanode_secret` into the sections that use them,
+    /// checked as [`check_secrets`] does.
     pub fn apply_secret(&mut self) -> Result<()> {
-        let secret = match &self.security.secret {
-            Some(text) => Some(Secret::new(text).ok_or_else(|| Error::Config {
-                key: "security.secret".into(),
+        let parse = |key: &str, text: &Option<String>| match text {
+            Some(text) => Secret::new(text).map(Some).ok_or_else(|| Error::Config {
+                key: format!("security.{key}"),
                 reason: "must not be empty".into(),
-            })?),
-            None => None,
+            }),
+            None => Ok(None),
         };
+        let secret = parse("secret", &self.security.secret)?;
+        let datanode_secret = parse("datanode_secret", &self.security.datanode_secret)?;
+        check_secrets(secret.as_ref(), datanode_secret.as_ref())?;
         self.namenode.secret = secret.clone();
+        self.namenode.datanode_secret = datanode_secret.clone();
         self.datanode.secret = secret.clone();
+        self.datanode.datanode_secret = datanode_secret;
         self.client.secret = secret;
         Ok(())
     }
+}
+
+/// Refuses secrets shorter than [`Secret::MIN_LEN`] bytes, a datanode secret without a
+/// clients' one, and the same secret for both.
+pub fn check_secrets(secret: Option<&Secret>, datanode_secret: Option<&Secret>) -> Result<()> {
+    let short = |key: &str| Error::Config {
+        key: format!("security.{key}"),
+        reason: format!(
+            "shorter than {} bytes: too easy to guess (`openssl rand -hex 16` makes one)",
+            Secret::MIN_LEN
+        ),
+    };
+    if secret.is_some_and(|s| s.len() < Secret::MIN_LEN) {
+        return Err(short("secret"));
+    }
+    if let Some(dn) = datanode_secret {
+        if dn.len() < Secret::MIN_LEN {
+            return Err(short("datanode_secret"));
+        }
+        let reason = match secret {
+            None => "needs security.secret (an open cluster has no datanode role)",
+            Some(s) if s == dn => "must differ from security.secret",
+            Some(_) => return Ok(()),
+        };
+        return Err(Error::Config {
+            key: "security.datanode_secret".into(),
+            reason: reason.into(),
+        });
+    }
+    Ok(())
 }
 
 fn parse_table(text: &str) -> Result<toml::Table> {
@@ -620,14 +671,14 @@ mod tests {
             [client]
             namenode = "127.0.0.2:9999"
             [security]
-            secret = "xyz"
+            secret = "xyz-0123456789abcdef"
             "#,
         )
         .unwrap();
         assert_eq!(config.namenode.block_size.bytes(), 256 << 10);
         assert_eq!(config.namenode.lease_timeout, Duration::from_millis(500));
-        assert_eq!(config.namenode.secret, Secret::new("xyz"));
-        assert_eq!(config.client.secret, Secret::new("xyz"));
+        assert_eq!(config.namenode.secret, Secret::new("xyz-0123456789abcdef"));
+        assert_eq!(config.client.secret, Secret::new("xyz-0123456789abcdef"));
     }
 
     #[test]
@@ -666,7 +717,7 @@ mod tests {
                 ("CRAIL_CLIENT_FAST_PATH", "false"),
                 ("CRAIL_CLIENT_BUSY_POLL", "0s"),
                 ("CRAIL_DATANODE_STORAGE_CLASS", "3"),
-                ("CRAIL_SECURITY_SECRET", "s3"),
+                ("CRAIL_SECURITY_SECRET", "s3-0123456789abcdef"),
                 ("CRAIL_CONF", "ignored: not a key"),
                 ("PATH", "/bin"),
             ]),
@@ -680,7 +731,7 @@ mod tests {
         assert!(!config.client.fast_path);
         assert_eq!(config.client.busy_poll, Duration::ZERO);
         assert_eq!(config.datanode.storage_class, Some(3));
-        assert_eq!(config.client.secret, Secret::new("s3"));
+        assert_eq!(config.client.secret, Secret::new("s3-0123456789abcdef"));
         assert_eq!(config.namenode.block_size, ByteSize(2 << 20));
     }
 

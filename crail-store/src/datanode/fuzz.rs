@@ -45,6 +45,11 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 identity: Arc::new(parking_lot::RwLock::new(super::Identity {
                     id: 1,
                     grants: crate::grant::GrantKey::derive(None, &[0; 32]),
+                    registration: crate::types::Registration {
+                        id: crate::types::DatanodeId(1),
+                        incarnation: 0,
+                        grant_salt: bytes::Bytes::new(),
+                    },
                 })),
                 // Random bytes cannot sign grants: checking them would keep the fuzzer out
                 // of every read and write path.

@@ -34,7 +34,7 @@ use crate::client::Store;
 use crate::config::{ClientConfig, DatanodeConfig, TierKind};
 use crate::error::{Error, Result};
 use crate::grant::GrantKey;
-use crate::types::{DatanodeId, DatanodeSpec};
+use crate::types::{DatanodeId, DatanodeSpec, Registration};
 
 /// Who this datanode is to the namenode now: its id and the key of the namenode's block
 /// grants. Both change together when it registers again.
@@ -42,15 +42,18 @@ use crate::types::{DatanodeId, DatanodeSpec};
 pub(crate) struct Identity {
     pub(crate) id: u64,
     pub(crate) grants: GrantKey,
+    pub(crate) registration: Registration,
 }
 
 impl Identity {
-    /// Registers `spec` with the namenode behind `store`.
+    /// Registers `spec` with the namenode behind `store` (connected with the datanodes'
+    /// secret, from which the grant key derives).
     async fn register(store: &Store, spec: &DatanodeSpec) -> Result<Self> {
-        let (id, salt) = store.enroll_datanode(spec).await?;
+        let registration = store.register_datanode(spec).await?;
         Ok(Self {
-            id: id.0,
-            grants: GrantKey::derive(store.config().secret.as_ref(), &salt),
+            id: registration.id.0,
+            grants: GrantKey::derive(store.config().secret.as_ref(), &registration.grant_salt),
+            registration,
         })
     }
 }
@@ -91,6 +94,8 @@ pub struct Datanode {
     store: Store,
     info: DatanodeInfo,
     identity: Identity,
+    /// What its clients must prove.
+    clients_secret: Option<crate::wire::handshake::Secret>,
 }
 
 impl std::fmt::Debug for Datanode {
@@ -119,6 +124,12 @@ impl Datanode {
         client.local_host = Some(host);
         if client.secret.is_none() {
             client.secret = config.secret.clone();
+        }
+        // Clients prove the clients' secret to this datanode; it proves the datanodes' to the
+        // namenode.
+        let clients_secret = client.secret.clone();
+        if config.datanode_secret.is_some() {
+            client.secret = config.datanode_secret.clone();
         }
         client.name = format!("datanode {address}");
         let store = Store::connect(&client).await?;
@@ -193,6 +204,7 @@ impl Datanode {
             store,
             info,
             identity,
+            clients_secret,
         })
     }
 
@@ -204,7 +216,7 @@ impl Datanode {
     /// Serves the data plane and heartbeats until `shutdown`, then deregisters.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let settings = Arc::new(server::Settings {
-            secret: self.config.secret.clone().or(self.client.secret.clone()),
+            secret: self.clients_secret,
             handshake_timeout: self.config.handshake_timeout,
             payload_timeout: self.config.payload_timeout,
             block_size: self.info.block_size,
@@ -229,8 +241,8 @@ impl Datanode {
             }
         };
         beats.abort();
-        let id = DatanodeId(identity.read().id);
-        if let Err(e) = self.store.deregister_datanode(id).await {
+        let registration = identity.read().registration.clone();
+        if let Err(e) = self.store.deregister_datanode(&registration).await {
             tracing::debug!(error = %e, "deregistering failed");
         }
         served
@@ -275,12 +287,12 @@ async fn heartbeats(
     };
     loop {
         tokio::time::sleep(interval).await;
-        let current = DatanodeId(identity.read().id);
-        match store.heartbeat(current).await {
+        let current = identity.read().registration.clone();
+        match store.heartbeat(&current).await {
             Ok(()) => continue,
             Err(Error::UnknownDatanode { .. }) => {
                 tracing::warn!(
-                    old = current.0,
+                    old = current.id.0,
                     "the namenode forgot this datanode; registering again"
                 );
             }
@@ -298,7 +310,7 @@ async fn heartbeats(
                 }
                 // A reconnect after a namenode restart needs a new registration; after a
                 // transient break the old id still works.
-                if store.heartbeat(current).await.is_ok() {
+                if store.heartbeat(&current).await.is_ok() {
                     continue;
                 }
             }

@@ -155,7 +155,7 @@ impl<T: Tier> Conn<T> {
         let handshake = handshake::server(
             &mut stream,
             &mut rbuf,
-            s.secret.as_ref(),
+            handshake::Secrets::clients(s.secret.as_ref()),
             handshake::Service {
                 name: "datanode",
                 write_piece: T::WRITE_PIECE,

@@ -235,6 +235,15 @@ pub enum Error {
         /// What is wrong with the grant.
         reason: String,
     },
+    /// An operation this connection's credentials do not allow (a client registering a
+    /// datanode, a datanode announcing another host).
+    #[error("not permitted: {operation}: {reason}")]
+    NotPermitted {
+        /// What was refused.
+        operation: String,
+        /// Why.
+        reason: String,
+    },
     /// A feature this build or this machine cannot provide (RDMA without a device...).
     #[error("{feature} unavailable: {reason}")]
     Unsupported {

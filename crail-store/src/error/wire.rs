@@ -196,6 +196,11 @@ impl Error {
                 r.detail = reason.clone();
                 C::GrantRefused
             }
+            Self::NotPermitted { operation, reason } => {
+                r.other_path = operation.clone();
+                r.detail = reason.clone();
+                C::NotPermitted
+            }
             Self::Unsupported { feature, reason } => {
                 r.other_path = feature.clone();
                 r.detail = reason.clone();
@@ -386,6 +391,10 @@ impl Error {
                 offset: r.index,
                 reason: r.detail,
             },
+            C::NotPermitted => Self::NotPermitted {
+                operation: r.other_path,
+                reason: r.detail,
+            },
             C::Unsupported => Self::Unsupported {
                 feature: r.other_path,
                 reason: r.detail,
@@ -567,6 +576,10 @@ mod tests {
             Error::GrantRefused {
                 offset: 4096,
                 reason: "forged".into(),
+            },
+            Error::NotPermitted {
+                operation: "registering a datanode".into(),
+                reason: "no datanode secret".into(),
             },
             Error::Unsupported {
                 feature: "rdma".into(),

@@ -41,7 +41,12 @@ impl SharedCore {
             body,
         };
         let mut out = bytes::BytesMut::new();
-        self.core.handle(&frame, peer, &mut out);
+        // Behind its own front end (the transport benchmark): trusted as a datanode.
+        let caller = service::Caller {
+            host: peer,
+            datanode: true,
+        };
+        self.core.handle(&frame, caller, &mut out);
         match crate::wire::frame::decode(&mut out, usize::MAX) {
             Ok(Some(reply)) => (reply.kind, reply.flags, reply.body),
             _ => (0, 0, bytes::Bytes::new()),
@@ -71,7 +76,11 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
     let Ok(core) = service::Core::new(&config) else {
         return 0;
     };
-    let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+    // A datanode's rights, so every operation is reachable.
+    let peer = service::Caller {
+        host: std::net::IpAddr::from([127, 0, 0, 1]),
+        datanode: true,
+    };
     let mut input = BytesMut::from(data);
     let mut out = BytesMut::new();
     while let Ok(Some(frame)) = crate::wire::frame::decode(&mut input, core.max_frame()) {

@@ -38,6 +38,8 @@ struct Datanode {
     free: Vec<u64>,
     alive: bool,
     last_heartbeat: Instant,
+    /// The random token of this registration (heartbeats and deregistration carry it).
+    incarnation: u64,
 }
 
 impl Datanode {
@@ -111,9 +113,10 @@ impl Registry {
         self.block_size
     }
 
-    /// Registers a datanode tier. A live datanode already registered at the same address is
-    /// taken to have restarted: it is declared dead (its old blocks are lost) and replaced.
-    pub(crate) fn register(&mut self, spec: &DatanodeSpec, now: Instant) -> Result<u64> {
+    /// Registers a datanode tier: its id and incarnation token. A live datanode already
+    /// registered at the same address is taken to have restarted: it is declared dead (its
+    /// old blocks are lost) and replaced.
+    pub(crate) fn register(&mut self, spec: &DatanodeSpec, now: Instant) -> Result<(u64, u64)> {
         let capacity = spec.capacity / self.block_size;
         if capacity == 0 {
             return Err(Error::InvalidDatanode {
@@ -147,6 +150,9 @@ impl Registry {
                 ),
             });
         }
+        let mut token = [0u8; 8];
+        getrandom::fill(&mut token).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let incarnation = u64::from_le_bytes(token);
         let id = self.next_id;
         self.next_id += 1;
         self.datanodes.insert(
@@ -161,6 +167,7 @@ impl Registry {
                 free: Vec::new(),
                 alive: true,
                 last_heartbeat: now,
+                incarnation,
             },
         );
         self.classes
@@ -169,12 +176,14 @@ impl Registry {
             .members
             .push(id);
         tracing::info!(datanode = id, host = %spec.host, address = %spec.address, tier = %spec.tier, class = spec.storage_class, blocks = capacity, "datanode registered");
-        Ok(id)
+        Ok((id, incarnation))
     }
 
-    pub(crate) fn heartbeat(&mut self, id: u64, now: Instant) -> Result<()> {
+    /// A heartbeat of datanode `id` in its `incarnation` (another one's token is as good as
+    /// an unknown id: that datanode must register again).
+    pub(crate) fn heartbeat(&mut self, id: u64, incarnation: u64, now: Instant) -> Result<()> {
         match self.datanodes.get_mut(&id) {
-            Some(d) if d.alive => {
+            Some(d) if d.alive && d.incarnation == incarnation => {
                 d.last_heartbeat = now;
                 Ok(())
             }
@@ -182,9 +191,9 @@ impl Registry {
         }
     }
 
-    pub(crate) fn deregister(&mut self, id: u64) -> Result<()> {
+    pub(crate) fn deregister(&mut self, id: u64, incarnation: u64) -> Result<()> {
         match self.datanodes.get(&id) {
-            Some(d) if d.alive => {
+            Some(d) if d.alive && d.incarnation == incarnation => {
                 tracing::info!(datanode = id, "datanode left");
                 self.kill(id);
                 Ok(())
@@ -416,6 +425,26 @@ mod tests {
         s.parse().unwrap()
     }
 
+    impl Registry {
+        fn incarnation(&self, id: u64) -> u64 {
+            self.datanodes[&id].incarnation
+        }
+    }
+
+    #[test]
+    fn heartbeats_and_deregistration_need_the_registration_token() {
+        let now = Instant::now();
+        let mut r = Registry::new(BS, 100, key());
+        let (id, token) = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        assert!(matches!(
+            r.heartbeat(id, token ^ 1, now),
+            Err(Error::UnknownDatanode { .. })
+        ));
+        assert!(r.deregister(id, token.wrapping_add(1)).is_err());
+        r.heartbeat(id, token, now).unwrap();
+        r.deregister(id, token).unwrap();
+    }
+
     fn key() -> GrantKey {
         GrantKey::derive(None, &[7; 32])
     }
@@ -448,9 +477,9 @@ mod tests {
     fn fills_class_zero_everywhere_before_class_one() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
-        let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
-        let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap();
+        let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
+        let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
+        let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap().0;
         let got = r
             .allocate(6, &Placement::default(), ip("127.0.0.2"))
             .unwrap();
@@ -463,10 +492,10 @@ mod tests {
     fn host_first_takes_local_flash_before_remote_dram() {
         let now = Instant::now();
         let layout = |r: &mut Registry| {
-            let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap();
-            let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap();
-            let a1 = r.register(&spec("127.0.0.2", 2, 1, 2), now).unwrap();
-            let b1 = r.register(&spec("127.0.0.3", 2, 1, 10), now).unwrap();
+            let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
+            let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
+            let a1 = r.register(&spec("127.0.0.2", 2, 1, 2), now).unwrap().0;
+            let b1 = r.register(&spec("127.0.0.3", 2, 1, 10), now).unwrap().0;
             (a0, b0, a1, b1)
         };
         // The namenode's default for placements that name none.
@@ -507,8 +536,8 @@ mod tests {
     fn spreads_round_robin_when_the_requester_has_no_datanode() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
         let got = r
             .allocate(4, &Placement::default(), ip("127.0.0.9"))
             .unwrap();
@@ -520,9 +549,9 @@ mod tests {
     fn spread_takes_datanodes_in_turn_even_from_a_host_that_has_one() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap();
-        let c = r.register(&spec("127.0.0.4", 1, 0, 10), now).unwrap();
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
+        let c = r.register(&spec("127.0.0.4", 1, 0, 10), now).unwrap().0;
         let got = r
             .allocate(6, &Placement::default().spread(), ip("127.0.0.3"))
             .unwrap();
@@ -543,7 +572,7 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
         r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
-        let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap();
+        let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap().0;
         let placement = Placement::default().storage_class(1);
         let got = r.allocate(1, &placement, ip("127.0.0.2")).unwrap();
         assert_eq!(got[0].datanode, flash);
@@ -569,7 +598,7 @@ mod tests {
     fn store_full_allocates_nothing() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap();
+        let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap().0;
         assert!(
             r.allocate(4, &Placement::default(), ip("127.0.0.2"))
                 .is_err()
@@ -589,14 +618,14 @@ mod tests {
     fn dead_datanodes_get_no_blocks_and_report_lost_locations() {
         let t0 = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap();
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap();
+        let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap().0;
+        let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap().0;
         let block = r
             .allocate(1, &Placement::default(), ip("127.0.0.2"))
             .unwrap()[0];
         assert_eq!(block.datanode, a);
         let later = t0 + std::time::Duration::from_secs(5);
-        r.heartbeat(b, later).unwrap();
+        r.heartbeat(b, r.incarnation(b), later).unwrap();
         assert_eq!(r.reap(later, std::time::Duration::from_secs(1)), [a]);
         assert_eq!(r.locate(0, block, false), Err(a));
         let next = r
@@ -604,7 +633,7 @@ mod tests {
             .unwrap();
         assert_eq!(next[0].datanode, b);
         assert!(matches!(
-            r.heartbeat(a, later),
+            r.heartbeat(a, r.incarnation(a), later),
             Err(Error::UnknownDatanode { .. })
         ));
     }
@@ -613,8 +642,8 @@ mod tests {
     fn re_registering_an_address_replaces_the_old_datanode() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
-        let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
         assert_ne!(old, new);
         assert!(!r.is_alive(old));
         assert!(r.is_alive(new));
@@ -624,17 +653,20 @@ mod tests {
     fn the_registry_is_bounded() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 2, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        let a = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap().0;
         r.register(&spec("127.0.0.3", 1, 7, 1), now).unwrap();
         assert!(matches!(
             r.register(&spec("127.0.0.4", 1, 0, 1), now),
             Err(Error::InvalidDatanode { .. })
         ));
         // Dead ones leave room, empty classes go, and only the newest dead are remembered.
-        r.deregister(a).unwrap();
+        r.deregister(a, r.incarnation(a)).unwrap();
         for i in 0..(DEAD_KEPT as u16 + 10) {
-            let id = r.register(&spec("127.0.0.5", 100 + i, 9, 1), now).unwrap();
-            r.deregister(id).unwrap();
+            let id = r
+                .register(&spec("127.0.0.5", 100 + i, 9, 1), now)
+                .unwrap()
+                .0;
+            r.deregister(id, r.incarnation(id)).unwrap();
         }
         assert_eq!(r.classes.len(), 1);
         assert_eq!(r.info(now).len(), 1 + DEAD_KEPT);

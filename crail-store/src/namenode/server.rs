@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
 use crate::config::NamenodeConfig;
 use crate::error::{Error, Result};
-use crate::namenode::service::Core;
+use crate::namenode::service::{Caller, Core};
 use crate::wire::handshake::{self, Secret};
 use crate::wire::{frame, io};
 
@@ -52,6 +52,7 @@ pub(crate) async fn serve_core(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let settings = Arc::new(Settings {
         secret: config.secret.clone(),
+        datanode_secret: config.datanode_secret.clone(),
         handshake_timeout: config.handshake_timeout,
         max_connections: config.max_connections,
     });
@@ -108,6 +109,7 @@ pub(crate) async fn serve_core(
 #[derive(Debug)]
 struct Settings {
     secret: Option<Secret>,
+    datanode_secret: Option<Secret>,
     handshake_timeout: Duration,
     max_connections: usize,
 }
@@ -158,13 +160,16 @@ async fn connection(
     let handshake = handshake::server(
         &mut stream,
         &mut rbuf,
-        settings.secret.as_ref(),
+        handshake::Secrets {
+            clients: settings.secret.as_ref(),
+            datanodes: settings.datanode_secret.as_ref(),
+        },
         handshake::Service::NAMENODE,
         settings.handshake_timeout,
     );
     let client = tokio::select! {
         result = handshake => match result {
-            Ok(name) => name,
+            Ok(client) => client,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "handshake failed");
                 return;
@@ -172,10 +177,11 @@ async fn connection(
         },
         _ = stop.recv() => return,
     };
-    tracing::debug!(%peer, %client, "client connected");
-    match serve(&mut stream, &mut rbuf, peer, &core, &mut stop).await {
-        Ok(()) => tracing::debug!(%peer, %client, "client disconnected"),
-        Err(e) => tracing::warn!(%peer, %client, error = %e, "connection closed"),
+    let (name, datanode) = (client.name, client.datanode);
+    tracing::debug!(%peer, %name, datanode, "client connected");
+    match serve(&mut stream, &mut rbuf, peer, datanode, &core, &mut stop).await {
+        Ok(()) => tracing::debug!(%peer, %name, "client disconnected"),
+        Err(e) => tracing::warn!(%peer, %name, error = %e, "connection closed"),
     }
 }
 
@@ -183,17 +189,21 @@ async fn serve(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
     peer: SocketAddr,
+    datanode: bool,
     core: &Core,
     stop: &mut broadcast::Receiver<()>,
 ) -> Result<()> {
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     // IPv4 clients of a dual-stack listener show as ::ffff:a.b.c.d; placement compares hosts.
-    let host = peer.ip().to_canonical();
+    let caller = Caller {
+        host: peer.ip().to_canonical(),
+        datanode,
+    };
     loop {
         loop {
             match frame::decode(rbuf, core.max_frame()) {
                 Ok(Some(frame)) => {
-                    core.handle(&frame, host, &mut out);
+                    core.handle(&frame, caller, &mut out);
                     if out.len() >= FLUSH_AT {
                         stream.write_all(&out).await?;
                         out.clear();

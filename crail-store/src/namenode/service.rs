@@ -18,6 +18,13 @@ use crate::types::{DatanodeSpec, NodeType, Placement};
 use crate::wire::frame::{self, FLAG_RESPONSE, Frame};
 use crate::wire::kind::{Kind, Rpc};
 
+/// Who sent a request: the connection's host and whether it proved it may act as a datanode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub(crate) host: IpAddr,
+    pub(crate) datanode: bool,
+}
+
 /// The namenode minus its sockets: state and request handling.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -38,7 +45,8 @@ type Op<R> = fn(&Core, R, &Ctx) -> Result<<R as Rpc>::Reply>;
 impl Core {
     pub(crate) fn new(config: &NamenodeConfig) -> Result<Self> {
         let salt = GrantKey::salt()?;
-        let grants = GrantKey::derive(config.secret.as_ref(), &salt);
+        let datanodes = config.datanode_secret.as_ref().or(config.secret.as_ref());
+        let grants = GrantKey::derive(datanodes, &salt);
         Ok(Self {
             ns: Mutex::new(Namespace::new(config, grants)),
             grant_salt: bytes::Bytes::copy_from_slice(&salt),
@@ -56,8 +64,9 @@ impl Core {
         self.max_frame
     }
 
-    /// Answers one request frame into `out` (a reply or an error frame, never nothing).
-    pub(crate) fn handle(&self, frame: &Frame, peer: IpAddr, out: &mut BytesMut) {
+    /// Answers one request frame of `caller` into `out` (a reply or an error frame, never
+    /// nothing).
+    pub(crate) fn handle(&self, frame: &Frame, caller: Caller, out: &mut BytesMut) {
         let result = match Kind::from_u16(frame.kind) {
             _ if frame.flags & FLAG_RESPONSE != 0 => Err(Error::UnexpectedMessage {
                 expected: "a request".into(),
@@ -67,21 +76,23 @@ impl Core {
                 kind: u32::from(frame.kind),
             }),
             Some(kind) => match kind {
-                Kind::Create => self.serve(frame, out, peer, Self::create),
-                Kind::Lookup => self.serve(frame, out, peer, Self::lookup),
-                Kind::Delete => self.serve(frame, out, peer, Self::delete),
-                Kind::Rename => self.serve(frame, out, peer, Self::rename),
-                Kind::List => self.serve(frame, out, peer, Self::list),
-                Kind::OpenWrite => self.serve(frame, out, peer, Self::open_write),
-                Kind::Allocate => self.serve(frame, out, peer, Self::allocate),
-                Kind::Locate => self.serve(frame, out, peer, Self::locate),
-                Kind::Close => self.serve(frame, out, peer, Self::close),
-                Kind::Renew => self.serve(frame, out, peer, Self::renew),
-                Kind::Release => self.serve(frame, out, peer, Self::release),
-                Kind::ClusterInfo => self.serve(frame, out, peer, Self::cluster_info),
-                Kind::RegisterDatanode => self.serve(frame, out, peer, Self::register_datanode),
-                Kind::Heartbeat => self.serve(frame, out, peer, Self::heartbeat),
-                Kind::DeregisterDatanode => self.serve(frame, out, peer, Self::deregister_datanode),
+                Kind::Create => self.serve(frame, out, caller, Self::create),
+                Kind::Lookup => self.serve(frame, out, caller, Self::lookup),
+                Kind::Delete => self.serve(frame, out, caller, Self::delete),
+                Kind::Rename => self.serve(frame, out, caller, Self::rename),
+                Kind::List => self.serve(frame, out, caller, Self::list),
+                Kind::OpenWrite => self.serve(frame, out, caller, Self::open_write),
+                Kind::Allocate => self.serve(frame, out, caller, Self::allocate),
+                Kind::Locate => self.serve(frame, out, caller, Self::locate),
+                Kind::Close => self.serve(frame, out, caller, Self::close),
+                Kind::Renew => self.serve(frame, out, caller, Self::renew),
+                Kind::Release => self.serve(frame, out, caller, Self::release),
+                Kind::ClusterInfo => self.serve(frame, out, caller, Self::cluster_info),
+                Kind::RegisterDatanode => self.serve(frame, out, caller, Self::register_datanode),
+                Kind::Heartbeat => self.serve(frame, out, caller, Self::heartbeat),
+                Kind::DeregisterDatanode => {
+                    self.serve(frame, out, caller, Self::deregister_datanode)
+                }
                 Kind::Error | Kind::Hello | Kind::Challenge | Kind::Auth | Kind::Welcome => {
                     Err(Error::UnexpectedMessage {
                         expected: "a request".into(),
@@ -103,11 +114,11 @@ impl Core {
         &self,
         frame: &Frame,
         out: &mut BytesMut,
-        peer: IpAddr,
+        caller: Caller,
         op: Op<R>,
     ) -> Result<()> {
         let request: R = frame.decode_body(R::KIND.name())?;
-        let reply = op(self, request, &Ctx::new(peer))?;
+        let reply = op(self, request, &Ctx::new(caller.host, caller.datanode))?;
         frame::encode(
             out,
             R::KIND,
@@ -258,6 +269,7 @@ impl Core {
         req: pb::RegisterDatanodeRequest,
         ctx: &Ctx,
     ) -> Result<pb::RegisterDatanodeReply> {
+        datanode_only("registering a datanode", ctx)?;
         let invalid = |what: &str, value: &str, expected: &str| Error::InvalidDatanode {
             reason: format!("{what} {:?} is not {expected}", clipped(value, ECHO_MAX)),
         };
@@ -276,26 +288,46 @@ impl Core {
             storage_class: req.storage_class,
             capacity: req.capacity_bytes,
         };
-        let id = self.ns.lock().registry().register(&spec, ctx.now)?;
+        // A datanode registers from its own address: nobody can announce (and so take over)
+        // another host's.
+        if spec.host != ctx.peer || spec.address.ip() != spec.host {
+            return Err(Error::NotPermitted {
+                operation: "registering a datanode".into(),
+                reason: format!(
+                    "it connects from {} but announces host {} and address {}",
+                    ctx.peer, spec.host, spec.address
+                ),
+            });
+        }
+        let (id, incarnation) = self.ns.lock().registry().register(&spec, ctx.now)?;
         Ok(pb::RegisterDatanodeReply {
             id,
             block_size: self.block_size,
             heartbeat_interval_ms: millis(self.heartbeat_interval),
             grant_salt: self.grant_salt.clone(),
+            incarnation,
         })
     }
 
     fn heartbeat(&self, req: pb::HeartbeatRequest, ctx: &Ctx) -> Result<pb::HeartbeatReply> {
-        self.ns.lock().registry().heartbeat(req.id, ctx.now)?;
+        datanode_only("a datanode heartbeat", ctx)?;
+        self.ns
+            .lock()
+            .registry()
+            .heartbeat(req.id, req.incarnation, ctx.now)?;
         Ok(pb::HeartbeatReply {})
     }
 
     fn deregister_datanode(
         &self,
         req: pb::DeregisterDatanodeRequest,
-        _ctx: &Ctx,
+        ctx: &Ctx,
     ) -> Result<pb::DeregisterDatanodeReply> {
-        self.ns.lock().registry().deregister(req.id)?;
+        datanode_only("deregistering a datanode", ctx)?;
+        self.ns
+            .lock()
+            .registry()
+            .deregister(req.id, req.incarnation)?;
         Ok(pb::DeregisterDatanodeReply {})
     }
 }
@@ -314,6 +346,17 @@ impl RequestPath<'_> {
             components: &self.components,
         }
     }
+}
+
+/// Refuses `operation` to a client that did not prove the datanodes' secret.
+fn datanode_only(operation: &str, ctx: &Ctx) -> Result<()> {
+    if ctx.datanode {
+        return Ok(());
+    }
+    Err(Error::NotPermitted {
+        operation: operation.into(),
+        reason: "only datanodes may, and this connection did not prove the datanode secret".into(),
+    })
 }
 
 fn millis(d: Duration) -> u64 {

@@ -37,6 +37,19 @@ const NONCE_LEN: usize = 32;
 pub struct Secret(Arc<[u8]>);
 
 impl Secret {
+    /// The fewest bytes a server accepts in a secret.
+    pub const MIN_LEN: usize = 16;
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: a secret has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// A secret from its bytes (at least one).
     pub fn new(bytes: impl AsRef<[u8]>) -> Option<Self> {
         let bytes = bytes.as_ref();
@@ -220,14 +233,45 @@ pub async fn client_of<S: AsyncRead + AsyncWrite + Unpin>(
         .service)
 }
 
-/// Server side. Returns the client's name. On failure the client has been sent the error.
+/// Who a peer proved to be in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The name it gave (for logs).
+    pub name: String,
+    /// Whether it may act as a datanode (register, heartbeat, deregister): it proved the
+    /// datanodes' secret, or the server has none.
+    pub datanode: bool,
+}
+
+/// The secrets a server asks for: the clients' (every peer proves it, or the datanodes') and
+/// the datanodes' (a peer that proves it may act as a datanode; needs the clients' too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Secrets<'a> {
+    /// Every connection proves this secret or the datanodes'; `None`: open.
+    pub clients: Option<&'a Secret>,
+    /// Proves a datanode; `None`: any peer that passed may act as one.
+    pub datanodes: Option<&'a Secret>,
+}
+
+impl<'a> Secrets<'a> {
+    /// Only the clients' secret (services that have no datanode role).
+    pub fn clients(secret: Option<&'a Secret>) -> Self {
+        Self {
+            clients: secret,
+            datanodes: None,
+        }
+    }
+}
+
+/// Server side. Returns who the peer proved to be. On failure the client has been sent the
+/// error.
 pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
-    secret: Option<&Secret>,
+    secrets: Secrets<'_>,
     service: Service,
     timeout: Duration,
-) -> Result<String> {
+) -> Result<Peer> {
     let work = async {
         let hello: pb::Hello = expect(stream, buf, Kind::Hello).await?;
         if hello.protocol_version != PROTOCOL_VERSION {
@@ -240,34 +284,44 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
         let challenge = pb::Challenge {
             protocol_version: PROTOCOL_VERSION,
             server_nonce: server_nonce.clone(),
-            secret_required: secret.is_some(),
+            secret_required: secrets.clients.is_some(),
         };
         send(stream, Kind::Challenge, &challenge).await?;
         let auth: pb::Auth = expect(stream, buf, Kind::Auth).await?;
-        let server_mac = match secret {
-            Some(secret) => {
-                secret
-                    .mac(b"crail-client", &server_nonce, &hello.client_nonce)
-                    .verify_slice(&auth.mac)
-                    .map_err(|_| Error::AuthFailed {
-                        reason: "wrong shared secret".into(),
-                    })?;
-                Bytes::copy_from_slice(
-                    &secret
-                        .mac(b"crail-server", &hello.client_nonce, &server_nonce)
-                        .finalize()
-                        .into_bytes(),
-                )
-            }
-            None => Bytes::new(),
+        let proves = |secret: &Secret| {
+            secret
+                .mac(b"crail-client", &server_nonce, &hello.client_nonce)
+                .verify_slice(&auth.mac)
+                .is_ok()
         };
+        let (proved, datanode) = match (secrets.clients, secrets.datanodes) {
+            (None, _) => (None, true),
+            (Some(clients), datanodes) if proves(clients) => (Some(clients), datanodes.is_none()),
+            (Some(_), Some(datanodes)) if proves(datanodes) => (Some(datanodes), true),
+            (Some(_), _) => {
+                return Err(Error::AuthFailed {
+                    reason: "wrong shared secret".into(),
+                });
+            }
+        };
+        let server_mac = proved.map_or_else(Bytes::new, |secret| {
+            Bytes::copy_from_slice(
+                &secret
+                    .mac(b"crail-server", &hello.client_nonce, &server_nonce)
+                    .finalize()
+                    .into_bytes(),
+            )
+        });
         let welcome = pb::Welcome {
             server_mac,
             service: service.name.to_owned(),
             write_piece: service.write_piece,
         };
         send(stream, Kind::Welcome, &welcome).await?;
-        Ok(hello.client_name)
+        Ok(Peer {
+            name: hello.client_name,
+            datanode,
+        })
     };
     let result = match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,
@@ -290,9 +344,19 @@ mod tests {
         client_secret: Option<&str>,
         server_secret: Option<&str>,
     ) -> (Result<pb::Welcome>, Result<String>) {
+        let (c, s) = run_with(client_secret, server_secret, None).await;
+        (c, s.map(|peer| peer.name))
+    }
+
+    async fn run_with(
+        client_secret: Option<&str>,
+        server_secret: Option<&str>,
+        datanode_secret: Option<&str>,
+    ) -> (Result<pb::Welcome>, Result<Peer>) {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let cs = client_secret.and_then(Secret::new);
         let ss = server_secret.and_then(Secret::new);
+        let ds = datanode_secret.and_then(Secret::new);
         let t = Duration::from_secs(5);
         let client = async {
             let mut buf = BytesMut::new();
@@ -302,9 +366,32 @@ mod tests {
         };
         let server = async {
             let mut buf = BytesMut::new();
-            super::server(&mut b, &mut buf, ss.as_ref(), Service::NAMENODE, t).await
+            let secrets = Secrets {
+                clients: ss.as_ref(),
+                datanodes: ds.as_ref(),
+            };
+            super::server(&mut b, &mut buf, secrets, Service::NAMENODE, t).await
         };
         tokio::join!(client, server)
+    }
+
+    #[tokio::test]
+    async fn the_datanode_secret_proves_a_datanode_and_the_clients_one_does_not() {
+        let (c, s) = run_with(Some("client-secret"), Some("client-secret"), Some("dn")).await;
+        c.unwrap();
+        assert!(!s.unwrap().datanode, "a client is no datanode");
+        let (c, s) = run_with(Some("dn"), Some("client-secret"), Some("dn")).await;
+        c.unwrap();
+        assert!(s.unwrap().datanode);
+        let (c, s) = run_with(Some("client-secret"), Some("client-secret"), None).await;
+        c.unwrap();
+        assert!(
+            s.unwrap().datanode,
+            "without a datanode secret anyone may be one"
+        );
+        let (c, s) = run_with(Some("guess"), Some("client-secret"), Some("dn")).await;
+        assert!(matches!(s, Err(Error::AuthFailed { .. })));
+        assert!(matches!(c, Err(Error::AuthFailed { .. })));
     }
 
     #[tokio::test]
@@ -352,7 +439,7 @@ mod tests {
             super::server(
                 &mut b,
                 &mut buf,
-                None,
+                Secrets::default(),
                 Service::NAMENODE,
                 Duration::from_secs(5),
             )

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crail_store::namenode::RunningNamenode;
-use crail_store::{ClientConfig, DatanodeId, DatanodeSpec, NamenodeConfig, Store};
+use crail_store::{ClientConfig, DatanodeSpec, NamenodeConfig, Registration, Store};
 
 pub const BLOCK: u64 = 1 << 20;
 
@@ -53,9 +53,19 @@ pub async fn client(nn: &RunningNamenode) -> Store {
     client_on(nn, "127.0.0.1").await
 }
 
-/// Registers a datanode tier of `blocks` blocks on `host` (port distinguishes tiers).
-pub async fn datanode(store: &Store, host: &str, port: u16, class: u32, blocks: u64) -> DatanodeId {
-    store
+/// Registers a datanode tier of `blocks` blocks on `host` (port distinguishes tiers), from a
+/// connection on that host (a datanode registers its own address).
+pub async fn datanode(
+    store: &Store,
+    host: &str,
+    port: u16,
+    class: u32,
+    blocks: u64,
+) -> Registration {
+    let config = store.config().clone().with_local_host(ip(host));
+    Store::connect(&config)
+        .await
+        .unwrap()
         .register_datanode(&DatanodeSpec {
             host: ip(host),
             address: SocketAddr::new(ip(host), port),
@@ -68,11 +78,11 @@ pub async fn datanode(store: &Store, host: &str, port: u16, class: u32, blocks: 
 }
 
 /// Keeps datanodes alive in the background until the returned handle is dropped.
-pub fn heartbeats(store: Store, ids: Vec<DatanodeId>) -> tokio::task::JoinHandle<()> {
+pub fn heartbeats(store: Store, datanodes: Vec<Registration>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            for id in &ids {
-                let _ = store.heartbeat(*id).await;
+            for datanode in &datanodes {
+                let _ = store.heartbeat(datanode).await;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
         }

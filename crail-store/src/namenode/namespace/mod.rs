@@ -37,14 +37,17 @@ pub(crate) struct Ctx {
     pub(crate) wall: SystemTime,
     /// The client's host, for placement affinity.
     pub(crate) peer: IpAddr,
+    /// Whether the client proved it may act as a datanode.
+    pub(crate) datanode: bool,
 }
 
 impl Ctx {
-    pub(crate) fn new(peer: IpAddr) -> Self {
+    pub(crate) fn new(peer: IpAddr, datanode: bool) -> Self {
         Self {
             now: Instant::now(),
             wall: SystemTime::now(),
             peer,
+            datanode,
         }
     }
 }
