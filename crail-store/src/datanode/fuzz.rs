@@ -56,6 +56,7 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 check_grants: false,
             }),
             tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
+            checked: parking_lot::Mutex::default(),
         };
         let staging = Arc::new(staging);
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);

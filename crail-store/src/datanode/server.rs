@@ -95,6 +95,7 @@ pub(crate) async fn serve<T: Tier>(
             tier: tier.clone(),
             settings: settings.clone(),
             tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),
+            checked: parking_lot::Mutex::default(),
         };
         let (stop, done) = (stop_tx.subscribe(), done_tx.clone());
         tokio::spawn(async move {
@@ -133,6 +134,8 @@ pub(super) struct Conn<T> {
     /// each holds a staging buffer, so a client pipelining tiny requests cannot make the
     /// datanode allocate without bound.
     pub(super) tasks: Arc<Semaphore>,
+    /// The grants this connection's requests carried that passed.
+    pub(super) checked: parking_lot::Mutex<crate::grant::Checked>,
 }
 
 impl<T: Tier> Conn<T> {
@@ -263,9 +266,14 @@ impl<T: Tier> Conn<T> {
         self.check_range(datanode, offset, len)?;
         if self.settings.check_grants {
             let identity = self.settings.identity.read();
-            identity
-                .grants
-                .check(grant, identity.id, offset, self.settings.block_size, write)?;
+            self.checked.lock().check(
+                &identity.grants,
+                grant,
+                identity.id,
+                offset,
+                self.settings.block_size,
+                write,
+            )?;
         }
         Ok(grant.map_or(0, |g| g.generation))
     }

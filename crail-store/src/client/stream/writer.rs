@@ -233,7 +233,8 @@ impl FileWriter {
             let (batch, sum, grants) = batches.entry(key).or_default();
             batch.push((loc.offset + at % bs, bytes, crc));
             *sum += bytes.len() as u64;
-            if !grants.iter().any(|g| g.block == loc.offset) {
+            // Sorted and deduplicated when sent; consecutive pieces share their block often.
+            if grants.last().is_none_or(|g| g.block != loc.offset) {
                 grants.push(Target::of(&loc).wire_grant());
             }
         }
@@ -254,9 +255,11 @@ impl FileWriter {
         &mut self,
         (address, dn): (SocketAddr, u64),
         mut batch: Vec<(u64, &[u8], u32)>,
-        grants: Vec<pb::Grant>,
+        mut grants: Vec<pb::Grant>,
     ) -> Result<()> {
         batch.sort_unstable_by_key(|p| p.0);
+        grants.sort_unstable_by_key(|g| g.block);
+        grants.dedup_by_key(|g| g.block);
         let bs = self.block_size;
         let sent = async {
             let conn = self.store.datanode(address).await?;
@@ -275,11 +278,9 @@ impl FileWriter {
                 // The grants of this request's blocks: those from its first piece's to its
                 // last's.
                 let last = now.last().map_or(base, |p| p.0);
-                let mine: Vec<pb::Grant> = grants
-                    .iter()
-                    .filter(|g| g.block >= base - base % bs && g.block <= last)
-                    .cloned()
-                    .collect();
+                let from = grants.partition_point(|g| g.block < base - base % bs);
+                let to = grants.partition_point(|g| g.block <= last);
+                let mine = grants[from..to.max(from)].to_vec();
                 let reply = conn.write_scattered(dn, mine, base, &pieces).await;
                 self.inflight.push(Box::pin(reply));
                 self.settle(self.outstanding - 1).await?;

@@ -161,6 +161,7 @@ impl<T: Tier> Conn<T> {
             }
             granted.push((grant.block, grant.generation));
         }
+        granted.sort_unstable();
         let bs = self.settings.block_size;
         let mut from = 0usize;
         for (i, &(rel, n, crc)) in pieces.iter().enumerate() {
@@ -168,10 +169,9 @@ impl<T: Tier> Conn<T> {
             let admitted = self.check_range(req.datanode, offset, n).and_then(|()| {
                 let block = offset - offset % bs;
                 granted
-                    .iter()
-                    .find(|g| g.0 == block)
-                    .map(|g| g.1)
-                    .ok_or_else(|| Error::GrantRefused {
+                    .binary_search_by_key(&block, |g| g.0)
+                    .map(|i| granted[i].1)
+                    .map_err(|_| Error::GrantRefused {
                         offset,
                         reason: "the request carries none for this piece's block".into(),
                     })
