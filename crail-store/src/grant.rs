@@ -22,8 +22,7 @@ use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::wire::handshake::Secret;
 
-/// Bytes of a grant's MAC.
-pub(crate) const MAC_LEN: usize = 16;
+pub(crate) use crate::types::MAC_LEN;
 /// Bytes of the namenode's salt.
 pub(crate) const SALT_LEN: usize = 32;
 

@@ -18,6 +18,7 @@ mod client;
 mod config;
 pub mod crc;
 mod error;
+#[cfg(feature = "server")]
 mod grant;
 mod local;
 mod path;

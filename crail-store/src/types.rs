@@ -236,6 +236,9 @@ pub struct BlockLocation {
     pub grant: Grant,
 }
 
+/// Bytes of a grant's MAC.
+pub(crate) const MAC_LEN: usize = 16;
+
 /// The namenode's signed permission to touch one block, carried by its location and checked
 /// by its datanode on every request: a client cannot touch blocks it was not given, and a
 /// writer whose lease ended cannot touch the block's next owner's bytes (the block's next
@@ -246,7 +249,7 @@ pub struct Grant {
     pub generation: u64,
     /// Whether it allows writes (locations given to the holder of a write lease).
     pub write: bool,
-    mac: [u8; crate::grant::MAC_LEN],
+    mac: [u8; MAC_LEN],
 }
 
 impl Grant {
@@ -262,7 +265,7 @@ impl Grant {
 
     /// From the wire; a signature of the wrong length becomes one the datanode refuses.
     pub(crate) fn from_wire(grant: &crate::proto::Grant) -> Self {
-        let mut mac = [0u8; crate::grant::MAC_LEN];
+        let mut mac = [0u8; MAC_LEN];
         if grant.mac.len() == mac.len() {
             mac.copy_from_slice(&grant.mac);
         }

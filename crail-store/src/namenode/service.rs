@@ -48,7 +48,7 @@ impl Core {
         let datanodes = config.datanode_secret.as_ref().or(config.secret.as_ref());
         let grants = GrantKey::derive(datanodes, &salt);
         Ok(Self {
-            ns: Mutex::new(Namespace::new(config, grants)),
+            ns: Mutex::new(Namespace::new(config, grants)?),
             grant_salt: bytes::Bytes::copy_from_slice(&salt),
             limits: config.path_limits(),
             max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),

@@ -67,6 +67,7 @@ impl Secret {
     }
 
     /// A key for another purpose, derived from this secret: HMAC-SHA256 of `label` and `data`.
+    #[cfg(feature = "server")]
     pub(crate) fn derive(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
         self.mac(label, data, &[]).finalize().into_bytes().into()
     }

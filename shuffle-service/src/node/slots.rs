@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crail_store::{CreateOptions, Placement, Store, WriteLease};
@@ -57,7 +57,6 @@ struct Inner {
     /// Slots per shuffle: how many map tasks of a shuffle write at once on this node.
     slots: usize,
     state: parking_lot::Mutex<State>,
-    next_lease: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +170,6 @@ impl Slots {
             host: host.into(),
             slots: slots.max(1),
             state: parking_lot::Mutex::new(State::default()),
-            next_lease: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -225,7 +223,15 @@ impl Slots {
             .await
             .map_err(|_| Error::UnknownShuffle { id: id.clone() })?;
         let group = self.take(&groups).await?;
-        let lease = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
+        // Random, so a peer cannot place or release another task's loan by counting.
+        let lease = loop {
+            let lease = getrandom::u64().map_err(|e| {
+                crail_store::Error::from(std::io::Error::other(format!("no randomness: {e}")))
+            })?;
+            if lease != 0 && !self.inner.state.lock().lent.contains_key(&lease) {
+                break lease;
+            }
+        };
         let committed = group.arena.lock().await.committed;
         let lent = GroupLease {
             id: id.clone(),

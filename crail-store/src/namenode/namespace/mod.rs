@@ -123,33 +123,48 @@ struct FileData {
     scheduled: bool,
 }
 
-/// Unguessable, distinct tokens: a counter through a keyed bijection (splitmix64).
-#[derive(Debug)]
+/// Unguessable tokens (leases, holds): HMAC-SHA256 of a counter under a random key, cut to
+/// 64 bits. Seeing any number of them tells nothing of the key or of the others (a keyed
+/// bijection such as splitmix64 can be inverted from one token). Two tokens collide with
+/// odds of about n² / 2⁶⁵ for n live ones, and a token is only ever compared with its own
+/// file's lease and holds.
 struct Tokens {
-    key: u64,
+    key: hmac::Hmac<sha2::Sha256>,
     counter: u64,
 }
 
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("counter", &self.counter)
+            .finish()
+    }
+}
+
 impl Tokens {
-    fn new() -> Self {
-        let mut seed = [0u8; 8];
-        // A fixed key only makes tokens guessable, not wrong.
-        let _ = getrandom::fill(&mut seed);
-        Self {
-            key: u64::from_le_bytes(seed),
+    fn new() -> crate::error::Result<Self> {
+        use hmac::KeyInit;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            key: <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length")),
             counter: 0,
-        }
+        })
     }
 
     fn next(&mut self) -> u64 {
+        use hmac::Mac;
         loop {
             self.counter += 1;
-            let mut z = (self.counter ^ self.key).wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            if z != 0 {
-                return z;
+            let mut mac = self.key.clone();
+            mac.update(&self.counter.to_le_bytes());
+            let tag = mac.finalize().into_bytes();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&tag[..8]);
+            let token = u64::from_le_bytes(first);
+            if token != 0 {
+                return token;
             }
         }
     }
@@ -175,7 +190,7 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     /// An empty namespace whose block grants are signed with `grants`.
-    pub(crate) fn new(config: &NamenodeConfig, grants: GrantKey) -> Self {
+    pub(crate) fn new(config: &NamenodeConfig, grants: GrantKey) -> crate::error::Result<Self> {
         let now = SystemTime::now();
         let root = Node {
             parent: ROOT,
@@ -189,14 +204,14 @@ impl Namespace {
             created: now,
             modified: now,
         };
-        Self {
+        Ok(Self {
             nodes: HashMap::from([(ROOT, root)]),
             files: HashMap::new(),
             registry: Registry::new(config.block_size.bytes(), config.max_datanodes, grants)
                 .tiering(config.tiering),
             next_node: ROOT + 1,
             next_file: 1,
-            tokens: Tokens::new(),
+            tokens: Tokens::new()?,
             deadlines: BinaryHeap::new(),
             limits: config.path_limits(),
             lease_timeout: config.lease_timeout,
@@ -204,7 +219,7 @@ impl Namespace {
             max_blocks_per_file: config.max_blocks_per_file,
             max_blocks_per_request: config.max_blocks_per_request,
             max_writers_per_key: config.max_writers_per_key,
-        }
+        })
     }
 
     pub(crate) fn registry(&mut self) -> &mut Registry {
