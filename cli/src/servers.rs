@@ -80,6 +80,12 @@ pub(crate) struct ShuffleArgs {
     /// files [default: the machine's cores].
     #[arg(long)]
     shuffle_slots: Option<usize>,
+    /// The most map tasks a shuffle may register here [default: 16777216].
+    #[arg(long)]
+    max_maps: Option<u32>,
+    /// The most partitions a shuffle may register here [default: 1048576].
+    #[arg(long)]
+    max_partitions: Option<u32>,
     /// Remove an application's shuffles and broadcast variables once no node has seen a
     /// client of it for this long, e.g. 1h; 0 keeps them until removed [default: 1h].
     #[arg(long)]
@@ -89,9 +95,12 @@ pub(crate) struct ShuffleArgs {
 impl ShuffleArgs {
     /// The service these flags ask for, its port `port` unless --shuffle-port says.
     pub(crate) fn config(&self, port: u16) -> ShuffleConfig {
+        let default = ShuffleConfig::default();
         ShuffleConfig {
             port: self.shuffle_port.unwrap_or(port),
             slots: self.shuffle_slots,
+            max_maps: self.max_maps.unwrap_or(default.max_maps),
+            max_partitions: self.max_partitions.unwrap_or(default.max_partitions),
         }
     }
 

@@ -140,9 +140,10 @@ impl FrameReader {
         }
         match &mut self.half {
             ReadHalf::Unix(half) if self.take_fds => {
-                // recvmsg needs initialised memory: the room is zeroed, then cut back.
+                // recvmsg needs initialised memory: some room is zeroed (at most 64 KiB, so
+                // an announced length reserves no memory that is then touched), then cut back.
                 let len = self.buf.len();
-                let room = self.buf.capacity() - len;
+                let room = (self.buf.capacity() - len).min(64 << 10);
                 self.buf.resize(len + room, 0);
                 let mut fd = None;
                 let got = crail_store::wire::recv_into_with_fd(

@@ -79,6 +79,20 @@ pub struct ShuffleConfig {
     pub port: u16,
     /// Map tasks of one shuffle writing at once on this node; `None`: the machine's cores.
     pub slots: Option<usize>,
+    /// The most map tasks a shuffle may register.
+    #[serde(default = "max_maps")]
+    pub max_maps: u32,
+    /// The most partitions a shuffle may register.
+    #[serde(default = "max_partitions")]
+    pub max_partitions: u32,
+}
+
+fn max_maps() -> u32 {
+    crail_shuffle::service::ServiceConfig::default().max_maps
+}
+
+fn max_partitions() -> u32 {
+    crail_shuffle::service::ServiceConfig::default().max_partitions
 }
 
 impl Default for ShuffleConfig {
@@ -86,6 +100,8 @@ impl Default for ShuffleConfig {
         Self {
             port: SHUFFLE_PORT,
             slots: None,
+            max_maps: max_maps(),
+            max_partitions: max_partitions(),
         }
     }
 }

@@ -210,7 +210,12 @@ impl Node {
         self.lines.push(format!(
             "shuffle service on tcp:{addr} and unix:{unix} ({slots} slots per shuffle)"
         ));
-        let config = service::ServiceConfig { orphan_ttl };
+        let config = service::ServiceConfig {
+            orphan_ttl,
+            max_maps: shuffle.max_maps,
+            max_partitions: shuffle.max_partitions,
+            ..service::ServiceConfig::default()
+        };
         let stop = self.stop.clone();
         let slots = Slots::new(store, host, slots);
         self.tasks.spawn(async move {

@@ -74,7 +74,7 @@ async fn a_node_serves_its_tiers_and_services_and_refuses_what_cannot_work() {
     let clash = NodeConfig {
         shuffle: Some(ShuffleConfig {
             port: shuffle_port,
-            slots: None,
+            ..ShuffleConfig::default()
         }),
         ..NodeConfig::new(host("127.0.0.3"), ByteSize(4 << 20))
     };

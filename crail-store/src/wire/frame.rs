@@ -25,6 +25,9 @@ pub const FLAG_RESPONSE: u16 = 1;
 pub const FLAG_ERROR: u16 = 2;
 /// A file descriptor was sent with the frame's first byte (`SCM_RIGHTS`, Unix sockets only).
 pub const FLAG_FD: u16 = 4;
+/// The most a frame's announced length makes the reader reserve at once (64 KiB).
+const RESERVE_STEP: usize = 64 << 10;
+
 const KNOWN_FLAGS: u16 = FLAG_RESPONSE | FLAG_ERROR | FLAG_FD;
 
 /// One decoded frame. The body is a view into the receive buffer, not a copy.
@@ -87,7 +90,9 @@ pub fn decode(buf: &mut BytesMut, max_body: usize) -> Result<Option<Frame>> {
     }
     let total = HEADER_LEN + body_len;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Room for the next step of the body only: memory follows the bytes that arrive,
+        // not the length a peer announces.
+        buf.reserve((total - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     buf.advance(HEADER_LEN);

@@ -24,12 +24,53 @@ pub struct ServiceConfig {
     /// An application whose shuffles no service has seen a client of for this long is
     /// removed; `None` keeps them until removed explicitly.
     pub orphan_ttl: Option<Duration>,
+    /// The most map tasks a shuffle may register.
+    pub max_maps: u32,
+    /// The most partitions a shuffle may register.
+    pub max_partitions: u32,
+    /// The most copies of every group file a shuffle may ask for.
+    pub max_replication: u32,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             orphan_ttl: Some(Duration::from_secs(3600)),
+            max_maps: 1 << 24,
+            max_partitions: 1 << 20,
+            max_replication: 3,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Refuses a shuffle larger than this service takes.
+    fn admit(&self, id: &ShuffleId, meta: &Meta) -> Result<()> {
+        let over = [
+            ("maps", meta.maps, self.max_maps, "max_maps"),
+            (
+                "partitions",
+                meta.partitions,
+                self.max_partitions,
+                "max_partitions",
+            ),
+            (
+                "copies",
+                meta.replication,
+                self.max_replication,
+                "max_replication",
+            ),
+        ]
+        .into_iter()
+        .find(|(_, value, max, _)| value > max);
+        match over {
+            Some((what, value, max, key)) => Err(Error::Invalid {
+                id: id.clone(),
+                problem: format!(
+                    "{value} {what}: more than this node's shuffle service takes ({max}, shuffle.{key})"
+                ),
+            }),
+            None => Ok(()),
         }
     }
 }
@@ -147,6 +188,7 @@ impl Service {
                     serializer: r.serializer,
                     replication: r.replication.max(1),
                 };
+                self.config.admit(&id, &meta)?;
                 self.shuffles.register(&id, &meta).await?;
                 done
             }
