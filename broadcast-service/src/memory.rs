@@ -6,13 +6,14 @@
 //! covers them is published (to the node's readers through the cache, to other processes in
 //! `Arrived` messages); nobody writes below a published length, and slices are only ever
 //! made of published bytes. The file is sealed against shrinking and growing, so a mapping
-//! never faults past its end; readers get a read-only descriptor, so they cannot write.
+//! never faults past its end, and against writes from the moment it is made
+//! (`F_SEAL_FUTURE_WRITE`): the node writes through the one writable mapping it took before
+//! sealing, and nobody, not even a local process that reopens the file through `/proc` with
+//! write access, can write it or map it writable. Readers refuse a file without that seal.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-#[cfg(feature = "node")]
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,8 +45,19 @@ impl Memory {
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )?;
         rustix::fs::ftruncate(&fd, size)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        Self::map(File::from(fd), size)
+        let file = File::from(fd);
+        let len = usize::try_from(size).map_err(|_| io::Error::other("value too large"))?;
+        // The writable mapping first: once sealed, no new one can be made.
+        let map = if len == 0 {
+            None
+        } else {
+            Some(mapping::Map::writable(&file, len)?)
+        };
+        rustix::fs::fcntl_add_seals(
+            &file,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE | SealFlags::SEAL,
+        )?;
+        Ok(Arc::new(Self { file, len, map }))
     }
 
     /// Maps memory another process sent for a value of `size` bytes: it must be sealed
@@ -57,6 +69,11 @@ impl Memory {
         if !seals.contains(SealFlags::SHRINK) {
             return Err(refused(
                 "the memory file is not sealed against shrinking".into(),
+            ));
+        }
+        if !seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
+            return Err(refused(
+                "the memory file is not sealed against writes: another process could change the value".into(),
             ));
         }
         let len = rustix::fs::fstat(&fd)?.st_size;
@@ -73,7 +90,7 @@ impl Memory {
         let map = if len == 0 {
             None
         } else {
-            Some(mapping::Map::new(&file, len)?)
+            Some(mapping::Map::read_only(&file, len)?)
         };
         Ok(Arc::new(Self { file, len, map }))
     }
@@ -87,9 +104,21 @@ impl Memory {
     /// Writes `data` at `offset`, which no reader may have been told is in place yet.
     #[cfg(feature = "node")]
     pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        // Through the file, not the mapping: the kernel fills its pages without a fault per
-        // page, and it checks the range (the file cannot grow).
-        self.file.write_all_at(data, offset)
+        if data.is_empty() {
+            return Ok(());
+        }
+        let start = usize::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+        match (&self.map, start.checked_add(data.len())) {
+            (Some(map), Some(end)) if end <= self.len => map.write(start, data),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes at {offset}: past the value's {} bytes",
+                    data.len(),
+                    self.len
+                ),
+            )),
+        }
     }
 
     /// A read-only descriptor of the memory file, to send to a reader.
@@ -153,39 +182,87 @@ mod mapping {
 
     use memmap2::{MmapOptions, MmapRaw};
 
-    /// A read-only shared mapping of a whole memory file.
+    /// A shared mapping of a whole memory file: read-only for readers, writable for the node
+    /// that fills it (taken before the file was sealed against writes).
     #[derive(Debug)]
-    pub(super) struct Map(MmapRaw);
+    pub(super) struct Map {
+        raw: MmapRaw,
+        #[cfg_attr(not(feature = "node"), allow(dead_code))]
+        writable: bool,
+    }
 
-    // SAFETY: the mapping is read-only here and only read through `published`, whose bytes
-    // nobody writes any more (the module's rule), so threads may share it.
+    // SAFETY: bytes are only read through `published`, whose bytes nobody writes any more, and
+    // only written through `write`, below no published length (the module's rule): no byte is
+    // read and written at once, so threads may share the mapping.
     unsafe impl Send for Map {}
     unsafe impl Sync for Map {}
 
     impl Map {
-        pub(super) fn new(file: &File, len: usize) -> io::Result<Self> {
-            MmapOptions::new()
-                .len(len)
-                .map_raw_read_only(file)
-                .map(Self)
+        pub(super) fn read_only(file: &File, len: usize) -> io::Result<Self> {
+            let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
+            Ok(Self {
+                raw,
+                writable: false,
+            })
+        }
+
+        /// Writable. Pages are not populated up front: a large value would stall the node's
+        /// runtime while they are; they fault in as bytes arrive.
+        #[cfg(feature = "node")]
+        pub(super) fn writable(file: &File, len: usize) -> io::Result<Self> {
+            let raw = MmapOptions::new().len(len).map_raw(file)?;
+            Ok(Self {
+                raw,
+                writable: true,
+            })
+        }
+
+        /// Copies `data` to `start` (the caller checked `start + data.len() <= len`), bytes
+        /// no reader has been told are in place.
+        #[cfg(feature = "node")]
+        pub(super) fn write(&self, start: usize, data: &[u8]) -> io::Result<()> {
+            if !self.writable {
+                return Err(io::Error::other("a read-only mapping"));
+            }
+            assert!(
+                start
+                    .checked_add(data.len())
+                    .is_some_and(|end| end <= self.raw.len()),
+                "a write past the mapping"
+            );
+            // SAFETY: the range lies in the mapping (asserted), which is writable and lives as
+            // long as `self`; no reference to these bytes exists (they are not published, so
+            // no slice covers them), and `data` is not in the mapping (it is published bytes'
+            // caller memory or elsewhere), so the copy does not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    self.raw.as_mut_ptr().add(start),
+                    data.len(),
+                );
+            }
+            Ok(())
         }
 
         /// Bytes `start..end` (`start < end <= len`), which must be published.
         pub(super) fn published(&self, start: usize, end: usize) -> &[u8] {
             assert!(
-                start < end && end <= self.0.len(),
+                start < end && end <= self.raw.len(),
                 "a slice past the mapping"
             );
             // SAFETY: the range lies in the mapping (asserted), which lives as long as `self`;
             // the file cannot shrink (sealed), so the pages stay; published bytes are never
             // written again, so the shared reference sees no change while it lives.
-            unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(start), end - start) }
+            unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), end - start) }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+
     use super::*;
 
     #[test]
@@ -204,6 +281,44 @@ mod tests {
         // The writer cannot grow it either.
         assert!(memory.write_at(8, b"xyz").is_err());
         assert!(rustix::fs::ftruncate(memory.fd(), 1).is_err());
+    }
+
+    #[test]
+    fn a_local_process_cannot_reopen_the_value_writable() {
+        let memory = Memory::create(8192).unwrap();
+        memory.write_at(0, b"the value").unwrap();
+        // What a local process can do with a descriptor it was sent: reopen it through /proc
+        // with write access (the file's mode allows it) ...
+        let fd = memory.reader_fd().unwrap();
+        let path = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+        let reopened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        // ... but neither write through it nor map it writable.
+        let err = reopened.write_at(b"forged", 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc_eperm()), "{err}");
+        assert!(
+            memmap2::MmapOptions::new()
+                .len(8192)
+                .map_raw(&reopened)
+                .is_err()
+        );
+        assert!(rustix::fs::ftruncate(&reopened, 1).is_err());
+        assert_eq!(&memory.slice(0, 9)[..], b"the value");
+        // A reader refuses memory that is not sealed against writes.
+        let loose =
+            rustix::fs::memfd_create("loose", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
+        rustix::fs::ftruncate(&loose, 16).unwrap();
+        rustix::fs::fcntl_add_seals(&loose, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+        let err = Memory::open(loose, 16).unwrap_err();
+        assert!(err.to_string().contains("sealed against writes"), "{err}");
+    }
+
+    fn libc_eperm() -> i32 {
+        rustix::io::Errno::PERM.raw_os_error()
     }
 
     #[test]

@@ -901,3 +901,50 @@ async fn a_writer_whose_lease_ended_is_fenced_and_the_new_owner_keeps_its_bytes(
     let file = other.lookup("/owner").await.unwrap().into_file().unwrap();
     assert!(file.read_to_end().await.unwrap() == owned);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_file_is_private_locked_and_never_reached_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let nn = common::start().await;
+    // O_DIRECT needs a real filesystem: the target directory, not tmpfs.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("flash.img");
+    let start = |path: std::path::PathBuf| {
+        let client = common::client_config(&nn);
+        async move {
+            let config = DatanodeConfig {
+                listen: "127.0.0.2:0".parse().unwrap(),
+                tier: TierKind::Flash,
+                capacity: ByteSize(4 << 20),
+                path: Some(path),
+                ..DatanodeConfig::default()
+            };
+            let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+            crail_store::datanode::Datanode::start(listener, config, client).await
+        }
+    };
+    let first = start(path.clone()).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let err = start(path.clone()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another datanode"),
+        "{err}"
+    );
+    drop(first);
+    // Its lock goes with the last descriptor of the file (the I/O engine's thread closes its
+    // own a moment later).
+    let mut again = start(path.clone()).await;
+    for _ in 0..50 {
+        if again.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        again = start(path.clone()).await;
+    }
+    drop(again.unwrap());
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let err = start(link).await.unwrap_err();
+    assert!(err.to_string().contains("is a symlink"), "{err}");
+}

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 /// Bytes covered by one checksum. Also the `O_DIRECT` unit of the flash tier.
 pub(crate) const CHUNK: usize = crate::buffer::ALIGN;
 
+const UNKNOWN: u64 = 0;
 const KNOWN: u64 = 1 << 32;
 const POISONED: u64 = 2 << 32;
 
@@ -45,8 +46,12 @@ fn append_chunk(crc_a: u32, crc_b: u32) -> u32 {
 pub(crate) enum Mode {
     /// Records them (a write).
     Store,
-    /// Compares them with the recorded ones (a read).
+    /// Compares them with the recorded ones (a read): a chunk never written since the block
+    /// was last allocated is an error, never old contents.
     Verify,
+    /// Compares them with the recorded ones where there are any (a write that keeps part of
+    /// a chunk: bytes never written may be kept, they are nobody's).
+    Keep,
 }
 
 /// The stored crc of every chunk. A chunk is *unknown* until first written (a flash file's old
@@ -74,7 +79,7 @@ impl ChunkSums {
     /// Forgets the sums of chunks `[first, first + count)`: they read as unknown.
     pub(crate) fn forget(&self, first: usize, count: usize) {
         for sum in self.sums.iter().skip(first).take(count) {
-            sum.store(0, Ordering::Relaxed);
+            sum.store(UNKNOWN, Ordering::Relaxed);
         }
     }
 
@@ -95,7 +100,7 @@ impl ChunkSums {
         location: &str,
         base: u64,
     ) -> Result<()> {
-        self.scan(chunks, first, 0..0, Mode::Verify, location, base)
+        self.scan(chunks, first, 0..0, Mode::Keep, location, base)
             .map(|_| ())
     }
 
@@ -121,8 +126,14 @@ impl ChunkSums {
                         slot.store(KNOWN | u64::from(whole), Ordering::Relaxed);
                     }
                 }
-                Mode::Verify => {
+                Mode::Verify | Mode::Keep => {
                     let stored = slot.map_or(0, |s| s.load(Ordering::Relaxed));
+                    if stored == UNKNOWN && matches!(mode, Mode::Verify) {
+                        return Err(Error::Unwritten {
+                            location: location.to_owned(),
+                            offset: base + (i * CHUNK) as u64,
+                        });
+                    }
                     let bad =
                         (stored == POISONED) || (stored & KNOWN != 0 && stored as u32 != whole);
                     if bad {
@@ -232,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_chunks_are_not_verified_and_zeroed_ones_are() {
+    fn unknown_chunks_are_kept_but_never_read_and_zeroed_ones_are() {
         let zeros = vec![0u8; CHUNK];
         let known = ChunkSums::new(CHUNK as u64, true);
         assert!(
@@ -246,10 +257,23 @@ mod tests {
                 .is_err()
         );
         let unknown = ChunkSums::new(CHUNK as u64, false);
+        let err = unknown
+            .scan(&data(CHUNK), 0, 0..1, Mode::Verify, "t", 0)
+            .unwrap_err();
+        assert!(matches!(err, Error::Unwritten { offset: 0, .. }), "{err}");
+        unknown.verify(&data(CHUNK), 0, "t", 0).unwrap();
+        // Written, then forgotten (its block allocated again): unreadable again.
+        unknown
+            .scan(&data(CHUNK), 0, 0..CHUNK, Mode::Store, "t", 0)
+            .unwrap();
+        unknown
+            .scan(&data(CHUNK), 0, 0..1, Mode::Verify, "t", 0)
+            .unwrap();
+        unknown.forget(0, 1);
         assert!(
             unknown
                 .scan(&data(CHUNK), 0, 0..1, Mode::Verify, "t", 0)
-                .is_ok()
+                .is_err()
         );
     }
 

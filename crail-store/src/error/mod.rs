@@ -212,6 +212,15 @@ pub enum Error {
         /// The datanode's id now.
         current: u64,
     },
+    /// A read of bytes never written since their block was allocated: they belong to nobody
+    /// (another file's old bytes, or nothing), so they are refused rather than returned.
+    #[error("{location}: bytes at {offset} were never written")]
+    Unwritten {
+        /// Where (the tier).
+        location: String,
+        /// Storage offset of the chunk.
+        offset: u64,
+    },
     /// A block request whose grant is older than the block's current generation: the block
     /// was freed (the writer's lease ended, or its file was deleted) and given to another file
     /// since. Nothing of the request was stored or read.

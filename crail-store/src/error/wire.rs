@@ -181,6 +181,11 @@ impl Error {
                 r.count = *current;
                 C::StaleLocation
             }
+            Self::Unwritten { location, offset } => {
+                r.other_path = location.clone();
+                r.index = *offset;
+                C::Unwritten
+            }
             Self::Fenced {
                 offset,
                 generation,
@@ -382,6 +387,10 @@ impl Error {
                 expected: r.index,
                 current: r.count,
             },
+            C::Unwritten => Self::Unwritten {
+                location: r.other_path,
+                offset: r.index,
+            },
             C::Fenced => Self::Fenced {
                 offset: r.index,
                 generation: r.count,
@@ -567,6 +576,10 @@ mod tests {
             Error::StaleLocation {
                 expected: 1,
                 current: 4,
+            },
+            Error::Unwritten {
+                location: "dram tier".into(),
+                offset: 8192,
             },
             Error::Fenced {
                 offset: 1 << 20,

@@ -45,23 +45,27 @@ impl FlashTier {
             key: "flash path".into(),
             reason: format!("{shown}: {what}: {cause}"),
         };
+        // Only the datanode's user may read it (it holds other applications' data); never
+        // through a symlink (one planted there would point the datanode at another file).
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .custom_flags(libc::O_DIRECT)
+            .mode(0o600)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::EINVAL) {
-                    fail(
-                        "cannot open with O_DIRECT (tmpfs and some filesystems refuse it)",
-                        e,
-                    )
-                } else {
-                    fail("cannot open", e)
-                }
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => fail(
+                    "cannot open with O_DIRECT (tmpfs and some filesystems refuse it)",
+                    e,
+                ),
+                Some(libc::ELOOP) => fail("is a symlink; give the path it points to", e),
+                _ => fail("cannot open", e),
             })?;
+        // One datanode per file: a second one would overwrite the first's blocks.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| fail("in use by another datanode (locked)", e.into()))?;
         let meta = file.metadata().map_err(|e| fail("cannot stat", e))?;
         if meta.is_file() {
             if meta.len() < capacity {
