@@ -7,6 +7,7 @@
 
 mod process;
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -73,6 +74,24 @@ async fn greet(addr: &str, secret: Option<&str>) -> Result<Box<dyn Stream>, Erro
     Ok(stream)
 }
 
+/// [`greet`] over TCP from local address `from`.
+async fn greet_from(from: &str, addr: &str, secret: Option<&str>) -> Result<(), Error> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let secret = secret.and_then(Secret::new);
+    let mut buf = BytesMut::new();
+    handshake::client_of(
+        &mut stream,
+        &mut buf,
+        secret.as_ref(),
+        "security test",
+        Duration::from_secs(5),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Memory of process `pid` in bytes: resident, and reserved for data (heap and mappings, a
 /// reservation counts before it is touched: too many and an allocation fails, which aborts).
 fn memory(pid: &str) -> (u64, u64) {
@@ -110,6 +129,53 @@ async fn every_port_wants_the_secret_and_no_peer_sizes_a_nodes_memory() {
             .await
             .unwrap_or_else(|e| panic!("{what} {addr}: {e}"));
     }
+
+    // A local process of another user is turned away from every Unix socket before the
+    // handshake (when this test can run one: as root).
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+        for (what, addr) in endpoints.iter().filter(|(what, _)| what.ends_with("unix")) {
+            let name = addr.strip_prefix('@').unwrap();
+            let script = format!(
+                "import socket\ns = socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n\
+                 s.connect('\\0' + {name:?})\nprint(s.recv(65536))"
+            );
+            let out = std::process::Command::new("python3")
+                .args(["-c", &script])
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                said.contains("connecting over the local socket"),
+                "{what}: {said} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    // An address that keeps failing the handshake is refused for a while, even with the
+    // right secret; other addresses are not.
+    for _ in 0..crail_store::wire::gate::MAX_FAILURES {
+        let err = greet_from(
+            "127.0.0.9",
+            &cluster.namenode,
+            Some("a-wrong-secret-0123456"),
+        )
+        .await;
+        assert!(matches!(err, Err(Error::AuthFailed { .. })));
+    }
+    let err = greet_from("127.0.0.9", &cluster.namenode, Some(SECRET))
+        .await
+        .err();
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.to_string().contains("failed handshakes from 127.0.0.9")),
+        "{err:?}"
+    );
+    greet_from("127.0.0.8", &cluster.namenode, Some(SECRET))
+        .await
+        .unwrap();
 
     // A client with the cluster's secret cannot act as a datanode, even from a node's host.
     let store = cluster.store_on(HOST).await;

@@ -100,6 +100,14 @@ pub(crate) enum WriteHalf {
 }
 
 impl Stream {
+    /// The peer's address, on a TCP connection.
+    pub(crate) fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Self::Tcp(tcp) => tcp.peer_addr().ok().map(|a| a.ip().to_canonical()),
+            Self::Unix(_) => None,
+        }
+    }
+
     /// Opens a connection to `endpoint` (TCP without Nagle's delay).
     pub(crate) async fn connect(endpoint: &Endpoint) -> std::io::Result<Self> {
         match endpoint {

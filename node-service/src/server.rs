@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use crail_store::Secret;
 use crail_store::wire::frame::{self, FLAG_ERROR, FLAG_FD, FLAG_RESPONSE, Frame};
+use crail_store::wire::gate::Gate;
 use crail_store::wire::handshake;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -74,6 +75,9 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// How often [`Service::housekeeping`] runs (never when `None`).
     pub housekeeping: Option<Duration>,
+    /// A group whose local processes may connect over the Unix socket besides this
+    /// process's user (`[security] local_group`).
+    pub local_group: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 256,
             housekeeping: None,
+            local_group: None,
         }
     }
 }
@@ -97,6 +102,7 @@ pub async fn run<S: Service>(
 ) {
     let stop = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let gate = Arc::new(Gate::new(config.local_group));
     let mut tasks = JoinSet::new();
     if let Some(every) = config.housekeeping {
         let (stop, service) = (stop.clone(), Arc::clone(&service));
@@ -111,7 +117,7 @@ pub async fn run<S: Service>(
     }
     for listener in listeners {
         let (stop, permits, service) = (stop.clone(), Arc::clone(&permits), Arc::clone(&service));
-        let config = config.clone();
+        let (config, gate) = (config.clone(), Arc::clone(&gate));
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -128,7 +134,12 @@ pub async fn run<S: Service>(
                 };
                 match accepted {
                     Ok(stream) => {
-                        let served = serve(Arc::clone(&service), stream, config.clone());
+                        let served = serve(
+                            Arc::clone(&service),
+                            stream,
+                            config.clone(),
+                            Arc::clone(&gate),
+                        );
                         conns.spawn(async move {
                             served.await;
                             drop(permit);
@@ -167,7 +178,23 @@ async fn open(stream: &mut Stream, buf: &mut BytesMut) -> Result<proto::Open, St
 }
 
 /// Serves one connection.
-async fn serve<S: Service>(service: Arc<S>, mut stream: Stream, config: ServerConfig) {
+async fn serve<S: Service>(
+    service: Arc<S>,
+    mut stream: Stream,
+    config: ServerConfig,
+    gate: Arc<Gate>,
+) {
+    let peer = stream.peer_ip();
+    let admitted = match (&stream, peer) {
+        (Stream::Unix(unix), _) => gate.check_local(unix),
+        (Stream::Tcp(_), Some(ip)) => gate.check_remote(ip),
+        (Stream::Tcp(_), None) => Ok(()),
+    };
+    if let Err(refused) = admitted {
+        tracing::debug!("{} service: {refused}", S::NAME);
+        handshake::send_error(&mut stream, &refused).await;
+        return;
+    }
     let mut buf = BytesMut::new();
     let announce = handshake::Service {
         name: S::NAME,
@@ -182,7 +209,12 @@ async fn serve<S: Service>(service: Arc<S>, mut stream: Stream, config: ServerCo
             OPEN_TIMEOUT,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            if let (crail_store::Error::AuthFailed { .. }, Some(ip)) = (&e, peer) {
+                gate.failed(ip);
+            }
+            e.to_string()
+        })?;
         open(&mut stream, &mut buf).await
     };
     let session = match tokio::time::timeout(OPEN_TIMEOUT, opening).await {

@@ -123,12 +123,22 @@ impl Node {
         // moment, and a silent datanode is soon declared dead.
         let services = client.with_local_host(host);
         if let Some(shuffle) = &node.shuffle {
-            self.start_shuffle(shuffle, node.orphan_ttl, &services)
-                .await?;
+            self.start_shuffle(
+                shuffle,
+                node.orphan_ttl,
+                config.security.local_group,
+                &services,
+            )
+            .await?;
         }
         if let Some(broadcast) = &node.broadcast {
-            self.start_broadcast(broadcast, node.orphan_ttl, &services)
-                .await?;
+            self.start_broadcast(
+                broadcast,
+                node.orphan_ttl,
+                config.security.local_group,
+                &services,
+            )
+            .await?;
         }
         self.lines
             .push(format!("node {host} serving: {}", offered.join(", ")));
@@ -193,6 +203,7 @@ impl Node {
         &mut self,
         shuffle: &ShuffleConfig,
         orphan_ttl: Option<std::time::Duration>,
+        local_group: Option<u32>,
         client: &ClientConfig,
     ) -> Result<()> {
         use crail_shuffle::{Endpoint, Slots, service};
@@ -214,6 +225,7 @@ impl Node {
             orphan_ttl,
             max_maps: shuffle.max_maps,
             max_partitions: shuffle.max_partitions,
+            local_group,
             ..service::ServiceConfig::default()
         };
         let stop = self.stop.clone();
@@ -229,6 +241,7 @@ impl Node {
         &mut self,
         broadcast: &BroadcastConfig,
         orphan_ttl: Option<std::time::Duration>,
+        local_group: Option<u32>,
         client: &ClientConfig,
     ) -> Result<()> {
         use crail_broadcast::{Broadcasts, Endpoint, NodeCache, service};
@@ -241,6 +254,7 @@ impl Node {
             .push(format!("broadcast service on tcp:{addr} and unix:{unix}"));
         let config = service::ServiceConfig {
             orphan_ttl,
+            local_group,
             ..service::ServiceConfig::default()
         };
         let stop = self.stop.clone();

@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     pub orphan_ttl: Option<Duration>,
     /// How often the node's copies are checked against the store.
     pub sweep_every: Duration,
+    /// A group whose local processes may use the Unix socket (`[security] local_group`).
+    pub local_group: Option<u32>,
 }
 
 impl Default for ServiceConfig {
@@ -39,6 +41,7 @@ impl Default for ServiceConfig {
         Self {
             orphan_ttl: Some(Duration::from_secs(3600)),
             sweep_every: Duration::from_secs(5),
+            local_group: None,
         }
     }
 }
@@ -69,6 +72,7 @@ pub async fn run(
     let server = ServerConfig {
         secret: store.config().secret.clone(),
         housekeeping: Some(every),
+        local_group: config.local_group,
         ..ServerConfig::default()
     };
     let service = Arc::new(Service {

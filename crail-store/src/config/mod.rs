@@ -64,6 +64,9 @@ pub struct SecurityConfig {
     /// key derives from it, so clients cannot forge grants. Needs `secret`; unset: any client
     /// may act as a datanode.
     pub datanode_secret: Option<String>,
+    /// A group (numeric id) whose local processes may use the datanodes' and node services'
+    /// Unix sockets besides the servers' own user (and root); unset: only those.
+    pub local_group: Option<u32>,
 }
 
 /// `[namenode]`.
@@ -347,6 +350,9 @@ pub struct DatanodeConfig {
     /// proves to the namenode.
     #[serde(skip)]
     pub datanode_secret: Option<Secret>,
+    /// Filled from `[security] local_group` when loaded from a file.
+    #[serde(skip)]
+    pub local_group: Option<u32>,
 }
 
 impl Default for DatanodeConfig {
@@ -365,6 +371,7 @@ impl Default for DatanodeConfig {
             payload_timeout: Duration::from_secs(30),
             secret: None,
             datanode_secret: None,
+            local_group: None,
         }
     }
 }
@@ -604,6 +611,7 @@ impl Config {
         self.namenode.datanode_secret = datanode_secret.clone();
         self.datanode.secret = secret.clone();
         self.datanode.datanode_secret = datanode_secret;
+        self.datanode.local_group = self.security.local_group;
         self.client.secret = secret;
         Ok(())
     }

@@ -223,6 +223,7 @@ impl Datanode {
             max_connections: self.config.max_connections,
             identity: Arc::new(RwLock::new(self.identity)),
             check_grants: true,
+            gate: crate::wire::gate::Gate::new(self.config.local_group),
         });
         let identity = settings.identity.clone();
         let beats = tokio::spawn(heartbeats(

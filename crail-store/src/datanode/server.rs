@@ -56,6 +56,8 @@ pub(crate) struct Settings {
     pub(crate) identity: Arc<parking_lot::RwLock<super::Identity>>,
     /// Whether requests need valid grants: false only in the fuzz harness.
     pub(crate) check_grants: bool,
+    /// Who may start a handshake.
+    pub(crate) gate: crate::wire::gate::Gate,
 }
 
 /// A connection just accepted.
@@ -90,6 +92,25 @@ pub(crate) async fn serve<T: Tier>(
                 continue;
             }
         };
+        let ip = match &stream {
+            Accepted::Tcp(tcp) => tcp.peer_addr().ok().map(|a| a.ip().to_canonical()),
+            Accepted::Local(_) => None,
+        };
+        let admitted = match (&stream, ip) {
+            (Accepted::Local(unix), _) => settings.gate.check_local(unix),
+            (Accepted::Tcp(_), Some(ip)) => settings.gate.check_remote(ip),
+            (Accepted::Tcp(_), None) => Ok(()),
+        };
+        if let Err(refused) = admitted {
+            tracing::debug!(%peer, %refused, "connection refused");
+            tokio::spawn(async move {
+                match stream {
+                    Accepted::Tcp(mut s) => handshake::send_error(&mut s, &refused).await,
+                    Accepted::Local(mut s) => handshake::send_error(&mut s, &refused).await,
+                }
+            });
+            continue;
+        }
         let permit = limit.clone().try_acquire_owned().ok();
         let conn = Conn {
             tier: tier.clone(),
@@ -102,9 +123,9 @@ pub(crate) async fn serve<T: Tier>(
             match stream {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
-                    conn.run(stream, peer, permit, stop).await;
+                    conn.run(stream, peer, ip, permit, stop).await;
                 }
-                Accepted::Local(stream) => conn.run(stream, peer, permit, stop).await,
+                Accepted::Local(stream) => conn.run(stream, peer, None, permit, stop).await,
             }
             drop(done);
         });
@@ -143,6 +164,7 @@ impl<T: Tier> Conn<T> {
         self,
         mut stream: S,
         peer: String,
+        ip: Option<std::net::IpAddr>,
         permit: Option<OwnedSemaphorePermit>,
         mut stop: broadcast::Receiver<()>,
     ) {
@@ -171,6 +193,9 @@ impl<T: Tier> Conn<T> {
         };
         if let Err(e) = client {
             tracing::debug!(%peer, error = %e, "data handshake failed");
+            if let (Error::AuthFailed { .. }, Some(ip)) = (&e, ip) {
+                s.gate.failed(ip);
+            }
             return;
         }
         let attached = tokio::select! {

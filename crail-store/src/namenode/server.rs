@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use crate::config::NamenodeConfig;
 use crate::error::{Error, Result};
 use crate::namenode::service::{Caller, Core};
+use crate::wire::gate::Gate;
 use crate::wire::handshake::{self, Secret};
 use crate::wire::{frame, io};
 
@@ -53,6 +54,7 @@ pub(crate) async fn serve_core(
     let settings = Arc::new(Settings {
         secret: config.secret.clone(),
         datanode_secret: config.datanode_secret.clone(),
+        gate: Gate::default(),
         handshake_timeout: config.handshake_timeout,
         max_connections: config.max_connections,
     });
@@ -110,6 +112,7 @@ pub(crate) async fn serve_core(
 struct Settings {
     secret: Option<Secret>,
     datanode_secret: Option<Secret>,
+    gate: Gate,
     handshake_timeout: Duration,
     max_connections: usize,
 }
@@ -156,6 +159,12 @@ async fn connection(
         .await;
         return;
     }
+    let ip = peer.ip().to_canonical();
+    if let Err(refused) = settings.gate.check_remote(ip) {
+        tracing::debug!(%peer, %refused, "connection refused");
+        handshake::send_error(&mut stream, &refused).await;
+        return;
+    }
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let handshake = handshake::server(
         &mut stream,
@@ -172,6 +181,9 @@ async fn connection(
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "handshake failed");
+                if matches!(e, Error::AuthFailed { .. }) {
+                    settings.gate.failed(ip);
+                }
                 return;
             }
         },

@@ -131,7 +131,7 @@ async fn send<S: AsyncWrite + Unpin, M: prost::Message>(
 }
 
 /// Sends an error frame and flushes it; the caller then closes the connection.
-pub(crate) async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, error: &Error) {
+pub async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, error: &Error) {
     let mut out = BytesMut::new();
     frame::encode_error(&mut out, 0, error);
     // The peer may already be gone; the error is logged by the caller either way.

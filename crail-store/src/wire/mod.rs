@@ -6,6 +6,7 @@
 //! handshake on every service connection; the store's own message kinds stay private.
 
 pub mod frame;
+pub mod gate;
 pub mod handshake;
 pub(crate) mod io;
 

@@ -30,6 +30,8 @@ pub struct ServiceConfig {
     pub max_partitions: u32,
     /// The most copies of every group file a shuffle may ask for.
     pub max_replication: u32,
+    /// A group whose local processes may use the Unix socket (`[security] local_group`).
+    pub local_group: Option<u32>,
 }
 
 impl Default for ServiceConfig {
@@ -39,6 +41,7 @@ impl Default for ServiceConfig {
             max_maps: 1 << 24,
             max_partitions: 1 << 20,
             max_replication: 3,
+            local_group: None,
         }
     }
 }
@@ -95,6 +98,7 @@ pub async fn run(
         housekeeping: config
             .orphan_ttl
             .map(|ttl| (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))),
+        local_group: config.local_group,
         ..ServerConfig::default()
     };
     let service = Arc::new(Service {
