@@ -57,7 +57,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
     cargo install --locked cargo-fuzz
   fi
   # No sanitizer: it needs a nightly compiler, and panics are what safe Rust can fail with.
-  for dir in crail-store/fuzz serializers/fuzz; do
+  for dir in crail-store/fuzz node-service/fuzz serializers/fuzz; do
     (
       cd "$dir"
       for target in $(cargo fuzz list); do

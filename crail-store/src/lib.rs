@@ -78,6 +78,53 @@ pub mod testing {
         }
     }
 
+    /// Runs the server side of the handshake (clients' and datanodes' secrets set) against
+    /// `data` as the client's bytes, and the client side against `data` as the server's.
+    /// Used by the `handshake` fuzz target: must never panic or hang.
+    pub fn fuzz_handshake(data: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            return;
+        };
+        let clients = crate::Secret::new("fuzz-clients-secret");
+        let datanodes = crate::Secret::new("fuzz-datanodes-secret");
+        let timeout = std::time::Duration::from_millis(200);
+        runtime.block_on(async {
+            for server_side in [true, false] {
+                let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+                let _ = theirs.write_all(data).await;
+                let _ = theirs.shutdown().await;
+                let mut buf = bytes::BytesMut::new();
+                if server_side {
+                    let secrets = crate::wire::handshake::Secrets {
+                        clients: clients.as_ref(),
+                        datanodes: datanodes.as_ref(),
+                    };
+                    let service = crate::wire::handshake::Service {
+                        name: "fuzz",
+                        write_piece: 0,
+                    };
+                    let _ = crate::wire::handshake::server(
+                        &mut ours, &mut buf, secrets, service, timeout,
+                    )
+                    .await;
+                } else {
+                    let _ = crate::wire::handshake::client(
+                        &mut ours,
+                        &mut buf,
+                        clients.as_ref(),
+                        "fuzz",
+                        timeout,
+                    )
+                    .await;
+                }
+            }
+        });
+    }
+
     /// Encodes one request frame as a client would send it: `kind`, `id` and a raw body.
     pub fn raw_frame(kind: u16, flags: u16, id: u64, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + body.len());

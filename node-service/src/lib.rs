@@ -16,6 +16,7 @@ mod client;
 mod endpoint;
 mod error;
 mod framed;
+mod fuzz;
 mod server;
 mod session;
 
@@ -29,5 +30,7 @@ pub use client::{Connection, Exchange, Options, Part};
 pub use endpoint::{Endpoint, Listener};
 pub use error::{Error, Failure, Result};
 pub use framed::MAX_BODY;
+#[doc(hidden)]
+pub use fuzz::fuzz_frames;
 pub use server::{Served, ServerConfig, Service, run};
 pub use session::{Sessions, check_app};
