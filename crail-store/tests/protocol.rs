@@ -203,6 +203,29 @@ async fn secrets_shorter_than_16_bytes_and_shared_datanode_secrets_are_refused_a
 }
 
 #[tokio::test]
+async fn a_client_that_stalls_inside_a_request_is_told_and_dropped() {
+    let nn = start_with(NamenodeConfig {
+        frame_timeout: Duration::from_millis(300),
+        ..fast_config()
+    })
+    .await;
+    let mut stalled = raw(&nn).await;
+    let lookup = testing::raw_frame(KIND_LOOKUP, 0, 1, &testing::lookup_body(b"/"));
+    stalled.write_all(&lookup[..10]).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (_, _, error) = reply(&mut stalled, &mut buf).await;
+    assert!(
+        matches!(&error, Some(Error::Timeout { what, .. }) if what == "the rest of a frame"),
+        "{error:?}"
+    );
+    closed(&mut stalled).await;
+    // Idle between requests is fine.
+    let store = Store::connect(&client_config(&nn)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.stat("/").await.unwrap();
+}
+
+#[tokio::test]
 async fn an_oversized_frame_closes_only_that_connection() {
     let nn = start().await;
     let good = client(&nn).await;

@@ -88,6 +88,8 @@ pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
     /// Whether descriptors are taken (clients); a server never accepts one.
     take_fds: bool,
+    /// How long the rest of a frame may take once it began (servers); `None`: no limit.
+    stall: Option<std::time::Duration>,
 }
 
 impl FrameReader {
@@ -99,7 +101,14 @@ impl FrameReader {
             buf,
             fds: VecDeque::new(),
             take_fds,
+            stall: None,
         }
+    }
+
+    /// Drops the peer (a `Bad` read) if it stalls inside a frame for `after`.
+    pub(crate) fn stall_after(mut self, after: std::time::Duration) -> Self {
+        self.stall = Some(after);
+        self
     }
 
     /// The next frame, with its descriptor when it carries one.
@@ -120,10 +129,18 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Bad(e.to_string())),
             }
-            let n = self
-                .fill()
-                .await
-                .map_err(|e| ReadError::Bad(e.to_string()))?;
+            let n = match self.stall {
+                Some(after) if !self.buf.is_empty() => tokio::time::timeout(after, self.fill())
+                    .await
+                    .map_err(|_| {
+                        ReadError::Bad(format!(
+                            "stalled inside a frame for {}ms",
+                            after.as_millis()
+                        ))
+                    })?,
+                _ => self.fill().await,
+            }
+            .map_err(|e| ReadError::Bad(e.to_string()))?;
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Closed

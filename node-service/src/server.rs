@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// A group whose local processes may connect over the Unix socket besides this
     /// process's user (`[security] local_group`).
     pub local_group: Option<u32>,
+    /// Time the rest of a frame may take once its first bytes came; a client that stalls
+    /// inside one is dropped (between frames it may be idle).
+    pub frame_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             housekeeping: None,
             local_group: None,
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -266,7 +270,7 @@ async fn serve<S: Service>(
     let app: Arc<str> = Arc::from(app);
     let closed = CancellationToken::new();
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut frames = FrameReader::new(rd, buf, false);
+    let mut frames = FrameReader::new(rd, buf, false).stall_after(config.frame_timeout);
     let mut active: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
     let mut last = 0u64;
     let mut exchanges = JoinSet::new();

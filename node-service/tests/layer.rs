@@ -6,6 +6,7 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crail_node::LocalCluster;
@@ -110,6 +111,10 @@ struct Running {
 }
 
 async fn start(secret: Option<&str>) -> Running {
+    start_with(secret, ServerConfig::default().frame_timeout).await
+}
+
+async fn start_with(secret: Option<&str>, frame_timeout: Duration) -> Running {
     let cluster = LocalCluster::start(&["127.0.0.1"], ByteSize(64 << 20))
         .await
         .unwrap();
@@ -125,6 +130,7 @@ async fn start(secret: Option<&str>) -> Running {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = ServerConfig {
         secret: secret.and_then(Secret::new),
+        frame_timeout,
         ..ServerConfig::default()
     };
     tokio::spawn(node::run(
@@ -197,6 +203,53 @@ async fn a_wrong_secret_is_refused_on_tcp_and_on_the_unix_socket() {
         .await
         .unwrap_err();
     assert!(matches!(downgrade, Error::Refused { .. }), "{downgrade}");
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_inside_a_frame_is_dropped_and_an_idle_one_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = start_with(None, Duration::from_millis(300)).await;
+    let Endpoint::Tcp(addr) = &running.tcp else {
+        panic!("not tcp")
+    };
+    let connect = || async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        crail_store::wire::handshake::client_of(
+            &mut s,
+            &mut buf,
+            None,
+            "stall test",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let mut open = bytes::BytesMut::new();
+        crail_store::wire::frame::put_header(&mut open, 128, 0, 0, 0);
+        s.write_all(&open).await.unwrap();
+        s
+    };
+    let mut stalled = connect().await;
+    let idle = Connection::open(&running.tcp, &options(None))
+        .await
+        .unwrap();
+    // Half of a request's header, then nothing: dropped.
+    let mut header = bytes::BytesMut::new();
+    crail_store::wire::frame::put_header(&mut header, 130, 0, 1, 100);
+    stalled.write_all(&header[..8]).await.unwrap();
+    let mut sink = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a stalled client was kept");
+    // A client idle between frames for longer is not.
+    let answer: Answer = idle
+        .call(&Ask {
+            what: "still there".into(),
+            n: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "still there from app-1");
 }
 
 #[tokio::test]

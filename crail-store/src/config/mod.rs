@@ -111,6 +111,11 @@ pub struct NamenodeConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub handshake_timeout: Duration,
+    /// Time the rest of a request may take once its first bytes came; a client that stalls
+    /// inside a request is disconnected (between requests it may be idle).
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub frame_timeout: Duration,
     /// Where blocks go when the writer's host has no room in DRAM, for files whose placement
     /// names no class or host: "class-first" (remote DRAM before local flash, Crail's
     /// horizontal tiering) or "host-first" (local flash before remote DRAM).
@@ -143,6 +148,7 @@ impl Default for NamenodeConfig {
             max_name_len: limits.max_name_len,
             max_depth: limits.max_depth,
             handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(30),
             tiering: Tiering::ClassFirst,
             secret: None,
             datanode_secret: None,

@@ -239,7 +239,9 @@ impl<T: Tier> Conn<T> {
     ) -> Result<()> {
         loop {
             let Some(frame) = frame::decode(&mut rbuf, MAX_REQUEST_BODY)? else {
-                if io::read_some_upto(rd, &mut rbuf, io::FRAME_READ).await? == 0 {
+                let pending = rbuf.len();
+                let read = io::read_some_upto(rd, &mut rbuf, io::FRAME_READ);
+                if io::within_frame(pending, self.settings.payload_timeout, read).await? == 0 {
                     return Ok(());
                 }
                 continue;

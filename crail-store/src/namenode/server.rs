@@ -56,6 +56,7 @@ pub(crate) async fn serve_core(
         datanode_secret: config.datanode_secret.clone(),
         gate: Gate::default(),
         handshake_timeout: config.handshake_timeout,
+        frame_timeout: config.frame_timeout,
         max_connections: config.max_connections,
     });
 
@@ -114,6 +115,7 @@ struct Settings {
     datanode_secret: Option<Secret>,
     gate: Gate,
     handshake_timeout: Duration,
+    frame_timeout: Duration,
     max_connections: usize,
 }
 
@@ -191,7 +193,18 @@ async fn connection(
     };
     let (name, datanode) = (client.name, client.datanode);
     tracing::debug!(%peer, %name, datanode, "client connected");
-    match serve(&mut stream, &mut rbuf, peer, datanode, &core, &mut stop).await {
+    let frame_timeout = settings.frame_timeout;
+    match serve(
+        &mut stream,
+        &mut rbuf,
+        peer,
+        datanode,
+        &core,
+        frame_timeout,
+        &mut stop,
+    )
+    .await
+    {
         Ok(()) => tracing::debug!(%peer, %name, "client disconnected"),
         Err(e) => tracing::warn!(%peer, %name, error = %e, "connection closed"),
     }
@@ -203,6 +216,7 @@ async fn serve(
     peer: SocketAddr,
     datanode: bool,
     core: &Core,
+    frame_timeout: Duration,
     stop: &mut broadcast::Receiver<()>,
 ) -> Result<()> {
     let mut out = BytesMut::with_capacity(READ_BUFFER);
@@ -238,10 +252,18 @@ async fn serve(
                 out = BytesMut::with_capacity(READ_BUFFER);
             }
         }
+        let pending = rbuf.len();
         tokio::select! {
-            read = io::read_some(stream, rbuf) => {
-                if read? == 0 {
-                    return Ok(());
+            read = io::within_frame(pending, frame_timeout, io::read_some(stream, rbuf)) => {
+                match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Stalled inside a request: say why and close.
+                        frame::encode_error(&mut out, 0, &e);
+                        let _ = stream.write_all(&out).await;
+                        return Err(e);
+                    }
                 }
             }
             _ = stop.recv() => {

@@ -73,6 +73,27 @@ macro_rules! socket {
 socket!(TcpStream, tcp);
 socket!(UnixStream, unix);
 
+/// Runs `read`, the next read of a connection whose buffer holds `pending` bytes of a frame
+/// not yet whole: with bytes pending it must bring more within `after`, or the peer is taken
+/// to stall inside a frame (and whatever it holds of the server with it) and dropped with
+/// [`Error::Timeout`](crate::Error::Timeout). Between frames a connection may be idle.
+pub(crate) async fn within_frame(
+    pending: usize,
+    after: Duration,
+    read: impl Future<Output = io::Result<usize>>,
+) -> crate::Result<usize> {
+    if pending == 0 {
+        return Ok(read.await?);
+    }
+    match tokio::time::timeout(after, read).await {
+        Ok(read) => Ok(read?),
+        Err(_) => Err(crate::Error::Timeout {
+            what: "the rest of a frame".into(),
+            after_ms: after.as_millis().try_into().unwrap_or(u64::MAX),
+        }),
+    }
+}
+
 /// Room kept free in the read buffer before each read.
 const MIN_ROOM: usize = 16 << 10;
 
