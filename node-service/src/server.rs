@@ -214,8 +214,8 @@ async fn serve<S: Service>(
         )
         .await
         .map_err(|e| {
-            if let (crail_store::Error::AuthFailed { .. }, Some(ip)) = (&e, peer) {
-                gate.failed(ip);
+            if let Some(ip) = peer {
+                gate.failed_with(ip, &e);
             }
             e.to_string()
         })?;

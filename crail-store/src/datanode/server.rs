@@ -193,8 +193,8 @@ impl<T: Tier> Conn<T> {
         };
         if let Err(e) = client {
             tracing::debug!(%peer, error = %e, "data handshake failed");
-            if let (Error::AuthFailed { .. }, Some(ip)) = (&e, ip) {
-                s.gate.failed(ip);
+            if let Some(ip) = ip {
+                s.gate.failed_with(ip, &e);
             }
             return;
         }

@@ -183,9 +183,7 @@ async fn connection(
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "handshake failed");
-                if matches!(e, Error::AuthFailed { .. }) {
-                    settings.gate.failed(ip);
-                }
+                settings.gate.failed_with(ip, &e);
                 return;
             }
         },

@@ -1,6 +1,8 @@
 //! Who may start a handshake at all: a local (Unix socket) peer must run as this process's
 //! user, as root, or in a configured group (`SO_PEERCRED`); a remote address that failed the
-//! handshake too often lately is turned away for a while before it may try again.
+//! handshake too often lately (a wrong secret, or stalling until the handshake timed out,
+//! which holds a connection slot meanwhile) is turned away for a while before it may try
+//! again.
 //!
 //! Every server that listens (the namenode, datanodes, the node services) keeps one gate.
 
@@ -80,6 +82,24 @@ impl Gate {
                 ),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// Counts the handshake of `ip` that ended in `error`, if it is one a guesser or a
+    /// slow peer causes (a wrong secret, a timeout, frames that are no handshake); a version
+    /// mismatch or a peer that just closed (a port probe) do not count.
+    pub fn failed_with(&self, ip: IpAddr, error: &Error) {
+        let counts = matches!(
+            error,
+            Error::AuthFailed { .. }
+                | Error::Timeout { .. }
+                | Error::FrameTooLarge { .. }
+                | Error::Malformed { .. }
+                | Error::UnexpectedMessage { .. }
+                | Error::UnknownMessage { .. }
+        );
+        if counts {
+            self.failed(ip);
         }
     }
 
