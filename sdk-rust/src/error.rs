@@ -54,7 +54,12 @@ impl Error {
                 T::NotFound { .. } | T::UnknownFile { .. } => ErrorKind::NotFound,
                 T::AlreadyExists { .. } => ErrorKind::AlreadyExists,
                 T::StoreFull { .. } => ErrorKind::StoreFull,
-                T::LostBlocks { .. } | T::ChecksumMismatch { .. } => ErrorKind::FetchFailed,
+                // Data that is gone: lost with its datanode, corrupt, its block given to
+                // another file since (fenced), or never written.
+                T::LostBlocks { .. }
+                | T::ChecksumMismatch { .. }
+                | T::Fenced { .. }
+                | T::Unwritten { .. } => ErrorKind::FetchFailed,
                 T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
                     ErrorKind::InvalidArgument
                 }
@@ -95,5 +100,33 @@ impl Error {
             Self::Shuffle(crail_shuffle::Error::FetchFailed { maps, .. }) => maps,
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_that_is_gone_is_a_fetch_failure_and_a_refusal_is_not() {
+        let gone = [
+            crail_store::Error::Fenced {
+                offset: 0,
+                generation: 1,
+                current: 2,
+            },
+            crail_store::Error::Unwritten {
+                location: "dram tier".into(),
+                offset: 0,
+            },
+        ];
+        for e in gone {
+            assert_eq!(Error::Store(e).kind(), ErrorKind::FetchFailed);
+        }
+        let refused = crail_store::Error::GrantRefused {
+            offset: 0,
+            reason: "forged".into(),
+        };
+        assert_eq!(Error::Store(refused).kind(), ErrorKind::Other);
     }
 }
