@@ -77,6 +77,7 @@ socket!(UnixStream, unix);
 /// not yet whole: with bytes pending it must bring more within `after`, or the peer is taken
 /// to stall inside a frame (and whatever it holds of the server with it) and dropped with
 /// [`Error::Timeout`](crate::Error::Timeout). Between frames a connection may be idle.
+#[cfg(feature = "server")]
 pub(crate) async fn within_frame(
     pending: usize,
     after: Duration,
