@@ -127,6 +127,31 @@ impl TryFrom<NodeInfo> for types::Stat {
     }
 }
 
+impl types::Grant {
+    /// The wire form, for the block at storage offset `block`.
+    pub(crate) fn to_wire(self, block: u64) -> Grant {
+        Grant {
+            block,
+            generation: self.generation,
+            write: self.write,
+            mac: bytes::Bytes::copy_from_slice(&self.mac),
+        }
+    }
+
+    /// From the wire; a signature of the wrong length becomes one the datanode refuses.
+    pub(crate) fn from_wire(grant: &Grant) -> Self {
+        let mut mac = [0u8; types::MAC_LEN];
+        if grant.mac.len() == mac.len() {
+            mac.copy_from_slice(&grant.mac);
+        }
+        Self {
+            generation: grant.generation,
+            write: grant.write,
+            mac,
+        }
+    }
+}
+
 impl TryFrom<BlockLocation> for types::BlockLocation {
     type Error = Error;
 

@@ -249,32 +249,7 @@ pub struct Grant {
     pub generation: u64,
     /// Whether it allows writes (locations given to the holder of a write lease).
     pub write: bool,
-    mac: [u8; MAC_LEN],
-}
-
-impl Grant {
-    /// The wire form, for the block at storage offset `block`.
-    pub(crate) fn to_wire(self, block: u64) -> crate::proto::Grant {
-        crate::proto::Grant {
-            block,
-            generation: self.generation,
-            write: self.write,
-            mac: bytes::Bytes::copy_from_slice(&self.mac),
-        }
-    }
-
-    /// From the wire; a signature of the wrong length becomes one the datanode refuses.
-    pub(crate) fn from_wire(grant: &crate::proto::Grant) -> Self {
-        let mut mac = [0u8; MAC_LEN];
-        if grant.mac.len() == mac.len() {
-            mac.copy_from_slice(&grant.mac);
-        }
-        Self {
-            generation: grant.generation,
-            write: grant.write,
-            mac,
-        }
-    }
+    pub(crate) mac: [u8; MAC_LEN],
 }
 
 /// A datanode's registration with the namenode: its id, and the random token its heartbeats
