@@ -228,7 +228,15 @@ pub(crate) async fn connect_and_greet(
             &endpoint.name,
             endpoint.connect_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Reset or closed mid-handshake (a peer that just died): it could not be opened.
+            Error::Io { cause } => Error::Connect {
+                addr: addr.to_owned(),
+                cause,
+            },
+            other => other,
+        })?;
         Ok::<_, Error>((stream, rbuf, welcome))
     };
     tokio::time::timeout(endpoint.connect_timeout, connect)
