@@ -61,28 +61,15 @@ async fn connect(addr: &str) -> Box<dyn Stream> {
 /// The handshake with `secret` on a fresh connection to `addr`; the stream if it passed.
 async fn greet(addr: &str, secret: Option<&str>) -> Result<Box<dyn Stream>, Error> {
     let mut stream = connect(addr).await;
-    let secret = secret.and_then(Secret::new);
-    let mut buf = BytesMut::new();
-    handshake::client_of(
-        &mut stream,
-        &mut buf,
-        secret.as_ref(),
-        "security test",
-        Duration::from_secs(5),
-    )
-    .await?;
+    handshake_on(&mut stream, secret).await?;
     Ok(stream)
 }
 
-/// [`greet`] over TCP from local address `from`.
-async fn greet_from(from: &str, addr: &str, secret: Option<&str>) -> Result<(), Error> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+async fn handshake_on(stream: &mut impl Stream, secret: Option<&str>) -> Result<(), Error> {
     let secret = secret.and_then(Secret::new);
     let mut buf = BytesMut::new();
     handshake::client_of(
-        &mut stream,
+        stream,
         &mut buf,
         secret.as_ref(),
         "security test",
@@ -90,6 +77,14 @@ async fn greet_from(from: &str, addr: &str, secret: Option<&str>) -> Result<(), 
     )
     .await
     .map(|_| ())
+}
+
+/// [`greet`] over TCP from local address `from`.
+async fn greet_from(from: &str, addr: &str, secret: Option<&str>) -> Result<(), Error> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    handshake_on(&mut stream, secret).await
 }
 
 /// Memory of process `pid` in bytes: resident, and reserved for data (heap and mappings, a

@@ -43,7 +43,6 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 block_size: BLOCK,
                 max_connections: 1,
                 identity: Arc::new(parking_lot::RwLock::new(super::Identity {
-                    id: 1,
                     grants: crate::grant::GrantKey::derive(None, &[0; 32]),
                     registration: crate::types::Registration {
                         id: crate::types::DatanodeId(1),

@@ -40,18 +40,21 @@ use crate::types::{DatanodeId, DatanodeSpec, Registration};
 /// grants. Both change together when it registers again.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
-    pub(crate) id: u64,
     pub(crate) grants: GrantKey,
     pub(crate) registration: Registration,
 }
 
 impl Identity {
+    /// The id the namenode gave.
+    pub(crate) fn id(&self) -> u64 {
+        self.registration.id.0
+    }
+
     /// Registers `spec` with the namenode behind `store` (connected with the datanodes'
     /// secret, from which the grant key derives).
     async fn register(store: &Store, spec: &DatanodeSpec) -> Result<Self> {
         let registration = store.register_datanode(spec).await?;
         Ok(Self {
-            id: registration.id.0,
             grants: GrantKey::derive(store.config().secret.as_ref(), &registration.grant_salt),
             registration,
         })
@@ -194,7 +197,7 @@ impl Datanode {
             fast_path: local.is_some(),
         };
         let identity = Identity::register(&store, &spec_of(&info)).await?;
-        info.id = DatanodeId(identity.id);
+        info.id = DatanodeId(identity.id());
         Ok(Self {
             listener,
             local,
@@ -318,7 +321,7 @@ async fn heartbeats(
         }
         match Identity::register(&store, &spec).await {
             Ok(fresh) => {
-                tracing::info!(id = fresh.id, "registered again");
+                tracing::info!(id = fresh.id(), "registered again");
                 *identity.write() = fresh;
             }
             Err(e) => tracing::warn!(error = %e, "registering again failed"),

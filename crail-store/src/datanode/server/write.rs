@@ -152,6 +152,10 @@ impl<T: Tier> Conn<T> {
                 return Ok(Err(error));
             }
         }
+        if let Err(error) = self.check_identity(req.datanode) {
+            skip(rd, rbuf, len, on_stream, deadline).await?;
+            return Ok(Err(error));
+        }
         // Each grant checked once, however many pieces its block takes.
         let mut granted: Vec<(u64, u64)> = Vec::with_capacity(req.grants.len());
         for grant in &req.grants {
@@ -166,7 +170,7 @@ impl<T: Tier> Conn<T> {
         let mut from = 0usize;
         for (i, &(rel, n, crc)) in pieces.iter().enumerate() {
             let offset = req.offset.saturating_add(u64::from(rel));
-            let admitted = self.check_range(req.datanode, offset, n).and_then(|()| {
+            let admitted = self.check_bounds(offset, n).and_then(|()| {
                 let block = offset - offset % bs;
                 granted
                     .binary_search_by_key(&block, |g| g.0)
