@@ -300,6 +300,10 @@ struct RunArgs {
     /// flash) or host-first (its own flash, then other nodes).
     #[arg(long, default_value = "class-first", conflicts_with = "config")]
     tiering: Tiering,
+    /// TLS on every TCP connection of the embedded cluster (a throwaway certificate
+    /// authority made for it), to measure what encryption costs.
+    #[arg(long, conflicts_with = "config")]
+    tls: bool,
     /// Use the running cluster this client configuration names instead.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -333,6 +337,7 @@ impl RunArgs {
             dram: self.dram,
             flash: self.flash,
             tiering: self.tiering,
+            tls: self.tls,
             config: self.config.clone(),
             work: self.work.clone(),
             keep: self.keep,

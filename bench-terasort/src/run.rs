@@ -26,6 +26,8 @@ pub struct RunPlan {
     pub flash: ByteSize,
     /// Where blocks go when a node's DRAM is full (the namenode's `tiering`).
     pub tiering: Tiering,
+    /// TLS on every TCP connection of the embedded cluster.
+    pub tls: bool,
     /// A running cluster's client configuration file, instead of an embedded cluster.
     pub config: Option<PathBuf>,
     /// Work directory for input and output (created; removed unless `keep`); `None`: a new
@@ -424,6 +426,13 @@ async fn sort_on_cluster(
     }
     let mut config = Config::default();
     config.namenode.tiering = plan.tiering;
+    if plan.tls {
+        let dir = work.join("tls");
+        std::fs::create_dir_all(&dir)
+            .map_err(|cause| Error::Invalid(format!("cannot create {}: {cause}", dir.display())))?;
+        crail_node::pki::turn_on(&dir, &cluster_config, &mut config, false)
+            .map_err(|e| Error::Cluster(format!("cannot turn TLS on: {e}")))?;
+    }
     let mut cluster = crail_node::Embedded::start(&cluster_config, &config)
         .await
         .map_err(|e| Error::Cluster(format!("cannot start the embedded cluster: {e}")))?;

@@ -45,6 +45,15 @@ pub(crate) struct Args {
     /// cluster.
     #[arg(long)]
     keep_going: bool,
+    /// TLS on every TCP port, with a throwaway certificate authority made for this cluster
+    /// (its files in a temporary directory, removed when the cluster stops; the client
+    /// configuration names them). A configuration's own `[security] tls_*` files win.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: every peer presents a certificate too (mutual TLS); the client
+    /// configuration names this cluster's.
+    #[arg(long, requires = "tls")]
+    tls_client_auth: bool,
     #[command(flatten)]
     shuffle: ShuffleArgs,
     #[command(flatten)]
@@ -87,7 +96,18 @@ pub(crate) async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > crail_node::MAX_NODES {
         bail!("--nodes must be between 1 and {}", crail_node::MAX_NODES);
     }
-    let mut embedded = Embedded::start(&args.cluster(&config), &config).await?;
+    let pki = match args.tls && config.security.tls_ca.is_none() {
+        true => Some(throwaway_pki(&args, &mut config)?),
+        false => None,
+    };
+    let started = Embedded::start(&args.cluster(&config), &config).await;
+    let mut embedded = match started {
+        Ok(embedded) => embedded,
+        Err(e) => {
+            drop(pki);
+            return Err(e.into());
+        }
+    };
     let outcome = async {
         let written = args
             .config_out
@@ -110,10 +130,23 @@ pub(crate) async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     .await;
     say!("peak resident memory: {}", embedded.peak_memory());
     let stopped = embedded.stop().await;
+    drop(pki);
     outcome?;
     stopped?;
     say!("cluster stopped");
     Ok(())
+}
+
+/// Makes a certificate authority and a certificate for every host of the cluster in a
+/// temporary directory (gone when the returned handle drops) and turns TLS on in `config`.
+fn throwaway_pki(args: &Args, config: &mut Config) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("crail-tls-")
+        .tempdir()
+        .context("cannot make a directory for the cluster's TLS files")?;
+    let cluster = args.cluster(config);
+    crail_node::pki::turn_on(dir.path(), &cluster, config, args.tls_client_auth)?;
+    Ok(dir)
 }
 
 /// Waits for a signal, or for a node to die: an error (the cluster is no longer whole), or
@@ -148,8 +181,30 @@ fn write_client_config(path: &Path, nn: SocketAddr, config: &Config) -> anyhow::
         "# Written by `crail cluster` (pid {}); valid while it runs.\n[client]\nnamenode = \"{nn}\"\n",
         std::process::id()
     );
-    if let Some(secret) = &config.security.secret {
-        text.push_str(&format!("\n[security]\nsecret = {}\n", toml_string(secret)));
+    let security = &config.security;
+    let mut lines = Vec::new();
+    if let Some(secret) = &security.secret {
+        lines.push(format!("secret = {}", toml_string(secret)));
+    }
+    if let Some(ca) = &security.tls_ca {
+        lines.push(format!("tls_ca = {}", toml_path(ca)));
+        if security.tls_client_auth {
+            // The servers want a certificate from every client: this machine's will do.
+            for (key, path) in [
+                ("tls_cert", &security.tls_cert),
+                ("tls_key", &security.tls_key),
+            ] {
+                if let Some(path) = path {
+                    lines.push(format!("{key} = {}", toml_path(path)));
+                }
+            }
+        }
+        if let Some(name) = &security.tls_server_name {
+            lines.push(format!("tls_server_name = {}", toml_string(name)));
+        }
+    }
+    if !lines.is_empty() {
+        text.push_str(&format!("\n[security]\n{}\n", lines.join("\n")));
     }
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
@@ -167,6 +222,10 @@ fn write_client_config(path: &Path, nn: SocketAddr, config: &Config) -> anyhow::
     };
     write().with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.to_owned())
+}
+
+fn toml_path(path: &Path) -> String {
+    toml_string(&path.display().to_string())
 }
 
 fn toml_string(s: &str) -> String {

@@ -48,7 +48,9 @@ async fn tcp_engines(cluster: &Cluster, app: &str) -> Vec<BroadcastClient> {
             .iter()
             .find(|e| matches!(e, Endpoint::Tcp(_)))
             .unwrap();
-        let client = BroadcastClient::connect(tcp, app, None).await.unwrap();
+        let client = BroadcastClient::connect(tcp, app, &Default::default())
+            .await
+            .unwrap();
         assert_eq!(client.host(), host);
         out.push(client);
     }

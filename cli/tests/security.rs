@@ -13,33 +13,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use crail_store::wire::handshake;
 use crail_store::{Error, Secret};
-use process::Cluster;
+use process::{Cluster, endpoints};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 const SECRET: &str = "the-cluster-secret-0123";
 const HOST: &str = "127.0.0.2";
-
-/// The cluster's listening sockets, from its announcement: (what, address); a Unix socket's
-/// address starts with '@' (abstract).
-fn endpoints(cluster: &Cluster) -> Vec<(String, String)> {
-    let mut out = vec![("namenode".to_owned(), cluster.namenode.clone())];
-    for line in cluster.lines.iter().map(|l| l.trim()) {
-        if let Some(rest) = line.strip_prefix("datanode listening on ") {
-            let addr = rest.split(' ').next().unwrap().to_owned();
-            out.push(("datanode unix".into(), format!("@crail-datanode/{addr}")));
-            out.push(("datanode".into(), addr));
-        }
-        for service in ["shuffle", "broadcast"] {
-            if let Some(rest) = line.strip_prefix(&format!("{service} service on tcp:")) {
-                let (tcp, unix) = rest.split_once(" and unix:").unwrap();
-                let unix = unix.split(' ').next().unwrap();
-                out.push((service.into(), tcp.to_owned()));
-                out.push((format!("{service} unix"), unix.to_owned()));
-            }
-        }
-    }
-    out
-}
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use crail_store::Secret;
 use crail_store::wire::frame::{self, FLAG_ERROR, Frame};
+use crail_store::wire::tls::Tls;
+use crail_store::{ClientConfig, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::endpoint::{Endpoint, Stream};
+use crate::endpoint::{Connect, Endpoint, Stream};
 use crate::error::{Error, Failure, Result};
 use crate::framed::{self, FrameReader, KIND_DATA, KIND_OPEN, KIND_OPENED, KIND_REPLY, Out};
 use crate::proto;
@@ -36,6 +37,8 @@ pub struct Options {
     pub client: String,
     /// The cluster's shared secret, when it has one.
     pub secret: Option<Secret>,
+    /// TLS on TCP connections, when the cluster has it.
+    pub tls: Option<Arc<Tls>>,
     /// Time to connect, pass the handshake and be welcomed.
     pub timeout: Duration,
 }
@@ -48,8 +51,16 @@ impl Options {
             app: app.to_owned(),
             client: format!("crail {service} client {}", env!("CARGO_PKG_VERSION")),
             secret: None,
+            tls: None,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    /// With the cluster's secret and TLS settings (`[security]` of its configuration).
+    pub fn for_cluster(mut self, config: &ClientConfig) -> Self {
+        self.secret = config.secret.clone();
+        self.tls = config.tls.clone();
+        self
     }
 
     /// With the cluster's shared secret.
@@ -104,19 +115,23 @@ impl Connection {
             reason,
         };
         let opening = async {
-            let mut stream = Stream::connect(endpoint)
-                .await
-                .map_err(|e| Error::Connect {
-                    service,
-                    endpoint: name.clone(),
-                    cause: e.to_string(),
-                })?;
-            let mut buf = BytesMut::new();
             let refused = |cause| Error::Refused {
                 service,
                 endpoint: name.clone(),
                 cause: Box::new(cause),
             };
+            let mut stream = match Stream::connect(endpoint, options.tls.as_deref()).await {
+                Ok(stream) => stream,
+                Err(Connect::Io(e)) => {
+                    return Err(Error::Connect {
+                        service,
+                        endpoint: name.clone(),
+                        cause: e.to_string(),
+                    });
+                }
+                Err(Connect::Tls(e)) => return Err(refused(e)),
+            };
+            let mut buf = BytesMut::new();
             let announced = crail_store::wire::handshake::client_of(
                 &mut stream,
                 &mut buf,
@@ -143,6 +158,7 @@ impl Connection {
             stream
                 .write_all(&out)
                 .await
+                .and(stream.flush().await)
                 .map_err(|e| lost(e.to_string()))?;
             let opened = loop {
                 if let Some(frame) =

@@ -8,6 +8,8 @@ use std::str::FromStr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream, tcp, unix};
 
+use crail_store::wire::tls::{Tls, TlsReadHalf, TlsStream, TlsWriteHalf};
+
 use crate::error::Error;
 
 /// Where a node's service listens.
@@ -78,10 +80,11 @@ fn widen(socket: &impl std::os::fd::AsFd) {
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, UNIX_BUFFER);
 }
 
-/// A connection of either kind.
+/// A connection of any kind.
 #[derive(Debug)]
 pub(crate) enum Stream {
     Tcp(TcpStream),
+    Tls(TlsStream),
     Unix(UnixStream),
 }
 
@@ -89,6 +92,7 @@ pub(crate) enum Stream {
 #[derive(Debug)]
 pub(crate) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
+    Tls(TlsReadHalf),
     Unix(unix::OwnedReadHalf),
 }
 
@@ -96,25 +100,36 @@ pub(crate) enum ReadHalf {
 #[derive(Debug)]
 pub(crate) enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
+    Tls(TlsWriteHalf),
     Unix(unix::OwnedWriteHalf),
 }
 
 impl Stream {
     /// The peer's address, on a TCP connection.
     pub(crate) fn peer_ip(&self) -> Option<std::net::IpAddr> {
-        match self {
-            Self::Tcp(tcp) => tcp.peer_addr().ok().map(|a| a.ip().to_canonical()),
-            Self::Unix(_) => None,
-        }
+        let tcp = match self {
+            Self::Tcp(tcp) => tcp,
+            Self::Tls(tls) => tls.tcp(),
+            Self::Unix(_) => return None,
+        };
+        tcp.peer_addr().ok().map(|a| a.ip().to_canonical())
     }
 
-    /// Opens a connection to `endpoint` (TCP without Nagle's delay).
-    pub(crate) async fn connect(endpoint: &Endpoint) -> std::io::Result<Self> {
+    /// Opens a connection to `endpoint` (TCP without Nagle's delay, over TLS when `tls` is
+    /// given; a Unix socket never takes TLS).
+    pub(crate) async fn connect(endpoint: &Endpoint, tls: Option<&Tls>) -> Result<Self, Connect> {
         match endpoint {
             Endpoint::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
-                Ok(Self::Tcp(stream))
+                match tls {
+                    None => Ok(Self::Tcp(stream)),
+                    Some(tls) => {
+                        let host = addr.ip().to_canonical().to_string();
+                        let addr = addr.to_string();
+                        Ok(Self::Tls(tls.connect(stream, &host, &addr).await?))
+                    }
+                }
             }
             Endpoint::Unix(path) => {
                 let std = std::os::unix::net::UnixStream::connect_addr(&unix_addr(path)?)?;
@@ -122,6 +137,19 @@ impl Stream {
                 widen(&std);
                 Ok(Self::Unix(UnixStream::from_std(std)?))
             }
+        }
+    }
+
+    /// The server side of TLS on a TCP connection (other kinds are returned as they are).
+    pub(crate) async fn accept_tls(self, tls: &Tls) -> crail_store::Result<Self> {
+        match self {
+            Self::Tcp(tcp) => {
+                let peer = tcp
+                    .peer_addr()
+                    .map_or_else(|_| "a peer".to_owned(), |a| a.to_string());
+                Ok(Self::Tls(tls.accept(tcp, &peer).await?))
+            }
+            other => Ok(other),
         }
     }
 
@@ -135,6 +163,10 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
             }
+            Self::Tls(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
             Self::Unix(s) => {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
@@ -143,10 +175,30 @@ impl Stream {
     }
 }
 
+/// Why [`Stream::connect`] failed: the socket, or the TLS handshake.
+#[derive(Debug)]
+pub(crate) enum Connect {
+    Io(std::io::Error),
+    Tls(crail_store::Error),
+}
+
+impl From<std::io::Error> for Connect {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<crail_store::Error> for Connect {
+    fn from(e: crail_store::Error) -> Self {
+        Self::Tls(e)
+    }
+}
+
 macro_rules! either {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
             Self::Tcp($s) => $e,
+            Self::Tls($s) => $e,
             Self::Unix($s) => $e,
         }
     };

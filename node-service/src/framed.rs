@@ -175,6 +175,7 @@ impl FrameReader {
             }
             ReadHalf::Unix(half) => half.read_buf(&mut self.buf).await,
             ReadHalf::Tcp(half) => half.read_buf(&mut self.buf).await,
+            ReadHalf::Tls(half) => half.read_buf(&mut self.buf).await,
         }
     }
 }
@@ -218,7 +219,7 @@ async fn put(half: &mut WriteHalf, batch: &mut BytesMut, out: Out) -> std::io::R
                 WriteHalf::Unix(unix) => {
                     crail_store::wire::send_with_fd(unix.as_ref(), &frame, fd.as_fd()).await?;
                 }
-                WriteHalf::Tcp(_) => {
+                WriteHalf::Tcp(_) | WriteHalf::Tls(_) => {
                     return Err(std::io::Error::other(
                         "a file descriptor cannot travel over TCP",
                     ));
@@ -234,12 +235,17 @@ async fn flush(half: &mut WriteHalf, batch: &mut BytesMut) -> std::io::Result<()
         write(half, batch).await?;
         batch.clear();
     }
+    if let WriteHalf::Tls(w) = half {
+        // Ciphertext the socket did not take yet leaves with the flush.
+        w.flush().await?;
+    }
     Ok(())
 }
 
 async fn write(half: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
     match half {
         WriteHalf::Tcp(w) => w.write_all(bytes).await,
+        WriteHalf::Tls(w) => w.write_all(bytes).await,
         WriteHalf::Unix(w) => w.write_all(bytes).await,
     }
 }
@@ -247,6 +253,7 @@ async fn write(half: &mut WriteHalf, bytes: &[u8]) -> std::io::Result<()> {
 async fn shutdown(half: &mut WriteHalf) -> std::io::Result<()> {
     match half {
         WriteHalf::Tcp(w) => w.shutdown().await,
+        WriteHalf::Tls(w) => w.shutdown().await,
         WriteHalf::Unix(w) => w.shutdown().await,
     }
 }

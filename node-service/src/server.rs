@@ -13,6 +13,7 @@ use crail_store::Secret;
 use crail_store::wire::frame::{self, FLAG_ERROR, FLAG_FD, FLAG_RESPONSE, Frame};
 use crail_store::wire::gate::Gate;
 use crail_store::wire::handshake;
+use crail_store::wire::tls::Tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -69,6 +70,8 @@ pub trait Service: Send + Sync + 'static {
 pub struct ServerConfig {
     /// The cluster's shared secret: every connection must prove it.
     pub secret: Option<Secret>,
+    /// TLS on TCP connections (the Unix socket stays as it is).
+    pub tls: Option<Arc<Tls>>,
     /// Connections served at once.
     pub max_connections: usize,
     /// Exchanges of one connection served at once.
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             secret: None,
+            tls: None,
             max_connections: 1024,
             max_in_flight: 256,
             housekeeping: None,
@@ -191,8 +195,8 @@ async fn serve<S: Service>(
     let peer = stream.peer_ip();
     let admitted = match (&stream, peer) {
         (Stream::Unix(unix), _) => gate.check_local(unix),
-        (Stream::Tcp(_), Some(ip)) => gate.check_remote(ip),
-        (Stream::Tcp(_), None) => Ok(()),
+        (Stream::Tcp(_) | Stream::Tls(_), Some(ip)) => gate.check_remote(ip),
+        (Stream::Tcp(_) | Stream::Tls(_), None) => Ok(()),
     };
     if let Err(refused) = admitted {
         tracing::debug!("{} service: {refused}", S::NAME);
@@ -204,6 +208,18 @@ async fn serve<S: Service>(
         name: S::NAME,
         write_piece: 0,
     };
+    if let Some(tls) = &config.tls {
+        match tokio::time::timeout(OPEN_TIMEOUT, stream.accept_tls(tls)).await {
+            Ok(Ok(over_tls)) => stream = over_tls,
+            failed => {
+                tracing::debug!("{} service: TLS handshake failed: {failed:?}", S::NAME);
+                if let Some(ip) = peer {
+                    gate.failed(ip);
+                }
+                return;
+            }
+        }
+    }
     let opening = async {
         handshake::server(
             &mut stream,
@@ -247,6 +263,7 @@ async fn serve<S: Service>(
         };
         if let Ok(out) = framed::message(KIND_OPENED, FLAG_ERROR, 0, &failure.to_proto()) {
             let _ = stream.write_all(&out).await;
+            let _ = stream.flush().await;
         }
         return;
     }

@@ -93,7 +93,7 @@ impl Embedded {
                 .map_err(|e| Error::Config(format!("no randomness for a datanode secret: {e}")))?;
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             config.security.datanode_secret = Some(hex);
-            config.apply_secret()?;
+            config.apply_security()?;
         }
         let config = &config;
         let mut nn = config.namenode.clone();
@@ -101,7 +101,7 @@ impl Embedded {
         if let Some(block_size) = cluster.block_size {
             nn.block_size = block_size;
         }
-        nn.validate()?;
+        nn.validate_server()?;
         let listener = TcpListener::bind(nn.listen)
             .await
             .map_err(|cause| Error::listen("namenode", nn.listen, cause))?;
@@ -424,7 +424,7 @@ async fn run_child() -> Result<()> {
     let mut spec: ChildSpec = serde_json::from_str(&line)
         .map_err(|e| Error::Child(format!("bad configuration on stdin: {e}")))?;
     // The secret travels as `[security] secret`; the sections take it from there.
-    spec.config.apply_secret()?;
+    spec.config.apply_security()?;
     let signal = crate::shutdown_signal()?;
     let node = Node::start(&spec.node, &spec.config).await?;
     for line in node.announcements() {

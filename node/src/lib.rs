@@ -28,6 +28,7 @@ mod error;
 mod local;
 mod memory;
 mod node;
+pub mod pki;
 
 pub use config::{
     BROADCAST_PORT, BroadcastConfig, ClusterConfig, MAX_NODES, NodeConfig, ORPHAN_TTL,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use crail_node_service::{self as node, Connection, Endpoint, Exchange, Options, Part};
-use crail_store::{Secret, Store};
+use crail_store::{ClientConfig, Store};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::memory::{CHUNK, Memory};
@@ -46,9 +46,9 @@ struct Inner {
 
 impl BroadcastClient {
     /// Connects to the service at `endpoint` on behalf of application `app` (kept alive
-    /// while connected; empty for none), proving the cluster's `secret` when it has one.
-    pub async fn connect(endpoint: &Endpoint, app: &str, secret: Option<Secret>) -> Result<Self> {
-        let options = Options::new("broadcast", app).with_secret(secret);
+    /// while connected; empty for none), with the secret and TLS settings of `cluster`.
+    pub async fn connect(endpoint: &Endpoint, app: &str, cluster: &ClientConfig) -> Result<Self> {
+        let options = Options::new("broadcast", app).for_cluster(cluster);
         let conn = Connection::open(endpoint, &options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -79,7 +79,7 @@ impl BroadcastClient {
         })?;
         let mut last = None;
         for endpoint in endpoints {
-            match Self::connect(&endpoint, app, store.config().secret.clone()).await {
+            match Self::connect(&endpoint, app, store.config()).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last = Some(e),
             }

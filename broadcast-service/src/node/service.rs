@@ -71,6 +71,7 @@ pub async fn run(
     .min(config.sweep_every);
     let server = ServerConfig {
         secret: store.config().secret.clone(),
+        tls: store.config().tls.clone(),
         housekeeping: Some(every),
         local_group: config.local_group,
         ..ServerConfig::default()
@@ -345,9 +346,7 @@ impl Service {
                             endpoint: format!("of {host}"),
                             cause: "it advertises no TCP endpoint".into(),
                         })?;
-                    let peer =
-                        BroadcastClient::connect(endpoint, "", store.config().secret.clone())
-                            .await?;
+                    let peer = BroadcastClient::connect(endpoint, "", store.config()).await?;
                     peer.forget(&app, &id).await
                 };
                 match tokio::time::timeout(PEER_TIMEOUT, tell).await {

@@ -257,3 +257,25 @@ pub fn running(pid: &str) -> bool {
         .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
         .unwrap_or(false)
 }
+
+/// The cluster's listening sockets, from its announcement: (what, address); a Unix socket's
+/// address starts with '@' (abstract).
+pub fn endpoints(cluster: &Cluster) -> Vec<(String, String)> {
+    let mut out = vec![("namenode".to_owned(), cluster.namenode.clone())];
+    for line in cluster.lines.iter().map(|l| l.trim()) {
+        if let Some(rest) = line.strip_prefix("datanode listening on ") {
+            let addr = rest.split(' ').next().unwrap().to_owned();
+            out.push(("datanode unix".into(), format!("@crail-datanode/{addr}")));
+            out.push(("datanode".into(), addr));
+        }
+        for service in ["shuffle", "broadcast"] {
+            if let Some(rest) = line.strip_prefix(&format!("{service} service on tcp:")) {
+                let (tcp, unix) = rest.split_once(" and unix:").unwrap();
+                let unix = unix.split(' ').next().unwrap();
+                out.push((service.into(), tcp.to_owned()));
+                out.push((format!("{service} unix"), unix.to_owned()));
+            }
+        }
+    }
+    out
+}

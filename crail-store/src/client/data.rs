@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::rpc::{Endpoint, connect_and_greet};
+use super::rpc::{Connected, Endpoint, connect_and_greet};
 use crate::buffer::Buffer;
 use crate::error::{Error, Result};
 use crate::local::{self, Staging};
@@ -264,7 +264,12 @@ impl DataConn {
     ) -> Result<Self> {
         let (stream, rbuf, welcome) =
             connect_and_greet(&addr.to_string(), endpoint, "datanode ").await?;
-        let mut conn = Self::start(addr, stream, rbuf, None, timeout, endpoint.busy_poll);
+        let mut conn = match stream {
+            Connected::Plain(tcp) => {
+                Self::start(addr, tcp, rbuf, None, timeout, endpoint.busy_poll)
+            }
+            Connected::Tls(tls) => Self::start(addr, tls, rbuf, None, timeout, endpoint.busy_poll),
+        };
         conn.write_piece = welcome.write_piece as usize;
         Ok(conn)
     }

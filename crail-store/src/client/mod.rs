@@ -74,6 +74,7 @@ impl Store {
             rpc_timeout: config.rpc_timeout,
             max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
             busy_poll: config.busy_poll,
+            tls: config.tls.clone(),
         };
         let conn = Connection::open(&endpoint).await?;
         let info = conn.call(&pb::ClusterInfoRequest {}).await?;

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
@@ -20,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::wire::frame::{self, Frame};
 use crate::wire::handshake::{self, Secret};
-use crate::wire::io;
+use crate::wire::io::{self, Stream};
 use crate::wire::kind::Rpc;
+use crate::wire::tls::{Tls, TlsStream, host_of};
 
 /// How to reach a server.
 #[derive(Debug, Clone)]
@@ -35,6 +35,23 @@ pub(crate) struct Endpoint {
     pub(crate) max_frame: usize,
     /// How long a reader keeps polling its socket after a small reply (see `io::BusyPoll`).
     pub(crate) busy_poll: Duration,
+    /// TLS on every TCP connection, when the cluster has it.
+    pub(crate) tls: Option<Arc<Tls>>,
+}
+
+/// A connection just opened and greeted: in the clear or over TLS.
+pub(crate) enum Connected {
+    Plain(TcpStream),
+    Tls(TlsStream),
+}
+
+impl Connected {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.tcp(),
+        }
+    }
 }
 
 type Reply = Result<Frame>;
@@ -118,7 +135,7 @@ impl Connection {
     /// Connects, runs the handshake and starts the reader and writer tasks.
     pub(crate) async fn open(endpoint: &Endpoint) -> Result<Self> {
         let (stream, rbuf, _) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
-        let local_ip = stream.local_addr().ok().map(|a| a.ip());
+        let local_ip = stream.tcp().local_addr().ok().map(|a| a.ip());
         let shared = Arc::new(Shared {
             addr: endpoint.addr.clone(),
             outbox: Mutex::new(BytesMut::with_capacity(64 << 10)),
@@ -126,16 +143,10 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
         });
-        let (rd, wr) = stream.into_split();
-        let poll = io::BusyPoll::new(endpoint.busy_poll);
-        tokio::spawn(read_replies(
-            rd,
-            rbuf,
-            shared.clone(),
-            endpoint.max_frame,
-            poll,
-        ));
-        tokio::spawn(write_requests(wr, shared.clone()));
+        match stream {
+            Connected::Plain(tcp) => start(tcp, rbuf, &shared, endpoint),
+            Connected::Tls(tls) => start(tls, rbuf, &shared, endpoint),
+        }
         Ok(Self {
             shared,
             rpc_timeout: endpoint.rpc_timeout,
@@ -210,6 +221,20 @@ impl Drop for Connection {
     }
 }
 
+/// Starts a connection's reader and writer tasks.
+fn start<S: Stream>(stream: S, rbuf: BytesMut, shared: &Arc<Shared>, endpoint: &Endpoint) {
+    let (rd, wr) = stream.split();
+    let poll = io::BusyPoll::new(endpoint.busy_poll);
+    tokio::spawn(read_replies::<S>(
+        rd,
+        rbuf,
+        shared.clone(),
+        endpoint.max_frame,
+        poll,
+    ));
+    tokio::spawn(write_requests(wr, shared.clone()));
+}
+
 /// Connects to `addr` from `endpoint`'s local host and runs the client handshake, all within
 /// the connect timeout. Returns the stream and any bytes read past the handshake. `what`
 /// names the peer in a timeout ("datanode " or nothing).
@@ -217,26 +242,22 @@ pub(crate) async fn connect_and_greet(
     addr: &str,
     endpoint: &Endpoint,
     what: &str,
-) -> Result<(TcpStream, BytesMut, pb::Welcome)> {
+) -> Result<(Connected, BytesMut, pb::Welcome)> {
     let connect = async {
-        let mut stream = connect_tcp(addr, endpoint.local_host).await?;
+        let tcp = connect_tcp(addr, endpoint.local_host).await?;
         let mut rbuf = BytesMut::with_capacity(64 << 10);
-        let welcome = handshake::client(
-            &mut stream,
-            &mut rbuf,
-            endpoint.secret.as_ref(),
-            &endpoint.name,
-            endpoint.connect_timeout,
-        )
-        .await
-        .map_err(|e| match e {
-            // Reset or closed mid-handshake (a peer that just died): it could not be opened.
-            Error::Io { cause } => Error::Connect {
-                addr: addr.to_owned(),
-                cause,
-            },
-            other => other,
-        })?;
+        let (stream, welcome) = match &endpoint.tls {
+            None => {
+                let mut tcp = tcp;
+                let welcome = greet(&mut tcp, &mut rbuf, addr, endpoint, false).await?;
+                (Connected::Plain(tcp), welcome)
+            }
+            Some(tls) => {
+                let mut tls = tls.connect(tcp, host_of(addr), addr).await?;
+                let welcome = greet(&mut tls, &mut rbuf, addr, endpoint, true).await?;
+                (Connected::Tls(tls), welcome)
+            }
+        };
         Ok::<_, Error>((stream, rbuf, welcome))
     };
     tokio::time::timeout(endpoint.connect_timeout, connect)
@@ -245,6 +266,38 @@ pub(crate) async fn connect_and_greet(
             what: format!("connecting to {what}{addr}"),
             after_ms: millis(endpoint.connect_timeout),
         })?
+}
+
+/// The client side of the store's handshake.
+async fn greet(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    rbuf: &mut BytesMut,
+    addr: &str,
+    endpoint: &Endpoint,
+    tls: bool,
+) -> Result<pb::Welcome> {
+    handshake::client(
+        stream,
+        rbuf,
+        endpoint.secret.as_ref(),
+        &endpoint.name,
+        endpoint.connect_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        // A TLS alert (the server refused this client's certificate, or has none of it).
+        Error::Io { cause } if tls && cause.kind() == std::io::ErrorKind::InvalidData => {
+            Error::AuthFailed {
+                reason: format!("TLS with {addr}: {cause}"),
+            }
+        }
+        // Reset or closed mid-handshake (a peer that just died): it could not be opened.
+        Error::Io { cause } => Error::Connect {
+            addr: addr.to_owned(),
+            cause,
+        },
+        other => other,
+    })
 }
 
 async fn connect_tcp(addr: &str, local_host: Option<IpAddr>) -> Result<TcpStream> {
@@ -278,8 +331,8 @@ async fn connect_tcp(addr: &str, local_host: Option<IpAddr>) -> Result<TcpStream
     Err(failed(last))
 }
 
-async fn read_replies(
-    rd: OwnedReadHalf,
+async fn read_replies<S: Stream>(
+    rd: S::ReadHalf,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     max: usize,
@@ -315,7 +368,7 @@ async fn read_replies(
     shared.close(why);
 }
 
-async fn write_requests(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn write_requests(mut wr: impl AsyncWrite + Unpin, shared: Arc<Shared>) {
     let mut sending = BytesMut::with_capacity(64 << 10);
     loop {
         shared.wake_writer.notified().await;
@@ -329,7 +382,7 @@ async fn write_requests(mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
                 }
                 std::mem::swap(&mut *outbox, &mut sending);
             }
-            if let Err(e) = wr.write_all(&sending).await {
+            if let Err(e) = io::send(&mut wr, &sending).await {
                 shared.close(Closed::Lost(e.to_string()));
                 return;
             }

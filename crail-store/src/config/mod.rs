@@ -20,6 +20,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -30,6 +31,7 @@ use crate::path::PathLimits;
 use crate::types::Tiering;
 use crate::units::{ByteSize, duration_text};
 use crate::wire::handshake::Secret;
+use crate::wire::tls::Tls;
 
 mod keys;
 mod security;
@@ -112,6 +114,9 @@ pub struct NamenodeConfig {
     /// Filled from `[security] datanode_secret` when loaded from a file.
     #[serde(skip)]
     pub datanode_secret: Option<Secret>,
+    /// Filled from `[security] tls_*` when loaded from a file.
+    #[serde(skip)]
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for NamenodeConfig {
@@ -138,6 +143,7 @@ impl Default for NamenodeConfig {
             tiering: Tiering::ClassFirst,
             secret: None,
             datanode_secret: None,
+            tls: None,
         }
     }
 }
@@ -155,6 +161,15 @@ impl NamenodeConfig {
     /// Time without heartbeat after which a datanode is dead.
     pub fn dead_after(&self) -> Duration {
         self.heartbeat_interval * self.heartbeat_misses.max(1)
+    }
+
+    /// [`Self::validate`], and what serving needs besides: a certificate when TLS is on.
+    pub fn validate_server(&self) -> Result<()> {
+        self.validate()?;
+        match &self.tls {
+            Some(tls) => tls.check_serves(),
+            None => Ok(()),
+        }
     }
 
     /// Checks values that would make the namenode misbehave.
@@ -345,6 +360,9 @@ pub struct DatanodeConfig {
     /// Filled from `[security] local_group` when loaded from a file.
     #[serde(skip)]
     pub local_group: Option<u32>,
+    /// Filled from `[security] tls_*` when loaded from a file.
+    #[serde(skip)]
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for DatanodeConfig {
@@ -364,6 +382,7 @@ impl Default for DatanodeConfig {
             secret: None,
             datanode_secret: None,
             local_group: None,
+            tls: None,
         }
     }
 }
@@ -437,6 +456,9 @@ pub struct ClientConfig {
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
+    /// Filled from `[security] tls_*` when loaded from a file.
+    #[serde(skip)]
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ClientConfig {
@@ -455,6 +477,7 @@ impl Default for ClientConfig {
             busy_poll: Duration::from_micros(50),
             idle_buffers: ByteSize(64 << 20),
             secret: None,
+            tls: None,
         }
     }
 }
@@ -575,7 +598,7 @@ impl Config {
                 return Err(Error::Config { key, reason });
             }
         };
-        config.apply_secret()?;
+        config.apply_security()?;
         config.namenode.validate()?;
         Ok(config)
     }

@@ -79,6 +79,12 @@ impl Attach for tokio::net::TcpStream {
     }
 }
 
+impl Attach for crate::wire::tls::TlsStream {
+    async fn attach(&mut self, _rbuf: &mut BytesMut) -> Result<Option<Staging>> {
+        Ok(None)
+    }
+}
+
 impl Attach for UnixStream {
     /// The first frame after the handshake must be an Attach with its memory file.
     async fn attach(&mut self, rbuf: &mut BytesMut) -> Result<Option<Staging>> {
@@ -206,5 +212,6 @@ pub(super) async fn flush(
         wr.write_all(out).await?;
         out.clear();
     }
-    Ok(())
+    // Over TLS, ciphertext the socket did not take yet leaves with the flush.
+    wr.flush().await
 }

@@ -117,6 +117,9 @@ impl Datanode {
         client: ClientConfig,
     ) -> Result<Self> {
         config.validate()?;
+        if let Some(tls) = &config.tls {
+            tls.check_serves()?;
+        }
         if config.transport == crate::config::Transport::Rdma {
             crate::rdma::probe()?;
         }
@@ -125,6 +128,9 @@ impl Datanode {
         let address = SocketAddr::new(host, address.port());
         let mut client = client;
         client.local_host = Some(host);
+        if client.tls.is_none() {
+            client.tls = config.tls.clone();
+        }
         if client.secret.is_none() {
             client.secret = config.secret.clone();
         }
@@ -227,6 +233,7 @@ impl Datanode {
             identity: Arc::new(RwLock::new(self.identity)),
             check_grants: true,
             gate: crate::wire::gate::Gate::new(self.config.local_group),
+            tls: self.config.tls.clone(),
         });
         let identity = settings.identity.clone();
         let beats = tokio::spawn(heartbeats(

@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) check_grants: bool,
     /// Who may start a handshake.
     pub(crate) gate: crate::wire::gate::Gate,
+    /// TLS on the TCP port, when the cluster has it.
+    pub(crate) tls: Option<Arc<crate::wire::tls::Tls>>,
 }
 
 /// A connection just accepted.
@@ -123,7 +125,21 @@ pub(crate) async fn serve<T: Tier>(
             match stream {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
-                    conn.run(stream, peer, ip, permit, stop).await;
+                    match conn.settings.tls.clone() {
+                        None => conn.run(stream, peer, ip, permit, stop).await,
+                        Some(tls) => {
+                            let timeout = conn.settings.handshake_timeout;
+                            match tls.accept_within(stream, &peer, timeout).await {
+                                Ok(stream) => conn.run(stream, peer, ip, permit, stop).await,
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    if let Some(ip) = ip {
+                                        conn.settings.gate.failed_with(ip, &e);
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
                 Accepted::Local(stream) => conn.run(stream, peer, None, permit, stop).await,
             }

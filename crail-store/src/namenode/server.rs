@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 
@@ -35,7 +35,7 @@ pub async fn run(
     config: NamenodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    config.validate()?;
+    config.validate_server()?;
     let core = Arc::new(Core::new(&config)?);
     serve_core(listener, core, &config, shutdown).await
 }
@@ -58,6 +58,7 @@ pub(crate) async fn serve_core(
         handshake_timeout: config.handshake_timeout,
         frame_timeout: config.frame_timeout,
         max_connections: config.max_connections,
+        tls: config.tls.clone(),
     });
 
     tokio::spawn(reaper(
@@ -117,6 +118,7 @@ struct Settings {
     handshake_timeout: Duration,
     frame_timeout: Duration,
     max_connections: usize,
+    tls: Option<Arc<crate::wire::tls::Tls>>,
 }
 
 fn tick_interval(config: &NamenodeConfig) -> Duration {
@@ -141,15 +143,45 @@ async fn reaper(
 }
 
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     core: Arc<Core>,
     settings: Arc<Settings>,
     permit: Option<OwnedSemaphorePermit>,
-    mut stop: broadcast::Receiver<()>,
+    stop: broadcast::Receiver<()>,
     _done: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let ip = peer.ip().to_canonical();
+    if let Err(refused) = settings.gate.check_remote(ip) {
+        tracing::debug!(%peer, %refused, "connection refused");
+        handshake::send_error(&mut { stream }, &refused).await;
+        return;
+    }
+    let Some(tls) = &settings.tls else {
+        return greet_and_serve(stream, peer, &core, &settings, permit, stop).await;
+    };
+    match tls
+        .accept_within(stream, &peer.to_string(), settings.handshake_timeout)
+        .await
+    {
+        Ok(stream) => greet_and_serve(stream, peer, &core, &settings, permit, stop).await,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            settings.gate.failed_with(ip, &e);
+        }
+    }
+}
+
+/// The store's handshake and the requests of one connection, in the clear or over TLS.
+async fn greet_and_serve<S: io::Socket + AsyncWrite + AsyncRead + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    core: &Core,
+    settings: &Settings,
+    permit: Option<OwnedSemaphorePermit>,
+    mut stop: broadcast::Receiver<()>,
+) {
     if permit.is_none() {
         tracing::warn!(%peer, limit = settings.max_connections, "connection refused: server busy");
         handshake::send_error(
@@ -162,11 +194,6 @@ async fn connection(
         return;
     }
     let ip = peer.ip().to_canonical();
-    if let Err(refused) = settings.gate.check_remote(ip) {
-        tracing::debug!(%peer, %refused, "connection refused");
-        handshake::send_error(&mut stream, &refused).await;
-        return;
-    }
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let handshake = handshake::server(
         &mut stream,
@@ -197,7 +224,7 @@ async fn connection(
         &mut rbuf,
         peer,
         datanode,
-        &core,
+        core,
         frame_timeout,
         &mut stop,
     )
@@ -208,8 +235,8 @@ async fn connection(
     }
 }
 
-async fn serve(
-    stream: &mut TcpStream,
+async fn serve<S: io::Socket + AsyncWrite + Unpin>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     peer: SocketAddr,
     datanode: bool,
@@ -229,7 +256,7 @@ async fn serve(
                 Ok(Some(frame)) => {
                     core.handle(&frame, caller, &mut out);
                     if out.len() >= FLUSH_AT {
-                        stream.write_all(&out).await?;
+                        io::send(stream, &out).await?;
                         out.clear();
                     }
                 }
@@ -237,13 +264,13 @@ async fn serve(
                 Err(e) => {
                     // A bad header leaves no way to find the next frame: say why and close.
                     frame::encode_error(&mut out, 0, &e);
-                    stream.write_all(&out).await?;
+                    io::send(stream, &out).await?;
                     return Err(e);
                 }
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            io::send(stream, &out).await?;
             out.clear();
             if out.capacity() > 4 * FLUSH_AT {
                 // One burst of large replies should not pin megabytes per connection.
@@ -259,14 +286,14 @@ async fn serve(
                     Err(e) => {
                         // Stalled inside a request: say why and close.
                         frame::encode_error(&mut out, 0, &e);
-                        let _ = stream.write_all(&out).await;
+                        let _ = io::send(stream, &out).await;
                         return Err(e);
                     }
                 }
             }
             _ = stop.recv() => {
                 frame::encode_error(&mut out, 0, &Error::ShuttingDown);
-                let _ = stream.write_all(&out).await;
+                let _ = io::send(stream, &out).await;
                 return Ok(());
             }
         }
@@ -284,7 +311,7 @@ pub struct RunningNamenode {
 impl RunningNamenode {
     /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
     pub async fn start(config: NamenodeConfig) -> Result<Self> {
-        config.validate()?;
+        config.validate_server()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|cause| Error::Connect {

@@ -95,6 +95,14 @@ pub(crate) async fn within_frame(
     }
 }
 
+/// Writes `bytes` and flushes: over TLS, ciphertext the socket did not take at once leaves
+/// only with a flush.
+pub(crate) async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// Room kept free in the read buffer before each read.
 const MIN_ROOM: usize = 16 << 10;
 

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod gate;
 pub mod handshake;
 pub(crate) mod io;
+pub mod tls;
 
 pub use crate::local::{recv_into_with_fd, send_with_fd};
 pub(crate) mod kind;

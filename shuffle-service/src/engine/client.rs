@@ -129,7 +129,7 @@ impl ShuffleClient {
     /// from the node's address so writes land on its datanodes. The connection proves the
     /// secret of `store`'s configuration, as the store's own connections do.
     pub async fn connect(endpoint: &Endpoint, app: &str, store: Store) -> Result<Self> {
-        let options = Options::new("shuffle", app).with_secret(store.config().secret.clone());
+        let options = Options::new("shuffle", app).for_cluster(store.config());
         let conn = Connection::open(endpoint, &options).await?;
         Ok(Self {
             service: Arc::new(Service { conn }),

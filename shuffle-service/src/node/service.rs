@@ -95,6 +95,7 @@ pub async fn run(
     let store = slots.store().clone();
     let server = ServerConfig {
         secret: store.config().secret.clone(),
+        tls: store.config().tls.clone(),
         housekeeping: config
             .orphan_ttl
             .map(|ttl| (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))),

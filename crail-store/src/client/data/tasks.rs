@@ -98,7 +98,8 @@ async fn flush(wr: &mut (impl AsyncWrite + Unpin), out: &mut BytesMut) -> std::i
         wr.write_all(out).await?;
         out.clear();
     }
-    Ok(())
+    // Over TLS, ciphertext the socket did not take yet leaves with the flush.
+    wr.flush().await
 }
 
 pub(super) async fn read_replies<R: AsRef<S>, S: Socket>(
