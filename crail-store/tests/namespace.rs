@@ -627,3 +627,133 @@ async fn malformed_paths_are_typed_errors() {
         "{err}"
     );
 }
+
+/// Creates an empty file and closes it.
+async fn empty_file(store: &Store, path: &str) {
+    store
+        .create_file(path, &opts())
+        .await
+        .unwrap()
+        .close(0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn each_application_is_held_to_its_quota_of_nodes_and_bytes() {
+    let nn = start_with(crail_store::NamenodeConfig {
+        app_max_nodes: 4,
+        app_max_bytes: crail_store::ByteSize(3 * BLOCK),
+        ..common::fast_config()
+    })
+    .await;
+    let store = client(&nn).await;
+    let id = datanode(&store, "127.0.0.1", 7000, 0, 64).await;
+    let _beat = Beating(heartbeats(store.clone(), vec![id]));
+    store.create_dir("/crail-shuffle", &opts()).await.unwrap();
+    for app in ["a", "b"] {
+        store
+            .create_dir(&format!("/crail-shuffle/{app}"), &opts())
+            .await
+            .unwrap();
+    }
+
+    // Nodes: four below /crail-shuffle/a, the fifth refused; b is not affected.
+    store
+        .create_dir("/crail-shuffle/a/d", &opts())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let path = format!("/crail-shuffle/a/d/f{i}");
+        empty_file(&store, &path).await;
+    }
+    let err = store
+        .create_file("/crail-shuffle/a/d/f3", &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::QuotaExceeded { app, what, limit: 4, used: 4 }
+            if app == "/crail-shuffle/a" && what == "namespace nodes"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("quota of 4 namespace nodes"),
+        "{err}"
+    );
+    store
+        .create_dir("/crail-shuffle/b/d", &opts())
+        .await
+        .unwrap();
+    // Deleting gives the nodes back.
+    store.delete("/crail-shuffle/a/d/f0", false).await.unwrap();
+    store
+        .create_dir("/crail-shuffle/a/e", &opts())
+        .await
+        .unwrap();
+
+    // Bytes: three blocks, the fourth refused and nothing allocated for it.
+    let writer = store
+        .create_file("/crail-shuffle/b/big", &opts())
+        .await
+        .unwrap();
+    writer.allocate(0, 3).await.unwrap();
+    let err = writer.allocate(3, 1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::QuotaExceeded { what, limit, .. }
+            if what == "bytes" && *limit == 3 * BLOCK),
+        "{err}"
+    );
+    assert_eq!(used_blocks(&store).await, 3);
+    writer.close(3 * BLOCK).await.unwrap();
+    // A file moved into another application takes its charges along, within that quota.
+    let err = store
+        .rename("/crail-shuffle/b/big", "/crail-shuffle/a/big")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::QuotaExceeded { .. }), "{err}");
+    store.delete("/crail-shuffle/a/e", false).await.unwrap();
+    store
+        .rename("/crail-shuffle/b/big", "/crail-shuffle/a/big")
+        .await
+        .unwrap();
+    let err = store
+        .create_file("/crail-shuffle/a/more", &opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::QuotaExceeded { .. }), "{err}");
+    let writer = store
+        .create_file("/crail-shuffle/b/again", &opts())
+        .await
+        .unwrap();
+    writer.allocate(0, 3).await.unwrap();
+    writer.close(3 * BLOCK).await.unwrap();
+
+    // An application's directory stays one; nothing else becomes one by a move.
+    let err = store
+        .rename("/crail-shuffle/a", "/crail-shuffle/b/a")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::NotPermitted { .. }), "{err}");
+    let err = store
+        .rename("/crail-shuffle/b/again", "/crail-shuffle/again")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::NotPermitted { .. }), "{err}");
+
+    // Deleting an application gives back everything; outside the roots there is no quota.
+    store.delete("/crail-shuffle/a", true).await.unwrap();
+    store.delete("/crail-shuffle/b", true).await.unwrap();
+    assert_eq!(used_blocks(&store).await, 0);
+    store.create_dir("/crail-shuffle/a", &opts()).await.unwrap();
+    for i in 0..4 {
+        let path = format!("/crail-shuffle/a/f{i}");
+        empty_file(&store, &path).await;
+    }
+    store.create_dir("/elsewhere", &opts()).await.unwrap();
+    for i in 0..10 {
+        store
+            .create_dir(&format!("/elsewhere/{i}"), &opts())
+            .await
+            .unwrap();
+    }
+}

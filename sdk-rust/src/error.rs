@@ -53,7 +53,8 @@ impl Error {
             Self::Store(s) | Self::Shuffle(S::Store(s)) | Self::Broadcast(B::Store(s)) => match s {
                 T::NotFound { .. } | T::UnknownFile { .. } => ErrorKind::NotFound,
                 T::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-                T::StoreFull { .. } => ErrorKind::StoreFull,
+                // No room: in the store, or in the application's quota.
+                T::StoreFull { .. } | T::QuotaExceeded { .. } => ErrorKind::StoreFull,
                 // Data that is gone: lost with its datanode, corrupt, its block given to
                 // another file since (fenced), or never written.
                 T::LostBlocks { .. }

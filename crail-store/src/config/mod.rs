@@ -108,6 +108,15 @@ pub struct NamenodeConfig {
     /// names no class or host: "class-first" (remote DRAM before local flash, Crail's
     /// horizontal tiering) or "host-first" (local flash before remote DRAM).
     pub tiering: Tiering,
+    /// Top-level directories whose children are applications (the shuffle and broadcast
+    /// services keep one per application there); each application's directory has the quota
+    /// below.
+    pub app_roots: Vec<String>,
+    /// Namespace nodes (files, directories, ...) one application's directory may hold; 0: no
+    /// limit.
+    pub app_max_nodes: u64,
+    /// Bytes of blocks one application's directory may hold (whole blocks count); 0: no limit.
+    pub app_max_bytes: ByteSize,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -141,6 +150,9 @@ impl Default for NamenodeConfig {
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
             tiering: Tiering::ClassFirst,
+            app_roots: vec!["/crail-shuffle".into(), "/crail-broadcast".into()],
+            app_max_nodes: 1 << 22,
+            app_max_bytes: ByteSize(0),
             secret: None,
             datanode_secret: None,
             tls: None,
@@ -180,6 +192,15 @@ impl NamenodeConfig {
                 reason,
             })
         };
+        if let Some(root) = self.app_roots.iter().find(|r| {
+            let name = r.strip_prefix('/').unwrap_or("");
+            name.is_empty() || name.contains('/')
+        }) {
+            return bad(
+                "app_roots",
+                format!("{root:?} is not a top-level directory such as \"/crail-shuffle\""),
+            );
+        }
         let bs = self.block_size.bytes();
         if bs < 4096 || !bs.is_multiple_of(4096) {
             return bad(

@@ -128,6 +128,21 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// An application's directory holds as many namespace nodes or bytes as its quota allows
+    /// (`namenode.app_max_nodes`, `app_max_bytes`).
+    #[error(
+        "{app}: its quota of {limit} {what} is used up ({used} in use); delete what it no longer needs"
+    )]
+    QuotaExceeded {
+        /// The application's directory.
+        app: String,
+        /// "namespace nodes" or "bytes".
+        what: String,
+        /// The quota.
+        limit: u64,
+        /// In use before this request.
+        used: u64,
+    },
     /// One request covers more blocks than the namenode answers at once.
     #[error("{count} blocks in one request exceed the limit of {max}")]
     BatchTooLarge {

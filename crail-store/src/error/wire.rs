@@ -201,6 +201,18 @@ impl Error {
                 r.detail = reason.clone();
                 C::GrantRefused
             }
+            Self::QuotaExceeded {
+                app,
+                what,
+                limit,
+                used,
+            } => {
+                r.path = app.clone();
+                r.detail = what.clone();
+                r.limit = *limit;
+                r.count = *used;
+                C::QuotaExceeded
+            }
             Self::NotPermitted { operation, reason } => {
                 r.other_path = operation.clone();
                 r.detail = reason.clone();
@@ -400,6 +412,12 @@ impl Error {
                 offset: r.index,
                 reason: r.detail,
             },
+            C::QuotaExceeded => Self::QuotaExceeded {
+                app: r.path,
+                what: r.detail,
+                limit: r.limit,
+                used: r.count,
+            },
             C::NotPermitted => Self::NotPermitted {
                 operation: r.other_path,
                 reason: r.detail,
@@ -589,6 +607,12 @@ mod tests {
             Error::GrantRefused {
                 offset: 4096,
                 reason: "forged".into(),
+            },
+            Error::QuotaExceeded {
+                app: "/crail-shuffle/app-1".into(),
+                what: "bytes".into(),
+                limit: 1 << 30,
+                used: 1 << 30,
             },
             Error::NotPermitted {
                 operation: "registering a datanode".into(),

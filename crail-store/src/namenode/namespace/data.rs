@@ -65,8 +65,16 @@ impl Namespace {
         // Existing blocks first: if one is lost, fail before allocating anything.
         let mut out = self.locations(file, first, end.min(have), true)?;
         if end > have {
-            let placement = f.placement.clone();
-            let new = self.registry.allocate(end - have, &placement, ctx.peer)?;
+            let (placement, app) = (f.placement.clone(), f.app);
+            let bytes = (end - have) * self.registry.block_size();
+            self.charge_bytes(app, bytes)?;
+            let new = match self.registry.allocate(end - have, &placement, ctx.peer) {
+                Ok(new) => new,
+                Err(e) => {
+                    self.uncharge_bytes(app, bytes);
+                    return Err(e);
+                }
+            };
             if let Some(f) = self.files.get_mut(&file) {
                 f.blocks.extend(new);
             }
@@ -183,7 +191,8 @@ impl Namespace {
             f.size = size;
             f.lease = None;
             f.state = FileState::Live;
-            self.registry.free(&extra);
+            let app = f.app;
+            self.free_blocks(app, &extra);
         }
         let mut replaced = None;
         if let Some(n) = self.nodes.get_mut(&node) {
@@ -261,7 +270,8 @@ impl Namespace {
         }
         let keep = f.size.div_ceil(self.registry.block_size()) as usize;
         let extra = f.blocks.split_off(keep.min(f.blocks.len()));
-        self.registry.free(&extra);
+        let app = f.app;
+        self.free_blocks(app, &extra);
     }
 
     /// Expires leases and holds whose time has come: abandoned writes are rolled back, replaced

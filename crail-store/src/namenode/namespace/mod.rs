@@ -9,6 +9,7 @@
 //! operations address files by id, so renames never disturb a writer.
 
 mod data;
+mod quota;
 mod tree;
 
 pub(crate) use tree::{CreateFlags, PathRef};
@@ -121,6 +122,8 @@ struct FileData {
     state: FileState,
     /// An entry for this file is in the deadline heap.
     scheduled: bool,
+    /// The application's directory its blocks are charged to.
+    app: Option<NodeId>,
 }
 
 /// Unguessable tokens (leases, holds): HMAC-SHA256 of a counter under a random key, cut to
@@ -186,6 +189,7 @@ pub(crate) struct Namespace {
     max_blocks_per_file: u64,
     max_blocks_per_request: u64,
     max_writers_per_key: usize,
+    quotas: quota::Quotas,
 }
 
 impl Namespace {
@@ -219,6 +223,7 @@ impl Namespace {
             max_blocks_per_file: config.max_blocks_per_file,
             max_blocks_per_request: config.max_blocks_per_request,
             max_writers_per_key: config.max_writers_per_key,
+            quotas: quota::Quotas::new(config),
         })
     }
 
@@ -304,6 +309,7 @@ impl Namespace {
     fn new_file(&mut self, node: NodeId, placement: Placement, state: FileState) -> FileId {
         let id = self.next_file;
         self.next_file += 1;
+        let app = self.app_of(node);
         self.files.insert(
             id,
             FileData {
@@ -315,6 +321,7 @@ impl Namespace {
                 holds: HashMap::new(),
                 state,
                 scheduled: false,
+                app,
             },
         );
         id
@@ -355,8 +362,15 @@ impl Namespace {
     /// Frees a data object and its blocks.
     fn free_file(&mut self, file: FileId) {
         if let Some(f) = self.files.remove(&file) {
-            self.registry.free(&f.blocks);
+            self.free_blocks(f.app, &f.blocks);
         }
+    }
+
+    /// Frees blocks and gives their bytes back to the application they were charged to.
+    fn free_blocks(&mut self, app: Option<NodeId>, blocks: &[BlockAddr]) {
+        self.registry.free(blocks);
+        let bytes = blocks.len() as u64 * self.registry.block_size();
+        self.uncharge_bytes(app, bytes);
     }
 
     /// Retires a keyvalue's replaced value: freed now if no reader holds it, else later.

@@ -137,8 +137,12 @@ impl Namespace {
                 path: path.text.to_owned(),
             });
         }
+        let is_app = self.charge_node(parent)?;
         let id = self.next_node;
         self.next_node += 1;
+        if is_app {
+            self.new_app(id);
+        }
         let kind = match ty {
             NodeType::File => NodeKind::File(0),
             NodeType::KeyValue => NodeKind::KeyValue {
@@ -260,6 +264,7 @@ impl Namespace {
             });
         }
         let (parent, name) = (node.parent, node.name.clone());
+        let app = self.app_of(id);
         if let Some(children) = self.children_mut(parent) {
             children.remove(&name);
         }
@@ -271,6 +276,7 @@ impl Namespace {
             let Some(node) = self.nodes.remove(&id) else {
                 continue;
             };
+            self.uncharge_node(id, app);
             match node.kind {
                 NodeKind::Container { children, .. } => stack.extend(children.into_values()),
                 NodeKind::File(file) => self.free_file(file),
@@ -332,6 +338,7 @@ impl Namespace {
             ancestor = self.nodes[&ancestor].parent;
         }
         self.check_subtree_fits(id, to)?;
+        self.move_between_apps(id, new_parent, from.text)?;
         let node = &self.nodes[&id];
         let (old_parent, old_name) = (node.parent, node.name.clone());
         if let Some(children) = self.children_mut(old_parent) {
