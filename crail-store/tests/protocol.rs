@@ -226,6 +226,52 @@ async fn a_client_that_stalls_inside_a_request_is_told_and_dropped() {
 }
 
 #[tokio::test]
+async fn idle_connections_are_closed_with_a_notice_and_clients_reconnect() {
+    let nn = start_with(NamenodeConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..fast_config()
+    })
+    .await;
+    let mut idle = raw(&nn).await;
+    let mut buf = BytesMut::new();
+    let (_, id, error) = reply(&mut idle, &mut buf).await;
+    let error = error.unwrap();
+    assert!(id == 0 && error.is_idle_close(), "{error}");
+    closed(&mut idle).await;
+
+    // A client idle past the limit finds its connection closed and opens a new one.
+    let store = Store::connect(&client_config(&nn)).await.unwrap();
+    store.create_dir("/d", &Default::default()).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        store.stat("/d").await.unwrap();
+    }
+
+    // Every connection of the namenode's, both ends, probes a silent peer (TCP keepalive: its
+    // timer is the one armed on an idle established connection).
+    let keepalive = NamenodeConfig {
+        idle_timeout: Duration::ZERO,
+        ..fast_config()
+    };
+    let nn = start_with(keepalive).await;
+    let store = Store::connect(&client_config(&nn)).await.unwrap();
+    store.stat("/").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let port = format!("{:04X}", nn.addr().port());
+    let timers: Vec<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        // Established connections from or to the namenode's port.
+        .filter(|f| f[3] == "01" && (f[1].ends_with(&port) || f[2].ends_with(&port)))
+        .map(|f| f[5].clone())
+        .collect();
+    assert_eq!(timers.len(), 2, "{timers:?}");
+    assert!(timers.iter().all(|t| t.starts_with("02:")), "{timers:?}");
+}
+
+#[tokio::test]
 async fn an_oversized_frame_closes_only_that_connection() {
     let nn = start().await;
     let good = client(&nn).await;

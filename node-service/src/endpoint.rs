@@ -122,6 +122,7 @@ impl Stream {
             Endpoint::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
+                crail_store::wire::keepalive(&stream);
                 match tls {
                     None => Ok(Self::Tcp(stream)),
                     Some(tls) => {
@@ -283,6 +284,7 @@ impl Listener {
             Self::Tcp(l) => {
                 let (stream, _) = l.accept().await?;
                 stream.set_nodelay(true)?;
+                crail_store::wire::keepalive(&stream);
                 Ok(Stream::Tcp(stream))
             }
             Self::Unix(l) => {

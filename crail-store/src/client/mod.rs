@@ -47,7 +47,11 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    conn: Connection,
+    /// The namenode connection; replaced by a new one when found closed.
+    conn: parking_lot::Mutex<Arc<Connection>>,
+    /// Held while a closed namenode connection is replaced (one new connection, not one per
+    /// caller).
+    reopening: tokio::sync::Mutex<()>,
     config: ClientConfig,
     endpoint: Endpoint,
     block_size: u64,
@@ -98,7 +102,8 @@ impl Store {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                conn,
+                conn: parking_lot::Mutex::new(Arc::new(conn)),
+                reopening: tokio::sync::Mutex::new(()),
                 config: config.clone(),
                 endpoint,
                 block_size: info.block_size,
@@ -123,7 +128,7 @@ impl Store {
 
     /// The namenode's address.
     pub fn namenode(&self) -> &str {
-        self.inner.conn.addr()
+        &self.inner.endpoint.addr
     }
 
     /// The pool of stream buffers (each [`ClientConfig::buffer_size`] bytes, at most a block).
@@ -174,7 +179,31 @@ impl Store {
     }
 
     pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {
-        self.inner.conn.call(request).await
+        match self.namenode_conn().await?.call(request).await {
+            // The namenode closed the connection as idle without reading this request: it was
+            // not done, so it goes once more, on a new connection.
+            Err(e) if e.is_idle_close() => self.namenode_conn().await?.call(request).await,
+            other => other,
+        }
+    }
+
+    /// The namenode connection: a new one if the last was closed (dropped as idle, the
+    /// namenode restarted, the network broke). Calls in flight on a connection that breaks
+    /// fail; the next ones reconnect.
+    async fn namenode_conn(&self) -> Result<Arc<Connection>> {
+        let current = self.inner.conn.lock().clone();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let _one = self.inner.reopening.lock().await;
+        let current = self.inner.conn.lock().clone();
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Connection::open(&self.inner.endpoint).await?);
+        tracing::debug!(namenode = %self.inner.endpoint.addr, "namenode connection reopened");
+        *self.inner.conn.lock() = fresh.clone();
+        Ok(fresh)
     }
 
     /// Checks path syntax before sending, so obviously bad paths fail without a round trip.

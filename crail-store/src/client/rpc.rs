@@ -155,13 +155,14 @@ impl Connection {
         })
     }
 
+    /// Whether the connection is gone (a new one is needed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
     /// The address this client reaches the namenode from.
     pub(crate) fn local_ip(&self) -> Option<IpAddr> {
         self.local_ip
-    }
-
-    pub(crate) fn addr(&self) -> &str {
-        &self.shared.addr
     }
 
     /// Sends `request` and waits for its reply (or the typed error the server answered).
@@ -321,6 +322,7 @@ async fn connect_tcp(addr: &str, local_host: Option<IpAddr>) -> Result<TcpStream
             }
             let stream = socket.connect(target).await?;
             stream.set_nodelay(true)?;
+            crate::wire::keepalive(&stream);
             Ok::<_, std::io::Error>(stream)
         };
         match attempt.await {

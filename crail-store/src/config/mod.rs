@@ -104,6 +104,12 @@ pub struct NamenodeConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub frame_timeout: Duration,
+    /// Time a client connection may stay idle between requests before the namenode closes it
+    /// (clients reconnect on their next call, and a request that crossed the close is sent
+    /// again); `0s`: never. Dead peers are found sooner by TCP keepalive.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
     /// Where blocks go when the writer's host has no room in DRAM, for files whose placement
     /// names no class or host: "class-first" (remote DRAM before local flash, Crail's
     /// horizontal tiering) or "host-first" (local flash before remote DRAM).
@@ -149,6 +155,7 @@ impl Default for NamenodeConfig {
             max_depth: limits.max_depth,
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
             tiering: Tiering::ClassFirst,
             app_roots: vec!["/crail-shuffle".into(), "/crail-broadcast".into()],
             app_max_nodes: 1 << 22,

@@ -125,6 +125,7 @@ pub(crate) async fn serve<T: Tier>(
             match stream {
                 Accepted::Tcp(stream) => {
                     let _ = stream.set_nodelay(true);
+                    crate::wire::keepalive(&stream);
                     match conn.settings.tls.clone() {
                         None => conn.run(stream, peer, ip, permit, stop).await,
                         Some(tls) => {
@@ -257,7 +258,10 @@ impl<T: Tier> Conn<T> {
             let Some(frame) = frame::decode(&mut rbuf, MAX_REQUEST_BODY)? else {
                 let pending = rbuf.len();
                 let read = io::read_some_upto(rd, &mut rbuf, io::FRAME_READ);
-                if io::within_frame(pending, self.settings.payload_timeout, read).await? == 0 {
+                if io::within_frame(pending, self.settings.payload_timeout, Duration::ZERO, read)
+                    .await?
+                    == 0
+                {
                     return Ok(());
                 }
                 continue;

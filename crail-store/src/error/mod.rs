@@ -428,7 +428,16 @@ pub(crate) fn clipped(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
+/// What a server's notice names when it closes a connection idle for too long.
+pub(crate) const IDLE_CONNECTION: &str = "an idle connection";
+
 impl Error {
+    /// A server closed the connection as idle (it read no request after the notice, so none
+    /// on it was done).
+    pub fn is_idle_close(&self) -> bool {
+        matches!(self, Self::Timeout { what, .. } if what == IDLE_CONNECTION)
+    }
+
     pub(crate) fn malformed(what: impl Into<String>, detail: impl ToString) -> Self {
         Self::Malformed {
             what: what.into(),

@@ -57,6 +57,7 @@ pub(crate) async fn serve_core(
         gate: Gate::default(),
         handshake_timeout: config.handshake_timeout,
         frame_timeout: config.frame_timeout,
+        idle_timeout: config.idle_timeout,
         max_connections: config.max_connections,
         tls: config.tls.clone(),
     });
@@ -117,6 +118,7 @@ struct Settings {
     gate: Gate,
     handshake_timeout: Duration,
     frame_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
     tls: Option<Arc<crate::wire::tls::Tls>>,
 }
@@ -152,6 +154,7 @@ async fn connection(
     _done: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    crate::wire::keepalive(&stream);
     let ip = peer.ip().to_canonical();
     if let Err(refused) = settings.gate.check_remote(ip) {
         tracing::debug!(%peer, %refused, "connection refused");
@@ -218,19 +221,19 @@ async fn greet_and_serve<S: io::Socket + AsyncWrite + AsyncRead + Unpin>(
     };
     let (name, datanode) = (client.name, client.datanode);
     tracing::debug!(%peer, %name, datanode, "client connected");
-    let frame_timeout = settings.frame_timeout;
     match serve(
         &mut stream,
         &mut rbuf,
         peer,
         datanode,
         core,
-        frame_timeout,
+        settings,
         &mut stop,
     )
     .await
     {
         Ok(()) => tracing::debug!(%peer, %name, "client disconnected"),
+        Err(e) if e.is_idle_close() => tracing::debug!(%peer, %name, "idle connection closed"),
         Err(e) => tracing::warn!(%peer, %name, error = %e, "connection closed"),
     }
 }
@@ -241,9 +244,10 @@ async fn serve<S: io::Socket + AsyncWrite + Unpin>(
     peer: SocketAddr,
     datanode: bool,
     core: &Core,
-    frame_timeout: Duration,
+    settings: &Settings,
     stop: &mut broadcast::Receiver<()>,
 ) -> Result<()> {
+    let (frame_timeout, idle_timeout) = (settings.frame_timeout, settings.idle_timeout);
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     // IPv4 clients of a dual-stack listener show as ::ffff:a.b.c.d; placement compares hosts.
     let caller = Caller {
@@ -279,7 +283,7 @@ async fn serve<S: io::Socket + AsyncWrite + Unpin>(
         }
         let pending = rbuf.len();
         tokio::select! {
-            read = io::within_frame(pending, frame_timeout, io::read_some(stream, rbuf)) => {
+            read = io::within_frame(pending, frame_timeout, idle_timeout, io::read_some(stream, rbuf)) => {
                 match read {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}

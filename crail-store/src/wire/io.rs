@@ -76,21 +76,26 @@ socket!(UnixStream, unix);
 /// Runs `read`, the next read of a connection whose buffer holds `pending` bytes of a frame
 /// not yet whole: with bytes pending it must bring more within `after`, or the peer is taken
 /// to stall inside a frame (and whatever it holds of the server with it) and dropped with
-/// [`Error::Timeout`](crate::Error::Timeout). Between frames a connection may be idle.
+/// [`Error::Timeout`](crate::Error::Timeout). Between frames a connection may be idle for
+/// `idle` (zero: for ever); then it is closed with the idle notice
+/// ([`Error::is_idle_close`](crate::Error::is_idle_close)).
 #[cfg(feature = "server")]
 pub(crate) async fn within_frame(
     pending: usize,
     after: Duration,
+    idle: Duration,
     read: impl Future<Output = io::Result<usize>>,
 ) -> crate::Result<usize> {
-    if pending == 0 {
-        return Ok(read.await?);
-    }
-    match tokio::time::timeout(after, read).await {
+    let (limit, what) = match pending {
+        0 if idle.is_zero() => return Ok(read.await?),
+        0 => (idle, crate::error::IDLE_CONNECTION),
+        _ => (after, "the rest of a frame"),
+    };
+    match tokio::time::timeout(limit, read).await {
         Ok(read) => Ok(read?),
         Err(_) => Err(crate::Error::Timeout {
-            what: "the rest of a frame".into(),
-            after_ms: after.as_millis().try_into().unwrap_or(u64::MAX),
+            what: what.into(),
+            after_ms: limit.as_millis().try_into().unwrap_or(u64::MAX),
         }),
     }
 }
