@@ -106,6 +106,7 @@ pub mod testing {
                     let service = crate::wire::handshake::Service {
                         name: "fuzz",
                         write_piece: 0,
+                        idle_timeout: std::time::Duration::ZERO,
                     };
                     let _ = crate::wire::handshake::server(
                         &mut ours, &mut buf, secrets, service, timeout,

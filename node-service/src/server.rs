@@ -207,6 +207,7 @@ async fn serve<S: Service>(
     let announce = handshake::Service {
         name: S::NAME,
         write_piece: 0,
+        idle_timeout: std::time::Duration::ZERO,
     };
     if let Some(tls) = &config.tls {
         match tokio::time::timeout(OPEN_TIMEOUT, stream.accept_tls(tls)).await {

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::rpc::{Connected, Endpoint, connect_and_greet};
+use super::rpc::{Connected, Endpoint, IdleClock, connect_and_greet};
 use crate::buffer::Buffer;
 use crate::error::{Error, Result};
 use crate::local::{self, Staging};
@@ -245,6 +245,8 @@ pub(crate) struct DataConn {
     slots: Option<Arc<Slots>>,
     /// Request size the datanode wants writes split into (0: whole buffers).
     write_piece: usize,
+    /// When to stop reusing the connection: idle for half the datanode's idle timeout.
+    idle: IdleClock,
 }
 
 impl std::fmt::Debug for DataConn {
@@ -271,6 +273,7 @@ impl DataConn {
             Connected::Tls(tls) => Self::start(addr, tls, rbuf, None, timeout, endpoint.busy_poll),
         };
         conn.write_piece = welcome.write_piece as usize;
+        conn.idle = IdleClock::new(welcome.idle_timeout_ms);
         Ok(conn)
     }
 
@@ -290,7 +293,7 @@ impl DataConn {
             })?;
             let mut rbuf = BytesMut::with_capacity(64 << 10);
             let (secret, name) = (endpoint.secret.as_ref(), &endpoint.name);
-            handshake::client(
+            let welcome = handshake::client(
                 &mut stream,
                 &mut rbuf,
                 secret,
@@ -321,26 +324,29 @@ impl DataConn {
             if Kind::from_u16(reply.kind) != Some(Kind::Attach) {
                 return Err(Error::malformed("attach reply", "another kind of message"));
             }
-            Ok::<_, Error>((stream, rbuf, staging))
+            Ok::<_, Error>((stream, rbuf, staging, welcome))
         };
-        let (stream, rbuf, staging) = tokio::time::timeout(endpoint.connect_timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("connecting to datanode {addr} (same host)"),
-                after_ms: endpoint
-                    .connect_timeout
-                    .as_millis()
-                    .try_into()
-                    .unwrap_or(u64::MAX),
-            })??;
-        Ok(Self::start(
+        let (stream, rbuf, staging, welcome) =
+            tokio::time::timeout(endpoint.connect_timeout, connect)
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: format!("connecting to datanode {addr} (same host)"),
+                    after_ms: endpoint
+                        .connect_timeout
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                })??;
+        let mut conn = Self::start(
             addr,
             stream,
             rbuf,
             Some(staging),
             timeout,
             endpoint.busy_poll,
-        ))
+        );
+        conn.idle = IdleClock::new(welcome.idle_timeout_ms);
+        Ok(conn)
     }
 
     fn start<S: Stream>(
@@ -368,6 +374,7 @@ impl DataConn {
             next_id: AtomicU64::new(1),
             slots,
             write_piece: 0,
+            idle: IdleClock::new(0),
         }
     }
 
@@ -382,13 +389,15 @@ impl DataConn {
         self.slots.is_some()
     }
 
-    /// Whether the connection is gone (a new one is needed).
+    /// Whether the connection is gone, or idle so long the datanode may be closing it: a new
+    /// one is needed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.table.lock().closed.is_some() || self.tx.is_closed()
+        self.shared.table.lock().closed.is_some() || self.tx.is_closed() || self.idle.stale()
     }
 
     /// Records a waiter and returns its request id; on a closed connection fails it instead.
     fn register(&self, waiter: Waiter) -> Option<u64> {
+        self.idle.used();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut table = self.shared.table.lock();
         if let Some(why) = &table.closed {

@@ -39,6 +39,38 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<Tls>>,
 }
 
+/// When a connection stops being worth reusing: idle for half the time its server lets a
+/// connection idle (so it is replaced before the server closes it, never while a request
+/// crosses the close).
+#[derive(Debug)]
+pub(crate) struct IdleClock {
+    after: Option<Duration>,
+    last: Mutex<std::time::Instant>,
+}
+
+impl IdleClock {
+    /// For a server that closes connections idle for `server_ms` (0: never).
+    pub(crate) fn new(server_ms: u64) -> Self {
+        Self {
+            after: (server_ms > 0).then(|| Duration::from_millis(server_ms / 2)),
+            last: Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// A request is being sent.
+    pub(crate) fn used(&self) {
+        if self.after.is_some() {
+            *self.last.lock() = std::time::Instant::now();
+        }
+    }
+
+    /// Whether it was idle too long.
+    pub(crate) fn stale(&self) -> bool {
+        self.after
+            .is_some_and(|after| self.last.lock().elapsed() >= after)
+    }
+}
+
 /// A connection just opened and greeted: in the clear or over TLS.
 pub(crate) enum Connected {
     Plain(TcpStream),
@@ -129,12 +161,13 @@ pub(crate) struct Connection {
     rpc_timeout: Duration,
     max_frame: usize,
     local_ip: Option<IpAddr>,
+    idle: IdleClock,
 }
 
 impl Connection {
     /// Connects, runs the handshake and starts the reader and writer tasks.
     pub(crate) async fn open(endpoint: &Endpoint) -> Result<Self> {
-        let (stream, rbuf, _) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
+        let (stream, rbuf, welcome) = connect_and_greet(&endpoint.addr, endpoint, "").await?;
         let local_ip = stream.tcp().local_addr().ok().map(|a| a.ip());
         let shared = Arc::new(Shared {
             addr: endpoint.addr.clone(),
@@ -152,12 +185,14 @@ impl Connection {
             rpc_timeout: endpoint.rpc_timeout,
             max_frame: endpoint.max_frame,
             local_ip,
+            idle: IdleClock::new(welcome.idle_timeout_ms),
         })
     }
 
-    /// Whether the connection is gone (a new one is needed).
+    /// Whether the connection is gone, or idle so long the namenode may be closing it: a new
+    /// one is needed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        self.shared.is_closed() || self.idle.stale()
     }
 
     /// The address this client reaches the namenode from.
@@ -168,6 +203,7 @@ impl Connection {
     /// Sends `request` and waits for its reply (or the typed error the server answered).
     pub(crate) async fn call<R: Rpc>(&self, request: &R) -> Result<R::Reply> {
         let shared = &*self.shared;
+        self.idle.used();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {

@@ -378,6 +378,12 @@ pub struct DatanodeConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub payload_timeout: Duration,
+    /// Time a connection may stay idle between requests (none of its replies pending) before
+    /// the datanode closes it; clients replace a connection idle for half as long before they
+    /// use it again. `0s`: never.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -407,6 +413,7 @@ impl Default for DatanodeConfig {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
             payload_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
             secret: None,
             datanode_secret: None,
             local_group: None,

@@ -54,6 +54,7 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 // of every read and write path.
                 check_grants: false,
                 gate: crate::wire::gate::Gate::default(),
+                idle_timeout: std::time::Duration::ZERO,
                 tls: None,
             }),
             tasks: Arc::new(Semaphore::new(REPLY_QUEUE)),

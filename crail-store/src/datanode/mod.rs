@@ -228,6 +228,7 @@ impl Datanode {
             secret: self.clients_secret,
             handshake_timeout: self.config.handshake_timeout,
             payload_timeout: self.config.payload_timeout,
+            idle_timeout: self.config.idle_timeout,
             block_size: self.info.block_size,
             max_connections: self.config.max_connections,
             identity: Arc::new(RwLock::new(self.identity)),

@@ -49,6 +49,9 @@ pub(crate) struct Settings {
     pub(crate) handshake_timeout: Duration,
     /// How long a write's payload may take to arrive (its block is locked meanwhile).
     pub(crate) payload_timeout: Duration,
+    /// How long a connection may idle between requests, none of its replies pending (zero:
+    /// for ever).
+    pub(crate) idle_timeout: Duration,
     pub(crate) block_size: u64,
     pub(crate) max_connections: usize,
     /// This datanode's id and grant key now (the heartbeat loop changes them when
@@ -201,6 +204,7 @@ impl<T: Tier> Conn<T> {
             handshake::Service {
                 name: "datanode",
                 write_piece: T::WRITE_PIECE,
+                idle_timeout: s.idle_timeout,
             },
             s.handshake_timeout,
         );
@@ -246,6 +250,11 @@ impl<T: Tier> Conn<T> {
         let _ = writer.await;
     }
 
+    /// Whether replies of this connection are still being made or sent.
+    fn busy(&self, tx: &mpsc::Sender<Reply<T::Read>>) -> bool {
+        self.tasks.available_permits() < REPLY_QUEUE || tx.capacity() < tx.max_capacity()
+    }
+
     /// Reads and handles requests until the peer closes (`Ok`) or the stream cannot go on.
     pub(super) async fn read_requests(
         &self,
@@ -258,11 +267,13 @@ impl<T: Tier> Conn<T> {
             let Some(frame) = frame::decode(&mut rbuf, MAX_REQUEST_BODY)? else {
                 let pending = rbuf.len();
                 let read = io::read_some_upto(rd, &mut rbuf, io::FRAME_READ);
-                if io::within_frame(pending, self.settings.payload_timeout, Duration::ZERO, read)
-                    .await?
-                    == 0
-                {
-                    return Ok(());
+                let s = &self.settings;
+                match io::within_frame(pending, s.payload_timeout, s.idle_timeout, read).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    // Idle, but replies still on their way: not idle.
+                    Err(e) if e.is_idle_close() && self.busy(tx) => {}
+                    Err(e) => return Err(e),
                 }
                 continue;
             };

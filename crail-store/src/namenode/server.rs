@@ -205,7 +205,10 @@ async fn greet_and_serve<S: io::Socket + AsyncWrite + AsyncRead + Unpin>(
             clients: settings.secret.as_ref(),
             datanodes: settings.datanode_secret.as_ref(),
         },
-        handshake::Service::NAMENODE,
+        handshake::Service {
+            idle_timeout: settings.idle_timeout,
+            ..handshake::Service::NAMENODE
+        },
         settings.handshake_timeout,
     );
     let client = tokio::select! {

@@ -146,6 +146,9 @@ pub struct Service {
     pub name: &'static str,
     /// Datanodes: the size of request a buffer is best written in (0: whole buffers).
     pub write_piece: u32,
+    /// How long a connection may idle between requests before the server closes it (zero:
+    /// for ever).
+    pub idle_timeout: Duration,
 }
 
 impl Service {
@@ -153,6 +156,7 @@ impl Service {
     pub(crate) const NAMENODE: Service = Service {
         name: "namenode",
         write_piece: 0,
+        idle_timeout: Duration::ZERO,
     };
 }
 
@@ -317,6 +321,11 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
             server_mac,
             service: service.name.to_owned(),
             write_piece: service.write_piece,
+            idle_timeout_ms: service
+                .idle_timeout
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
         };
         send(stream, Kind::Welcome, &welcome).await?;
         Ok(Peer {

@@ -35,6 +35,11 @@ impl Running {
 }
 
 async fn datanode(host: [u8; 4]) -> Running {
+    datanode_with(host, Duration::ZERO).await
+}
+
+/// A datanode that closes connections idle for `idle`.
+async fn datanode_with(host: [u8; 4], idle: Duration) -> Running {
     let nn = RunningNamenode::start(NamenodeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..NamenodeConfig::default()
@@ -46,6 +51,7 @@ async fn datanode(host: [u8; 4]) -> Running {
         .unwrap();
     let config = DatanodeConfig {
         capacity: ByteSize(4 << 20),
+        idle_timeout: idle,
         ..DatanodeConfig::default()
     };
     let dn = Datanode::start(listener, config, ClientConfig::for_namenode(nn.addr()))
@@ -486,4 +492,35 @@ async fn requests_need_a_grant_and_an_older_generation_is_fenced() {
         .decode_body("read reply")
         .unwrap();
     assert_eq!(back.crc32c, crc);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_clients_replace_theirs_first() {
+    let dn = datanode_with([127, 0, 0, 1], Duration::from_millis(400)).await;
+    let mut sock = TcpStream::connect(dn.addr).await.unwrap();
+    let mut rbuf = BytesMut::new();
+    let welcome = handshake::client(&mut sock, &mut rbuf, None, "test", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(welcome.idle_timeout_ms, 400);
+    let err = error(&sock, &mut rbuf).await;
+    assert!(err.is_idle_close(), "{err}");
+    assert!(reply(&sock, &mut rbuf).await.is_none());
+
+    // A client that idles past the limit between its reads and writes never notices: it
+    // replaces a connection idle for half the limit before using it again.
+    let nn = dn._nn.as_ref().unwrap();
+    let store = crate::Store::connect(&ClientConfig::for_namenode(nn.addr()))
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    store
+        .write_file("/f", &data, &Default::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let file = store.lookup("/f").await.unwrap().into_file().unwrap();
+        assert!(file.read_to_end().await.unwrap() == data);
+    }
 }
