@@ -232,6 +232,44 @@ async fn with_mutual_tls_a_client_without_a_certificate_is_refused_everywhere() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_last_words_before_it_closes_arrive_over_tls() {
+    // A namenode that takes one connection: the second is told it is busy, over TLS, although
+    // the namenode closes without reading what that client sent (its reset must not eat the
+    // reply).
+    let dir = tempfile::tempdir().unwrap();
+    let files = crail_node::pki::write(dir.path(), &["127.0.0.1".parse().unwrap()]).unwrap();
+    let server = Tls::load(&TlsFiles {
+        ca: files.ca.clone(),
+        cert: Some(files.cert),
+        key: Some(files.key),
+        ..TlsFiles::default()
+    })
+    .unwrap();
+    let nn = crail_store::namenode::RunningNamenode::start(crail_store::NamenodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 1,
+        tls: Some(Arc::new(server)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut config = crail_store::ClientConfig::for_namenode(nn.addr());
+    config.tls = Some(Arc::new(
+        Tls::load(&TlsFiles {
+            ca: files.ca,
+            ..TlsFiles::default()
+        })
+        .unwrap(),
+    ));
+    let first = crail_store::Store::connect(&config).await.unwrap();
+    for _ in 0..5 {
+        let err = crail_store::Store::connect(&config).await.unwrap_err();
+        assert!(matches!(&err, Error::ServerBusy { limit: 1 }), "{err}");
+    }
+    first.stat("/").await.unwrap();
+}
+
 /// A `[security]` setting of the cluster's client configuration.
 fn config_value(cluster: &Cluster, key: &str) -> String {
     let text = std::fs::read_to_string(&cluster.config).unwrap();

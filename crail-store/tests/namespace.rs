@@ -740,6 +740,11 @@ async fn each_application_is_held_to_its_quota_of_nodes_and_bytes() {
         .unwrap_err();
     assert!(matches!(&err, Error::NotPermitted { .. }), "{err}");
 
+    // Nor does a directory become a root of applications by a move.
+    store.create_dir("/x", &opts()).await.unwrap();
+    let err = store.rename("/x", "/crail-broadcast").await.unwrap_err();
+    assert!(matches!(&err, Error::NotPermitted { .. }), "{err}");
+
     // Deleting an application gives back everything; outside the roots there is no quota.
     store.delete("/crail-shuffle/a", true).await.unwrap();
     store.delete("/crail-shuffle/b", true).await.unwrap();
@@ -756,4 +761,33 @@ async fn each_application_is_held_to_its_quota_of_nodes_and_bytes() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn the_whole_namespace_is_bounded_whatever_the_applications() {
+    let nn = start_with(crail_store::NamenodeConfig {
+        max_nodes: 6,
+        ..common::fast_config()
+    })
+    .await;
+    let store = client(&nn).await;
+    store.create_dir("/crail-shuffle", &opts()).await.unwrap();
+    // The root and /crail-shuffle, then four applications (each within its own quota).
+    for app in 0..4 {
+        let path = format!("/crail-shuffle/app-{app}");
+        store.create_dir(&path, &opts()).await.unwrap();
+    }
+    let err = store
+        .create_dir("/crail-shuffle/app-4", &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::QuotaExceeded { app, limit: 6, .. } if app == "/"),
+        "{err}"
+    );
+    store.delete("/crail-shuffle/app-0", true).await.unwrap();
+    store
+        .create_dir("/crail-shuffle/app-4", &opts())
+        .await
+        .unwrap();
 }

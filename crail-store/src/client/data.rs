@@ -392,7 +392,12 @@ impl DataConn {
     /// Whether the connection is gone, or idle so long the datanode may be closing it: a new
     /// one is needed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.table.lock().closed.is_some() || self.tx.is_closed() || self.idle.stale()
+        self.is_broken() || self.idle.stale()
+    }
+
+    /// Whether the connection is gone (not merely idle long).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.shared.table.lock().closed.is_some() || self.tx.is_closed()
     }
 
     /// Records a waiter and returns its request id; on a closed connection fails it instead.

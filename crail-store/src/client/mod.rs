@@ -144,7 +144,17 @@ impl Store {
         {
             return Ok(conn.clone());
         }
-        let conn = Arc::new(self.open_datanode(addr).await?);
+        let conn = match self.open_datanode(addr).await {
+            Ok(conn) => Arc::new(conn),
+            Err(e) => {
+                // Only idle long, and no new one now: the old one may still do.
+                let old = self.inner.datanodes.lock().get(&addr).cloned();
+                return match old {
+                    Some(old) if !old.is_broken() => Ok(old),
+                    _ => Err(e),
+                };
+            }
+        };
         let mut map = self.inner.datanodes.lock();
         match map.get(&addr) {
             // Another task connected meanwhile: use one connection.
@@ -200,7 +210,12 @@ impl Store {
         if !current.is_closed() {
             return Ok(current);
         }
-        let fresh = Arc::new(Connection::open(&self.inner.endpoint).await?);
+        let fresh = match Connection::open(&self.inner.endpoint).await {
+            Ok(fresh) => Arc::new(fresh),
+            // Only idle long, and no new one now (busy, a blip): the old one may still do.
+            Err(_) if !current.is_broken() => return Ok(current),
+            Err(e) => return Err(e),
+        };
         tracing::debug!(namenode = %self.inner.endpoint.addr, "namenode connection reopened");
         *self.inner.conn.lock() = fresh.clone();
         Ok(fresh)

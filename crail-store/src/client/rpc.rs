@@ -192,7 +192,12 @@ impl Connection {
     /// Whether the connection is gone, or idle so long the namenode may be closing it: a new
     /// one is needed.
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.is_closed() || self.idle.stale()
+        self.is_broken() || self.idle.stale()
+    }
+
+    /// Whether the connection is gone (not merely idle long).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.shared.is_closed()
     }
 
     /// The address this client reaches the namenode from.

@@ -114,6 +114,9 @@ pub struct NamenodeConfig {
     /// names no class or host: "class-first" (remote DRAM before local flash, Crail's
     /// horizontal tiering) or "host-first" (local flash before remote DRAM).
     pub tiering: Tiering,
+    /// Namespace nodes (files, directories, ...) the namenode holds at most, all applications
+    /// together (each takes a few hundred bytes of its memory).
+    pub max_nodes: u64,
     /// Top-level directories whose children are applications (the shuffle and broadcast
     /// services keep one per application there); each application's directory has the quota
     /// below.
@@ -157,6 +160,7 @@ impl Default for NamenodeConfig {
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             tiering: Tiering::ClassFirst,
+            max_nodes: 1 << 24,
             app_roots: vec!["/crail-shuffle".into(), "/crail-broadcast".into()],
             app_max_nodes: 1 << 22,
             app_max_bytes: ByteSize(0),

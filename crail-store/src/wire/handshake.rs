@@ -127,6 +127,7 @@ async fn send<S: AsyncWrite + Unpin, M: prost::Message>(
     let mut out = BytesMut::new();
     frame::encode(&mut out, kind, FLAG_RESPONSE, 0, msg, MAX_HANDSHAKE_FRAME)?;
     stream.write_all(&out).await?;
+    stream.flush().await?;
     Ok(())
 }
 

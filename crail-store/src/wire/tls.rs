@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::wire::io::{Socket, Stream};
 
 /// Ciphertext read from the socket at once.
-const TLS_READ: usize = 256 << 10;
+const TLS_READ: usize = 64 << 10;
 /// Ciphertext queued for sending before a write waits for the socket.
 const SEND_QUEUE: usize = 256 << 10;
 
@@ -208,23 +208,32 @@ impl Tls {
     pub async fn connect(&self, tcp: TcpStream, host: &str, addr: &str) -> Result<TlsStream> {
         let name = match &self.server_name {
             Some(name) => name.clone(),
-            None => ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-                .map_err(|e| tls_failed(addr, e, ""))?,
+            None => {
+                ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| {
+                    Error::AuthFailed {
+                        reason: format!("TLS with {addr}: no server name in {host:?}: {e}"),
+                    }
+                })?
+            }
         };
         let connector = tokio_rustls::TlsConnector::from(self.client.clone());
-        let stream = connector.connect(name, tcp).await.map_err(|e| {
-            // Bytes that are no TLS at all: a server in the clear answered.
-            let garbled = match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                Some(rustls::Error::InvalidMessage(_)) | None => true,
-                Some(_) => false,
-            };
-            let hint = if garbled {
-                " (does the server take TLS?)"
-            } else {
-                ""
-            };
-            tls_failed(addr, e, hint)
-        })?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| match tls_error(&e) {
+                // Bytes that are no TLS at all: a server in the clear answered.
+                Some(rustls::Error::InvalidMessage(_)) => Error::AuthFailed {
+                    reason: format!("TLS with {addr}: {e} (does the server take TLS?)"),
+                },
+                Some(_) => Error::AuthFailed {
+                    reason: format!("TLS with {addr}: {e}"),
+                },
+                // Reset or closed: the peer could not be reached, nothing was refused.
+                None => Error::Connect {
+                    addr: addr.to_owned(),
+                    cause: e,
+                },
+            })?;
         let (tcp, conn) = stream.into_inner();
         Ok(TlsStream::new(tcp, conn.into()))
     }
@@ -247,7 +256,16 @@ impl Tls {
         let stream = tokio_rustls::TlsAcceptor::from(server)
             .accept(tcp)
             .await
-            .map_err(|e| tls_failed(peer, e, ""))?;
+            .map_err(|e| match tls_error(&e) {
+                Some(_) => Error::AuthFailed {
+                    reason: format!("TLS with {peer}: {e}"),
+                },
+                // Gone mid-handshake: not a failed attempt (the gate does not count it).
+                None => Error::ConnectionLost {
+                    addr: peer.to_owned(),
+                    reason: e.to_string(),
+                },
+            })?;
         let (tcp, conn) = stream.into_inner();
         Ok(TlsStream::new(tcp, conn.into()))
     }
@@ -275,35 +293,41 @@ pub fn host_of(addr: &str) -> &str {
         .trim_matches(['[', ']'])
 }
 
-fn tls_failed(addr: &str, cause: impl std::fmt::Display, hint: &str) -> Error {
-    Error::AuthFailed {
-        reason: format!("TLS with {addr}: {cause}{hint}"),
-    }
+/// The TLS failure inside an I/O error, if it is one (else the socket failed).
+fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
-/// Whether the peer's first bytes are a TLS handshake record (0x16, version 3.x): the store's
-/// frames never start so (their first bytes are a small length).
+/// Whether the peer's first bytes start a TLS handshake record (0x16 0x03): the store's first
+/// frame (a Hello of a few hundred bytes at most) does not (they are its length, lowest byte
+/// first). Decided on what one look finds, even a single byte: a peer that sends one and
+/// stops cannot make this wait spin.
 async fn starts_with_client_hello(tcp: &TcpStream) -> Result<bool> {
-    let mut head = [0u8; 3];
-    loop {
-        let n = tcp.peek(&mut head).await?;
-        if n == 0 {
-            return Err(Error::ConnectionLost {
-                addr: "peer".into(),
-                reason: "closed before its first bytes".into(),
-            });
-        }
-        if n >= 2 || head[0] != 0x16 {
-            return Ok(head[0] == 0x16 && (n < 2 || head[1] == 0x03));
-        }
-        tcp.readable().await?;
+    let mut head = [0u8; 2];
+    let n = tcp.peek(&mut head).await?;
+    if n == 0 {
+        return Err(Error::ConnectionLost {
+            addr: "peer".into(),
+            reason: "closed before its first bytes".into(),
+        });
     }
+    Ok(head[0] == 0x16 && (n < 2 || head[1] == 0x03))
 }
 
 /// What both halves of a TLS connection share.
 pub struct TlsShared {
     tcp: TcpStream,
     state: Mutex<State>,
+}
+
+impl Drop for TlsShared {
+    /// Both halves are gone: tell the peer this is a clean end (best effort, never waiting).
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        st.conn.send_close_notify();
+        let _ = st.conn.write_tls(&mut TcpOut(&self.tcp));
+    }
 }
 
 impl std::fmt::Debug for TlsShared {
@@ -371,26 +395,34 @@ impl TlsShared {
                 .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?,
         };
         let mut total = 0;
+        // Whatever goes wrong once bytes were read, they are returned first: the error comes
+        // again on the next read (a server's last frame before its reset is not lost).
+        let done = |total: usize, e: io::Error| if total > 0 { Ok(total) } else { Err(e) };
         loop {
             match st.conn.reader().read(&mut dst[total..]) {
-                Ok(0) => return Ok(total),
                 Ok(n) => {
                     total += n;
-                    if total == dst.len() {
+                    // 0: the end (close_notify), or `dst` is full.
+                    if n == 0 || total == dst.len() {
                         return Ok(total);
                     }
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if total > 0 => {
-                    drop(e);
-                    return Ok(total);
-                }
-                Err(e) => return Err(e),
+                // The peer closed without close_notify: frames are self-delimiting (a cut
+                // inside one is its reader's error), so this is an end like any other.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
+                Err(e) => return done(total, e),
             }
             if !st.inbuf.is_empty() {
-                st.feed()?;
+                if let Err(e) = st.feed() {
+                    return done(total, e);
+                }
                 continue;
+            }
+            // An error rustls kept from ciphertext fed before.
+            if let Err(e) = st.conn.process_new_packets() {
+                return done(total, io::Error::new(io::ErrorKind::InvalidData, e));
             }
             st.inbuf.reserve(TLS_READ);
             let got = match recv {
@@ -400,13 +432,18 @@ impl TlsShared {
             match got {
                 Ok(0) => {
                     // The end of the TCP stream: rustls tells a clean close from a cut one.
-                    st.conn.read_tls(&mut io::empty())?;
+                    if let Err(e) = st.conn.read_tls(&mut io::empty()) {
+                        return done(total, e);
+                    }
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => {
-                    return Ok(total);
+                Err(e) => {
+                    if st.inbuf.is_empty() && e.kind() == io::ErrorKind::WouldBlock {
+                        // Nothing buffered: an idle connection keeps no receive buffer.
+                        st.inbuf = BytesMut::new();
+                    }
+                    return done(total, e);
                 }
-                Err(e) => return Err(e),
             }
         }
     }

@@ -4,7 +4,8 @@
 //! application (or one client with the secret) cannot fill the namenode's memory or the store
 //! for all. Usage is counted as nodes and blocks come and go: a node charges the application
 //! its directory lies in; a file remembers its application, so blocks freed later (a value a
-//! reader still held) are given back to it.
+//! reader still held) are given back to it. Besides, the whole namespace holds at most
+//! `max_nodes` nodes, however many applications share it.
 
 use std::collections::HashMap;
 
@@ -16,6 +17,8 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub(super) struct Quotas {
     roots: Vec<Box<str>>,
+    /// Nodes the whole namespace may hold.
+    max_total: u64,
     max_nodes: u64,
     max_bytes: u64,
     usage: HashMap<NodeId, Usage>,
@@ -36,6 +39,7 @@ impl Quotas {
                 .iter()
                 .map(|r| r.trim_start_matches('/').into())
                 .collect(),
+            max_total: config.max_nodes,
             max_nodes: config.app_max_nodes,
             max_bytes: config.app_max_bytes.bytes(),
             usage: HashMap::new(),
@@ -75,9 +79,19 @@ impl Namespace {
         }
     }
 
-    /// Charges a node about to be created under `parent`: refused past the quota. Returns
-    /// whether the node will be an application's directory itself.
+    /// Charges a node about to be created under `parent`: refused past the namenode's limit
+    /// or the application's quota. Returns whether the node will be an application's
+    /// directory itself.
     pub(super) fn charge_node(&mut self, parent: NodeId) -> Result<bool> {
+        let (nodes, max) = (self.nodes.len() as u64, self.quotas.max_total);
+        if nodes >= max {
+            return Err(Error::QuotaExceeded {
+                app: "/".into(),
+                what: "namespace nodes (namenode.max_nodes)".into(),
+                limit: max,
+                used: nodes,
+            });
+        }
         if self.is_app_root(parent) {
             return Ok(true);
         }
@@ -200,6 +214,7 @@ impl Namespace {
         &mut self,
         id: NodeId,
         new_parent: NodeId,
+        new_name: &str,
         path: &str,
     ) -> Result<()> {
         let refuse = |reason: &str| {
@@ -211,7 +226,13 @@ impl Namespace {
         if self.is_app_root(id) {
             return refuse("it holds the applications' directories");
         }
-        let is_app = self.quotas.usage.contains_key(&id);
+        if new_parent == ROOT && self.quotas.roots.iter().any(|r| **r == *new_name) {
+            return refuse("that name is an application root (create it instead)");
+        }
+        let is_app = self
+            .nodes
+            .get(&id)
+            .is_some_and(|n| self.is_app_root(n.parent));
         match (is_app, self.is_app_root(new_parent)) {
             // An application's directory under another root is still one.
             (true, true) => Ok(()),

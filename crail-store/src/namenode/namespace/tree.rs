@@ -338,7 +338,7 @@ impl Namespace {
             ancestor = self.nodes[&ancestor].parent;
         }
         self.check_subtree_fits(id, to)?;
-        self.move_between_apps(id, new_parent, from.text)?;
+        self.move_between_apps(id, new_parent, new_name, from.text)?;
         let node = &self.nodes[&id];
         let (old_parent, old_name) = (node.parent, node.name.clone());
         if let Some(children) = self.children_mut(old_parent) {
