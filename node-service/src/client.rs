@@ -103,6 +103,24 @@ impl Drop for Inner {
     }
 }
 
+/// Keeps a connection to a service that closes idle ones alive: a ping every `every` while
+/// the connection lives (skipped when its writer is busy anyway).
+async fn ping(outbox: mpsc::WeakSender<Out>, every: Duration) {
+    let mut frame = BytesMut::new();
+    frame::put_header(&mut frame, framed::KIND_PING, 0, 0, 0);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(outbox) = outbox.upgrade() else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Closed(_)) =
+            outbox.try_send(Out::Frames(frame.clone()))
+        {
+            return;
+        }
+    }
+}
+
 impl Connection {
     /// Connects to the service at `endpoint`: the store's handshake (version, shared secret),
     /// then the session. Returns once the service has welcomed it.
@@ -132,7 +150,7 @@ impl Connection {
                 Err(Connect::Tls(e)) => return Err(refused(e)),
             };
             let mut buf = BytesMut::new();
-            let announced = crail_store::wire::handshake::client_of(
+            let welcome = crail_store::wire::handshake::client_welcome(
                 &mut stream,
                 &mut buf,
                 options.secret.as_ref(),
@@ -144,7 +162,8 @@ impl Connection {
                 crail_store::Error::ConnectionLost { reason, .. } => lost(reason),
                 other => refused(other),
             })?;
-            if announced != service {
+            if welcome.service != service {
+                let announced = &welcome.service;
                 return Err(refused(crail_store::Error::Malformed {
                     what: "welcome".into(),
                     detail: format!("the {announced} service answers there, not the {service}"),
@@ -184,9 +203,9 @@ impl Connection {
             let host = decode::<proto::Opened>(&opened.body)
                 .map_err(|e| lost(e.to_string()))?
                 .host;
-            Ok((stream, buf, host))
+            Ok((stream, buf, host, welcome.idle_timeout))
         };
-        let (stream, buf, host) = tokio::time::timeout(options.timeout, opening)
+        let (stream, buf, host, idle) = tokio::time::timeout(options.timeout, opening)
             .await
             .map_err(|_| Error::Timeout {
                 service,
@@ -198,6 +217,9 @@ impl Connection {
         let (rd, wr) = stream.split();
         let (outbox, queue) = mpsc::channel(OUTBOX);
         tokio::spawn(framed::drain(wr, queue));
+        if !idle.is_zero() {
+            tokio::spawn(ping(outbox.downgrade(), idle / 3));
+        }
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
             let reader = tokio::spawn(async move {

@@ -22,6 +22,9 @@ pub(crate) const KIND_REQUEST: u16 = 130;
 pub(crate) const KIND_REPLY: u16 = 131;
 /// Raw bytes of an exchange: the body is the bytes.
 pub(crate) const KIND_DATA: u16 = 132;
+/// A client's sign of life on a connection with nothing else to say (no body, no reply): a
+/// server closes connections idle for longer than its idle timeout.
+pub(crate) const KIND_PING: u16 = 133;
 
 /// No frame's body is larger: a message (a shuffle's lent group of 100,000 partitions is about
 /// 6 MiB) or a chunk of data.
@@ -66,6 +69,8 @@ pub(crate) fn data(id: u64, flags: u16, bytes: Bytes) -> Out {
 pub(crate) enum ReadError {
     /// The peer closed the connection between frames.
     Closed,
+    /// Nothing came for the reader's idle limit.
+    Idle,
     /// Anything else: I/O, a frame past the limit, unknown flags, a missing descriptor.
     Bad(String),
 }
@@ -74,6 +79,7 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Closed => f.write_str("connection closed"),
+            Self::Idle => f.write_str("idle for too long"),
             Self::Bad(problem) => f.write_str(problem),
         }
     }
@@ -90,6 +96,8 @@ pub(crate) struct FrameReader {
     take_fds: bool,
     /// How long the rest of a frame may take once it began (servers); `None`: no limit.
     stall: Option<std::time::Duration>,
+    /// How long a connection may send nothing between frames (servers); `None`: no limit.
+    idle: Option<std::time::Duration>,
 }
 
 impl FrameReader {
@@ -102,7 +110,15 @@ impl FrameReader {
             fds: VecDeque::new(),
             take_fds,
             stall: None,
+            idle: None,
         }
+    }
+
+    /// Ends with [`ReadError::Idle`] when nothing comes between frames for `after` (zero:
+    /// never).
+    pub(crate) fn idle_after(mut self, after: std::time::Duration) -> Self {
+        self.idle = (!after.is_zero()).then_some(after);
+        self
     }
 
     /// Drops the peer (a `Bad` read) if it stalls inside a frame for `after`.
@@ -129,15 +145,20 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Bad(e.to_string())),
             }
-            let n = match self.stall {
-                Some(after) if !self.buf.is_empty() => tokio::time::timeout(after, self.fill())
+            let n = match (self.stall, self.idle) {
+                (Some(after), _) if !self.buf.is_empty() => {
+                    tokio::time::timeout(after, self.fill())
+                        .await
+                        .map_err(|_| {
+                            ReadError::Bad(format!(
+                                "stalled inside a frame for {}ms",
+                                after.as_millis()
+                            ))
+                        })?
+                }
+                (_, Some(idle)) if self.buf.is_empty() => tokio::time::timeout(idle, self.fill())
                     .await
-                    .map_err(|_| {
-                        ReadError::Bad(format!(
-                            "stalled inside a frame for {}ms",
-                            after.as_millis()
-                        ))
-                    })?,
+                    .map_err(|_| ReadError::Idle)?,
                 _ => self.fill().await,
             }
             .map_err(|e| ReadError::Bad(e.to_string()))?;

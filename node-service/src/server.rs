@@ -23,7 +23,7 @@ use crate::client::Part;
 use crate::endpoint::{Listener, Stream};
 use crate::error::Failure;
 use crate::framed::{
-    self, FrameReader, KIND_DATA, KIND_OPEN, KIND_OPENED, KIND_REPLY, KIND_REQUEST, Out,
+    self, FrameReader, KIND_DATA, KIND_OPEN, KIND_OPENED, KIND_PING, KIND_REPLY, KIND_REQUEST, Out,
 };
 use crate::proto;
 use crate::session::{Sessions, check_app};
@@ -82,8 +82,12 @@ pub struct ServerConfig {
     /// process's user (`[security] local_group`).
     pub local_group: Option<u32>,
     /// Time the rest of a frame may take once its first bytes came; a client that stalls
-    /// inside one is dropped (between frames it may be idle).
+    /// inside one is dropped.
     pub frame_timeout: Duration,
+    /// Time a connection may send nothing at all before it is closed (zero: never). Clients
+    /// learn it in the Welcome and ping while they have nothing to say, so only peers that
+    /// are gone or hung are closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +100,7 @@ impl Default for ServerConfig {
             housekeeping: None,
             local_group: None,
             frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -207,7 +212,7 @@ async fn serve<S: Service>(
     let announce = handshake::Service {
         name: S::NAME,
         write_piece: 0,
-        idle_timeout: std::time::Duration::ZERO,
+        idle_timeout: config.idle_timeout,
     };
     if let Some(tls) = &config.tls {
         match tokio::time::timeout(OPEN_TIMEOUT, stream.accept_tls(tls)).await {
@@ -288,7 +293,9 @@ async fn serve<S: Service>(
     let app: Arc<str> = Arc::from(app);
     let closed = CancellationToken::new();
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    let mut frames = FrameReader::new(rd, buf, false).stall_after(config.frame_timeout);
+    let mut frames = FrameReader::new(rd, buf, false)
+        .stall_after(config.frame_timeout)
+        .idle_after(config.idle_timeout);
     let mut active: HashMap<u64, mpsc::Sender<Frame>> = HashMap::new();
     let mut last = 0u64;
     let mut exchanges = JoinSet::new();
@@ -296,11 +303,18 @@ async fn serve<S: Service>(
         let frame = match frames.next().await {
             Ok((frame, _)) => frame,
             Err(framed::ReadError::Closed) => break,
+            Err(framed::ReadError::Idle) => {
+                tracing::debug!("{} service: closing a connection idle too long", S::NAME);
+                break;
+            }
             Err(framed::ReadError::Bad(problem)) => {
                 tracing::debug!("{} service: dropping a client: {problem}", S::NAME);
                 break;
             }
         };
+        if frame.kind == KIND_PING {
+            continue;
+        }
         if frame.kind != KIND_REQUEST && frame.kind != KIND_DATA {
             tracing::debug!(
                 "{} service: dropping a client: kind {} where requests were due",

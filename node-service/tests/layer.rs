@@ -115,6 +115,15 @@ async fn start(secret: Option<&str>) -> Running {
 }
 
 async fn start_with(secret: Option<&str>, frame_timeout: Duration) -> Running {
+    start_config(ServerConfig {
+        secret: secret.and_then(Secret::new),
+        frame_timeout,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+async fn start_config(config: ServerConfig) -> Running {
     let cluster = LocalCluster::start(&["127.0.0.1"], ByteSize(64 << 20))
         .await
         .unwrap();
@@ -128,11 +137,6 @@ async fn start_with(secret: Option<&str>, frame_timeout: Duration) -> Running {
     let unix = Listener::unix(&name).unwrap();
     let endpoints = (tcp.endpoint().unwrap(), unix.endpoint().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServerConfig {
-        secret: secret.and_then(Secret::new),
-        frame_timeout,
-        ..ServerConfig::default()
-    };
     tokio::spawn(node::run(
         Arc::clone(&echo),
         config,
@@ -428,5 +432,57 @@ impl FdCall for Connection {
                 None
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn silent_peers_are_closed_and_clients_ping_to_stay() {
+    use tokio::io::AsyncReadExt;
+    let running = start_config(ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let Endpoint::Tcp(addr) = &running.tcp else {
+        panic!("not tcp")
+    };
+    // A peer that opens a session and then says nothing: closed (no other limit closes an
+    // open session that soon: frames have 30 s, the opening 5 s and it is done).
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let welcome = crail_store::wire::handshake::client_welcome(
+        &mut silent,
+        &mut buf,
+        None,
+        "idle test",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(welcome.idle_timeout, Duration::from_millis(300));
+    // Its session opened (so only the idle limit can end it within the 10 s below).
+    let mut open = bytes::BytesMut::new();
+    crail_store::wire::frame::put_header(&mut open, 128, 0, 0, 0);
+    tokio::io::AsyncWriteExt::write_all(&mut silent, &open)
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a silent peer was kept");
+
+    // A client idle for several limits in a row keeps its connection (it pings), on TCP and
+    // on the Unix socket.
+    for endpoint in [&running.tcp, &running.unix] {
+        let conn = Connection::open(endpoint, &options(None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!conn.is_closed(), "{endpoint}: closed while idle");
+        let answer: Answer = conn
+            .call(&Ask {
+                what: "still here".into(),
+                n: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.text, "still here from app-1");
     }
 }

@@ -234,9 +234,33 @@ pub async fn client_of<S: AsyncRead + AsyncWrite + Unpin>(
     client_name: &str,
     timeout: Duration,
 ) -> Result<String> {
-    Ok(client(stream, buf, secret, client_name, timeout)
+    Ok(client_welcome(stream, buf, secret, client_name, timeout)
         .await?
         .service)
+}
+
+/// What a server's Welcome told a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcomed {
+    /// The service that answered ("namenode", "datanode", "shuffle", ...).
+    pub service: String,
+    /// How long it lets a connection idle between requests (zero: for ever).
+    pub idle_timeout: Duration,
+}
+
+/// [`client_of`], returning the rest of the Welcome too.
+pub async fn client_welcome<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    secret: Option<&Secret>,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<Welcomed> {
+    let welcome = client(stream, buf, secret, client_name, timeout).await?;
+    Ok(Welcomed {
+        service: welcome.service,
+        idle_timeout: Duration::from_millis(welcome.idle_timeout_ms),
+    })
 }
 
 /// Who a peer proved to be in the handshake.
