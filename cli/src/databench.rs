@@ -143,7 +143,7 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
             .first()
             .cloned()
             .context("the file has no blocks")?;
-        if sequential {
+        if sequential && on_this_host(location.host) {
             let tcp =
                 |at_rest| tcp_baseline(local, location.host, moved, p.buffer, upload, at_rest);
             at_rest.push(tcp(true).await?);
@@ -162,7 +162,7 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
         (!v.is_empty()).then(|| quantile(v, 0.5))
     };
     let (baseline, socket_only) = (median(&mut at_rest), median(&mut socket));
-    let round_trip = if matches!(p.test, Test::ReadRandom) {
+    let round_trip = if matches!(p.test, Test::ReadRandom) && on_this_host(first.host) {
         let local = config.local_host.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let (host, buffer) = (first.host, p.buffer);
         let count = latencies.len().clamp(1, 20_000);
@@ -201,6 +201,9 @@ pub(crate) async fn run(mut config: ClientConfig, p: Params) -> anyhow::Result<(
         ),
         _ => match summary.baseline_p50_us {
             Some(rt) => format!(", plain TCP round trip p50 {rt:.1} us"),
+            None if !on_this_host(first.host) => {
+                ", no TCP baseline (the datanode's address is on another host)".into()
+            }
             None => String::new(),
         },
     };
@@ -303,6 +306,12 @@ const AT_REST_MAX: usize = 1 << 30;
 /// `at_rest`: the far side's bytes live in memory the size of the stream (up to 1 GiB), as a
 /// datanode's do: an upload lands in fresh memory, a download comes from it. Otherwise both
 /// sides reuse one buffer that stays in cache, which measures the socket alone.
+/// Whether `ip` is an address of this host: the TCP baselines listen there, so they only run
+/// against a datanode on this machine (its 127.0.0.x), not across a real link.
+fn on_this_host(ip: IpAddr) -> bool {
+    std::net::TcpListener::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 pub(crate) async fn tcp_baseline(
     local: IpAddr,
     remote: IpAddr,

@@ -133,7 +133,14 @@ async fn start_config(config: ServerConfig) -> Running {
         closed: AtomicUsize::new(0),
     });
     let tcp = Listener::Tcp(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let name = format!("@crail-echo-test/{}/{}", std::process::id(), node::nonce());
+    // Unique per server of this process: tests start at once, and two clock readings can meet.
+    static SERVERS: AtomicUsize = AtomicUsize::new(0);
+    let server = SERVERS.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        "@crail-echo-test/{}/{}/{server}",
+        std::process::id(),
+        node::nonce()
+    );
     let unix = Listener::unix(&name).unwrap();
     let endpoints = (tcp.endpoint().unwrap(), unix.endpoint().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
