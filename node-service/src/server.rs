@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub secret: Option<Secret>,
     /// TLS on TCP connections (the Unix socket stays as it is).
     pub tls: Option<Arc<Tls>>,
-    /// Connections served at once.
+    /// Connections served at once by each listener: the TCP port and the Unix socket count
+    /// apart, so remote peers that fill the TCP port cannot lock the node's own engines out.
     pub max_connections: usize,
     /// Exchanges of one connection served at once.
     pub max_in_flight: usize,
@@ -114,7 +115,6 @@ pub async fn run<S: Service>(
     shutdown: impl Future<Output = ()>,
 ) {
     let stop = CancellationToken::new();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
     let gate = Arc::new(Gate::new(config.local_group));
     let mut tasks = JoinSet::new();
     if let Some(every) = config.housekeeping {
@@ -129,7 +129,8 @@ pub async fn run<S: Service>(
         });
     }
     for listener in listeners {
-        let (stop, permits, service) = (stop.clone(), Arc::clone(&permits), Arc::clone(&service));
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let (stop, service) = (stop.clone(), Arc::clone(&service));
         let (config, gate) = (config.clone(), Arc::clone(&gate));
         tasks.spawn(async move {
             let mut conns = JoinSet::new();

@@ -493,3 +493,31 @@ async fn silent_peers_are_closed_and_clients_ping_to_stay() {
         assert_eq!(answer.text, "still here from app-1");
     }
 }
+
+#[tokio::test]
+async fn remote_peers_that_fill_the_tcp_port_leave_the_unix_socket_free() {
+    let running = start_config(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut quick = options(None);
+    quick.timeout = Duration::from_millis(500);
+    let _held: Vec<Connection> = vec![
+        Connection::open(&running.tcp, &quick).await.unwrap(),
+        Connection::open(&running.tcp, &quick).await.unwrap(),
+    ];
+    // The TCP port is full: a third peer is not served.
+    let err = Connection::open(&running.tcp, &quick).await.unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    // The node's own engines still are.
+    let local = Connection::open(&running.unix, &quick).await.unwrap();
+    let answer: Answer = local
+        .call(&Ask {
+            what: "local".into(),
+            n: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "local from app-1");
+}
