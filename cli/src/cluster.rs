@@ -40,6 +40,10 @@ pub(crate) struct Args {
     /// Block size, a multiple of 4KiB [default: 1MiB].
     #[arg(long)]
     block_size: Option<ByteSize>,
+    /// Keep the namespace in a journal in this directory (see `crail namenode --journal`)
+    /// [default: namenode.journal, none].
+    #[arg(long)]
+    journal: Option<PathBuf>,
     /// Keep serving when a node dies (it is reported; its data is lost to the store), as a
     /// real cluster would: for fault-injection tests. Without it a dead node stops the
     /// cluster.
@@ -92,6 +96,9 @@ pub(crate) async fn run(args: Args, mut config: Config) -> anyhow::Result<()> {
     let signal = crail_node::shutdown_signal()?;
     if let Some(tiering) = args.tiering {
         config.namenode.tiering = tiering;
+    }
+    if args.journal.is_some() {
+        config.namenode.journal = args.journal.clone();
     }
     if args.nodes == 0 || args.nodes > crail_node::MAX_NODES {
         bail!("--nodes must be between 1 and {}", crail_node::MAX_NODES);

@@ -17,6 +17,10 @@ pub(crate) struct NamenodeArgs {
     /// Block size, a multiple of 4KiB [default: 1MiB].
     #[arg(long)]
     block_size: Option<ByteSize>,
+    /// Keep the namespace in a journal in this directory: a restarted namenode comes back
+    /// with every file, shuffle and broadcast [default: namenode.journal, none].
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,14 +144,20 @@ pub(crate) async fn namenode(args: NamenodeArgs, config: Config) -> anyhow::Resu
     if let Some(block_size) = args.block_size {
         config.block_size = block_size;
     }
+    if args.journal.is_some() {
+        config.journal = args.journal;
+    }
     config.validate()?;
     let shutdown = crail_node::shutdown_signal()?;
-    let listener = TcpListener::bind(config.listen)
+    let listen = config.listen;
+    // The namespace first (a journal may take seconds to replay), then the port.
+    let namenode = crail_store::namenode::Namenode::open(config)?;
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     // Scripts and tests read this line to learn the port.
     say!("namenode listening on {}", listener.local_addr()?);
-    crail_store::namenode::run(listener, config, shutdown).await?;
+    namenode.serve(listener, shutdown).await?;
     Ok(())
 }
 

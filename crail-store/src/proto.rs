@@ -104,7 +104,7 @@ pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn time_from_millis(ms: u64) -> SystemTime {
+pub(crate) fn time_from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 

@@ -261,6 +261,11 @@ pub struct Registration {
     pub(crate) incarnation: u64,
     /// The namenode's grant salt (see `crate::grant`).
     pub(crate) grant_salt: bytes::Bytes,
+    /// Registering again under its identity: its blocks that files hold and it reported
+    /// (re-adopted), and those it did not (lost).
+    pub adopted_blocks: u64,
+    /// See `adopted_blocks`.
+    pub lost_blocks: u64,
 }
 
 /// What a datanode tells the namenode when it registers one of its tiers.

@@ -791,3 +791,81 @@ async fn the_whole_namespace_is_bounded_whatever_the_applications() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_namespace_outlives_its_namenode_and_clients_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crail_store::NamenodeConfig {
+        journal: Some(dir.path().to_owned()),
+        ..common::fast_config()
+    };
+    let nn = start_with(config.clone()).await;
+    let addr = nn.addr();
+    let store = client(&nn).await;
+    store
+        .create_dir("/kept", &CreateOptions::default())
+        .await
+        .unwrap();
+    store
+        .create_dir("/kept/inner", &CreateOptions::default())
+        .await
+        .unwrap();
+    store.rename("/kept/inner", "/kept/moved").await.unwrap();
+    store
+        .create_dir("/gone", &CreateOptions::default())
+        .await
+        .unwrap();
+    store.delete("/gone", false).await.unwrap();
+    // A datanode with an identity of its own.
+    let host = common::ip("127.0.0.2");
+    let spec = crail_store::DatanodeSpec {
+        host,
+        address: std::net::SocketAddr::new(host, 7000),
+        tier: "dram".into(),
+        storage_class: 0,
+        capacity: 8 * BLOCK,
+    };
+    let dn = Store::connect(&common::client_config(&nn).with_local_host(host))
+        .await
+        .unwrap();
+    let first = dn.register_datanode_as(&spec, &[7; 16], &[]).await.unwrap();
+
+    nn.shutdown().await.unwrap();
+    // The namenode comes back on the same address a moment later; the client's next call
+    // waits for it instead of failing.
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        start_with(crail_store::NamenodeConfig {
+            listen: addr,
+            ..config
+        })
+        .await
+    });
+    let stat = store.stat("/kept/moved").await.unwrap();
+    assert_eq!(stat.node_type, NodeType::Directory);
+    let _nn = restart.await.unwrap();
+    assert!(matches!(
+        store.stat("/gone").await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+    assert!(matches!(
+        store.stat("/kept/inner").await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+    // The datanode must register again, and gets its old id back under its identity.
+    let err = dn.heartbeat(&first).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownDatanode { .. }), "{err}");
+    let again = dn.register_datanode_as(&spec, &[7; 16], &[]).await.unwrap();
+    assert_eq!(again.id, first.id);
+    dn.heartbeat(&again).await.unwrap();
+    // Another identity is another datanode: a new id, never one a journal holds blocks of.
+    let other = crail_store::DatanodeSpec {
+        address: std::net::SocketAddr::new(host, 7001),
+        ..spec
+    };
+    let third = dn
+        .register_datanode_as(&other, &[8; 16], &[])
+        .await
+        .unwrap();
+    assert!(third.id.0 > first.id.0);
+}

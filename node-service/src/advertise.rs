@@ -34,6 +34,36 @@ pub async fn advertise(
     Ok(())
 }
 
+/// Keeps the advertisement of [`advertise`] in place until `stop`: looks every `every` and
+/// writes it again when it is gone (a namenode restarted without a journal, an operator
+/// deleted it), so clients find the service again moments later.
+pub async fn keep_advertised(
+    store: Store,
+    root: String,
+    host: String,
+    endpoints: Vec<Endpoint>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut stop => return,
+        }
+        match advertised(&store, &root, &host).await {
+            Err(Error::NotFound { .. }) => {
+                match advertise(&store, &root, &host, &endpoints).await {
+                    Ok(()) => tracing::info!(%root, %host, "service advertised again"),
+                    Err(e) => tracing::warn!(%root, %host, error = %e, "advertising again failed"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%root, %host, error = %e, "cannot check the advertisement"),
+        }
+    }
+}
+
 /// The endpoints the service under `root` of node `host` advertised (see [`advertise`]),
 /// Unix socket first; [`Error::NotFound`] when it advertised none.
 pub async fn advertised(store: &Store, root: &str, host: &str) -> Result<Vec<Endpoint>> {

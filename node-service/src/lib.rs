@@ -25,7 +25,7 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/crail.node.v1.rs"));
 }
 
-pub use advertise::{advertise, advertised, advertised_hosts, host_of, nonce};
+pub use advertise::{advertise, advertised, advertised_hosts, host_of, keep_advertised, nonce};
 pub use client::{Connection, Exchange, Options, Part};
 pub use endpoint::{Endpoint, Listener};
 pub use error::{Error, Failure, Result};

@@ -101,19 +101,17 @@ impl Embedded {
         if let Some(block_size) = cluster.block_size {
             nn.block_size = block_size;
         }
-        nn.validate_server()?;
-        let listener = TcpListener::bind(nn.listen)
+        let listen = nn.listen;
+        let opened = crail_store::namenode::Namenode::open(nn)?;
+        let listener = TcpListener::bind(listen)
             .await
-            .map_err(|cause| Error::listen("namenode", nn.listen, cause))?;
+            .map_err(|cause| Error::listen("namenode", listen, cause))?;
         let namenode = listener
             .local_addr()
-            .map_err(|cause| Error::listen("namenode", nn.listen, cause))?;
+            .map_err(|cause| Error::listen("namenode", listen, cause))?;
         let stop_namenode = CancellationToken::new();
-        let namenode_task = tokio::spawn(crail_store::namenode::run(
-            listener,
-            nn,
-            stop_namenode.clone().cancelled_owned(),
-        ));
+        let namenode_task =
+            tokio::spawn(opened.serve(listener, stop_namenode.clone().cancelled_owned()));
         let client = ClientConfig {
             namenode: namenode.to_string(),
             local_host: None,

@@ -229,6 +229,7 @@ impl Node {
             ..service::ServiceConfig::default()
         };
         let stop = self.stop.clone();
+        self.keep_advertised(&store, crail_shuffle::layout::ROOT, &host, &endpoints);
         let slots = Slots::new(store, host, slots);
         self.tasks.spawn(async move {
             service::run(slots, config, listeners, stop.cancelled_owned()).await?;
@@ -258,6 +259,7 @@ impl Node {
             ..service::ServiceConfig::default()
         };
         let stop = self.stop.clone();
+        self.keep_advertised(&store, crail_broadcast::ROOT, &host, &endpoints);
         let cache = NodeCache::new(Broadcasts::new(store));
         self.tasks.spawn(async move {
             service::run(cache, host, config, listeners, stop.cancelled_owned()).await?;
@@ -266,6 +268,34 @@ impl Node {
         Ok(())
     }
 }
+
+impl Node {
+    /// Writes a service's advertisement again whenever it goes missing (see
+    /// [`crail_node_service::keep_advertised`]).
+    fn keep_advertised(
+        &mut self,
+        store: &Store,
+        root: &str,
+        host: &str,
+        endpoints: &[crail_node_service::Endpoint],
+    ) {
+        let keep = crail_node_service::keep_advertised(
+            store.clone(),
+            root.to_owned(),
+            host.to_owned(),
+            endpoints.to_vec(),
+            ADVERTISEMENT_CHECK,
+            self.stop.clone().cancelled_owned(),
+        );
+        self.tasks.spawn(async move {
+            keep.await;
+            Ok(())
+        });
+    }
+}
+
+/// How often a node checks that its services' advertisements are still in the store.
+const ADVERTISEMENT_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for Node {
     fn drop(&mut self) {

@@ -18,23 +18,44 @@ pub struct Process {
 impl Process {
     /// Starts `crail ARGS` and returns it with its first stdout line after `prefix`.
     pub fn start(args: &[&str], prefix: &str) -> (Self, String) {
+        Self::start_with(args, prefix, &[], None)
+    }
+
+    /// As [`Process::start`], with environment variables `env`, and its log (stderr) in
+    /// `log` if given. The rest of its stdout is drained, so it never writes to a closed pipe.
+    pub fn start_with(
+        args: &[&str],
+        prefix: &str,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> (Self, String) {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(CRAIL)
             .args(args)
             .env_remove("CRAIL_CONF")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
+        std::thread::spawn(move || for _ in out.lines() {});
         let rest = line
             .trim()
             .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         (Self { child }, rest)
+    }
+
+    /// Sends `signal` ("-STOP", "-CONT", "-KILL") to it.
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
     }
 
     pub fn kill(&mut self) {
@@ -199,11 +220,7 @@ impl Cluster {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(&self.child, signal);
     }
 
     /// Waits for the cluster process to end; returns whether it succeeded and its stderr.
@@ -227,6 +244,15 @@ impl Drop for Cluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` ("-STOP", "-KILL", ...) to `child`.
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// Polls `done` every 100 ms until it holds; fails the test after 30 s.

@@ -188,12 +188,38 @@ impl Store {
         Ok(self.datanode(addr).await?.is_local())
     }
 
+    /// Sends a namenode request. While the namenode cannot be reached, tries again for up to
+    /// `reconnect_timeout` with backoff; a request in flight when its connection broke goes
+    /// again only if it is idempotent.
     pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {
-        match self.namenode_conn().await?.call(request).await {
-            // The namenode closed the connection as idle without reading this request: it was
-            // not done, so it goes once more, on a new connection.
-            Err(e) if e.is_idle_close() => self.namenode_conn().await?.call(request).await,
-            other => other,
+        let give_up = tokio::time::Instant::now() + self.inner.config.reconnect_timeout;
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let error = match self.namenode_conn().await {
+                Ok(conn) => match conn.call(request).await {
+                    // The namenode closed the connection as idle without reading this
+                    // request: it was not done, so it goes once more, on a new connection.
+                    Err(e) if e.is_idle_close() => match self.namenode_conn().await {
+                        Ok(conn) => match conn.call(request).await {
+                            Err(e) if e.is_unreachable() && request.idempotent() => e,
+                            other => return other,
+                        },
+                        Err(e) if e.is_unreachable() => e,
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) if e.is_unreachable() && request.idempotent() => e,
+                    other => return other,
+                },
+                // Nothing was sent: any request may wait for the namenode to come back.
+                Err(e) if e.is_unreachable() => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() + backoff > give_up {
+                return Err(error);
+            }
+            tracing::debug!(error = %error, "namenode unreachable; trying again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
         }
     }
 
@@ -552,6 +578,24 @@ impl Store {
     /// datanodes' secret, and connect from the announced host). Returns its id and the token
     /// its heartbeats carry.
     pub async fn register_datanode(&self, spec: &DatanodeSpec) -> Result<Registration> {
+        self.register_datanode_as(spec, &[], &[]).await
+    }
+
+    /// Registers a datanode tier under its own identity `uuid`, reporting the blocks it holds
+    /// data of (block number, generation): a tier that registered before under `uuid` (before
+    /// a pause, or with a namenode that restarted since) gets its old id back and those of its
+    /// blocks that files still hold re-adopted.
+    pub async fn register_datanode_as(
+        &self,
+        spec: &DatanodeSpec,
+        uuid: &[u8],
+        blocks: &[(u64, u64)],
+    ) -> Result<Registration> {
+        let mut report = Vec::with_capacity(blocks.len() * 16);
+        for (block, generation) in blocks {
+            report.extend_from_slice(&block.to_le_bytes());
+            report.extend_from_slice(&generation.to_le_bytes());
+        }
         let reply = self
             .call(&pb::RegisterDatanodeRequest {
                 host: spec.host.to_string(),
@@ -559,12 +603,16 @@ impl Store {
                 tier: spec.tier.clone(),
                 storage_class: spec.storage_class,
                 capacity_bytes: spec.capacity,
+                uuid: Bytes::copy_from_slice(uuid),
+                blocks: report.into(),
             })
             .await?;
         Ok(Registration {
             id: DatanodeId(reply.id),
             incarnation: reply.incarnation,
             grant_salt: reply.grant_salt,
+            adopted_blocks: reply.adopted_blocks,
+            lost_blocks: reply.lost_blocks,
         })
     }
 

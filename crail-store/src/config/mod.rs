@@ -126,6 +126,13 @@ pub struct NamenodeConfig {
     pub app_max_nodes: u64,
     /// Bytes of blocks one application's directory may hold (whole blocks count); 0: no limit.
     pub app_max_bytes: ByteSize,
+    /// Directory of the namespace's journal: every lasting change is logged there (and synced
+    /// before it is acknowledged), so a restarted namenode comes back with every file,
+    /// shuffle and broadcast; unset: the namespace lives in memory only.
+    pub journal: Option<std::path::PathBuf>,
+    /// Bytes of journal after which a snapshot is written in the background and the log
+    /// before it deleted.
+    pub journal_snapshot_every: ByteSize,
     /// Filled from `[security] secret` when loaded from a file.
     #[serde(skip)]
     pub secret: Option<Secret>,
@@ -164,6 +171,8 @@ impl Default for NamenodeConfig {
             app_roots: vec!["/crail-shuffle".into(), "/crail-broadcast".into()],
             app_max_nodes: 1 << 22,
             app_max_bytes: ByteSize(0),
+            journal: None,
+            journal_snapshot_every: ByteSize(64 << 20),
             secret: None,
             datanode_secret: None,
             tls: None,
@@ -466,6 +475,14 @@ pub struct ClientConfig {
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
     pub rpc_timeout: Duration,
+    /// How long a client that was connected keeps trying to reach the namenode again when it
+    /// cannot (a restart, a network blip), backing off from 50 ms to 1 s, before a call fails;
+    /// requests in flight when the connection broke are sent again only if doing them twice
+    /// is harmless (lookups, listings, locations, renewals); the others fail at once with
+    /// "connection lost". `0s`: no retries.
+    #[serde(with = "duration_text")]
+    #[schemars(with = "String")]
+    pub reconnect_timeout: Duration,
     /// Largest frame body accepted.
     pub max_frame: ByteSize,
     /// Name sent at the handshake (shows in server logs).
@@ -507,6 +524,7 @@ impl Default for ClientConfig {
             local_host: None,
             connect_timeout: Duration::from_secs(5),
             rpc_timeout: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(30),
             max_frame: ByteSize(16 << 20),
             name: "crail-client".into(),
             data_timeout: Duration::from_secs(30),

@@ -48,6 +48,8 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                         id: crate::types::DatanodeId(1),
                         incarnation: 0,
                         grant_salt: bytes::Bytes::new(),
+                        adopted_blocks: 0,
+                        lost_blocks: 0,
                     },
                 })),
                 // Random bytes cannot sign grants: checking them would keep the fuzzer out

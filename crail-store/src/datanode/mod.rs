@@ -7,9 +7,11 @@
 //!                                             then deregister
 //! ```
 //!
-//! If the namenode declares this datanode dead (missed heartbeats) or restarts, the heartbeat
-//! loop registers it again under a new id: its old blocks are lost to the namespace either
-//! way, and its storage is offered afresh.
+//! Each tier has an identity of its own (random, for as long as its blocks live: the process).
+//! If the namenode declares this datanode dead (missed heartbeats, say a long pause) or
+//! restarts, the heartbeat loop registers it again under that identity with a report of the
+//! blocks it holds: it gets its old id back and the namenode re-adopts the blocks its files
+//! still hold (and frees the rest).
 
 mod checksum;
 mod conn_io;
@@ -51,15 +53,20 @@ impl Identity {
     }
 
     /// Registers `spec` with the namenode behind `store` (connected with the datanodes'
-    /// secret, from which the grant key derives).
-    async fn register(store: &Store, spec: &DatanodeSpec) -> Result<Self> {
-        let registration = store.register_datanode(spec).await?;
+    /// secret, from which the grant key derives) as `who`, reporting its blocks.
+    async fn register(store: &Store, spec: &DatanodeSpec, who: &Who) -> Result<Self> {
+        let registration = store
+            .register_datanode_as(spec, &who.uuid, &(who.report)())
+            .await?;
         Ok(Self {
             grants: GrantKey::derive(store.config().secret.as_ref(), &registration.grant_salt),
             registration,
         })
     }
 }
+
+/// How long a stopping datanode waits for the namenode to take its deregistration.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a started datanode serves.
 #[derive(Debug, Clone)]
@@ -87,6 +94,40 @@ enum AnyTier {
     Flash(Arc<FlashTier>),
 }
 
+impl AnyTier {
+    fn reporter(&self) -> Arc<dyn Fn() -> Vec<(u64, u64)> + Send + Sync> {
+        use tier::Tier;
+        match self {
+            Self::Dram(t) => {
+                let t = t.clone();
+                Arc::new(move || t.report())
+            }
+            Self::Flash(t) => {
+                let t = t.clone();
+                Arc::new(move || t.report())
+            }
+        }
+    }
+}
+
+/// A tier's identity and how to list the blocks it holds.
+#[derive(Clone)]
+struct Who {
+    uuid: [u8; 16],
+    report: Arc<dyn Fn() -> Vec<(u64, u64)> + Send + Sync>,
+}
+
+impl Who {
+    fn new(tier: &AnyTier) -> Result<Self> {
+        let mut uuid = [0u8; 16];
+        getrandom::fill(&mut uuid).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            uuid,
+            report: tier.reporter(),
+        })
+    }
+}
+
 /// A registered datanode, ready to serve.
 pub struct Datanode {
     listener: TcpListener,
@@ -97,6 +138,7 @@ pub struct Datanode {
     store: Store,
     info: DatanodeInfo,
     identity: Identity,
+    who: Who,
     /// What its clients must prove.
     clients_secret: Option<crate::wire::handshake::Secret>,
 }
@@ -202,7 +244,8 @@ impl Datanode {
             engine,
             fast_path: local.is_some(),
         };
-        let identity = Identity::register(&store, &spec_of(&info)).await?;
+        let who = Who::new(&tier)?;
+        let identity = Identity::register(&store, &spec_of(&info), &who).await?;
         info.id = DatanodeId(identity.id());
         Ok(Self {
             listener,
@@ -213,6 +256,7 @@ impl Datanode {
             store,
             info,
             identity,
+            who,
             clients_secret,
         })
     }
@@ -241,6 +285,7 @@ impl Datanode {
             self.store.clone(),
             self.client.clone(),
             spec_of(&self.info),
+            self.who.clone(),
             identity.clone(),
         ));
         tracing::info!(address = %self.info.address, tier = self.info.tier.name(), "datanode serving");
@@ -254,8 +299,12 @@ impl Datanode {
         };
         beats.abort();
         let registration = identity.read().registration.clone();
-        if let Err(e) = self.store.deregister_datanode(&registration).await {
-            tracing::debug!(error = %e, "deregistering failed");
+        // A namenode that is gone is not waited for (the store would try again for a while).
+        let goodbye = self.store.deregister_datanode(&registration);
+        match tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "deregistering failed"),
+            Err(_) => tracing::debug!("the namenode did not answer the goodbye"),
         }
         served
     }
@@ -285,23 +334,36 @@ fn advertised_host(listen: IpAddr, namenode: &str) -> Result<IpAddr> {
     Ok(probe.local_addr()?.ip())
 }
 
-/// Heartbeats forever; registers again when the namenode no longer knows this datanode, and
-/// reconnects when the namenode connection breaks.
+/// Heartbeats forever; registers again (under its identity, with its blocks) when the
+/// namenode no longer knows this datanode, and reconnects when the namenode connection breaks,
+/// trying again soon (not a whole interval later) while it cannot, so that after a namenode
+/// restart its blocks are readable again within moments.
 async fn heartbeats(
     mut store: Store,
     client: ClientConfig,
     spec: DatanodeSpec,
+    who: Who,
     identity: Arc<RwLock<Identity>>,
 ) {
     let mut interval = match store.cluster_info().await {
         Ok(info) => info.heartbeat_interval,
         Err(_) => Duration::from_secs(2),
     };
+    // Failures in a row: the next try comes 50 ms, 100 ms, ... after one, at most an interval.
+    let mut failures = 0u32;
+    let mut wait = interval;
+    let retry = |failures: &mut u32, interval: Duration| {
+        *failures += 1;
+        (Duration::from_millis(50) * 2u32.saturating_pow(*failures - 1)).min(interval)
+    };
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(wait).await;
         let current = identity.read().registration.clone();
         match store.heartbeat(&current).await {
-            Ok(()) => continue,
+            Ok(()) => {
+                (failures, wait) = (0, interval);
+                continue;
+            }
             Err(Error::UnknownDatanode { .. }) => {
                 tracing::warn!(
                     old = current.id.0,
@@ -314,6 +376,7 @@ async fn heartbeats(
                     Ok(fresh) => store = fresh,
                     Err(e) => {
                         tracing::warn!(error = %e, "namenode unreachable");
+                        wait = retry(&mut failures, interval);
                         continue;
                     }
                 }
@@ -323,16 +386,26 @@ async fn heartbeats(
                 // A reconnect after a namenode restart needs a new registration; after a
                 // transient break the old id still works.
                 if store.heartbeat(&current).await.is_ok() {
+                    (failures, wait) = (0, interval);
                     continue;
                 }
             }
         }
-        match Identity::register(&store, &spec).await {
+        match Identity::register(&store, &spec, &who).await {
             Ok(fresh) => {
-                tracing::info!(id = fresh.id(), "registered again");
+                tracing::info!(
+                    id = fresh.id(),
+                    adopted = fresh.registration.adopted_blocks,
+                    lost = fresh.registration.lost_blocks,
+                    "registered again"
+                );
                 *identity.write() = fresh;
+                (failures, wait) = (0, interval);
             }
-            Err(e) => tracing::warn!(error = %e, "registering again failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "registering again failed");
+                wait = retry(&mut failures, interval);
+            }
         }
     }
 }

@@ -438,6 +438,16 @@ impl Error {
         matches!(self, Self::Timeout { what, .. } if what == IDLE_CONNECTION)
     }
 
+    /// The server could not be reached or the connection to it broke (it restarted, it is
+    /// stopping, the network failed): worth trying again on a new connection.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectionLost { .. } | Self::ShuttingDown
+        ) || matches!(self, Self::Timeout { what, .. }
+            if what.starts_with("connecting") || what == "handshake")
+    }
+
     pub(crate) fn malformed(what: impl Into<String>, detail: impl ToString) -> Self {
         Self::Malformed {
             what: what.into(),

@@ -1,11 +1,12 @@
 //! The metadata server: namespace, datanode registry and placement, behind the framed RPC.
 
+mod journal;
 mod namespace;
 mod registry;
 mod server;
 mod service;
 
-pub use server::{RunningNamenode, run};
+pub use server::{Namenode, RunningNamenode, run};
 
 /// A namenode core that several front ends can share: the framed server and, in the transport
 /// benchmark, a tonic service calling the same dispatch code. Not a stable API.

@@ -7,7 +7,7 @@
 //! explicit class or host in the placement is a hard requirement. A request for several blocks
 //! gets all of them or none.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -40,9 +40,37 @@ struct Datanode {
     last_heartbeat: Instant,
     /// The random token of this registration (heartbeats and deregistration carry it).
     incarnation: u64,
+    /// The tier's own identity, with which it registers again (empty: none).
+    uuid: Vec<u8>,
+    /// Blocks files hold that it did not report when it registered again: lost.
+    missing: HashSet<u64>,
 }
 
 impl Datanode {
+    /// A datanode as `spec` describes it, with none of its blocks handed out.
+    fn new(
+        spec: &DatanodeSpec,
+        capacity: u64,
+        uuid: &[u8],
+        incarnation: u64,
+        now: Instant,
+    ) -> Self {
+        Self {
+            host: spec.host,
+            address: spec.address,
+            tier: spec.tier.clone(),
+            class: spec.storage_class,
+            capacity,
+            fresh: 0,
+            free: Vec::new(),
+            alive: incarnation != 0,
+            last_heartbeat: now,
+            incarnation,
+            uuid: uuid.to_vec(),
+            missing: HashSet::new(),
+        }
+    }
+
     fn free_blocks(&self) -> u64 {
         self.capacity - self.fresh + self.free.len() as u64
     }
@@ -56,6 +84,16 @@ impl Datanode {
             self.fresh - 1
         })
     }
+}
+
+/// What a registration gave: the datanode's id and incarnation, and for a datanode
+/// registering again, how many of its blocks were re-adopted and lost.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Registered {
+    pub(crate) id: u64,
+    pub(crate) incarnation: u64,
+    pub(crate) adopted: u64,
+    pub(crate) lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +116,8 @@ pub(crate) struct Registry {
     next_id: u64,
     /// The order of classes and hosts for placements that name none.
     tiering: Tiering,
+    /// Ids by tier identity, forgotten dead datanodes included.
+    by_uuid: HashMap<Vec<u8>, u64>,
     /// Signs the grants that go with block locations.
     grants: GrantKey,
     /// The generation the last allocated block got: every allocation gets the next. It
@@ -100,6 +140,7 @@ impl Registry {
             dead: VecDeque::new(),
             next_id: 1,
             tiering: Tiering::default(),
+            by_uuid: HashMap::new(),
         }
     }
 
@@ -113,10 +154,20 @@ impl Registry {
         self.block_size
     }
 
-    /// Registers a datanode tier: its id and incarnation token. A live datanode already
-    /// registered at the same address is taken to have restarted: it is declared dead (its
-    /// old blocks are lost) and replaced.
-    pub(crate) fn register(&mut self, spec: &DatanodeSpec, now: Instant) -> Result<(u64, u64)> {
+    /// Registers a datanode tier: its id and incarnation token, and whether the id is new. A
+    /// tier that registered before under `uuid` gets its old id back: of the blocks files hold
+    /// there (`held`: block and generation), those it reports (`report`) with the same
+    /// generation are re-adopted and the rest are lost; every other block is free. A live
+    /// datanode registered at the same address under another identity is taken to have
+    /// restarted: it is declared dead (its old blocks are lost) and replaced.
+    pub(crate) fn register(
+        &mut self,
+        spec: &DatanodeSpec,
+        uuid: &[u8],
+        report: &[(u64, u64)],
+        held: impl FnOnce(u64) -> Vec<(u64, u64)>,
+        now: Instant,
+    ) -> Result<Registered> {
         let capacity = spec.capacity / self.block_size;
         if capacity == 0 {
             return Err(Error::InvalidDatanode {
@@ -131,18 +182,25 @@ impl Registry {
                 reason: "tier name must have 1 to 64 bytes".into(),
             });
         }
+        if uuid.len() > 64 {
+            return Err(Error::InvalidDatanode {
+                reason: "identity must have at most 64 bytes".into(),
+            });
+        }
+        let returning = self.id_of(uuid);
         let restarted: Vec<u64> = self
             .datanodes
             .iter()
-            .filter(|(_, d)| d.alive && d.address == spec.address)
+            .filter(|(id, d)| d.alive && d.address == spec.address && Some(**id) != returning)
             .map(|(id, _)| *id)
             .collect();
         for id in restarted {
             tracing::warn!(datanode = id, address = %spec.address, "datanode re-registered: old blocks are lost");
             self.kill(id);
         }
-        let alive = self.datanodes.len() - self.dead.len();
-        if alive >= self.max_datanodes {
+        let alive = self.datanodes.values().filter(|d| d.alive).count();
+        let already = returning.is_some_and(|id| self.datanodes.get(&id).is_some_and(|d| d.alive));
+        if alive >= self.max_datanodes && !already {
             return Err(Error::InvalidDatanode {
                 reason: format!(
                     "the registry is full ({} live datanodes, namenode.max_datanodes)",
@@ -152,31 +210,114 @@ impl Registry {
         }
         let mut token = [0u8; 8];
         getrandom::fill(&mut token).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let incarnation = u64::from_le_bytes(token);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.datanodes.insert(
-            id,
-            Datanode {
-                host: spec.host,
-                address: spec.address,
-                tier: spec.tier.clone(),
-                class: spec.storage_class,
-                capacity,
-                fresh: 0,
-                free: Vec::new(),
-                alive: true,
-                last_heartbeat: now,
-                incarnation,
-            },
-        );
+        let incarnation = u64::from_le_bytes(token).max(1);
+        let (id, new) = match returning {
+            Some(id) => (id, false),
+            None => {
+                self.next_id += 1;
+                (self.next_id - 1, true)
+            }
+        };
+        if let Some(old) = self.datanodes.get(&id)
+            && old.alive
+        {
+            self.leave_class(id);
+        }
+        self.dead.retain(|d| *d != id);
+        let mut datanode = Datanode::new(spec, capacity, uuid, incarnation, now);
+        let (mut adopted, mut lost) = (0u64, 0u64);
+        if !new {
+            let reported: HashMap<u64, u64> = report.iter().copied().collect();
+            let mut used = vec![false; usize::try_from(capacity).unwrap_or(0)];
+            for (block, generation) in held(id) {
+                match used.get_mut(usize::try_from(block).unwrap_or(usize::MAX)) {
+                    Some(slot) if reported.get(&block) == Some(&generation) => {
+                        *slot = true;
+                        adopted += 1;
+                    }
+                    Some(slot) => {
+                        // Not here any more: lost, and its place taken only once freed.
+                        *slot = true;
+                        datanode.missing.insert(block);
+                        lost += 1;
+                    }
+                    None => lost += 1,
+                }
+            }
+            datanode.fresh = used.iter().rposition(|u| *u).map_or(0, |i| i as u64 + 1);
+            datanode.free = (0..datanode.fresh)
+                .rev()
+                .filter(|b| !used[*b as usize])
+                .collect();
+        }
+        self.datanodes.insert(id, datanode);
+        if !uuid.is_empty() {
+            self.by_uuid.insert(uuid.to_vec(), id);
+        }
         self.classes
             .entry(spec.storage_class)
             .or_default()
             .members
             .push(id);
-        tracing::info!(datanode = id, host = %spec.host, address = %spec.address, tier = %spec.tier, class = spec.storage_class, blocks = capacity, "datanode registered");
-        Ok((id, incarnation))
+        if new {
+            tracing::info!(datanode = id, host = %spec.host, address = %spec.address, tier = %spec.tier, class = spec.storage_class, blocks = capacity, "datanode registered");
+        } else {
+            tracing::info!(datanode = id, address = %spec.address, adopted, lost, "datanode registered again: its blocks re-adopted");
+        }
+        Ok(Registered {
+            id,
+            incarnation,
+            adopted,
+            lost,
+        })
+    }
+
+    /// The id of the tier that registered under `uuid`, if one did.
+    pub(crate) fn id_of(&self, uuid: &[u8]) -> Option<u64> {
+        (!uuid.is_empty())
+            .then(|| self.by_uuid.get(uuid).copied())
+            .flatten()
+    }
+
+    /// A datanode known from the journal of a namenode that restarted: dead until it registers
+    /// again with `uuid`.
+    pub(crate) fn restore(&mut self, id: u64, uuid: &[u8], spec: &DatanodeSpec) {
+        self.next_id = self.next_id.max(id + 1);
+        if !uuid.is_empty() {
+            self.by_uuid.insert(uuid.to_vec(), id);
+        }
+        let capacity = spec.capacity / self.block_size.max(1);
+        if !self.datanodes.contains_key(&id) {
+            self.dead.push_back(id);
+        }
+        // Incarnation 0: dead until it registers again.
+        self.datanodes
+            .insert(id, Datanode::new(spec, capacity, uuid, 0, Instant::now()));
+    }
+
+    /// Every datanode known, for a snapshot: id, identity and what it registered as.
+    pub(crate) fn known(&self) -> Vec<(u64, Vec<u8>, DatanodeSpec)> {
+        self.datanodes
+            .iter()
+            .map(|(id, d)| {
+                (
+                    *id,
+                    d.uuid.clone(),
+                    DatanodeSpec {
+                        host: d.host,
+                        address: d.address,
+                        tier: d.tier.clone(),
+                        storage_class: d.class,
+                        capacity: d.capacity * self.block_size,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A journal holds a block of `generation`: later allocations get newer ones.
+    pub(crate) fn saw_generation(&mut self, generation: u64) {
+        self.generation = self.generation.max(generation);
     }
 
     /// A heartbeat of datanode `id` in its `incarnation` (another one's token is as good as
@@ -222,18 +363,27 @@ impl Registry {
         silent
     }
 
+    /// Takes `id` out of its class's placement rotation.
+    fn leave_class(&mut self, id: u64) {
+        let Some(class) = self.datanodes.get(&id).map(|d| d.class) else {
+            return;
+        };
+        if let Some(group) = self.classes.get_mut(&class) {
+            group.members.retain(|m| *m != id);
+            if group.members.is_empty() {
+                self.classes.remove(&class);
+            }
+        }
+    }
+
     fn kill(&mut self, id: u64) {
+        self.leave_class(id);
         let Some(d) = self.datanodes.get_mut(&id) else {
             return;
         };
         d.alive = false;
         d.free = Vec::new();
-        if let Some(group) = self.classes.get_mut(&d.class) {
-            group.members.retain(|m| *m != id);
-            if group.members.is_empty() {
-                self.classes.remove(&d.class);
-            }
-        }
+        d.missing = HashSet::new();
         self.dead.push_back(id);
         while self.dead.len() > DEAD_KEPT {
             if let Some(oldest) = self.dead.pop_front() {
@@ -345,6 +495,7 @@ impl Registry {
             if let Some(d) = self.datanodes.get_mut(&b.datanode)
                 && d.alive
             {
+                d.missing.remove(&b.block);
                 d.free.push(b.block);
             }
         }
@@ -359,7 +510,7 @@ impl Registry {
         write: bool,
     ) -> Result<pb::BlockLocation, u64> {
         match self.datanodes.get(&addr.datanode) {
-            Some(d) if d.alive => {
+            Some(d) if d.alive && !d.missing.contains(&addr.block) => {
                 let offset = addr.block * self.block_size;
                 Ok(pb::BlockLocation {
                     index,
@@ -410,6 +561,14 @@ mod tests {
 
     const BS: u64 = 1 << 20;
 
+    impl Registry {
+        /// Registers a datanode without an identity: a new one each time.
+        fn join(&mut self, spec: &DatanodeSpec, now: Instant) -> Result<(u64, u64)> {
+            self.register(spec, &[], &[], |_| Vec::new(), now)
+                .map(|r| (r.id, r.incarnation))
+        }
+    }
+
     fn spec(host: &str, port: u16, class: u32, blocks: u64) -> DatanodeSpec {
         let host: IpAddr = host.parse().unwrap();
         DatanodeSpec {
@@ -435,7 +594,7 @@ mod tests {
     fn heartbeats_and_deregistration_need_the_registration_token() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let (id, token) = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        let (id, token) = r.join(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
         assert!(matches!(
             r.heartbeat(id, token ^ 1, now),
             Err(Error::UnknownDatanode { .. })
@@ -453,7 +612,7 @@ mod tests {
     fn a_block_allocated_again_gets_a_new_generation_and_grant() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
+        r.join(&spec("127.0.0.2", 1, 0, 1), now).unwrap();
         let first = r
             .allocate(1, &Placement::default(), ip("127.0.0.2"))
             .unwrap()[0];
@@ -477,9 +636,9 @@ mod tests {
     fn fills_class_zero_everywhere_before_class_one() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
-        let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
-        let a1 = r.register(&spec("127.0.0.2", 2, 1, 10), now).unwrap().0;
+        let a0 = r.join(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
+        let b0 = r.join(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
+        let a1 = r.join(&spec("127.0.0.2", 2, 1, 10), now).unwrap().0;
         let got = r
             .allocate(6, &Placement::default(), ip("127.0.0.2"))
             .unwrap();
@@ -492,10 +651,10 @@ mod tests {
     fn host_first_takes_local_flash_before_remote_dram() {
         let now = Instant::now();
         let layout = |r: &mut Registry| {
-            let a0 = r.register(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
-            let b0 = r.register(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
-            let a1 = r.register(&spec("127.0.0.2", 2, 1, 2), now).unwrap().0;
-            let b1 = r.register(&spec("127.0.0.3", 2, 1, 10), now).unwrap().0;
+            let a0 = r.join(&spec("127.0.0.2", 1, 0, 2), now).unwrap().0;
+            let b0 = r.join(&spec("127.0.0.3", 1, 0, 2), now).unwrap().0;
+            let a1 = r.join(&spec("127.0.0.2", 2, 1, 2), now).unwrap().0;
+            let b1 = r.join(&spec("127.0.0.3", 2, 1, 10), now).unwrap().0;
             (a0, b0, a1, b1)
         };
         // The namenode's default for placements that name none.
@@ -536,8 +695,8 @@ mod tests {
     fn spreads_round_robin_when_the_requester_has_no_datanode() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
+        let a = r.join(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let b = r.join(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
         let got = r
             .allocate(4, &Placement::default(), ip("127.0.0.9"))
             .unwrap();
@@ -549,9 +708,9 @@ mod tests {
     fn spread_takes_datanodes_in_turn_even_from_a_host_that_has_one() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
-        let c = r.register(&spec("127.0.0.4", 1, 0, 10), now).unwrap().0;
+        let a = r.join(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let b = r.join(&spec("127.0.0.3", 1, 0, 10), now).unwrap().0;
+        let c = r.join(&spec("127.0.0.4", 1, 0, 10), now).unwrap().0;
         let got = r
             .allocate(6, &Placement::default().spread(), ip("127.0.0.3"))
             .unwrap();
@@ -571,8 +730,8 @@ mod tests {
     fn explicit_class_and_host_are_hard_requirements() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
-        let flash = r.register(&spec("127.0.0.3", 2, 1, 1), now).unwrap().0;
+        r.join(&spec("127.0.0.2", 1, 0, 10), now).unwrap();
+        let flash = r.join(&spec("127.0.0.3", 2, 1, 1), now).unwrap().0;
         let placement = Placement::default().storage_class(1);
         let got = r.allocate(1, &placement, ip("127.0.0.2")).unwrap();
         assert_eq!(got[0].datanode, flash);
@@ -598,7 +757,7 @@ mod tests {
     fn store_full_allocates_nothing() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let id = r.register(&spec("127.0.0.2", 1, 0, 3), now).unwrap().0;
+        let id = r.join(&spec("127.0.0.2", 1, 0, 3), now).unwrap().0;
         assert!(
             r.allocate(4, &Placement::default(), ip("127.0.0.2"))
                 .is_err()
@@ -618,8 +777,8 @@ mod tests {
     fn dead_datanodes_get_no_blocks_and_report_lost_locations() {
         let t0 = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 10), t0).unwrap().0;
-        let b = r.register(&spec("127.0.0.3", 1, 0, 10), t0).unwrap().0;
+        let a = r.join(&spec("127.0.0.2", 1, 0, 10), t0).unwrap().0;
+        let b = r.join(&spec("127.0.0.3", 1, 0, 10), t0).unwrap().0;
         let block = r
             .allocate(1, &Placement::default(), ip("127.0.0.2"))
             .unwrap()[0];
@@ -642,8 +801,8 @@ mod tests {
     fn re_registering_an_address_replaces_the_old_datanode() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 100, key());
-        let old = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
-        let new = r.register(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let old = r.join(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
+        let new = r.join(&spec("127.0.0.2", 1, 0, 10), now).unwrap().0;
         assert_ne!(old, new);
         assert!(!r.is_alive(old));
         assert!(r.is_alive(new));
@@ -653,19 +812,16 @@ mod tests {
     fn the_registry_is_bounded() {
         let now = Instant::now();
         let mut r = Registry::new(BS, 2, key());
-        let a = r.register(&spec("127.0.0.2", 1, 0, 1), now).unwrap().0;
-        r.register(&spec("127.0.0.3", 1, 7, 1), now).unwrap();
+        let a = r.join(&spec("127.0.0.2", 1, 0, 1), now).unwrap().0;
+        r.join(&spec("127.0.0.3", 1, 7, 1), now).unwrap();
         assert!(matches!(
-            r.register(&spec("127.0.0.4", 1, 0, 1), now),
+            r.join(&spec("127.0.0.4", 1, 0, 1), now),
             Err(Error::InvalidDatanode { .. })
         ));
         // Dead ones leave room, empty classes go, and only the newest dead are remembered.
         r.deregister(a, r.incarnation(a)).unwrap();
         for i in 0..(DEAD_KEPT as u16 + 10) {
-            let id = r
-                .register(&spec("127.0.0.5", 100 + i, 9, 1), now)
-                .unwrap()
-                .0;
+            let id = r.join(&spec("127.0.0.5", 100 + i, 9, 1), now).unwrap().0;
             r.deregister(id, r.incarnation(id)).unwrap();
         }
         assert_eq!(r.classes.len(), 1);
@@ -691,7 +847,7 @@ mod tests {
         let mut tiny = spec("127.0.0.2", 1, 0, 1);
         tiny.capacity = BS - 1;
         assert!(matches!(
-            r.register(&tiny, Instant::now()),
+            r.join(&tiny, Instant::now()),
             Err(Error::InvalidDatanode { .. })
         ));
     }

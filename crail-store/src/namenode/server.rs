@@ -35,9 +35,37 @@ pub async fn run(
     config: NamenodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    config.validate_server()?;
-    let core = Arc::new(Core::new(&config)?);
-    serve_core(listener, core, &config, shutdown).await
+    Namenode::open(config)?.serve(listener, shutdown).await
+}
+
+/// A namenode with its namespace loaded (rebuilt from its journal, if it keeps one), not yet
+/// serving: a server opens it before it listens, so clients of a restarting namenode find the
+/// port closed (and try again) rather than open and silent while it replays.
+#[derive(Debug)]
+pub struct Namenode {
+    core: Arc<Core>,
+    config: NamenodeConfig,
+}
+
+impl Namenode {
+    /// Checks `config` and loads the namespace (this blocks for as long as the journal takes
+    /// to replay: seconds per million entries).
+    pub fn open(config: NamenodeConfig) -> Result<Self> {
+        config.validate_server()?;
+        Ok(Self {
+            core: Arc::new(Core::new(&config)?),
+            config,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes (see [`run`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        serve_core(listener, self.core, &self.config, shutdown).await
+    }
 }
 
 /// [`run`] over an existing core (tests and benchmarks share one namespace between servers).
@@ -263,6 +291,8 @@ async fn serve<S: io::Socket + AsyncWrite + Unpin>(
                 Ok(Some(frame)) => {
                     core.handle(&frame, caller, &mut out);
                     if out.len() >= FLUSH_AT {
+                        // Nothing a reply shows may be lost by a crash: the journal first.
+                        core.durable(core.journal_mark()).await?;
                         io::send(stream, &out).await?;
                         out.clear();
                     }
@@ -277,6 +307,7 @@ async fn serve<S: io::Socket + AsyncWrite + Unpin>(
             }
         }
         if !out.is_empty() {
+            core.durable(core.journal_mark()).await?;
             io::send(stream, &out).await?;
             out.clear();
             if out.capacity() > 4 * FLUSH_AT {

@@ -3,6 +3,8 @@
 //! suspension point, and nothing a client sends can stop other clients being served.
 
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -11,6 +13,7 @@ use parking_lot::Mutex;
 use crate::config::NamenodeConfig;
 use crate::error::{ECHO_MAX, Error, Result, clipped};
 use crate::grant::GrantKey;
+use crate::namenode::journal::{self, Journal};
 use crate::namenode::namespace::{CreateFlags, Ctx, Namespace, PathRef};
 use crate::path::{self, PathLimits};
 use crate::proto as pb;
@@ -29,6 +32,8 @@ pub(crate) struct Caller {
 #[derive(Debug)]
 pub(crate) struct Core {
     ns: Mutex<Namespace>,
+    /// Where lasting changes go before they are acknowledged, if anywhere.
+    journal: Option<Arc<Journal>>,
     limits: PathLimits,
     max_frame: usize,
     block_size: u64,
@@ -44,11 +49,20 @@ type Op<R> = fn(&Core, R, &Ctx) -> Result<<R as Rpc>::Reply>;
 
 impl Core {
     pub(crate) fn new(config: &NamenodeConfig) -> Result<Self> {
-        let salt = GrantKey::salt()?;
+        let salt = match &config.journal {
+            Some(dir) => journal::kept_salt(dir, || Ok(GrantKey::salt()?.to_vec()))?,
+            None => GrantKey::salt()?.to_vec(),
+        };
         let datanodes = config.datanode_secret.as_ref().or(config.secret.as_ref());
         let grants = GrantKey::derive(datanodes, &salt);
+        let mut ns = Namespace::new(config, grants)?;
+        let journal = match &config.journal {
+            Some(dir) => Some(open_journal(dir, config, &mut ns)?),
+            None => None,
+        };
         Ok(Self {
-            ns: Mutex::new(Namespace::new(config, grants)?),
+            ns: Mutex::new(ns),
+            journal,
             grant_salt: bytes::Bytes::copy_from_slice(&salt),
             limits: config.path_limits(),
             max_frame: usize::try_from(config.max_frame.bytes()).unwrap_or(usize::MAX),
@@ -64,10 +78,28 @@ impl Core {
         self.max_frame
     }
 
+    /// How far the journal must be durable before replies to requests handled so far may go
+    /// out (0 without a journal).
+    pub(crate) fn journal_mark(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.appended())
+    }
+
+    /// Waits until the journal is durable up to `mark`.
+    pub(crate) async fn durable(&self, mark: u64) -> Result<()> {
+        match &self.journal {
+            Some(journal) if mark > 0 => journal.durable(mark).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Answers one request frame of `caller` into `out` (a reply or an error frame, never
     /// nothing).
     pub(crate) fn handle(&self, frame: &Frame, caller: Caller, out: &mut BytesMut) {
         let result = match Kind::from_u16(frame.kind) {
+            _ if self.journal.as_ref().is_some_and(|j| j.failed()) => Err(self
+                .journal
+                .as_ref()
+                .map_or(Error::ShuttingDown, |j| j.failure())),
             _ if frame.flags & FLAG_RESPONSE != 0 => Err(Error::UnexpectedMessage {
                 expected: "a request".into(),
                 kind: u32::from(frame.kind),
@@ -299,13 +331,27 @@ impl Core {
                 ),
             });
         }
-        let (id, incarnation) = self.ns.lock().registry().register(&spec, ctx.now)?;
+        let report: Vec<(u64, u64)> = req
+            .blocks
+            .chunks_exact(16)
+            .map(|c| {
+                let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                (word(&c[..8]), word(&c[8..]))
+            })
+            .collect();
+        let registered = self
+            .ns
+            .lock()
+            .register_datanode(&spec, &req.uuid, &report, ctx.now)?;
+        let (id, incarnation) = (registered.id, registered.incarnation);
         Ok(pb::RegisterDatanodeReply {
             id,
             block_size: self.block_size,
             heartbeat_interval_ms: millis(self.heartbeat_interval),
             grant_salt: self.grant_salt.clone(),
             incarnation,
+            adopted_blocks: registered.adopted,
+            lost_blocks: registered.lost,
         })
     }
 
@@ -330,6 +376,42 @@ impl Core {
             .deregister(req.id, req.incarnation)?;
         Ok(pb::DeregisterDatanodeReply {})
     }
+}
+
+/// Opens the journal in `dir`, rebuilds `ns` from it and records into it from now on.
+pub(crate) fn open_journal(
+    dir: &Path,
+    config: &NamenodeConfig,
+    ns: &mut Namespace,
+) -> Result<Arc<Journal>> {
+    let started = Instant::now();
+    let template = config.clone();
+    let fresh: journal::Fresh = Arc::new(move || {
+        // A compactor's namespace only replays and dumps records: it signs no grants.
+        let grants = GrantKey::derive(None, &[0; 16]);
+        Ok(Box::new(Namespace::new(&template, grants)?) as Box<dyn journal::Compact>)
+    });
+    let journal = Journal::open(
+        journal::Options {
+            dir: dir.to_owned(),
+            block_size: config.block_size.bytes(),
+            snapshot_every: config.journal_snapshot_every.bytes(),
+            fresh,
+        },
+        &mut |record| ns.apply(record),
+    )?;
+    ns.finish_replay();
+    let (nodes, files) = ns.counts();
+    tracing::info!(
+        journal = %dir.display(),
+        nodes,
+        files,
+        ms = started.elapsed().as_millis() as u64,
+        "namespace restored from the journal"
+    );
+    let journal = Arc::new(journal);
+    ns.record_into(journal.clone());
+    Ok(journal)
 }
 
 /// A checked request path: its text and components.

@@ -95,36 +95,54 @@ impl Kind {
 pub(crate) trait Rpc: prost::Message + Default + 'static {
     const KIND: Kind;
     type Reply: prost::Message + Default + 'static;
+
+    /// Whether doing it twice does what doing it once does: such a request is sent again when
+    /// the connection broke with it in flight (the first may or may not have been done).
+    fn idempotent(&self) -> bool;
 }
 
 macro_rules! rpc {
-    ($($req:ident => $reply:ident : $kind:ident),* $(,)?) => {
+    ($($req:ident => $reply:ident : $kind:ident, $idempotent:literal),* $(,)?) => {
         $(impl Rpc for pb::$req {
             const KIND: Kind = Kind::$kind;
             type Reply = pb::$reply;
+
+            fn idempotent(&self) -> bool {
+                $idempotent
+            }
         })*
     };
 }
 
 rpc! {
-    CreateRequest => CreateReply: Create,
-    LookupRequest => LookupReply: Lookup,
-    DeleteRequest => DeleteReply: Delete,
-    RenameRequest => RenameReply: Rename,
-    ListRequest => ListReply: List,
-    OpenWriteRequest => OpenWriteReply: OpenWrite,
-    AllocateRequest => BlocksReply: Allocate,
-    LocateRequest => BlocksReply: Locate,
-    CloseRequest => CloseReply: Close,
-    RenewRequest => RenewReply: Renew,
-    ReleaseRequest => ReleaseReply: Release,
-    ClusterInfoRequest => ClusterInfoReply: ClusterInfo,
-    RegisterDatanodeRequest => RegisterDatanodeReply: RegisterDatanode,
-    HeartbeatRequest => HeartbeatReply: Heartbeat,
-    DeregisterDatanodeRequest => DeregisterDatanodeReply: DeregisterDatanode,
-    WriteRequest => WriteReply: Write,
-    ReadRequest => ReadReply: Read,
-    AttachRequest => AttachReply: Attach,
+    CreateRequest => CreateReply: Create, false,
+    LookupRequest => LookupReply: Lookup, true,
+    DeleteRequest => DeleteReply: Delete, false,
+    RenameRequest => RenameReply: Rename, false,
+    ListRequest => ListReply: List, true,
+    OpenWriteRequest => OpenWriteReply: OpenWrite, false,
+    // Blocks a file has are returned as they are; only missing ones are allocated.
+    AllocateRequest => BlocksReply: Allocate, true,
+    LocateRequest => BlocksReply: Locate, true,
+    RenewRequest => RenewReply: Renew, true,
+    ReleaseRequest => ReleaseReply: Release, false,
+    ClusterInfoRequest => ClusterInfoReply: ClusterInfo, true,
+    RegisterDatanodeRequest => RegisterDatanodeReply: RegisterDatanode, false,
+    HeartbeatRequest => HeartbeatReply: Heartbeat, true,
+    DeregisterDatanodeRequest => DeregisterDatanodeReply: DeregisterDatanode, false,
+    WriteRequest => WriteReply: Write, false,
+    ReadRequest => ReadReply: Read, true,
+    AttachRequest => AttachReply: Attach, false,
+}
+
+impl Rpc for pb::CloseRequest {
+    const KIND: Kind = Kind::Close;
+    type Reply = pb::CloseReply;
+
+    /// Committing a size with the lease kept, yes; a close ends the lease, so a second fails.
+    fn idempotent(&self) -> bool {
+        self.keep
+    }
 }
 
 #[cfg(test)]

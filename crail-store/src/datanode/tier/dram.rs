@@ -180,6 +180,10 @@ impl Tier for DramTier {
         self.capacity
     }
 
+    fn report(&self) -> Vec<(u64, u64)> {
+        self.locks.report()
+    }
+
     async fn begin_write(
         self: &Arc<Self>,
         offset: u64,

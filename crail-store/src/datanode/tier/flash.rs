@@ -172,6 +172,10 @@ impl Tier for FlashTier {
         self.capacity
     }
 
+    fn report(&self) -> Vec<(u64, u64)> {
+        self.locks.report()
+    }
+
     async fn begin_write(
         self: &Arc<Self>,
         offset: u64,

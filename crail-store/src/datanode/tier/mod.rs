@@ -45,6 +45,9 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     /// Bytes of storage.
     fn capacity(&self) -> u64;
 
+    /// The blocks it holds, with their generations (see [`BlockLocks::report`]).
+    fn report(&self) -> Vec<(u64, u64)>;
+
     /// Prepares to receive `len` bytes for `offset` from a writer granted the block's
     /// `generation` (takes the block's lock; an older generation than the block's is
     /// [`crate::Error::Fenced`]).
@@ -101,6 +104,19 @@ impl BlockLocks {
             .get(self.index(offset))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The blocks a grant ever reached, with their newest generation: what the datanode
+    /// reports when it registers again.
+    pub(crate) fn report(&self) -> Vec<(u64, u64)> {
+        self.generations
+            .iter()
+            .enumerate()
+            .filter_map(|(block, generation)| {
+                let generation = generation.load(Ordering::Acquire);
+                (generation != 0).then_some((block as u64, generation))
+            })
+            .collect()
     }
 
     /// Takes the block's lock for a write of `generation`.

@@ -182,12 +182,14 @@ impl Namespace {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.modified = ctx.wall;
             }
+            self.record_committed(file);
             return Ok(self.info(node));
         }
         let keep = size.div_ceil(block_size) as usize;
         let (node, state) = (f.node, f.state);
         if let Some(f) = self.files.get_mut(&file) {
             let extra = f.blocks.split_off(keep);
+            f.journaled = f.journaled.min(keep as u64);
             f.size = size;
             f.lease = None;
             f.state = FileState::Live;
@@ -207,6 +209,7 @@ impl Namespace {
         if let Some(old) = replaced {
             self.retire(old, ctx.now);
         }
+        self.record_committed(file);
         Ok(self.info(node))
     }
 
@@ -270,6 +273,7 @@ impl Namespace {
         }
         let keep = f.size.div_ceil(self.registry.block_size()) as usize;
         let extra = f.blocks.split_off(keep.min(f.blocks.len()));
+        f.journaled = f.journaled.min(f.blocks.len() as u64);
         let app = f.app;
         self.free_blocks(app, &extra);
     }

@@ -9,6 +9,7 @@
 //! operations address files by id, so renames never disturb a writer.
 
 mod data;
+mod durable;
 mod quota;
 mod tree;
 
@@ -77,6 +78,23 @@ enum NodeKind {
     },
 }
 
+impl NodeKind {
+    /// What a new node of type `ty` holds (a file: the data object `file`).
+    fn empty(ty: NodeType, file: FileId) -> Self {
+        match ty {
+            NodeType::File => Self::File(file),
+            NodeType::KeyValue => Self::KeyValue {
+                current: None,
+                pending: Vec::new(),
+            },
+            container => Self::Container {
+                ty: container,
+                children: BTreeMap::new(),
+            },
+        }
+    }
+}
+
 impl Node {
     fn node_type(&self) -> NodeType {
         match &self.kind {
@@ -124,6 +142,26 @@ struct FileData {
     scheduled: bool,
     /// The application's directory its blocks are charged to.
     app: Option<NodeId>,
+    /// Its first blocks the journal holds (those of its last committed size).
+    journaled: u64,
+}
+
+impl FileData {
+    /// An empty data object of `node`, charged to `app`.
+    fn new(node: NodeId, placement: Placement, state: FileState, app: Option<NodeId>) -> Self {
+        Self {
+            node,
+            blocks: Vec::new(),
+            size: 0,
+            placement,
+            lease: None,
+            holds: HashMap::new(),
+            state,
+            scheduled: false,
+            app,
+            journaled: 0,
+        }
+    }
 }
 
 /// Unguessable tokens (leases, holds): HMAC-SHA256 of a counter under a random key, cut to
@@ -190,6 +228,8 @@ pub(crate) struct Namespace {
     max_blocks_per_request: u64,
     max_writers_per_key: usize,
     quotas: quota::Quotas,
+    /// Where lasting changes are recorded, if anywhere.
+    journal: Option<std::sync::Arc<crate::namenode::journal::Journal>>,
 }
 
 impl Namespace {
@@ -224,6 +264,7 @@ impl Namespace {
             max_blocks_per_request: config.max_blocks_per_request,
             max_writers_per_key: config.max_writers_per_key,
             quotas: quota::Quotas::new(config),
+            journal: None,
         })
     }
 
@@ -310,20 +351,8 @@ impl Namespace {
         let id = self.next_file;
         self.next_file += 1;
         let app = self.app_of(node);
-        self.files.insert(
-            id,
-            FileData {
-                node,
-                blocks: Vec::new(),
-                size: 0,
-                placement,
-                lease: None,
-                holds: HashMap::new(),
-                state,
-                scheduled: false,
-                app,
-            },
-        );
+        self.files
+            .insert(id, FileData::new(node, placement, state, app));
         id
     }
 

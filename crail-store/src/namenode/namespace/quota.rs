@@ -113,6 +113,13 @@ impl Namespace {
         self.quotas.usage.insert(id, Usage::default());
     }
 
+    /// Adds `nodes` and `bytes` to what `app` holds, whatever its quota (a replay).
+    pub(super) fn count_in(&mut self, app: NodeId, nodes: u64, bytes: u64) {
+        let usage = self.quotas.usage.entry(app).or_default();
+        usage.nodes += nodes;
+        usage.bytes += bytes;
+    }
+
     /// A node of application `app` is gone (`app` itself: its usage goes with it).
     pub(super) fn uncharge_node(&mut self, id: NodeId, app: Option<NodeId>) {
         if self.quotas.usage.remove(&id).is_some() {

@@ -143,17 +143,7 @@ impl Namespace {
         if is_app {
             self.new_app(id);
         }
-        let kind = match ty {
-            NodeType::File => NodeKind::File(0),
-            NodeType::KeyValue => NodeKind::KeyValue {
-                current: None,
-                pending: Vec::new(),
-            },
-            container => NodeKind::Container {
-                ty: container,
-                children: BTreeMap::new(),
-            },
-        };
+        let kind = NodeKind::empty(ty, 0);
         self.nodes.insert(
             id,
             Node {
@@ -188,6 +178,7 @@ impl Namespace {
             }
             _ => {}
         }
+        self.record_created(id);
         let mut info = self.info(id);
         if pending_file != 0 {
             info.file_id = pending_file;
@@ -271,6 +262,7 @@ impl Namespace {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.modified = ctx.wall;
         }
+        self.record_deleted(id, ctx.wall);
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
             let Some(node) = self.nodes.remove(&id) else {
@@ -356,6 +348,7 @@ impl Namespace {
                 p.modified = ctx.wall;
             }
         }
+        self.record_moved(id, new_parent, new_name, ctx.wall);
         Ok(())
     }
 
