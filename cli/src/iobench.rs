@@ -51,6 +51,10 @@ pub(crate) struct Args {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Metadata tests: leave what the test made in the store (under /iobench-*), e.g. to
+    /// time a namenode's restart over a namespace of that size.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,7 +144,9 @@ pub(crate) async fn run(args: Args, config: crail_store::Config) -> anyhow::Resu
     let elapsed = start.elapsed();
     // Untimed: give back the write leases createFile took, then remove everything.
     release(leases).await?;
-    admin.delete(&base, true).await?;
+    if !args.keep {
+        admin.delete(&base, true).await?;
+    }
 
     let summary = summarize(&args, elapsed, &mut latencies);
     println!(
@@ -191,17 +197,22 @@ async fn setup(store: &Store, base: &str, args: &Args, per_task: &[u64]) -> anyh
 
 /// Aborts write leases, up to 256 requests in flight.
 async fn release(leases: Vec<WriteLease>) -> anyhow::Result<()> {
+    // A lease that expired during a long run is given back already.
+    let given_back = |done: crail_store::Result<()>| match done {
+        Ok(()) | Err(crail_store::Error::LeaseLost { .. }) => Ok(()),
+        Err(e) => Err(e),
+    };
     let mut in_flight = tokio::task::JoinSet::new();
     for lease in leases {
         if in_flight.len() >= 256
             && let Some(done) = in_flight.join_next().await
         {
-            done??;
+            given_back(done?)?;
         }
         in_flight.spawn(lease.abort());
     }
     while let Some(done) = in_flight.join_next().await {
-        done??;
+        given_back(done?)?;
     }
     Ok(())
 }

@@ -149,6 +149,36 @@ fn content(i: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `count` files of [`content`] under `dir`.
+async fn write_files(store: &Store, dir: &str, count: usize) {
+    store
+        .create_dir(dir, &CreateOptions::default())
+        .await
+        .unwrap();
+    for i in 0..count {
+        store
+            .write_file(
+                &format!("{dir}/{i}"),
+                &content(i),
+                &CreateOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn read_file(store: &Store, path: &str) -> crail_store::Result<Vec<u8>> {
+    store.lookup(path).await?.into_file()?.read_to_end().await
+}
+
+/// Every file [`write_files`] wrote under `dir` reads back byte-exact.
+async fn check_files(store: &Store, dir: &str, count: usize, logs: &Logs) {
+    for i in 0..count {
+        let got = read_file(store, &format!("{dir}/{i}")).await.unwrap();
+        assert!(got == content(i), "{dir}/{i} byte-exact\n{}", logs.dump());
+    }
+}
+
 struct Logs(tempfile::TempDir);
 
 impl Logs {
@@ -192,20 +222,7 @@ async fn a_namenode_killed_mid_shuffle_comes_back_with_every_commit() {
     }
     let store = engines[0].shuffles().store().clone();
     // Plain files and directories besides.
-    store
-        .create_dir("/data", &CreateOptions::default())
-        .await
-        .unwrap();
-    for i in 0..6 {
-        store
-            .write_file(
-                &format!("/data/f{i}"),
-                &content(i),
-                &CreateOptions::default(),
-            )
-            .await
-            .unwrap();
-    }
+    write_files(&store, "/data", 6).await;
     let id = ShuffleId::new("app", 0);
     let (maps, parts) = (24u32, 6u32);
     engines[0]
@@ -249,15 +266,7 @@ async fn a_namenode_killed_mid_shuffle_comes_back_with_every_commit() {
         expected(maps, parts).len(),
         logs.dump()
     );
-    for i in 0..6 {
-        let file = store
-            .lookup(&format!("/data/f{i}"))
-            .await
-            .unwrap()
-            .into_file()
-            .unwrap();
-        assert!(file.read_to_end().await.unwrap() == content(i), "file {i}");
-    }
+    check_files(&store, "/data", 6, &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,18 +280,9 @@ async fn a_datanode_paused_past_its_death_comes_back_with_its_blocks() {
     // Written from the first node: its blocks on its own datanode.
     let store = Store::connect(&client(&addr, HOSTS[0])).await.unwrap();
     all_alive(&store, HOSTS.len()).await;
-    store
-        .create_dir("/p", &CreateOptions::default())
-        .await
-        .unwrap();
-    for i in 0..8 {
-        store
-            .write_file(&format!("/p/f{i}"), &content(i), &CreateOptions::default())
-            .await
-            .unwrap();
-    }
+    write_files(&store, "/p", 8).await;
     let first = store
-        .lookup("/p/f3")
+        .lookup("/p/3")
         .await
         .unwrap()
         .into_file()
@@ -301,15 +301,7 @@ async fn a_datanode_paused_past_its_death_comes_back_with_its_blocks() {
             .is_ok_and(|info| info.datanodes.iter().any(|d| !d.alive))
     })
     .await;
-    let lost = observer
-        .lookup("/p/f3")
-        .await
-        .unwrap()
-        .into_file()
-        .unwrap()
-        .read_to_end()
-        .await
-        .unwrap_err();
+    let lost = read_file(&observer, "/p/3").await.unwrap_err();
     assert!(
         matches!(lost, crail_store::Error::LostBlocks { .. }),
         "{lost}"
@@ -318,19 +310,7 @@ async fn a_datanode_paused_past_its_death_comes_back_with_its_blocks() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(Duration::from_secs(17))).await;
     nodes[0].signal("-CONT");
     all_alive(&observer, HOSTS.len()).await;
-    for i in 0..8 {
-        let file = observer
-            .lookup(&format!("/p/f{i}"))
-            .await
-            .unwrap()
-            .into_file()
-            .unwrap();
-        assert!(
-            file.read_to_end().await.unwrap() == content(i),
-            "file {i} byte-exact after the pause\n{}",
-            logs.dump()
-        );
-    }
+    check_files(&observer, "/p", 8, &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,4 +381,108 @@ async fn a_million_entries_survive_a_restart() {
         text.contains("namespace restored from the journal"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_shuffle_service_is_a_lost_node_within_the_deadline() {
+    let (logs, journal) = (Logs::new(), tempfile::tempdir().unwrap());
+    let (_nn, addr) = namenode("127.0.0.1:0", journal.path(), &logs.path("namenode"), &[]);
+    let node = node(&addr, HOSTS[0], &logs.path("node"));
+    let deadline = Duration::from_secs(2);
+    let config = ClientConfig {
+        rpc_timeout: deadline,
+        ..client(&addr, HOSTS[0])
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let engine = ShuffleClient::connect_local(store, "app").await.unwrap();
+    let id = ShuffleId::new("app", 0);
+    engine
+        .register(&id, &Meta::new(2, 2, "fixed:10:90"))
+        .await
+        .unwrap();
+    // Alive: a call that waits is not taken for a hang (the service answers pings).
+    tokio::time::sleep(2 * deadline).await;
+    assert_eq!(run_map(&engine, &id, 0, 2).await, 0);
+
+    node.signal("-STOP");
+    let started = Instant::now();
+    let err = tokio::time::timeout(4 * deadline, engine.map_writer(&id, 1, 0))
+        .await
+        .expect("a hung service is not waited for forever")
+        .unwrap_err();
+    let waited = started.elapsed();
+    node.signal("-CONT");
+    eprintln!("hung service noticed after {waited:?}: {err}");
+    let crail_shuffle::Error::Service(service) = &err else {
+        panic!("not a service error: {err}");
+    };
+    // What the SDK reports as NodeLost, for the engine to fail over.
+    assert!(service.is_lost(), "{err}");
+}
+
+/// A flash datanode on `host` over the file `path`.
+fn flash_datanode(namenode: &str, host: &str, path: &Path, log: &Path) -> Process {
+    Process::start_with(
+        &[
+            "datanode",
+            "--namenode",
+            namenode,
+            "--tier",
+            "flash",
+            "--path",
+            path.to_str().unwrap(),
+            "--capacity",
+            "64MiB",
+            "--listen",
+            &format!("{host}:0"),
+        ],
+        "datanode listening on ",
+        &[],
+        Some(log),
+    )
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_datanode_stopped_cleanly_offers_its_blocks_again() {
+    let (logs, journal, flash) = (
+        Logs::new(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let image = flash.path().join("flash.img");
+    let (mut nn, addr) = namenode("127.0.0.1:0", journal.path(), &logs.path("namenode-1"), &[]);
+    let mut dn = flash_datanode(&addr, HOSTS[0], &image, &logs.path("datanode-1"));
+    let store = Store::connect(&client(&addr, HOSTS[1])).await.unwrap();
+    all_alive(&store, 1).await;
+    write_files(&store, "/f", 6).await;
+    // A clean stop, and the namenode killed and started again meanwhile.
+    dn.signal("-TERM");
+    assert!(dn.child.wait().unwrap().success());
+    assert!(crail_store::datanode::flash_state_path(&image).exists());
+    nn.signal("-KILL");
+    nn.kill();
+    let (mut nn, _) = namenode(&addr, journal.path(), &logs.path("namenode-2"), &[]);
+    let mut dn = flash_datanode(&addr, HOSTS[0], &image, &logs.path("datanode-2"));
+    all_alive(&store, 1).await;
+    check_files(&store, "/f", 6, &logs).await;
+    // A crash leaves no state: the next start is a new datanode, the old blocks are lost
+    // (never offered as if they were whole).
+    dn.signal("-KILL");
+    dn.kill();
+    assert!(!crail_store::datanode::flash_state_path(&image).exists());
+    let _dn = flash_datanode(&addr, HOSTS[0], &image, &logs.path("datanode-3"));
+    wait_until("the new datanode registered", || async {
+        store
+            .cluster_info()
+            .await
+            .is_ok_and(|info| info.datanodes.iter().filter(|d| d.alive).count() == 1)
+    })
+    .await;
+    let err = read_file(&store, "/f/0").await.unwrap_err();
+    assert!(
+        matches!(err, crail_store::Error::LostBlocks { .. }),
+        "{err}"
+    );
+    nn.kill();
 }

@@ -948,3 +948,64 @@ async fn a_flash_file_is_private_locked_and_never_reached_through_a_symlink() {
     let err = start(link).await.unwrap_err();
     assert!(err.to_string().contains("is a symlink"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_its_socket_stalls_no_writer() {
+    let nn = common::start().await;
+    let dn = Datanode::dram(&nn, "127.0.0.2", 8);
+    // From another host: every byte goes over TCP, none through shared memory.
+    let store = common::client(&nn).await;
+    let half = MIB / 2;
+    let mut expect = pattern(half, 21);
+    store
+        .write_file("/shared", &expect, &CreateOptions::default())
+        .await
+        .unwrap();
+    let file = store.lookup("/shared").await.unwrap().into_file().unwrap();
+    let block = file.all_block_locations().await.unwrap().remove(0);
+
+    // A peer asks for the first half of the block again and again and never reads a reply:
+    // its socket fills, and the datanode's replies to it must wait.
+    let mut stalled = tokio::net::TcpStream::connect(&dn.addr).await.unwrap();
+    testing::handshake(&mut stalled).await.unwrap();
+    let mut requests = Vec::new();
+    for id in 1..=64u64 {
+        let body = testing::read_body(dn.id, block.offset, half as u32, Some(&block));
+        requests.extend(testing::raw_frame(testing::KIND_READ, 0, id, &body));
+    }
+    stalled.write_all(&requests).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The writer appends to the same block (the second half): it is not held up by the
+    // stalled replies (before, it waited for the block's lock until its 30 s timed out).
+    let more = pattern(half, 22);
+    let appended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut writer = file.open_write().await?.writer();
+        writer.write(&more).await?;
+        writer.close().await
+    })
+    .await
+    .expect("the append is not stalled by a reader that does not read");
+    appended.unwrap();
+    expect.extend_from_slice(&more);
+    let seen = store.lookup("/shared").await.unwrap().into_file().unwrap();
+    assert!(seen.read_to_end().await.unwrap() == expect);
+    // The stalled peer still gets its replies, whole, once it reads.
+    let mut rbuf = BytesMut::new();
+    let mut got = 0;
+    while got < 64 {
+        if let Some((_, _, read, error)) = testing::decode_data_reply(&mut rbuf).unwrap() {
+            assert!(error.is_none(), "{error:?}");
+            let (len, crc) = read.unwrap();
+            while rbuf.len() < len as usize {
+                assert!(stalled.read_buf(&mut rbuf).await.unwrap() > 0);
+            }
+            let payload = rbuf.split_to(len as usize);
+            assert_eq!(crc32c::crc32c(&payload), crc);
+            assert!(payload[..] == expect[..half]);
+            got += 1;
+            continue;
+        }
+        assert!(stalled.read_buf(&mut rbuf).await.unwrap() > 0);
+    }
+}

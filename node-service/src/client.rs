@@ -41,6 +41,11 @@ pub struct Options {
     pub tls: Option<Arc<Tls>>,
     /// Time to connect, pass the handshake and be welcomed.
     pub timeout: Duration,
+    /// Time the service may stay silent (no reply, no data, no answer to the pings the
+    /// connection sends every third of it) before the connection is taken for lost and every
+    /// call on it fails with [`Error::Lost`]: a hung service (stopped, swapping, its machine
+    /// paused) looks like a lost node within this time, not never.
+    pub deadline: Duration,
 }
 
 impl Options {
@@ -53,13 +58,16 @@ impl Options {
             secret: None,
             tls: None,
             timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
         }
     }
 
-    /// With the cluster's secret and TLS settings (`[security]` of its configuration).
+    /// With the cluster's secret and TLS settings (`[security]` of its configuration), and its
+    /// request time (`client.rpc_timeout`) as the deadline.
     pub fn for_cluster(mut self, config: &ClientConfig) -> Self {
         self.secret = config.secret.clone();
         self.tls = config.tls.clone();
+        self.deadline = config.rpc_timeout;
         self
     }
 
@@ -94,27 +102,51 @@ struct Inner {
     /// The next request id. Taking one and queueing its request happen under this lock, so
     /// ids reach the service in increasing order (it drops frames of ids it has passed).
     next: parking_lot::Mutex<u64>,
+    /// When the service was last heard from, and whether the reader is handing a frame to a
+    /// caller that is slow to take it (then silence is the caller's, not the service's).
+    heard: parking_lot::Mutex<(tokio::time::Instant, bool)>,
     reader: tokio::task::JoinHandle<()>,
+    pinger: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.reader.abort();
+        self.pinger.abort();
     }
 }
 
-/// Keeps a connection to a service that closes idle ones alive: a ping every `every` while
-/// the connection lives (skipped when its writer is busy anyway).
-async fn ping(outbox: mpsc::WeakSender<Out>, every: Duration) {
+impl Inner {
+    /// The connection is gone: every caller waiting, and every later one, learns `reason`.
+    fn end(&self, reason: String) {
+        self.ended.lock().get_or_insert(reason);
+        self.waiters.lock().take();
+    }
+}
+
+/// Pings the service every `every` (which also keeps a connection it would close as idle
+/// alive; skipped when the writer is busy anyway) and takes the connection for lost when the
+/// service has said nothing for `deadline`.
+async fn ping(inner: std::sync::Weak<Inner>, every: Duration, deadline: Duration) {
     let mut frame = BytesMut::new();
     frame::put_header(&mut frame, framed::KIND_PING, 0, 0, 0);
     loop {
         tokio::time::sleep(every).await;
-        let Some(outbox) = outbox.upgrade() else {
+        let Some(inner) = inner.upgrade() else {
             return;
         };
+        let (heard, delivering) = *inner.heard.lock();
+        if !delivering && heard.elapsed() > deadline {
+            tracing::warn!(service = inner.service, endpoint = %inner.endpoint, "the service has not answered for {deadline:?}: taken for lost");
+            inner.end(format!(
+                "the {} service sent nothing for {} ms (hung, paused or cut off)",
+                inner.service,
+                deadline.as_millis()
+            ));
+            return;
+        }
         if let Err(mpsc::error::TrySendError::Closed(_)) =
-            outbox.try_send(Out::Frames(frame.clone()))
+            inner.outbox.try_send(Out::Frames(frame.clone()))
         {
             return;
         }
@@ -217,10 +249,14 @@ impl Connection {
         let (rd, wr) = stream.split();
         let (outbox, queue) = mpsc::channel(OUTBOX);
         tokio::spawn(framed::drain(wr, queue));
-        if !idle.is_zero() {
-            tokio::spawn(ping(outbox.downgrade(), idle / 3));
-        }
+        // Often enough for the service's idle limit and for the deadline.
+        let deadline = options.deadline.max(Duration::from_millis(30));
+        let every = match idle.is_zero() {
+            true => deadline / 3,
+            false => (idle / 3).min(deadline / 3),
+        };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let pinger = tokio::spawn(ping(weak.clone(), every, deadline));
             let weak = weak.clone();
             let reader = tokio::spawn(async move {
                 let mut frames = FrameReader::new(rd, buf, true);
@@ -232,20 +268,24 @@ impl Connection {
                     let Some(inner) = weak.upgrade() else {
                         return;
                     };
-                    let inbox = inner
-                        .waiters
-                        .lock()
-                        .as_ref()
-                        .and_then(|w| w.get(&frame.id).cloned());
+                    *inner.heard.lock() = (tokio::time::Instant::now(), true);
+                    let inbox = match frame.kind {
+                        // A pong: only a sign of life.
+                        framed::KIND_PING => None,
+                        _ => inner
+                            .waiters
+                            .lock()
+                            .as_ref()
+                            .and_then(|w| w.get(&frame.id).cloned()),
+                    };
                     // A caller that went away takes nothing more.
                     if let Some(inbox) = inbox {
                         let _ = inbox.send((frame, fd)).await;
                     }
+                    *inner.heard.lock() = (tokio::time::Instant::now(), false);
                 };
                 if let Some(inner) = weak.upgrade() {
-                    *inner.ended.lock() = Some(reason);
-                    // Every caller waiting, and every later one, learns it is gone.
-                    inner.waiters.lock().take();
+                    inner.end(reason);
                 }
             });
             Inner {
@@ -257,7 +297,9 @@ impl Connection {
                 waiters: parking_lot::Mutex::new(Some(HashMap::new())),
                 ended: parking_lot::Mutex::new(None),
                 next: parking_lot::Mutex::new(1),
+                heard: parking_lot::Mutex::new((tokio::time::Instant::now(), false)),
                 reader,
+                pinger,
             }
         });
         Ok(Self { inner })

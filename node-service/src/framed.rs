@@ -22,8 +22,9 @@ pub(crate) const KIND_REQUEST: u16 = 130;
 pub(crate) const KIND_REPLY: u16 = 131;
 /// Raw bytes of an exchange: the body is the bytes.
 pub(crate) const KIND_DATA: u16 = 132;
-/// A client's sign of life on a connection with nothing else to say (no body, no reply): a
-/// server closes connections idle for longer than its idle timeout.
+/// A client's sign of life on a connection with nothing else to say (no body): a server closes
+/// connections idle for longer than its idle timeout. The server answers each with the same
+/// kind and the response flag (a pong), by which the client knows the service still answers.
 pub(crate) const KIND_PING: u16 = 133;
 
 /// No frame's body is larger: a message (a shuffle's lent group of 100,000 partitions is about

@@ -314,6 +314,8 @@ async fn serve<S: Service>(
             }
         };
         if frame.kind == KIND_PING {
+            // Answered if there is room; a client that does not read its replies misses it.
+            let _ = out.try_send(Out::Frames(pong()));
             continue;
         }
         if frame.kind != KIND_REQUEST && frame.kind != KIND_DATA {
@@ -507,4 +509,11 @@ impl<C> Served<C> {
     pub fn closed(&self) -> WaitForCancellationFuture<'_> {
         self.closed.cancelled()
     }
+}
+
+/// The answer to a client's ping.
+fn pong() -> BytesMut {
+    let mut frame = BytesMut::with_capacity(crail_store::wire::frame::HEADER_LEN);
+    crail_store::wire::frame::put_header(&mut frame, KIND_PING, FLAG_RESPONSE, 0, 0);
+    frame
 }

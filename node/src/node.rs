@@ -328,8 +328,9 @@ async fn bind_service(
     Ok((vec![Listener::Tcp(tcp), unix], addr, unix_name))
 }
 
-/// A file the node made; removed when the node is dropped (a flash tier's contents cannot
-/// outlive the process: the checksums live in memory).
+/// A file the node made; removed when the node is dropped, with the state a flash tier leaves
+/// beside its file (a node's flash is as ephemeral as its DRAM; `crail datanode --tier flash`
+/// keeps both, and comes back with its blocks).
 #[derive(Debug)]
 struct NodeFile {
     path: PathBuf,
@@ -340,6 +341,7 @@ struct NodeFile {
 impl Drop for NodeFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(crail_store::datanode::flash_state_path(&self.path));
     }
 }
 

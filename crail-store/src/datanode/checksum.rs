@@ -76,6 +76,26 @@ impl ChunkSums {
         }
     }
 
+    /// Every chunk's state, 8 bytes each (for a flash tier's state file).
+    pub(crate) fn export(&self, out: &mut Vec<u8>) {
+        for sum in &self.sums {
+            out.extend_from_slice(&sum.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// Takes back what [`ChunkSums::export`] wrote (as many chunks as both have).
+    pub(crate) fn import(&self, bytes: &[u8]) {
+        for (sum, word) in self.sums.iter().zip(bytes.chunks_exact(8)) {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            sum.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Chunks covered.
+    pub(crate) fn len(&self) -> usize {
+        self.sums.len()
+    }
+
     /// Forgets the sums of chunks `[first, first + count)`: they read as unknown.
     pub(crate) fn forget(&self, first: usize, count: usize) {
         for sum in self.sums.iter().skip(first).take(count) {

@@ -5,11 +5,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use super::tier::Detach;
 use crate::error::{Error, Result};
 use crate::local::{self, Staging};
 use crate::proto as pb;
@@ -119,13 +120,83 @@ impl Attach for UnixStream {
     }
 }
 
-pub(super) async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
+/// Bytes of read replies a stalled connection copies out of the tier while it waits (beyond
+/// this, replies stay queued, their blocks locked, and the connection stops taking requests).
+const DETACHED_MAX: usize = 64 << 20;
+
+/// Replies taken off the queue while the socket was stalled, their reads detached.
+struct Held<R> {
+    replies: std::collections::VecDeque<Reply<R>>,
+    bytes: usize,
+}
+
+impl<R: AsRef<[u8]> + Detach> Reply<R> {
+    /// With its read's bytes in memory of their own.
+    fn detached(self) -> Self {
+        match self {
+            Reply::Data {
+                id,
+                read,
+                crc,
+                slot,
+            } => Reply::Data {
+                id,
+                read: read.detach(),
+                crc,
+                slot,
+            },
+            other => other,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        match self {
+            Reply::Data { read, .. } => read.as_ref().len(),
+            _ => 0,
+        }
+    }
+}
+
+impl<R: AsRef<[u8]> + Detach> Held<R> {
+    fn take(&mut self, reply: Reply<R>) {
+        let reply = reply.detached();
+        self.bytes += reply.payload_len();
+        self.replies.push_back(reply);
+    }
+
+    fn next(&mut self, rx: &mut mpsc::Receiver<Reply<R>>) -> Option<Reply<R>> {
+        match self.replies.pop_front() {
+            Some(reply) => {
+                self.bytes -= reply.payload_len();
+                Some(reply)
+            }
+            None => rx.try_recv().ok(),
+        }
+    }
+}
+
+/// Sends replies in batches, read payloads straight from the tier. Nothing waits for the
+/// socket with a block locked: a payload the socket does not take at once is copied out
+/// (detached) before the wait, and so is every read reply that queues up meanwhile (up to
+/// [`DETACHED_MAX`] bytes), so a reader that stops reading holds up no writer.
+pub(super) async fn write_replies<R: AsRef<[u8]> + Detach, W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Reply<R>>,
     staging: Option<Arc<Staging>>,
 ) {
     let mut out = BytesMut::with_capacity(64 << 10);
-    while let Some(first) = rx.recv().await {
+    let mut held = Held {
+        replies: std::collections::VecDeque::new(),
+        bytes: 0,
+    };
+    loop {
+        let first = match held.next(&mut rx) {
+            Some(reply) => reply,
+            None => match rx.recv().await {
+                Some(reply) => reply,
+                None => break,
+            },
+        };
         let mut next = Some(first);
         let mut fatal = false;
         while let Some(reply) = next.take() {
@@ -169,9 +240,9 @@ pub(super) async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
                                 out.extend_from_slice(payload);
                                 Ok(())
                             }
-                            Ok(()) => flush(&mut wr, &mut out)
-                                .await
-                                .and(wr.write_all(payload).await),
+                            Ok(()) => {
+                                send_payload(&mut wr, &mut out, read, &mut rx, &mut held).await
+                            }
                             Err(e) => Err(std::io::Error::other(e.to_string())),
                         },
                     }
@@ -180,18 +251,87 @@ pub(super) async fn write_replies<R: AsRef<[u8]>, W: AsyncWrite + Unpin>(
             if sent.is_err() || fatal {
                 break;
             }
-            if out.len() >= FLUSH_AT && flush(&mut wr, &mut out).await.is_err() {
+            if out.len() >= FLUSH_AT && flush(&mut wr, &mut out, &mut rx, &mut held).await.is_err()
+            {
                 return;
             }
-            next = rx.try_recv().ok();
+            next = held.next(&mut rx);
         }
-        if flush(&mut wr, &mut out).await.is_err() || fatal {
+        if flush(&mut wr, &mut out, &mut rx, &mut held).await.is_err() || fatal {
             let _ = wr.shutdown().await;
             return;
         }
     }
-    let _ = flush(&mut wr, &mut out).await;
+    let _ = flush(&mut wr, &mut out, &mut rx, &mut held).await;
     let _ = wr.shutdown().await;
+}
+
+/// Sends the batch in `out`, then `read`'s payload: what the socket takes at once from the
+/// tier, the rest detached first.
+async fn send_payload<R: AsRef<[u8]> + Detach, W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut BytesMut,
+    read: R,
+    rx: &mut mpsc::Receiver<Reply<R>>,
+    held: &mut Held<R>,
+) -> std::io::Result<()> {
+    let batch = write_ready(wr, out).await?;
+    let done = match batch == out.len() {
+        true => write_ready(wr, read.as_ref()).await?,
+        false => 0,
+    };
+    let payload_len = read.as_ref().len();
+    if batch == out.len() && done == payload_len {
+        out.clear();
+        return wr.flush().await;
+    }
+    let read = read.detach();
+    out.advance(batch);
+    write_waiting(wr, out, rx, held).await?;
+    out.clear();
+    write_waiting(wr, &read.as_ref()[done..], rx, held).await?;
+    wr.flush().await
+}
+
+/// Writes what the socket takes of `bytes` without waiting; returns how much.
+async fn write_ready<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    std::future::poll_fn(|cx| {
+        while done < bytes.len() {
+            match std::pin::Pin::new(&mut *wr).poll_write(cx, &bytes[done..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => done += n,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => break,
+            }
+        }
+        std::task::Poll::Ready(Ok(done))
+    })
+    .await
+}
+
+/// Writes `bytes`, waiting for the socket as long as it takes; meanwhile the replies that queue
+/// up are taken off the queue with their reads detached.
+async fn write_waiting<R: AsRef<[u8]> + Detach, W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bytes: &[u8],
+    rx: &mut mpsc::Receiver<Reply<R>>,
+    held: &mut Held<R>,
+) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        tokio::select! {
+            biased;
+            written = wr.write(&bytes[done..]) => match written? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => done += n,
+            },
+            Some(reply) = rx.recv(), if held.bytes < DETACHED_MAX => held.take(reply),
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn encode<M: prost::Message>(
@@ -204,12 +344,15 @@ pub(super) fn encode<M: prost::Message>(
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-pub(super) async fn flush(
-    wr: &mut (impl AsyncWrite + Unpin),
+/// Sends the batch in `out` (detaching the reads that queue up meanwhile).
+async fn flush<R: AsRef<[u8]> + Detach, W: AsyncWrite + Unpin>(
+    wr: &mut W,
     out: &mut BytesMut,
+    rx: &mut mpsc::Receiver<Reply<R>>,
+    held: &mut Held<R>,
 ) -> std::io::Result<()> {
     if !out.is_empty() {
-        wr.write_all(out).await?;
+        write_waiting(wr, out, rx, held).await?;
         out.clear();
     }
     // Over TLS, ciphertext the socket did not take yet leaves with the flush.

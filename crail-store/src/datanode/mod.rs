@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, UnixListener};
 #[doc(hidden)]
 pub use fuzz::fuzz_requests;
 
+pub use tier::state_path as flash_state_path;
 use tier::{DramTier, FlashTier};
 
 use crate::client::Store;
@@ -118,9 +119,15 @@ struct Who {
 }
 
 impl Who {
+    /// A flash tier's identity from its last clean stop, else a new one.
     fn new(tier: &AnyTier) -> Result<Self> {
         let mut uuid = [0u8; 16];
-        getrandom::fill(&mut uuid).map_err(|e| std::io::Error::other(e.to_string()))?;
+        match tier {
+            AnyTier::Flash(flash) if flash.restored().is_some() => {
+                uuid = flash.restored().unwrap_or_default();
+            }
+            _ => getrandom::fill(&mut uuid).map_err(|e| std::io::Error::other(e.to_string()))?,
+        }
         Ok(Self {
             uuid,
             report: tier.reporter(),
@@ -289,6 +296,10 @@ impl Datanode {
             identity.clone(),
         ));
         tracing::info!(address = %self.info.address, tier = self.info.tier.name(), "datanode serving");
+        let flash = match &self.tier {
+            AnyTier::Flash(t) => Some(t.clone()),
+            AnyTier::Dram(_) => None,
+        };
         let served = match self.tier {
             AnyTier::Dram(t) => {
                 server::serve(self.listener, self.local, t, settings, shutdown).await
@@ -297,6 +308,12 @@ impl Datanode {
                 server::serve(self.listener, self.local, t, settings, shutdown).await
             }
         };
+        // A clean stop: a flash tier leaves its state, to offer its blocks again next time.
+        if let Some(flash) = flash
+            && let Err(e) = flash.save_state(&self.who.uuid)
+        {
+            tracing::warn!(error = %e, "the flash tier's state could not be kept: its blocks will not be offered again");
+        }
         beats.abort();
         let registration = identity.read().registration.clone();
         // A namenode that is gone is not waited for (the store would try again for a while).

@@ -25,6 +25,11 @@ pub(crate) struct Disk {
 
 impl Disk {
     /// Opens the engine for `file`. Returns the engine actually used.
+    /// Flushes what was written to the device (its volatile cache included).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
     pub(crate) fn new(file: File, engine: IoEngine) -> io::Result<(Self, &'static str)> {
         let file = Arc::new(file);
         let ring = match engine {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
-use super::{BlockLocks, Tier};
+use super::{BlockLocks, Detach, Tier};
 use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering, partial_chunks};
 use crate::error::{Error, Result};
 
@@ -148,23 +148,37 @@ impl Drop for DramWrite {
     }
 }
 
-/// The bytes of a read: the block stays read-locked until they are sent.
+/// The bytes of a read: in the tier, the block read-locked, while the socket takes them at
+/// once; copied out, the lock let go, when the reply must wait for a slow socket.
 #[derive(Debug)]
-pub(crate) struct DramRead {
-    tier: Arc<DramTier>,
-    _guard: OwnedRwLockReadGuard<()>,
-    offset: u64,
-    len: usize,
+pub(crate) enum DramRead {
+    Mapped {
+        tier: Arc<DramTier>,
+        _guard: OwnedRwLockReadGuard<()>,
+        offset: u64,
+        len: usize,
+    },
+    Copied(Box<[u8]>),
 }
 
 impl AsRef<[u8]> for DramRead {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: the block's read lock is held, so no writer has a `&mut` to it.
-        #[allow(unsafe_code)]
-        unsafe {
-            self.tier
-                .region
-                .slice(DramTier::index(self.offset), self.len)
+        match self {
+            // SAFETY: the block's read lock is held, so no writer has a `&mut` to it.
+            #[allow(unsafe_code)]
+            Self::Mapped {
+                tier, offset, len, ..
+            } => unsafe { tier.region.slice(DramTier::index(*offset), *len) },
+            Self::Copied(bytes) => bytes,
+        }
+    }
+}
+
+impl Detach for DramRead {
+    fn detach(self) -> Self {
+        match self {
+            Self::Mapped { .. } => Self::Copied(self.as_ref().into()),
+            copied => copied,
         }
     }
 }
@@ -262,7 +276,7 @@ impl Tier for DramTier {
             start,
         )?;
         Ok((
-            DramRead {
+            DramRead::Mapped {
                 tier: self.clone(),
                 _guard: guard,
                 offset,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedRwLockWriteGuard;
 
 use super::disk::Disk;
-use super::{BlockLocks, Tier};
+use super::{BlockLocks, Detach, Tier};
 use crate::buffer::{Buffer, BufferPool};
 use crate::config::IoEngine;
 use crate::datanode::checksum::{CHUNK, ChunkSums, Mode, covering, partial_chunks};
@@ -25,12 +25,26 @@ use crate::error::{Error, Result};
 pub(crate) struct FlashTier {
     disk: Disk,
     capacity: u64,
+    block_size: u64,
     locks: BlockLocks,
     sums: ChunkSums,
     pool: BufferPool,
     label: String,
     engine: &'static str,
+    path: std::path::PathBuf,
+    /// The identity its last clean stop left in its state file, if any.
+    restored: Option<[u8; 16]>,
 }
+
+/// Where a flash tier at `path` keeps its state between a clean stop and the next start:
+/// `<path>.state`.
+pub fn state_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".state");
+    name.into()
+}
+
+const STATE_MAGIC: &[u8; 16] = b"crail-flash-st1\n";
 
 impl FlashTier {
     /// Opens (creating a regular file if missing) `path` for `capacity` bytes.
@@ -87,15 +101,86 @@ impl FlashTier {
         }
         let (disk, engine) = Disk::new(file, engine).map_err(|e| fail("cannot start I/O", e))?;
         let buffer = usize::try_from(block_size).unwrap_or(usize::MAX);
-        Ok(Self {
+        let mut tier = Self {
             disk,
             capacity,
+            block_size,
             locks: BlockLocks::new(capacity, block_size),
             sums: ChunkSums::new(capacity, false),
             pool: BufferPool::new(buffer, 64),
             label: format!("flash tier {shown}"),
             engine,
-        })
+            path: path.to_owned(),
+            restored: None,
+        };
+        tier.restored = tier.load_state();
+        Ok(tier)
+    }
+
+    /// The identity a clean stop left, with the generations and checksums of its blocks
+    /// taken back; the state file is removed at once (a crash from now on leaves none, and
+    /// the next start begins afresh: nothing stale is ever offered).
+    fn load_state(&self) -> Option<[u8; 16]> {
+        let path = state_path(&self.path);
+        let bytes = std::fs::read(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        let (blocks, chunks) = (self.locks.len(), self.sums.len());
+        let expected = 16 + 8 + 8 + 16 + 8 * (blocks + chunks) + 4;
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let fine = bytes.len() == expected
+            && &bytes[..16] == STATE_MAGIC
+            && word(16) == self.capacity
+            && word(24) == self.block_size
+            && crate::crc::crc32c(&bytes[..expected - 4]).to_le_bytes()[..]
+                == bytes[expected - 4..];
+        if !fine {
+            tracing::warn!(state = %path.display(), "flash state does not match this tier; starting afresh");
+            return None;
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&bytes[32..48]);
+        let generations = 48 + 8 * blocks;
+        self.locks.import(&bytes[48..generations]);
+        self.sums
+            .import(&bytes[generations..generations + 8 * chunks]);
+        tracing::info!(state = %path.display(), "flash tier takes back its blocks from its last clean stop");
+        Some(uuid)
+    }
+
+    /// The identity its last clean stop left, if it left one.
+    pub(crate) fn restored(&self) -> Option<[u8; 16]> {
+        self.restored
+    }
+
+    /// On a clean stop (nothing in flight): syncs the device, then writes the tier's identity,
+    /// its blocks' generations and its chunks' checksums beside the file, so that the next
+    /// start on the same file offers the same blocks again.
+    pub(crate) fn save_state(&self, uuid: &[u8; 16]) -> Result<()> {
+        let path = state_path(&self.path);
+        let fail = |e: std::io::Error| Error::Io {
+            cause: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        };
+        self.disk.sync().map_err(fail)?;
+        let mut bytes = Vec::with_capacity(52 + 8 * (self.locks.len() + self.sums.len()));
+        bytes.extend_from_slice(STATE_MAGIC);
+        bytes.extend_from_slice(&self.capacity.to_le_bytes());
+        bytes.extend_from_slice(&self.block_size.to_le_bytes());
+        bytes.extend_from_slice(uuid);
+        self.locks.export(&mut bytes);
+        self.sums.export(&mut bytes);
+        let crc = crate::crc::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let mut aside = path.clone().into_os_string();
+        aside.push(".tmp");
+        let aside = std::path::PathBuf::from(aside);
+        std::fs::write(&aside, &bytes)
+            .and_then(|()| std::fs::File::open(&aside)?.sync_all())
+            .and_then(|()| std::fs::rename(&aside, &path))
+            .map_err(fail)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
     }
 
     /// The I/O engine in use ("io_uring" or "pread").
@@ -153,6 +238,13 @@ pub(crate) struct FlashRead {
     staging: Buffer,
     head: usize,
     len: usize,
+}
+
+impl Detach for FlashRead {
+    /// Its own memory already: the block was let go when the device read ended.
+    fn detach(self) -> Self {
+        self
+    }
 }
 
 impl AsRef<[u8]> for FlashRead {

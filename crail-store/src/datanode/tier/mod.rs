@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use dram::DramTier;
 pub(crate) use flash::FlashTier;
+pub use flash::state_path;
 
 /// A storage tier. Offsets are bytes in the tier's storage; the server has checked that every
 /// range lies inside one block and inside the capacity before calling.
@@ -30,7 +31,7 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     /// Where an incoming write's payload is received.
     type Write: AsMut<[u8]> + Send + 'static;
     /// The bytes of a read, kept valid until sent.
-    type Read: AsRef<[u8]> + Send + Sync + 'static;
+    type Read: AsRef<[u8]> + Detach + Send + Sync + 'static;
 
     /// Whether reads and the storing step of writes (`finish_write`) should run as tasks of
     /// their own (they wait for a device, and the connection meanwhile receives the next
@@ -76,6 +77,13 @@ pub(crate) trait Tier: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(Self::Read, u32)>> + Send;
 }
 
+/// The bytes of a read that may hold their block locked (sent straight from the tier):
+/// `detach` gives them in memory of their own and lets the block go, for a reply that has to
+/// wait for a slow socket. No reader's socket ever holds up a writer.
+pub(crate) trait Detach: Sized {
+    fn detach(self) -> Self;
+}
+
 /// One lock per block, and the newest generation seen for each block.
 #[derive(Debug)]
 pub(crate) struct BlockLocks {
@@ -117,6 +125,26 @@ impl BlockLocks {
                 (generation != 0).then_some((block as u64, generation))
             })
             .collect()
+    }
+
+    /// Every block's generation, 8 bytes each (for a flash tier's state file).
+    pub(crate) fn export(&self, out: &mut Vec<u8>) {
+        for generation in &self.generations {
+            out.extend_from_slice(&generation.load(Ordering::Acquire).to_le_bytes());
+        }
+    }
+
+    /// Takes back what [`BlockLocks::export`] wrote.
+    pub(crate) fn import(&self, bytes: &[u8]) {
+        for (generation, word) in self.generations.iter().zip(bytes.chunks_exact(8)) {
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            generation.store(value, Ordering::Release);
+        }
+    }
+
+    /// Blocks covered.
+    pub(crate) fn len(&self) -> usize {
+        self.generations.len()
     }
 
     /// Takes the block's lock for a write of `generation`.

@@ -422,7 +422,16 @@ impl Compact for Namespace {
             }
             match &node.kind {
                 NodeKind::Container { children, .. } => stack.extend(children.values().rev()),
-                NodeKind::File(file) => values.push(*file),
+                // An empty file is whole with its node's record.
+                NodeKind::File(file) => {
+                    if self
+                        .files
+                        .get(file)
+                        .is_some_and(|f| f.size > 0 || !f.blocks.is_empty())
+                    {
+                        values.push(*file);
+                    }
+                }
                 NodeKind::KeyValue { current, .. } => values.extend(*current),
             }
         }
