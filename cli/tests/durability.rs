@@ -246,6 +246,10 @@ async fn a_namenode_killed_mid_shuffle_comes_back_with_every_commit() {
     let started = Instant::now();
     let (_nn, again) = namenode(&addr, journal.path(), &logs.path("namenode-2"), &[]);
     assert_eq!(again, addr);
+    // Files read at once: the namenode answers that their datanodes are not back yet, and the
+    // client waits for them (a short stall, not a loss).
+    check_files(&store, "/data", 6, &logs).await;
+    eprintln!("files read back {:?} after the restart", started.elapsed());
     // The half-written map can no longer commit (its group's lease ended with the namenode):
     // a typed error, and its next attempt commits.
     let err = half
@@ -266,7 +270,6 @@ async fn a_namenode_killed_mid_shuffle_comes_back_with_every_commit() {
         expected(maps, parts).len(),
         logs.dump()
     );
-    check_files(&store, "/data", 6, &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,12 +44,18 @@ def crail_cluster(workdir: Path, dram: str = "256MiB", keep_going: bool = False,
 def kill_node(config: str, host: str) -> None:
     """Kills the node process of `host` (its datanode and its services) of the cluster
     of `config`, at once."""
+    signal_node(config, host, signal.SIGKILL)
+
+
+def signal_node(config: str, host: str, sig: signal.Signals) -> None:
+    """Sends `sig` to the node process of `host` (SIGSTOP pauses it as a swap storm or a
+    stopped VM would, SIGCONT resumes it)."""
     parent = str(_CLUSTERS[config].pid)
     pids = subprocess.run(["pgrep", "-P", parent, "-f", "--", f"--crail-embedded-node {host}$"],
                           capture_output=True, text=True).stdout.split()
     assert pids, f"no crail node on {host}"
     for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(int(pid), sig)
 
 
 def kill_cluster(config: str) -> None:

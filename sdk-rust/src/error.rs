@@ -64,9 +64,10 @@ impl Error {
                 T::InvalidPath { .. } | T::WrongType { .. } | T::NotAContainer { .. } => {
                     ErrorKind::InvalidArgument
                 }
-                T::Connect { .. } | T::ConnectionLost { .. } | T::Timeout { .. } => {
-                    ErrorKind::Unreachable
-                }
+                T::Connect { .. }
+                | T::ConnectionLost { .. }
+                | T::Timeout { .. }
+                | T::Recovering { .. } => ErrorKind::Unreachable,
                 _ => ErrorKind::Other,
             },
             Self::Shuffle(S::UnknownShuffle { .. })

@@ -208,6 +208,8 @@ impl Store {
                         Err(e) => return Err(e),
                     },
                     Err(e) if e.is_unreachable() && request.idempotent() => e,
+                    // The namenode restarted and waits for datanodes to come back.
+                    Err(e @ Error::Recovering { .. }) if request.idempotent() => e,
                     other => return other,
                 },
                 // Nothing was sent: any request may wait for the namenode to come back.

@@ -181,6 +181,17 @@ pub enum Error {
         /// Ids of the dead datanodes that held them.
         datanodes: Vec<u64>,
     },
+    /// The namenode restarted moments ago and the datanodes that hold these blocks have not
+    /// registered again yet: a short wait, not a loss (clients try again by themselves).
+    #[error(
+        "datanode(s) {datanodes:?} have not registered with the restarted namenode yet: try again in {retry_ms} ms"
+    )]
+    Recovering {
+        /// Ids of the datanodes awaited.
+        datanodes: Vec<u64>,
+        /// How long to wait before trying again.
+        retry_ms: u64,
+    },
     /// Stored or transferred bytes do not match their checksum. Nothing is returned for them.
     #[error(
         "checksum mismatch in {location} at offset {offset}: expected {expected:#010x}, got {actual:#010x}"

@@ -148,6 +148,14 @@ impl Error {
                 r.datanodes = datanodes.clone();
                 C::LostBlocks
             }
+            Self::Recovering {
+                datanodes,
+                retry_ms,
+            } => {
+                r.datanodes = datanodes.clone();
+                r.limit = *retry_ms;
+                C::Recovering
+            }
             Self::ChecksumMismatch {
                 location,
                 offset,
@@ -379,6 +387,10 @@ impl Error {
                 blocks: r.blocks,
                 datanodes: r.datanodes,
             },
+            C::Recovering => Self::Recovering {
+                datanodes: r.datanodes,
+                retry_ms: r.limit,
+            },
             C::ChecksumMismatch => Self::ChecksumMismatch {
                 location: r.path,
                 offset: r.index,
@@ -569,6 +581,10 @@ mod tests {
                 blocks: 1,
                 storage_class: None,
                 location: None,
+            },
+            Error::Recovering {
+                datanodes: vec![2, 5],
+                retry_ms: 100,
             },
             Error::LostBlocks {
                 path: p(),

@@ -118,6 +118,9 @@ pub(crate) struct Registry {
     tiering: Tiering,
     /// Ids by tier identity, forgotten dead datanodes included.
     by_uuid: HashMap<Vec<u8>, u64>,
+    /// Datanodes a restarted namenode knows from its journal and expects back, until when.
+    awaited: HashSet<u64>,
+    awaited_until: Option<Instant>,
     /// Signs the grants that go with block locations.
     grants: GrantKey,
     /// The generation the last allocated block got: every allocation gets the next. It
@@ -141,6 +144,8 @@ impl Registry {
             next_id: 1,
             tiering: Tiering::default(),
             by_uuid: HashMap::new(),
+            awaited: HashSet::new(),
+            awaited_until: None,
         }
     }
 
@@ -224,6 +229,7 @@ impl Registry {
             self.leave_class(id);
         }
         self.dead.retain(|d| *d != id);
+        self.awaited.remove(&id);
         let mut datanode = Datanode::new(spec, capacity, uuid, incarnation, now);
         let (mut adopted, mut lost) = (0u64, 0u64);
         if !new {
@@ -290,9 +296,21 @@ impl Registry {
         if !self.datanodes.contains_key(&id) {
             self.dead.push_back(id);
         }
+        self.awaited.insert(id);
         // Incarnation 0: dead until it registers again.
         self.datanodes
             .insert(id, Datanode::new(spec, capacity, uuid, 0, Instant::now()));
+    }
+
+    /// The datanodes restored from a journal are waited for until `until`: their blocks are
+    /// not lost meanwhile, only not readable yet.
+    pub(crate) fn await_returns(&mut self, until: Instant) {
+        self.awaited_until = Some(until);
+    }
+
+    /// Whether datanode `id` is one a restarted namenode still waits for.
+    pub(crate) fn awaited(&self, id: u64, now: Instant) -> bool {
+        self.awaited.contains(&id) && self.awaited_until.is_some_and(|until| now < until)
     }
 
     /// Every datanode known, for a snapshot: id, identity and what it registered as.

@@ -401,6 +401,10 @@ pub(crate) fn open_journal(
         &mut |record| ns.apply(record),
     )?;
     ns.finish_replay();
+    // Its datanodes register again within moments; until they are declared dead, reads of
+    // their blocks are asked to wait, not told the blocks are lost.
+    ns.registry()
+        .await_returns(Instant::now() + config.dead_after());
     let (nodes, files) = ns.counts();
     tracing::info!(
         journal = %dir.display(),

@@ -136,6 +136,13 @@ impl Namespace {
                 }
             }
         }
+        let now = std::time::Instant::now();
+        if !dead.is_empty() && dead.iter().all(|d| self.registry.awaited(*d, now)) {
+            return Err(Error::Recovering {
+                datanodes: dead,
+                retry_ms: 100,
+            });
+        }
         if !lost.is_empty() {
             return Err(Error::LostBlocks {
                 path: self.file_path(file),
