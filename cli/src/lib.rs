@@ -155,6 +155,7 @@ where
         _ => "warn",
     };
     crail_node::init_logging(default_log);
+    crail_node::raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -489,3 +489,51 @@ async fn a_flash_datanode_stopped_cleanly_offers_its_blocks_again() {
     );
     nn.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_tcp_peers_leave_the_unix_socket_to_the_nodes_engines() {
+    let (logs, journal) = (Logs::new(), tempfile::tempdir().unwrap());
+    let (_nn, addr) = namenode("127.0.0.1:0", journal.path(), &logs.path("namenode"), &[]);
+    let _node = node(&addr, HOSTS[0], &logs.path("node"));
+    let store = Store::connect(&client(&addr, HOSTS[0])).await.unwrap();
+    all_alive(&store, 1).await;
+    let shuffle = crail_node_service::advertised(&store, "/crail-shuffle", HOSTS[0])
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e {
+            crail_node_service::Endpoint::Tcp(a) => Some(a),
+            crail_node_service::Endpoint::Unix(_) => None,
+        })
+        .unwrap();
+    let datanode: std::net::SocketAddr = store.cluster_info().await.unwrap().datanodes[0].address;
+    // Two thousand peers connect to the node's TCP ports (the shuffle service's and the
+    // datanode's) and say nothing.
+    let connects = (0..2000).map(|i| {
+        let to = if i % 2 == 0 { shuffle } else { datanode };
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(to))
+    });
+    let idle: Vec<_> = futures_util::future::join_all(connects)
+        .await
+        .into_iter()
+        .filter_map(|c| c.ok().and_then(Result::ok))
+        .collect();
+    eprintln!("{} of 2000 idle peers connected", idle.len());
+    assert!(idle.len() >= 1000, "the peers connected ({})", idle.len());
+    // The node's own engine, on its Unix sockets, still connects and works.
+    let engine = ShuffleClient::connect_local(store.clone(), "app")
+        .await
+        .unwrap();
+    let id = ShuffleId::new("app", 0);
+    engine
+        .register(&id, &Meta::new(2, 3, "fixed:10:90"))
+        .await
+        .unwrap();
+    for map in 0..2 {
+        run_map(&engine, &id, map, 3).await;
+    }
+    assert!(read_all(&engine, &id, 3).await == expected(2, 3));
+    write_files(&store, "/local", 2).await;
+    check_files(&store, "/local", 2, &logs).await;
+    drop(idle);
+}

@@ -551,3 +551,22 @@ async fn a_client_keeps_as_many_idle_buffers_as_its_config_allows() {
         );
     }
 }
+
+#[tokio::test]
+async fn silent_peers_hold_only_the_handshake_slots_and_only_for_the_handshake_timeout() {
+    let nn = start_with(NamenodeConfig {
+        max_handshakes: 2,
+        handshake_timeout: Duration::from_millis(300),
+        ..fast_config()
+    })
+    .await;
+    // Two peers connect and say nothing: every handshake slot is theirs.
+    let _silent = [
+        TcpStream::connect(nn.addr()).await.unwrap(),
+        TcpStream::connect(nn.addr()).await.unwrap(),
+    ];
+    // A client still gets in (it waits in the backlog until a silent peer's time is up),
+    // and once in, it is served as any other.
+    let store = Store::connect(&client_config(&nn)).await.unwrap();
+    store.stat("/").await.unwrap();
+}

@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Connections served at once by each listener: the TCP port and the Unix socket count
     /// apart, so remote peers that fill the TCP port cannot lock the node's own engines out.
     pub max_connections: usize,
+    /// Connections of each listener still in their handshake (TLS, the store's, the session's
+    /// opening) at once: past it the listener accepts no more until one finishes or times
+    /// out, so peers that connect and say nothing hold a few slots for a few seconds, not the
+    /// whole connection limit.
+    pub max_handshakes: usize,
     /// Exchanges of one connection served at once.
     pub max_in_flight: usize,
     /// How often [`Service::housekeeping`] runs (never when `None`).
@@ -97,6 +102,7 @@ impl Default for ServerConfig {
             secret: None,
             tls: None,
             max_connections: 1024,
+            max_handshakes: 64,
             max_in_flight: 256,
             housekeeping: None,
             local_group: None,
@@ -130,6 +136,7 @@ pub async fn run<S: Service>(
     }
     for listener in listeners {
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
         let (stop, service) = (stop.clone(), Arc::clone(&service));
         let (config, gate) = (config.clone(), Arc::clone(&gate));
         tasks.spawn(async move {
@@ -138,6 +145,13 @@ pub async fn run<S: Service>(
                 let permit = tokio::select! {
                     () = stop.cancelled() => break,
                     p = Arc::clone(&permits).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
+                let handshaking = tokio::select! {
+                    () = stop.cancelled() => break,
+                    p = Arc::clone(&handshakes).acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => break,
                     },
@@ -153,6 +167,7 @@ pub async fn run<S: Service>(
                             stream,
                             config.clone(),
                             Arc::clone(&gate),
+                            handshaking,
                         );
                         conns.spawn(async move {
                             served.await;
@@ -197,6 +212,7 @@ async fn serve<S: Service>(
     mut stream: Stream,
     config: ServerConfig,
     gate: Arc<Gate>,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
 ) {
     let peer = stream.peer_ip();
     let admitted = match (&stream, peer) {
@@ -258,6 +274,7 @@ async fn serve<S: Service>(
             return;
         }
     };
+    drop(handshaking);
     let app = session.app;
     if !app.is_empty()
         && let Err(problem) = check_app(&app)

@@ -51,6 +51,19 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// Raises this process's limit of open files to the most it may have: a server holds a
+/// descriptor per connection (and many peers may connect), and the usual soft limit of 1024
+/// would have it refuse its own host's clients long before its connection limits do.
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        // Not allowed (a container's hard limit): the soft one stays.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed here, before the
 /// caller announces it is up, so an early signal is never met by the default action.
 pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {

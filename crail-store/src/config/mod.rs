@@ -77,6 +77,10 @@ pub struct NamenodeConfig {
     pub heartbeat_misses: u32,
     /// Client connections served at once; more are refused with "server busy".
     pub max_connections: usize,
+    /// Connections still in their handshake at once: the namenode accepts no more until one
+    /// finishes or times out, so peers that connect and say nothing hold a few slots for a
+    /// few seconds, not the whole connection limit.
+    pub max_handshakes: usize,
     /// Live datanode tiers the registry accepts.
     pub max_datanodes: usize,
     /// Values of one keyvalue being written at once (concurrent re-puts).
@@ -154,6 +158,7 @@ impl Default for NamenodeConfig {
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_misses: 8,
             max_connections: 4096,
+            max_handshakes: 128,
             max_datanodes: 4096,
             max_writers_per_key: 1024,
             max_frame: ByteSize(4 << 20),
@@ -381,8 +386,12 @@ pub struct DatanodeConfig {
     /// Also serve clients on this host through shared memory (a Unix socket in the abstract
     /// namespace, named after the data-plane address).
     pub fast_path: bool,
-    /// Client connections served at once.
+    /// Client connections served at once, by TCP and by the same-host socket each (remote
+    /// peers that fill the TCP port cannot lock the host's own clients out).
     pub max_connections: usize,
+    /// TCP connections still in their handshake at once: more are refused as busy, so peers
+    /// that connect and say nothing hold a few slots for a few seconds, not all of them.
+    pub max_handshakes: usize,
     /// Time a client has to complete the handshake.
     #[serde(with = "duration_text")]
     #[schemars(with = "String")]
@@ -424,6 +433,7 @@ impl Default for DatanodeConfig {
             transport: Transport::Tcp,
             fast_path: true,
             max_connections: 1024,
+            max_handshakes: 128,
             handshake_timeout: Duration::from_secs(5),
             payload_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),

@@ -42,6 +42,7 @@ pub fn fuzz_requests(data: &[u8]) -> usize {
                 payload_timeout: Duration::from_secs(1),
                 block_size: BLOCK,
                 max_connections: 1,
+                max_handshakes: 1,
                 identity: Arc::new(parking_lot::RwLock::new(super::Identity {
                     grants: crate::grant::GrantKey::derive(None, &[0; 32]),
                     registration: crate::types::Registration {

@@ -282,6 +282,7 @@ impl Datanode {
             idle_timeout: self.config.idle_timeout,
             block_size: self.info.block_size,
             max_connections: self.config.max_connections,
+            max_handshakes: self.config.max_handshakes,
             identity: Arc::new(RwLock::new(self.identity)),
             check_grants: true,
             gate: crate::wire::gate::Gate::new(self.config.local_group),

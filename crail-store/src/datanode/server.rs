@@ -54,6 +54,8 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
     pub(crate) block_size: u64,
     pub(crate) max_connections: usize,
+    /// TCP connections in their handshake at once.
+    pub(crate) max_handshakes: usize,
     /// This datanode's id and grant key now (the heartbeat loop changes them when
     /// registering again).
     pub(crate) identity: Arc<parking_lot::RwLock<super::Identity>>,
@@ -79,7 +81,13 @@ pub(crate) async fn serve<T: Tier>(
     settings: Arc<Settings>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    // TCP peers and same-host peers have limits of their own; TCP peers still in their
+    // handshake one more (Unix peers passed the gate's credential check already).
+    let (limit_tcp, limit_local) = (
+        Arc::new(Semaphore::new(settings.max_connections)),
+        Arc::new(Semaphore::new(settings.max_connections)),
+    );
+    let handshakes = Arc::new(Semaphore::new(settings.max_handshakes.max(1)));
     let (stop_tx, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -116,7 +124,14 @@ pub(crate) async fn serve<T: Tier>(
             });
             continue;
         }
-        let permit = limit.clone().try_acquire_owned().ok();
+        let tcp = matches!(stream, Accepted::Tcp(_));
+        let limit = if tcp { &limit_tcp } else { &limit_local };
+        let handshaking = tcp.then(|| handshakes.clone().try_acquire_owned().ok());
+        let permit = match handshaking {
+            Some(None) => None,
+            _ => limit.clone().try_acquire_owned().ok(),
+        };
+        let handshaking = handshaking.flatten();
         let conn = Conn {
             tier: tier.clone(),
             settings: settings.clone(),
@@ -130,11 +145,17 @@ pub(crate) async fn serve<T: Tier>(
                     let _ = stream.set_nodelay(true);
                     crate::wire::keepalive(&stream);
                     match conn.settings.tls.clone() {
-                        None => conn.run(stream, peer, ip, permit, stop).await,
+                        None => {
+                            conn.run(stream, peer, ip, (permit, handshaking), stop)
+                                .await
+                        }
                         Some(tls) => {
                             let timeout = conn.settings.handshake_timeout;
                             match tls.accept_within(stream, &peer, timeout).await {
-                                Ok(stream) => conn.run(stream, peer, ip, permit, stop).await,
+                                Ok(stream) => {
+                                    conn.run(stream, peer, ip, (permit, handshaking), stop)
+                                        .await
+                                }
                                 Err(e) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                     if let Some(ip) = ip {
@@ -145,7 +166,7 @@ pub(crate) async fn serve<T: Tier>(
                         }
                     }
                 }
-                Accepted::Local(stream) => conn.run(stream, peer, None, permit, stop).await,
+                Accepted::Local(stream) => conn.run(stream, peer, None, (permit, None), stop).await,
             }
             drop(done);
         });
@@ -185,7 +206,7 @@ impl<T: Tier> Conn<T> {
         mut stream: S,
         peer: String,
         ip: Option<std::net::IpAddr>,
-        permit: Option<OwnedSemaphorePermit>,
+        (permit, handshaking): (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
         mut stop: broadcast::Receiver<()>,
     ) {
         if permit.is_none() {
@@ -232,6 +253,7 @@ impl<T: Tier> Conn<T> {
             }
             Err(_) => return,
         };
+        drop(handshaking);
         let (rd, wr) = stream.split();
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
         let writer = tokio::spawn(write_replies(wr, rx, staging.clone()));

@@ -76,6 +76,7 @@ pub(crate) async fn serve_core(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
     let (stop_tx, _) = broadcast::channel::<()>(1);
     // Every task holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -100,6 +101,14 @@ pub(crate) async fn serve_core(
     tracing::info!(address = %listener.local_addr()?, "namenode serving");
     tokio::pin!(shutdown);
     loop {
+        // No more accepted while as many are in their handshake: the rest wait in the backlog.
+        let handshaking = tokio::select! {
+            permit = handshakes.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -119,7 +128,7 @@ pub(crate) async fn serve_core(
             peer,
             core.clone(),
             settings.clone(),
-            permit,
+            (permit, handshaking),
             stop_tx.subscribe(),
             done_tx.clone(),
         ));
@@ -177,7 +186,7 @@ async fn connection(
     peer: SocketAddr,
     core: Arc<Core>,
     settings: Arc<Settings>,
-    permit: Option<OwnedSemaphorePermit>,
+    permits: (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit),
     stop: broadcast::Receiver<()>,
     _done: mpsc::Sender<()>,
 ) {
@@ -190,13 +199,13 @@ async fn connection(
         return;
     }
     let Some(tls) = &settings.tls else {
-        return greet_and_serve(stream, peer, &core, &settings, permit, stop).await;
+        return greet_and_serve(stream, peer, &core, &settings, permits, stop).await;
     };
     match tls
         .accept_within(stream, &peer.to_string(), settings.handshake_timeout)
         .await
     {
-        Ok(stream) => greet_and_serve(stream, peer, &core, &settings, permit, stop).await,
+        Ok(stream) => greet_and_serve(stream, peer, &core, &settings, permits, stop).await,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "TLS handshake failed");
             settings.gate.failed_with(ip, &e);
@@ -210,7 +219,7 @@ async fn greet_and_serve<S: io::Socket + AsyncWrite + AsyncRead + Unpin>(
     peer: SocketAddr,
     core: &Core,
     settings: &Settings,
-    permit: Option<OwnedSemaphorePermit>,
+    (permit, handshaking): (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit),
     mut stop: broadcast::Receiver<()>,
 ) {
     if permit.is_none() {
@@ -250,6 +259,7 @@ async fn greet_and_serve<S: io::Socket + AsyncWrite + AsyncRead + Unpin>(
         },
         _ = stop.recv() => return,
     };
+    drop(handshaking);
     let (name, datanode) = (client.name, client.datanode);
     tracing::debug!(%peer, %name, datanode, "client connected");
     match serve(
