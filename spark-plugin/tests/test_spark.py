@@ -13,7 +13,7 @@ import pytest
 pyspark = pytest.importorskip("pyspark")
 import crail  # noqa: E402
 from conftest import HOSTS  # noqa: E402
-from pyspark import TaskContext  # noqa: E402
+from pyspark import SparkContext, TaskContext  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 CRAIL_SPARK = {
@@ -21,7 +21,19 @@ CRAIL_SPARK = {
 }
 
 
+def forget_failed_settings():
+    """A SparkContext that failed in its constructor leaves its settings behind as JVM system
+    properties, which every later SparkConf in this process reads: the crail ones go."""
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return
+    for name in list(jvm.System.getProperties().stringPropertyNames()):
+        if name.startswith("spark.crail."):
+            jvm.System.clearProperty(name)
+
+
 def session(extra):
+    forget_failed_settings()
     builder = (
         SparkSession.builder.master("local-cluster[2,1,1024]")
         .appName("crail-spark-test")

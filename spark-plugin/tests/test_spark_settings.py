@@ -3,6 +3,7 @@ radix sort (output checked by `terasort validate`), and bad settings or an unrea
 failing the application at start with one line naming the cause."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -62,6 +63,34 @@ def test_bad_settings_fail_at_start(cluster, jar, key, value, words):
     with pytest.raises(Py4JJavaError) as err:
         crail_session(cluster, jar, **{key: value})
     assert f"{key}={value}" in str(err.value) and words in str(err.value)
+
+
+def test_store_settings_as_spark_keys_need_no_file(cluster, jar):
+    namenode = re.search(r'namenode = "([^"]+)"', Path(cluster).read_text()).group(1)
+    spark = session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.namenode": namenode,
+        "spark.crail.client.rpc_timeout": "20s",
+    })
+    try:
+        counts = spark.sparkContext.parallelize(range(30_000), 3).map(lambda x: (x % 7, 1)) \
+            .reduceByKey(lambda a, b: a + b, 2).collect()
+    finally:
+        spark.stop()
+    assert sorted(counts) == [(k, len(range(k, 30_000, 7))) for k in range(7)]
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("spark.crail.client.rpc_timeout", "soon", "spark.crail.client.rpc_timeout=soon"),
+    ("spark.crail.client.bogus", "1", "not a configuration key"),
+    ("spark.crail.secret", "tiny1", "spark.crail.secret=<redacted>"),
+])
+def test_bad_store_settings_fail_at_start_naming_the_key(cluster, jar, key, value, words):
+    with pytest.raises(Py4JJavaError) as err:
+        crail_session(cluster, jar, **{key: value})
+    assert key in str(err.value) and words in str(err.value)
 
 
 def test_an_unreachable_cluster_fails_at_start(jar, tmp_path):

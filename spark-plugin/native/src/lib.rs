@@ -157,9 +157,35 @@ static ENGINES: Table<Crail> = Table::new("engine");
 static WRITERS: Table<Mutex<Option<MapOutput>>> = Table::new("map writer");
 static READERS: Table<Mutex<Reader>> = Table::new("reader");
 
+/// The store settings given as Spark keys (`spark.crail.namenode=...`, one a line) as the
+/// `CRAIL_*` variables they stand for: variable, value, Spark key and `section.key` (the last
+/// two for messages).
+fn spark_settings(settings: &str) -> Result<Vec<(String, String, String, String)>> {
+    let mut out = Vec::new();
+    for line in settings.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        let name = match key.strip_prefix("spark.crail.") {
+            Some("namenode") => "client.namenode",
+            Some("secret") => "security.secret",
+            Some(rest) if rest.starts_with("client.") || rest.starts_with("security.") => rest,
+            _ => {
+                return Err(Failure::new(
+                    "InvalidArgument",
+                    format!("{key}: not a crail store setting"),
+                ));
+            }
+        };
+        let variable = format!("CRAIL_{}", name.replace('.', "_").to_ascii_uppercase());
+        out.push((variable, value.to_owned(), key.to_owned(), name.to_owned()));
+    }
+    Ok(out)
+}
+
 /// Loads the client configuration: `file` if given, else `CRAIL_CONF`, else
-/// [`DEFAULT_CONFIG`] if it exists, else the defaults; `CRAIL_CLIENT_*` variables over it.
-pub fn load_config(file: Option<&str>) -> Result<Config> {
+/// [`DEFAULT_CONFIG`] if it exists, else the defaults; `CRAIL_CLIENT_*` variables over it, and
+/// `settings` (Spark keys, see [`spark_settings`]) over those. A bad Spark key's error names it.
+pub fn load_config(file: Option<&str>, settings: Option<&str>) -> Result<Config> {
+    let settings = spark_settings(settings.unwrap_or_default())?;
     let file = file
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("CRAIL_CONF").map(std::path::PathBuf::from))
@@ -167,8 +193,30 @@ pub fn load_config(file: Option<&str>) -> Result<Config> {
             let default = std::path::Path::new(DEFAULT_CONFIG);
             default.exists().then(|| default.to_owned())
         });
-    Config::load(file.as_deref(), std::env::vars())
-        .map_err(|e| Failure::new("InvalidArgument", e.to_string()))
+    let variables = std::env::vars()
+        .filter(|(name, _)| !settings.iter().any(|(v, ..)| v == name))
+        .chain(
+            settings
+                .iter()
+                .map(|(v, value, ..)| (v.clone(), value.clone())),
+        );
+    Config::load(file.as_deref(), variables).map_err(|e| {
+        let mut text = e.to_string();
+        for (variable, value, key, name) in &settings {
+            // The secret's value is never shown.
+            let shown = if key.contains("secret") {
+                "<redacted>"
+            } else {
+                value
+            };
+            let named = format!("{key}={shown}");
+            text = text.replace(variable.as_str(), &named).replace(
+                &format!("configuration: {name}:"),
+                &format!("configuration: {named}:"),
+            );
+        }
+        Failure::new("InvalidArgument", text)
+    })
 }
 
 /// Connects `app` to the crail node at `host` if given; else to the configuration's
@@ -241,13 +289,15 @@ fn address(text: Option<String>, what: &str) -> Result<Option<IpAddr>> {
         .transpose()
 }
 
-/// `connect(config, app, host, ownAddress, seed, avoid)`: an engine handle (`avoid`: hosts
-/// separated by commas, or null).
+/// `connect(config, settings, app, host, ownAddress, seed, avoid)`: an engine handle
+/// (`settings`: store keys as Spark keys, one a line, or null; `avoid`: hosts separated by
+/// commas, or null).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_connect<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     config: JString<'l>,
+    settings: JString<'l>,
     app: JString<'l>,
     host: JString<'l>,
     own: JString<'l>,
@@ -256,13 +306,14 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_connect<'l>(
 ) -> jlong {
     guard(&mut env, 0, |env| {
         let file = string(env, &config)?;
+        let settings = string(env, &settings)?;
         let app = required(env, &app, "the application")?;
         let host = address(string(env, &host)?, "spark.crail.host")?;
         let own = string(env, &own)?.and_then(|o| o.parse().ok());
         let avoid: Vec<String> = string(env, &avoid)?
             .map(|a| a.split(',').map(str::to_owned).collect())
             .unwrap_or_default();
-        let config = load_config(file.as_deref())?;
+        let config = load_config(file.as_deref(), settings.as_deref())?;
         let crail = block(connect(&config, &app, host, own, seed as u64, &avoid))??;
         Ok(ENGINES.insert(crail))
     })
@@ -711,4 +762,36 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_destroyBroadcast<'l>(
         block(crail.destroy_broadcast(&id))??;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spark_keys_set_the_store_configuration_and_name_themselves_when_wrong() {
+        let settings = "spark.crail.namenode=10.0.0.1:9000\nspark.crail.client.rpc_timeout=3s";
+        let config = load_config(None, Some(settings)).unwrap();
+        assert_eq!(config.client.namenode, "10.0.0.1:9000");
+        assert_eq!(config.client.rpc_timeout, std::time::Duration::from_secs(3));
+        for (bad, words) in [
+            (
+                "spark.crail.client.rpc_timeout=soon",
+                "spark.crail.client.rpc_timeout=soon",
+            ),
+            ("spark.crail.client.bogus=1", "not a configuration key"),
+            ("spark.crail.shuffle.secret=x", "not a crail store setting"),
+        ] {
+            let err = load_config(None, Some(bad)).unwrap_err();
+            assert_eq!(err.kind, "InvalidArgument");
+            assert!(err.message.contains(words), "{bad}: {}", err.message);
+        }
+        let err = load_config(None, Some("spark.crail.secret=tiny1")).unwrap_err();
+        assert!(
+            err.message.contains("spark.crail.secret=<redacted>"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("tiny1"), "{}", err.message);
+    }
 }

@@ -50,10 +50,12 @@ public final class CrailNative {
    * the configuration's local_host; else to the node on {@code ownAddress} if one runs there;
    * else to a node picked by {@code seed}, trying the next if it does not answer; the hosts in
    * {@code avoid} (separated by commas; null for none) last. {@code config} null: CRAIL_CONF,
-   * else /etc/crail/client.toml if it exists, else the defaults.
+   * else /etc/crail/client.toml if it exists, else the defaults. {@code settings}: store keys
+   * given as Spark keys ({@code spark.crail.namenode=...}, one a line; null for none), over
+   * the file's values.
    */
-  public static native long connect(String config, String app, String host, String ownAddress,
-      long seed, String avoid);
+  public static native long connect(String config, String settings, String app, String host,
+      String ownAddress, long seed, String avoid);
 
   public static native String host(long engine);
 

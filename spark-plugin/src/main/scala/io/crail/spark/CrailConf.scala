@@ -10,7 +10,12 @@ final case class CrailConf(
     host: Option[String],
     serializer: String,
     sorter: String,
-    bufferSize: Int) {
+    bufferSize: Int,
+    store: Seq[(String, String)] = Nil) {
+
+  /** The store settings given as Spark keys, one `key=value` a line, for the native side. */
+  def storeSettings: String =
+    if (store.isEmpty) null else store.map { case (k, v) => s"$k=$v" }.mkString("\n")
 
   /** Key and value lengths of the fixed-length serializer, if chosen. */
   def fixed: Option[(Int, Int)] = CrailConf.fixedLens(serializer)
@@ -28,6 +33,10 @@ object CrailConf {
   val Serializer = "spark.crail.shuffle.serializer"
   val Sorter = "spark.crail.shuffle.sorter"
   val BufferSize = "spark.crail.shuffle.bufferSize"
+  val Namenode = "spark.crail.namenode"
+  val Secret = "spark.crail.secret"
+  /** Prefixes of keys that set the store client's configuration: `[client]`, `[security]`. */
+  val StorePrefixes = Seq("spark.crail.client.", "spark.crail.security.")
 
   /** Every key, its default and what it means (docs/spark.md is written from this). */
   val Keys: Seq[(String, String, String)] = Seq(
@@ -43,7 +52,16 @@ object CrailConf {
         "`radsort`, `comparison`: crail sorts fixed-length records by their key bytes " +
         "(unsigned), needs serializer fixed:K:V"),
     (BufferSize, "64k",
-      "bytes a map task gathers per partition before sending them to crail"))
+      "bytes a map task gathers per partition before sending them to crail"),
+    (Namenode, "the config's client.namenode",
+      "the namenode's address, host:port: with it (and the secret if the cluster has one) " +
+        "no configuration file is needed on any host"),
+    (Secret, "the config's security.secret",
+      "the cluster's shared secret (Spark redacts it in its UI and logs, as every key " +
+        "naming a secret)"),
+    ("spark.crail.client.<key>, spark.crail.security.<key>", "the config's",
+      "any key of the client configuration's [client] or [security] section " +
+        "(docs/config.md), e.g. spark.crail.client.rpc_timeout=10s; over the file's value"))
 
   private val Sorters = Set("spark", "radix", "radsort", "comparison")
 
@@ -74,7 +92,13 @@ object CrailConf {
     host.foreach { h =>
       if (!h.matches("""[0-9.]+|[0-9a-fA-F:]+""")) bad(Host, "expected an IP address")
     }
+    val store = conf.getAll.toSeq.filter { case (k, _) =>
+      k == Namenode || k == Secret || StorePrefixes.exists(p => k.startsWith(p) && k.length > p.length)
+    }.sortBy(_._1)
+    store.foreach { case (k, v) =>
+      if (v.contains('\n')) bad(k, "expected one line")
+    }
     CrailConf(conf.getOption(Config).map(_.trim).filter(_.nonEmpty), host, serializer, sorter,
-      bufferSize.toInt)
+      bufferSize.toInt, store)
   }
 }

@@ -70,7 +70,8 @@ object CrailEngine {
     val own = scala.util.Try(InetAddress.getLocalHost.getHostAddress).toOption.orNull
     val seed = Option(SparkEnv.get).map(_.executorId.hashCode.toLong & 0xffffffffL).getOrElse(0L)
     try {
-      CrailNative.connect(conf.config.orNull, app, conf.host.orNull, own, seed,
+      CrailNative.connect(conf.config.orNull, conf.storeSettings, app, conf.host.orNull, own,
+        seed,
         if (avoid.isEmpty) null else avoid.mkString(","))
     } catch {
       case e: CrailException =>
