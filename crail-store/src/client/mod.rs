@@ -194,29 +194,30 @@ impl Store {
     pub(crate) async fn call<R: crate::wire::kind::Rpc>(&self, request: &R) -> Result<R::Reply> {
         let give_up = tokio::time::Instant::now() + self.inner.config.reconnect_timeout;
         let mut backoff = std::time::Duration::from_millis(50);
+        let mut idle_retried = false;
         loop {
-            let error = match self.namenode_conn().await {
+            // Whether the request went out, and the error it met.
+            let (error, sent) = match self.namenode_conn().await {
                 Ok(conn) => match conn.call(request).await {
-                    // The namenode closed the connection as idle without reading this
-                    // request: it was not done, so it goes once more, on a new connection.
-                    Err(e) if e.is_idle_close() => match self.namenode_conn().await {
-                        Ok(conn) => match conn.call(request).await {
-                            Err(e) if e.is_unreachable() && request.idempotent() => e,
-                            other => return other,
-                        },
-                        Err(e) if e.is_unreachable() => e,
-                        Err(e) => return Err(e),
-                    },
-                    Err(e) if e.is_unreachable() && request.idempotent() => e,
-                    // The namenode restarted and waits for datanodes to come back.
-                    Err(e @ Error::Recovering { .. }) if request.idempotent() => e,
-                    other => return other,
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => (e, true),
                 },
-                // Nothing was sent: any request may wait for the namenode to come back.
-                Err(e) if e.is_unreachable() => e,
-                Err(e) => return Err(e),
+                Err(e) => (e, false),
             };
-            if tokio::time::Instant::now() + backoff > give_up {
+            // The namenode closed the connection as idle without reading this request: it was
+            // not done, so it goes once more, at once, on a new connection.
+            if error.is_idle_close() && !idle_retried {
+                idle_retried = true;
+                continue;
+            }
+            // Unreachable with nothing sent: any request may wait for the namenode; a request
+            // in flight, or answered that the namenode waits for its datanodes (Recovering),
+            // only if sending it twice is harmless.
+            let again = match &error {
+                Error::Recovering { .. } => request.idempotent(),
+                e => e.is_unreachable() && (!sent || request.idempotent()),
+            };
+            if !again || tokio::time::Instant::now() + backoff > give_up {
                 return Err(error);
             }
             tracing::debug!(error = %error, "namenode unreachable; trying again");

@@ -96,10 +96,9 @@ impl Core {
     /// nothing).
     pub(crate) fn handle(&self, frame: &Frame, caller: Caller, out: &mut BytesMut) {
         let result = match Kind::from_u16(frame.kind) {
-            _ if self.journal.as_ref().is_some_and(|j| j.failed()) => Err(self
-                .journal
-                .as_ref()
-                .map_or(Error::ShuttingDown, |j| j.failure())),
+            _ if let Some(journal) = self.journal.as_ref().filter(|j| j.failed()) => {
+                Err(journal.failure())
+            }
             _ if frame.flags & FLAG_RESPONSE != 0 => Err(Error::UnexpectedMessage {
                 expected: "a request".into(),
                 kind: u32::from(frame.kind),

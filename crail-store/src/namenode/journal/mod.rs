@@ -380,9 +380,11 @@ impl Journal {
     /// Appends `record` (called under the namespace lock, so the log keeps its order).
     pub(crate) fn append(&self, record: &pb::JournalRecord) {
         let mut pending = self.shared.pending.lock();
+        // The writer sleeps only when nothing is pending.
+        let idle = pending.bytes.is_empty();
         frame(record, &mut pending.bytes);
         pending.appended += 1;
-        if pending.bytes.len() == 8 + record.encoded_len() {
+        if idle {
             self.shared.wake.notify_one();
         }
     }
