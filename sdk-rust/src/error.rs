@@ -72,7 +72,9 @@ impl Error {
             },
             Self::Shuffle(S::UnknownShuffle { .. })
             | Self::Broadcast(B::UnknownVariable { .. }) => ErrorKind::NotFound,
-            Self::Shuffle(S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. })
+            Self::Shuffle(
+                S::AlreadyRegistered { .. } | S::AlreadyCommitted { .. } | S::Superseded { .. },
+            )
             | Self::Broadcast(B::AlreadyExists { .. }) => ErrorKind::AlreadyExists,
             Self::Broadcast(B::StoreFull { .. }) => ErrorKind::StoreFull,
             Self::Shuffle(S::FetchFailed { .. }) | Self::Broadcast(B::Unreadable { .. }) => {

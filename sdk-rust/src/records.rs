@@ -15,11 +15,19 @@ const PREFETCH: usize = 4;
 /// A caller's combining function: folds `value` into `acc`, the value so far of `key`.
 pub type Combiner = Box<dyn FnMut(&[u8], &mut Vec<u8>, &[u8]) + Send>;
 
+/// Which maps' output a read takes.
+#[derive(Debug, Clone)]
+enum Maps {
+    All,
+    Range(Range<u32>),
+    Attempts(Vec<(u32, u64)>),
+}
+
 /// How to read: which maps, sorted or not, combined or not. From [`Shuffle::reader`].
 pub struct ReadOptions {
     shuffle: Shuffle,
     partitions: Range<u32>,
-    maps: Option<Range<u32>>,
+    maps: Maps,
     sorter: Option<String>,
     combiner: Option<Combiner>,
     prefetch: usize,
@@ -42,7 +50,7 @@ impl ReadOptions {
         Self {
             shuffle,
             partitions,
-            maps: None,
+            maps: Maps::All,
             sorter: None,
             combiner: None,
             prefetch: PREFETCH,
@@ -51,7 +59,16 @@ impl ReadOptions {
 
     /// Only the output of maps `maps`.
     pub fn maps(mut self, maps: Range<u32>) -> Self {
-        self.maps = Some(maps);
+        self.maps = Maps::Range(maps);
+        self
+    }
+
+    /// Only the output of these (map, attempt) pairs, each as committed by that attempt: the
+    /// map statuses the engine's scheduler holds (maps it knows to have nothing for these
+    /// partitions may be left out). A map committed by another attempt fails the read as a
+    /// fetch failure naming it ([`crate::Error::lost_maps`]); replaces [`ReadOptions::maps`].
+    pub fn attempts(mut self, attempts: Vec<(u32, u64)>) -> Self {
+        self.maps = Maps::Attempts(attempts);
         self
     }
 
@@ -281,14 +298,27 @@ impl Stream {
     async fn start(
         shuffle: &Shuffle,
         partitions: Range<u32>,
-        maps: Option<Range<u32>>,
+        maps: Maps,
         prefetch: usize,
     ) -> Result<Self> {
-        let reader = shuffle
-            .crail()
-            .shuffle_client()
-            .read(shuffle.id(), partitions, maps, prefetch)
-            .await?;
+        let client = shuffle.crail().shuffle_client();
+        let reader = match maps {
+            Maps::All => {
+                client
+                    .read(shuffle.id(), partitions, None, prefetch)
+                    .await?
+            }
+            Maps::Range(maps) => {
+                client
+                    .read(shuffle.id(), partitions, Some(maps), prefetch)
+                    .await?
+            }
+            Maps::Attempts(attempts) => {
+                client
+                    .read_attempts(shuffle.id(), partitions, &attempts, prefetch)
+                    .await?
+            }
+        };
         Ok(Self {
             reader,
             serializer: shuffle.serializer().clone(),

@@ -88,17 +88,36 @@ impl Shuffle {
             .await?)
     }
 
+    /// The committed attempt of map `map`, with its bytes per partition
+    /// ([`crail_shuffle::Error::NotCommitted`] if none is).
+    pub async fn map_status(&self, map: u32) -> Result<MapStatus> {
+        let commits = self
+            .crail
+            .shuffle_client()
+            .commits(&self.id, Some(map..map.saturating_add(1)))
+            .await?;
+        let commit = commits
+            .first()
+            .ok_or_else(|| crail_shuffle::Error::NotCommitted {
+                id: self.id.clone(),
+                maps: vec![map],
+            })?;
+        Ok(self.status_of(commit))
+    }
+
+    fn status_of(&self, c: &crail_shuffle::Commit) -> MapStatus {
+        MapStatus {
+            map: c.map,
+            attempt: c.attempt,
+            bytes: crail_shuffle::lengths(c, self.meta.partitions),
+            checksum: c.checksum,
+        }
+    }
+
     /// The committed maps so far, with their bytes per partition.
     pub async fn map_statuses(&self) -> Result<Vec<MapStatus>> {
         let commits = self.crail.shuffle_client().commits(&self.id, None).await?;
-        Ok(commits
-            .iter()
-            .map(|c| MapStatus {
-                map: c.map,
-                attempt: c.attempt,
-                bytes: crail_shuffle::lengths(c, self.meta.partitions),
-            })
-            .collect())
+        Ok(commits.iter().map(|c| self.status_of(c)).collect())
     }
 
     pub(crate) fn crail(&self) -> &Crail {
@@ -115,6 +134,9 @@ pub struct MapStatus {
     pub attempt: u64,
     /// Bytes it wrote to each partition (encoded, as stored).
     pub bytes: Vec<u64>,
+    /// The engine's checksum of the output, as it gave it ([`MapOutput::set_checksum`]; 0 if
+    /// it gave none).
+    pub checksum: u64,
 }
 
 /// A map task's output: records per partition, encoded by the shuffle's serializer and sent
@@ -155,8 +177,9 @@ impl MapOutput {
     }
 
     /// Sends what is left and commits the map: its output becomes readable, whole, once.
-    /// Another attempt of the map that committed first is an error
-    /// ([`crail_shuffle::Error::AlreadyCommitted`]).
+    /// Another attempt of the map's generation that committed first is an error
+    /// ([`crail_shuffle::Error::AlreadyCommitted`]; [`Shuffle::map_status`] has its status), as
+    /// is a later generation's commit ([`crail_shuffle::Error::Superseded`]).
     pub async fn commit(mut self) -> Result<MapStatus> {
         let partitions = self.writer.partitions();
         for p in 0..partitions {
@@ -173,7 +196,21 @@ impl MapOutput {
             map: commit.map,
             attempt: commit.attempt,
             bytes: crail_shuffle::lengths(&commit, partitions),
+            checksum: commit.checksum,
         })
+    }
+
+    /// Makes this output one of generation `generation`, the run of the map's stage it
+    /// belongs to (0 unless set): see [`crail_shuffle::MapWriter::generation`].
+    pub fn generation(mut self, generation: u32) -> Self {
+        self.writer = self.writer.generation(generation);
+        self
+    }
+
+    /// Keeps the engine's own checksum of the output with the commit (see
+    /// [`crail_shuffle::MapWriter::set_checksum`]).
+    pub fn set_checksum(&mut self, checksum: u64) {
+        self.writer.set_checksum(checksum);
     }
 
     /// Gives up the map's output.

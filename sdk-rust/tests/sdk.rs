@@ -228,15 +228,25 @@ async fn bad_input_gets_typed_errors() {
         Err(Error::Records(_))
     ));
     out.write(0, b"abcd", b"efgh").await.unwrap();
+    out.set_checksum(77);
     out.commit().await.unwrap();
-    // A second attempt of the same map does not count.
+    // A second attempt of the same map does not count; the map's status is the first's, with
+    // the checksum it kept.
     let mut again = shuffle.map_writer(0, 1).await.unwrap();
     again.write(1, b"zzzz", b"zzzz").await.unwrap();
+    again.set_checksum(78);
     assert!(matches!(
         again.commit().await,
         Err(Error::Shuffle(
             crail_shuffle::Error::AlreadyCommitted { .. }
         ))
+    ));
+    let status = shuffle.map_status(0).await.unwrap();
+    assert_eq!((status.attempt, status.checksum), (0, 77));
+    assert_eq!(status.bytes.iter().sum::<u64>(), 8);
+    assert!(matches!(
+        shuffle.map_status(1).await,
+        Err(Error::Shuffle(crail_shuffle::Error::NotCommitted { .. }))
     ));
     // Bytes that are not whole records of the format fail the reader, typed.
     let mut torn = shuffle.map_writer(1, 0).await.unwrap();

@@ -60,6 +60,23 @@ pub enum Error {
         /// The attempt that committed.
         winner: u64,
     },
+    /// A map attempt of an earlier generation than the one committed (a late task of a stage
+    /// run again since): its output is never read.
+    #[error(
+        "shuffle {id}: map {map} attempt {attempt} of generation {generation} was not committed: generation {committed} of the map already was (the stage ran again)"
+    )]
+    Superseded {
+        /// The shuffle.
+        id: ShuffleId,
+        /// The map.
+        map: u32,
+        /// The attempt refused.
+        attempt: u64,
+        /// Its generation.
+        generation: u32,
+        /// The generation committed.
+        committed: u32,
+    },
     /// A read of maps that have not committed (yet).
     #[error("shuffle {id}: maps {maps:?} have not committed")]
     NotCommitted {

@@ -235,6 +235,12 @@ pub struct Commit {
     pub map: u32,
     /// The attempt that committed.
     pub attempt: u64,
+    /// The run of the map's stage it belongs to (0 first): a commit of a later generation
+    /// replaces an earlier one's (see [`crate::MapWriter::generation`]).
+    pub generation: u32,
+    /// The engine's checksum of the output, kept for whoever reads the commit (0 unless the
+    /// engine gave one: see [`crate::MapWriter::set_checksum`]).
+    pub checksum: u64,
     /// The group file its bytes are in.
     pub group: GroupRef,
     segments: Vec<Segment>,
@@ -242,11 +248,11 @@ pub struct Commit {
 }
 
 /// The first bytes of a commit record: its format.
-const RECORD_MAGIC: &[u8; 4] = b"CSR1";
+const RECORD_MAGIC: &[u8; 4] = b"CSR2";
 
 impl Commit {
-    /// A commit of `map` by `attempt` in `group`, of `segments`: per partition (ascending, each
-    /// once) its runs in order.
+    /// A commit of `map` by `attempt` (of generation 0) in `group`, of `segments`: per
+    /// partition (ascending, each once) its runs in order.
     pub fn new(
         map: u32,
         attempt: u64,
@@ -256,6 +262,8 @@ impl Commit {
         let mut commit = Self {
             map,
             attempt,
+            generation: 0,
+            checksum: 0,
             group,
             segments: Vec::new(),
             runs: Vec::new(),
@@ -314,8 +322,8 @@ impl Commit {
             .unwrap_or_default()
     }
 
-    /// The record's binary form: `CSR1`, the map (u32 LE), the attempt (u64 LE), the number
-    /// of segments, then per segment (ascending partition) the partition's distance from the
+    /// The record's binary form: `CSR2`, the map (u32 LE), the attempt (u64 LE), the
+    /// generation (u32 LE), the engine's checksum (u64 LE), the number of segments, then per segment (ascending partition) the partition's distance from the
     /// previous one, its number of runs and per run its offset (zigzag distance from the end
     /// of the run before), length and crc32c (u32 LE), all numbers but the fixed ones LEB128
     /// varints; last the crc32c of all of it (u32 LE). A one-run segment takes 10 to 16
@@ -326,6 +334,8 @@ impl Commit {
         out.extend_from_slice(RECORD_MAGIC);
         out.extend_from_slice(&self.map.to_le_bytes());
         out.extend_from_slice(&self.attempt.to_le_bytes());
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.checksum.to_le_bytes());
         encode_varint(self.segments.len() as u64, &mut out);
         let (mut partition, mut end) = (0u32, 0u64);
         for seg in &self.segments {
@@ -375,6 +385,8 @@ impl Commit {
         }
         let map = u32::from_le_bytes(fixed(&mut body, 4)?.try_into().unwrap_or_default());
         let attempt = u64::from_le_bytes(fixed(&mut body, 8)?.try_into().unwrap_or_default());
+        let generation = u32::from_le_bytes(fixed(&mut body, 4)?.try_into().unwrap_or_default());
+        let checksum = u64::from_le_bytes(fixed(&mut body, 8)?.try_into().unwrap_or_default());
         let count = varint(&mut body)?;
         // Each segment takes at least 7 bytes: a count past that is a lie.
         if count > body.len() as u64 {
@@ -383,6 +395,8 @@ impl Commit {
         let mut commit = Self {
             map,
             attempt,
+            generation,
+            checksum,
             group,
             segments: Vec::with_capacity(count as usize),
             runs: Vec::with_capacity(count as usize),
@@ -480,7 +494,7 @@ mod tests {
             .filter(|p| p % 3 != 0)
             .map(|p| (p, vec![run(u64::from(p) * 4096 + (1 << 30), 500)]))
             .collect();
-        let commit = Commit::new(
+        let mut commit = Commit::new(
             7,
             99,
             group(),
@@ -488,11 +502,15 @@ mod tests {
                 .into_iter()
                 .chain([(1000, vec![run(5 << 20, 4096), run(1 << 20, 1 << 20)])]),
         );
+        commit.generation = 3;
+        commit.checksum = 0x0123_4567_89ab_cdef;
         let raw = commit.encode();
         let per_segment = raw.len() as f64 / commit.segments().len() as f64;
         assert!(per_segment <= 16.0, "{per_segment} bytes per segment");
         let back = Commit::decode(&raw, group(), 1001).unwrap();
         assert_eq!(back, commit);
+        assert_eq!(back.generation, 3);
+        assert_eq!(back.checksum, 0x0123_4567_89ab_cdef);
         assert_eq!(back.segments_in(&(1000..1001)).len(), 1);
         let last = back.segments_in(&(1000..1001))[0];
         assert_eq!(last.len, 4096 + (1 << 20));

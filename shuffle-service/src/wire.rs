@@ -88,6 +88,22 @@ pub fn failure(error: &Error) -> Failure {
                 ..detail(id)
             },
         ),
+        Error::Superseded {
+            id,
+            map,
+            attempt,
+            generation,
+            committed,
+        } => (
+            "superseded",
+            ErrorDetail {
+                number: *map,
+                limit: *generation,
+                attempt: *attempt,
+                winner: u64::from(*committed),
+                ..detail(id)
+            },
+        ),
         Error::NotCommitted { id, maps } => (
             "not_committed",
             ErrorDetail {
@@ -175,6 +191,13 @@ pub fn error(failure: Box<Failure>) -> Error {
             attempt: d.attempt,
             winner: d.winner,
         },
+        "superseded" => Error::Superseded {
+            id,
+            map: d.number,
+            attempt: d.attempt,
+            generation: d.limit,
+            committed: u32::try_from(d.winner).unwrap_or(u32::MAX),
+        },
         "not_committed" => Error::NotCommitted { id, maps: d.maps },
         "fetch_failed" => Error::FetchFailed {
             id,
@@ -233,6 +256,13 @@ mod tests {
                 map: 1,
                 attempt: 3,
                 winner: 2,
+            },
+            Error::Superseded {
+                id: id.clone(),
+                map: 1,
+                attempt: 3,
+                generation: 0,
+                committed: 1,
             },
             Error::NotCommitted {
                 id: id.clone(),

@@ -57,18 +57,27 @@ fn records(map: u32, count: u32, partitions: u32) -> HashMap<u32, Vec<u8>> {
 }
 
 async fn run_map(slots: &Slots, id: &ShuffleId, map: u32, attempt: u64, partitions: u32) {
-    let mut writer = slots.lease(id, map, attempt).await.unwrap();
-    let mut parts: Vec<_> = records(map, 500 + map * 7, partitions)
+    let writer = slots.lease(id, map, attempt).await.unwrap();
+    write_and_commit(writer, map, partitions).await.unwrap();
+}
+
+/// Writes the records of `source` (see [`records`]) and commits.
+async fn write_and_commit(
+    mut writer: crail_shuffle::MapWriter,
+    source: u32,
+    partitions: u32,
+) -> Result<crail_shuffle::Commit, Error> {
+    let mut parts: Vec<_> = records(source, 500 + source * 7, partitions)
         .into_iter()
         .collect();
     parts.sort_by_key(|(p, _)| *p);
     for (partition, bytes) in parts {
         // In two writes, as an engine's buffers would come.
         let half = bytes.len() / RECORD / 2 * RECORD;
-        writer.write(partition, &bytes[..half]).await.unwrap();
-        writer.write(partition, &bytes[half..]).await.unwrap();
+        writer.write(partition, &bytes[..half]).await?;
+        writer.write(partition, &bytes[half..]).await?;
     }
-    writer.commit().await.unwrap();
+    writer.commit().await
 }
 
 fn split(bytes: &[u8]) -> impl Iterator<Item = [u8; RECORD]> + '_ {
@@ -84,7 +93,15 @@ async fn read_sorted(
     parts: std::ops::Range<u32>,
     maps: Option<std::ops::Range<u32>>,
 ) -> Vec<[u8; RECORD]> {
-    let mut reader = shuffles.read(id, parts.clone(), maps, 4).await.unwrap();
+    let reader = shuffles.read(id, parts.clone(), maps, 4).await.unwrap();
+    records_of(reader, parts).await
+}
+
+/// Every record a read hands out, sorted.
+async fn records_of(
+    mut reader: crail_shuffle::PartitionReader,
+    parts: std::ops::Range<u32>,
+) -> Vec<[u8; RECORD]> {
     // A chunk may end inside a record: each (partition, map)'s chunks, joined in order.
     let mut segments: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
     while let Some(chunk) = reader.next_chunk().await.unwrap() {
@@ -241,6 +258,110 @@ async fn failed_retried_and_speculative_attempts_are_read_once() {
     assert!(got == expected(0..maps, 0..partitions, partitions));
     let commits = shuffles.commits(&id, None).await.unwrap();
     assert_eq!(commits[0].attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_the_whole_stage_replaces_the_earlier_run_and_readers_see_one_run() {
+    let c = cluster().await;
+    let shuffles = Shuffles::new(c.store.clone());
+    let id = ShuffleId::new("app-rerun", 1);
+    let (maps, partitions) = (4u32, 3u32);
+    shuffles
+        .register(&id, &meta(maps, partitions))
+        .await
+        .unwrap();
+    let lease = |map: u32, attempt: u64, generation: u32| {
+        let slots = &c.nodes[map as usize % 3];
+        let id = &id;
+        async move {
+            slots
+                .lease(id, map, attempt)
+                .await
+                .unwrap()
+                .generation(generation)
+        }
+    };
+    // The first run: map m as attempt 10 + m, each writing the records of source m.
+    for map in 0..maps {
+        write_and_commit(lease(map, u64::from(10 + map), 0).await, map, partitions)
+            .await
+            .unwrap();
+    }
+    let first: Vec<(u32, u64)> = (0..maps).map(|m| (m, u64::from(10 + m))).collect();
+    let read = |attempts: Vec<(u32, u64)>| {
+        let shuffles = &shuffles;
+        let id = &id;
+        async move {
+            shuffles
+                .read_attempts(id, 0..partitions, &attempts, 4)
+                .await
+        }
+    };
+    let got = records_of(read(first.clone()).await.unwrap(), 0..partitions).await;
+    assert!(got == expected(0..maps, 0..partitions, partitions));
+
+    // The stage runs again whole (generation 1), its maps writing other records (source
+    // 100 + m). A late task of the first run that commits before the rerun's attempt of its
+    // map is refused as any second attempt is.
+    let late = write_and_commit(lease(2, 90, 0).await, 2, partitions).await;
+    assert!(
+        matches!(
+            late,
+            Err(Error::AlreadyCommitted {
+                map: 2,
+                winner: 12,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    let rerun = write_and_commit(lease(0, 20, 1).await, 100, partitions)
+        .await
+        .unwrap();
+    assert_eq!((rerun.attempt, rerun.generation), (20, 1));
+    // A reader of the first run no longer gets it whole: it fails, naming the map that ran
+    // again, rather than mixing the two runs.
+    let err = read(first.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::FetchFailed { maps, .. } if maps == &[0]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("attempt 20"), "{err}");
+    for map in 1..maps {
+        write_and_commit(
+            lease(map, u64::from(20 + map), 1).await,
+            100 + map,
+            partitions,
+        )
+        .await
+        .unwrap();
+    }
+    // A late task of the first run cannot commit over the rerun's output.
+    let late = write_and_commit(lease(1, 91, 0).await, 1, partitions).await;
+    assert!(
+        matches!(
+            late,
+            Err(Error::Superseded {
+                map: 1,
+                attempt: 91,
+                generation: 0,
+                committed: 1,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    let second: Vec<(u32, u64)> = (0..maps).map(|m| (m, u64::from(20 + m))).collect();
+    let got = records_of(read(second.clone()).await.unwrap(), 0..partitions).await;
+    assert!(got == expected(100..100 + maps, 0..partitions, partitions));
+    // Maps a scheduler knows to have nothing for the read are left out, and not read.
+    let got = records_of(read(second[..2].to_vec()).await.unwrap(), 0..partitions).await;
+    assert!(got == expected(100..102, 0..partitions, partitions));
+    // Bad lists are typed errors.
+    let err = read(vec![(1, 21), (1, 22)]).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    let err = read(vec![(maps, 1)]).await.unwrap_err();
+    assert!(matches!(err, Error::MapOutOfRange { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

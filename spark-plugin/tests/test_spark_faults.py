@@ -65,3 +65,71 @@ def test_a_paused_node_is_lost_within_the_deadline_and_loses_no_results(
                 config, lambda: signal_node(config, HOSTS[1], signal.SIGSTOP), jar)
         finally:
             signal_node(config, HOSTS[1], signal.SIGCONT)
+
+
+def test_an_indeterminate_stage_run_again_whole_replaces_its_output(cluster, jar):
+    # A repartition of a shuffle's output is indeterminate: when a fetch of it fails, Spark
+    # runs every map of it again under a new stage attempt (and the stages after it). Each
+    # run's commits are a new generation of the shuffle: no AlreadyCommitted, and readers see
+    # one run, never a mix.
+    spark = session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.config": cluster,
+    })
+    try:
+        n = 100_000
+        lines = list(spark.sparkContext._jvm.org.apache.spark.shuffle.crail.ShuffleChecks.rerun(
+            spark.sparkContext._jsc, n))
+    finally:
+        spark.stop()
+    want = {}
+    for x in range(n):
+        want[x % 101 % 7] = want.get(x % 101 % 7, 0) + x
+    assert lines[:-2] == [f"{k} {v}" for k, v in sorted(want.items())]
+    # The output Spark reads in the end is the rerun's, of the repartition and of the stage
+    # after it: each run replaced the last (had the rerun taken over the first run's output
+    # instead, a stage after a lost map could mix runs).
+    assert [line.split(" from ")[1] for line in lines[-2:]] == ["stage attempts 1"] * 2, lines
+
+
+def test_map_statuses_carry_sparks_row_checksum(cluster, jar):
+    # Spark 4.1+ compares the checksums of a map's attempts to tell whether a rerun wrote
+    # other output (and with spark.sql.shuffle.orderIndependentChecksum.enableFullRetryOnMismatch,
+    # on by default in 4.3, runs the stages after it again). The checksum is over the rows,
+    # whatever their order; crail keeps it with the commit.
+    spark = session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.config": cluster,
+        "spark.sql.adaptive.enabled": "false",
+    })
+    try:
+        checks = spark.sparkContext._jvm.org.apache.spark.shuffle.crail.ShuffleChecks
+
+        def sums(order):
+            df = spark.range(0, 200_000, 1, 4).selectExpr("id % 50 AS k", "id AS v")
+            # The same rows in each map, in another order when `order` is descending.
+            df = df.sortWithinPartitions(df.v.asc() if order == "asc" else df.v.desc())
+            return sorted(df.groupBy("k").sum("v").collect())
+
+        # Either key makes Spark ask for checksums.
+        keys = ["spark.sql.shuffle.orderIndependentChecksum.enabled",
+                "spark.sql.shuffle.orderIndependentChecksum.enableFullRetryOnMismatch"]
+        for key in keys:
+            spark.conf.set(key, "false")
+        want = sums("asc")
+        assert list(checks.checksums(0)) == [0] * 4
+        for key in keys:
+            spark.conf.set(key, "true")
+        assert sums("asc") == want
+        first = list(checks.checksums(1))
+        assert len(first) == 4 and all(c not in (0, -1) for c in first), first
+        assert len(set(first)) == 4, first
+        # The same rows in another order: the same checksums.
+        assert sums("desc") == want
+        assert list(checks.checksums(2)) == first
+    finally:
+        spark.stop()

@@ -274,6 +274,20 @@ impl ShuffleClient {
         self.shuffles.read(id, partitions, maps, prefetch).await
     }
 
+    /// Reads partitions `partitions` of exactly these (map, attempt) pairs: see
+    /// [`Shuffles::read_attempts`].
+    pub async fn read_attempts(
+        &self,
+        id: &ShuffleId,
+        partitions: Range<u32>,
+        attempts: &[(u32, u64)],
+        prefetch: usize,
+    ) -> Result<PartitionReader> {
+        self.shuffles
+            .read_attempts(id, partitions, attempts, prefetch)
+            .await
+    }
+
     /// Map status: see [`Shuffles::map_statuses`].
     pub async fn map_statuses(
         &self,

@@ -483,11 +483,12 @@ pub fn lengths(commit: &Commit, partitions: u32) -> Vec<u64> {
     out
 }
 
-/// Commits by map for the maps in `maps`; missing ones are [`Error::NotCommitted`].
+/// Commits by map for the maps in `maps` (ascending); missing ones are
+/// [`Error::NotCommitted`].
 pub(crate) fn complete(
     id: &ShuffleId,
     mut found: HashMap<u32, Arc<Commit>>,
-    maps: Range<u32>,
+    maps: impl Iterator<Item = u32> + Clone,
 ) -> Result<Vec<Arc<Commit>>> {
     let missing: Vec<u32> = maps.clone().filter(|m| !found.contains_key(m)).collect();
     if !missing.is_empty() {

@@ -342,7 +342,8 @@ impl Shuffles {
         self.commits_of(id, &meta, maps, 0..meta.partitions).await
     }
 
-    /// The commits of `maps` for a read of `partitions` (which lost maps a failure names).
+    /// The commits of `maps` (all when `None`) for a read of `partitions` (which lost maps a
+    /// failure names).
     async fn commits_of(
         &self,
         id: &ShuffleId,
@@ -356,6 +357,18 @@ impl Shuffles {
             map,
             maps: meta.maps,
         })?;
+        self.commits_among(id, meta, Which::Range(maps), partitions)
+            .await
+    }
+
+    /// The commits of the maps `which` names for a read of `partitions`.
+    async fn commits_among(
+        &self,
+        id: &ShuffleId,
+        meta: &Meta,
+        which: Which<'_>,
+        partitions: Range<u32>,
+    ) -> Result<Vec<Arc<Commit>>> {
         let entries = match self.listing(id).await {
             Ok(entries) => entries,
             Err(e) => {
@@ -369,7 +382,7 @@ impl Shuffles {
         let mut unread = Vec::new();
         {
             let cache = self.cache();
-            for &(map, marker) in entries.iter().filter(|(map, _)| maps.contains(map)) {
+            for &(map, marker) in entries.iter().filter(|(map, _)| which.contains(*map)) {
                 match cache.get(id, map, marker) {
                     Some(commit) => {
                         found.insert(map, commit);
@@ -411,7 +424,10 @@ impl Shuffles {
                 .into_error(&self.store, id, &commits, &partitions)
                 .await);
         }
-        reader::complete(id, found, maps)
+        match which {
+            Which::Range(maps) => reader::complete(id, found, maps),
+            Which::Listed(maps) => reader::complete(id, found, maps.iter().copied()),
+        }
     }
 
     /// The committed maps and their markers: the cached listing while `maps/` is unchanged,
@@ -459,14 +475,87 @@ impl Shuffles {
         prefetch: usize,
     ) -> Result<PartitionReader> {
         let meta = self.meta(id).await?;
-        check_range(id, &partitions, meta.partitions, |partition| {
-            Error::PartitionOutOfRange {
-                id: id.clone(),
-                partition,
-                partitions: meta.partitions,
-            }
-        })?;
+        check_partitions(id, &partitions, &meta)?;
         let commits = self.commits_of(id, &meta, maps, partitions.clone()).await?;
+        self.read_commits(id, &meta, commits, partitions, prefetch)
+    }
+
+    /// Reads partitions `partitions` as written by exactly the (map, attempt) pairs of
+    /// `attempts`: the map statuses an engine's scheduler holds, which may leave out maps with
+    /// nothing for these partitions. A map committed by another attempt than the one named (it
+    /// ran again: a rerun of its stage, or a late task of an earlier run) is a
+    /// [`Error::FetchFailed`] naming it, never a mix of runs.
+    pub async fn read_attempts(
+        &self,
+        id: &ShuffleId,
+        partitions: Range<u32>,
+        attempts: &[(u32, u64)],
+        prefetch: usize,
+    ) -> Result<PartitionReader> {
+        let meta = self.meta(id).await?;
+        check_partitions(id, &partitions, &meta)?;
+        let mut wanted: Vec<(u32, u64)> = attempts.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if let Some(twice) = wanted.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Error::Invalid {
+                id: id.clone(),
+                problem: format!(
+                    "map {} is named with two attempts ({} and {})",
+                    twice[0].0, twice[0].1, twice[1].1
+                ),
+            });
+        }
+        if let Some(&(map, _)) = wanted.iter().find(|(map, _)| *map >= meta.maps) {
+            return Err(Error::MapOutOfRange {
+                id: id.clone(),
+                map,
+                maps: meta.maps,
+            });
+        }
+        let maps: Vec<u32> = wanted.iter().map(|(map, _)| *map).collect();
+        let stale = |commits: &[Arc<Commit>]| -> Vec<(u32, u64, u64)> {
+            commits
+                .iter()
+                .zip(&wanted)
+                .filter(|(c, (_, attempt))| c.attempt != *attempt)
+                .map(|(c, (map, attempt))| (*map, *attempt, c.attempt))
+                .collect()
+        };
+        let mut commits = self
+            .commits_among(id, &meta, Which::Listed(&maps), partitions.clone())
+            .await?;
+        if !stale(&commits).is_empty() {
+            // The listing kept may predate a recommit made in the same millisecond: list again
+            // once before calling the output stale.
+            self.cache().listings.remove(id);
+            commits = self
+                .commits_among(id, &meta, Which::Listed(&maps), partitions.clone())
+                .await?;
+        }
+        let stale = stale(&commits);
+        if let Some(&(map, wanted, found)) = stale.first() {
+            return Err(Error::FetchFailed {
+                id: id.clone(),
+                partition: partitions.start,
+                maps: stale.iter().map(|s| s.0).collect(),
+                cause: format!(
+                    "map {map} holds the output of attempt {found}, not of attempt {wanted} (the map ran again)"
+                ),
+            });
+        }
+        self.read_commits(id, &meta, commits, partitions, prefetch)
+    }
+
+    /// A read of `partitions` over `commits`.
+    fn read_commits(
+        &self,
+        id: &ShuffleId,
+        meta: &Meta,
+        commits: Vec<Arc<Commit>>,
+        partitions: Range<u32>,
+        prefetch: usize,
+    ) -> Result<PartitionReader> {
         // A read of a few partitions (a reduce task's) finds its segments in the index.
         let picks = (u64::from(partitions.end - partitions.start) * 8
             <= u64::from(meta.partitions))
@@ -517,6 +606,34 @@ impl Shuffles {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The maps a read takes.
+#[derive(Debug, Clone)]
+enum Which<'a> {
+    /// Every map of a range.
+    Range(Range<u32>),
+    /// These maps, ascending.
+    Listed(&'a [u32]),
+}
+
+impl Which<'_> {
+    fn contains(&self, map: u32) -> bool {
+        match self {
+            Which::Range(maps) => maps.contains(&map),
+            Which::Listed(maps) => maps.binary_search(&map).is_ok(),
+        }
+    }
+}
+
+fn check_partitions(id: &ShuffleId, partitions: &Range<u32>, meta: &Meta) -> Result<()> {
+    check_range(id, partitions, meta.partitions, |partition| {
+        Error::PartitionOutOfRange {
+            id: id.clone(),
+            partition,
+            partitions: meta.partitions,
+        }
+    })
 }
 
 fn check_range(

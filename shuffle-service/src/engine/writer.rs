@@ -9,9 +9,12 @@
 //! the map's record (its runs per partition, [`Commit::encode`]) into the group file, waits
 //! for every write, and then makes `maps/<map>` point at the record, by a rename the namenode
 //! refuses when the name exists: the first attempt of a map to commit is the only one ever
-//! read. The one exception: when the committed attempt's data was lost (its blocks'
-//! datanodes died), a new attempt replaces it, which is how an engine recovers from a fetch
-//! failure. A task that aborts, fails or is dropped leaves its places unused.
+//! read. Two exceptions: when the committed attempt's data was lost (its blocks' datanodes
+//! died), a new attempt replaces it, which is how an engine recovers from a fetch failure;
+//! and an attempt of a later generation (a rerun of the whole stage, see
+//! [`MapWriter::generation`]) replaces one of an earlier generation, while an attempt of an
+//! earlier generation than the committed one is refused ([`Error::Superseded`]). A task that
+//! aborts, fails or is dropped leaves its places unused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +42,8 @@ pub struct MapWriter {
     meta: Meta,
     map: u32,
     attempt: u64,
+    generation: u32,
+    checksum: u64,
     group: GroupLease,
     back: Option<Arc<dyn Lender>>,
     /// Per copy of the group file: its writer (made at the first placing).
@@ -65,6 +70,8 @@ impl MapWriter {
             meta,
             map,
             attempt,
+            generation: 0,
+            checksum: 0,
             group,
             back: Some(back),
             writers: Vec::new(),
@@ -78,6 +85,24 @@ impl MapWriter {
     /// The shuffle.
     pub fn id(&self) -> &ShuffleId {
         &self.group.id
+    }
+
+    /// Makes this attempt one of generation `generation` (0 unless set): the run of the map's
+    /// stage it belongs to. An engine that reruns every map of a stage whose output may differ
+    /// from run to run (Spark's indeterminate stages, rerun under a new stage attempt) passes
+    /// the run's number, so the rerun's commits replace the earlier run's, map by map, and a
+    /// late task of the earlier run cannot commit over them ([`Error::Superseded`]). Within
+    /// one generation the first attempt to commit wins, as always.
+    pub fn generation(mut self, generation: u32) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Keeps the engine's own checksum of the output in the commit (Spark's order-independent
+    /// row checksum), so that whoever reads the map's status later, including an attempt that
+    /// lost the race to commit, reports the committed output's.
+    pub fn set_checksum(&mut self, checksum: u64) {
+        self.checksum = checksum;
     }
 
     /// The shuffle's partitions.
@@ -237,10 +262,10 @@ impl MapWriter {
         }
     }
 
-    /// Makes this attempt the map's output, unless another attempt of the map committed first
-    /// and its output is still readable ([`Error::AlreadyCommitted`]: nothing of this attempt
-    /// is ever read). Returns the commit (the map's segments, hence its per-partition
-    /// lengths).
+    /// Makes this attempt the map's output, unless another attempt of the map's generation
+    /// committed first and its output is still readable ([`Error::AlreadyCommitted`]), or one
+    /// of a later generation did ([`Error::Superseded`]); then nothing of this attempt is ever
+    /// read. Returns the commit (the map's segments, hence its per-partition lengths).
     pub async fn commit(mut self) -> Result<Commit> {
         let back = self.back.clone().ok_or_else(|| self.closed())?;
         if self.broken {
@@ -260,7 +285,7 @@ impl MapWriter {
         let published = publish(&self.store, &self.group.id, &commit, &record, &self.meta).await;
         let outcome = match &published {
             Ok(()) => Outcome::Committed,
-            Err(Error::AlreadyCommitted { .. }) => Outcome::Aborted,
+            Err(Error::AlreadyCommitted { .. } | Error::Superseded { .. }) => Outcome::Aborted,
             Err(_) => Outcome::Broken,
         };
         back.give_back(self.group.lease, outcome).await;
@@ -270,12 +295,14 @@ impl MapWriter {
     /// Writes what is gathered and the map's record, and waits for every write.
     async fn write_record(&mut self) -> Result<(Commit, RecordRef)> {
         self.place_and_write(None).await?;
-        let commit = Commit::new(
+        let mut commit = Commit::new(
             self.map,
             self.attempt,
             self.group.group(),
             std::mem::take(&mut self.runs),
         );
+        commit.generation = self.generation;
+        commit.checksum = self.checksum;
         let record = commit.encode();
         let placed = self.place(Vec::new(), record.len() as u64).await?;
         let crc = crail_store::crc::crc32c(&record);
@@ -362,8 +389,8 @@ impl Drop for MapWriter {
 
 /// Makes `maps/<map>` point at `record` (the commit's record in its group file): a hidden
 /// directory holding the pointer, renamed into place. A map already committed keeps its
-/// attempt unless that attempt's data (or record) is lost, in which case this one replaces
-/// it.
+/// attempt unless that attempt's data (or record) is lost or it is of an earlier generation,
+/// in which case this one replaces it.
 async fn publish(
     store: &Store,
     id: &ShuffleId,
@@ -395,14 +422,26 @@ async fn publish(
         });
     }
     let path = id.commit(commit.map);
-    let refused = |winner: u64| Error::AlreadyCommitted {
-        id: id.clone(),
-        map: commit.map,
-        attempt: commit.attempt,
-        winner,
+    let refused = |winner: &Commit| {
+        if winner.generation > commit.generation {
+            Error::Superseded {
+                id: id.clone(),
+                map: commit.map,
+                attempt: commit.attempt,
+                generation: commit.generation,
+                committed: winner.generation,
+            }
+        } else {
+            Error::AlreadyCommitted {
+                id: id.clone(),
+                map: commit.map,
+                attempt: commit.attempt,
+                winner: winner.attempt,
+            }
+        }
     };
     let won = async {
-        // Two rounds at most: a lost winner is moved aside once.
+        // Two rounds at most: a lost (or earlier) winner is moved aside once.
         for _ in 0..2 {
             match store.rename(&pending, &path).await {
                 Ok(()) => return Ok(()),
@@ -411,14 +450,17 @@ async fn publish(
             }
             let winner = match read_marker(store, id, &path, meta.partitions).await? {
                 Record::Found(winner) => {
-                    if !crate::engine::reader::commit_lost(store, id, &winner).await {
-                        return Err(refused(winner.attempt));
+                    let replaced = winner.generation < commit.generation
+                        || (winner.generation == commit.generation
+                            && crate::engine::reader::commit_lost(store, id, &winner).await);
+                    if !replaced {
+                        return Err(refused(&winner));
                     }
                     Some(winner)
                 }
                 Record::Lost(_) => None,
             };
-            // Move the lost record aside; if what was moved is not the record judged lost
+            // Move the record aside; if what was moved is not the record judged replaceable
             // (another attempt replaced it meanwhile), put it back and lose to it.
             let aside = format!("{pending}.lost");
             match store.rename(&path, &aside).await {
@@ -440,7 +482,7 @@ async fn publish(
             }
         }
         match read_marker(store, id, &path, meta.partitions).await? {
-            Record::Found(winner) => Err(refused(winner.attempt)),
+            Record::Found(winner) => Err(refused(&winner)),
             Record::Lost(cause) => Err(Error::CommitLost {
                 id: id.clone(),
                 map: commit.map,

@@ -19,10 +19,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 use crail_sdk::{
-    Config, Crail, ErrorKind, MapOutput, Records, crail_broadcast, crail_shuffle, crail_store,
+    Config, Crail, ErrorKind, MapOutput, Records, Shuffle, crail_broadcast, crail_shuffle,
+    crail_store,
 };
 use jni::JNIEnv;
-use jni::objects::{JByteArray, JClass, JObject, JString, JThrowable, JValue};
+use jni::objects::{JByteArray, JClass, JLongArray, JObject, JString, JThrowable, JValue};
 use jni::sys::{jboolean, jbyteArray, jint, jlong, jlongArray};
 
 use handles::Table;
@@ -154,7 +155,15 @@ fn unsigned(value: jint, what: &str) -> Result<u32> {
 }
 
 static ENGINES: Table<Crail> = Table::new("engine");
-static WRITERS: Table<Mutex<Option<MapOutput>>> = Table::new("map writer");
+static WRITERS: Table<Mutex<Option<Writing>>> = Table::new("map writer");
+
+/// A map task's output and its shuffle (to look up the winner when another attempt
+/// committed first).
+#[derive(Debug)]
+struct Writing {
+    shuffle: Shuffle,
+    out: MapOutput,
+}
 static READERS: Table<Mutex<Reader>> = Table::new("reader");
 
 /// The store settings given as Spark keys (`spark.crail.namenode=...`, one a line) as the
@@ -402,7 +411,8 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_endApplication<'l>(
     })
 }
 
-/// `openWriter(engine, shuffle, map, attempt)`: a map writer handle.
+/// `openWriter(engine, shuffle, map, attempt, generation)`: a map writer handle. The
+/// generation is the stage attempt: a rerun of the stage replaces the earlier run's output.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_openWriter<'l>(
     mut env: JNIEnv<'l>,
@@ -411,15 +421,21 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openWriter<'l>(
     shuffle: jint,
     map: jint,
     attempt: jlong,
+    generation: jint,
 ) -> jlong {
     guard(&mut env, 0, |_| {
         let crail = ENGINES.get(engine)?;
         let (shuffle, map) = (unsigned(shuffle, "shuffle")?, unsigned(map, "map")?);
-        let out = block(async {
+        let generation = unsigned(generation, "generation")?;
+        let writing = block(async {
             let shuffle = crail.shuffle(shuffle).await?;
-            shuffle.map_writer(map, attempt as u64).await
+            let out = shuffle.map_writer(map, attempt as u64).await?;
+            Ok::<_, crail_sdk::Error>(Writing {
+                shuffle,
+                out: out.generation(generation),
+            })
         })??;
-        Ok(WRITERS.insert(Mutex::new(Some(out))))
+        Ok(WRITERS.insert(Mutex::new(Some(writing))))
     })
 }
 
@@ -432,10 +448,10 @@ fn with_writer<T>(
     let mut guard = slot
         .lock()
         .map_err(|_| Failure::new("Internal", "a map writer's lock is poisoned"))?;
-    let out = guard
+    let writing = guard
         .as_mut()
         .ok_or_else(|| Failure::new("Closed", "the map writer was committed or aborted"))?;
-    Ok(block(work(out))??)
+    Ok(block(work(&mut writing.out))??)
 }
 
 fn bytes(env: &mut JNIEnv<'_>, data: &JByteArray<'_>, off: jint, len: jint) -> Result<Vec<u8>> {
@@ -491,19 +507,35 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_writeRecord<'l>(
     })
 }
 
-/// `commit(writer)`: the bytes written to each partition. The handle is released.
+/// `commit(writer, checksum)`: commits the output with the engine's checksum of it (Spark's
+/// row checksum, 0 for none); returns the map's output as committed: `[attempt, checksum,
+/// bytes of partition 0, 1, ...]`. When another attempt of the same stage attempt committed first (a task that
+/// committed, then died before Spark heard of it), its output stands for this one and its
+/// status is returned: any one attempt's output is the map's, as long as every reader reads
+/// the same. The handle is released.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_commit<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     writer: jlong,
+    checksum: jlong,
 ) -> jlongArray {
     guard(&mut env, std::ptr::null_mut(), |env| {
-        let out = take_writer(writer)?;
-        let status = block(out.commit())??;
-        let lengths: Vec<i64> = status.bytes.iter().map(|b| *b as i64).collect();
-        let array = env.new_long_array(lengths.len() as i32)?;
-        env.set_long_array_region(&array, 0, &lengths)?;
+        let Writing { shuffle, mut out } = take_writer(writer)?;
+        out.set_checksum(checksum as u64);
+        let status = block(async {
+            match out.commit().await {
+                Err(crail_sdk::Error::Shuffle(crail_shuffle::Error::AlreadyCommitted {
+                    map,
+                    ..
+                })) => shuffle.map_status(map).await,
+                other => other,
+            }
+        })??;
+        let mut out = vec![status.attempt as i64, status.checksum as i64];
+        out.extend(status.bytes.iter().map(|b| *b as i64));
+        let array = env.new_long_array(out.len() as i32)?;
+        env.set_long_array_region(&array, 0, &out)?;
         Ok(array.into_raw())
     })
 }
@@ -516,14 +548,14 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_abort<'l>(
     writer: jlong,
 ) {
     guard(&mut env, (), |_| {
-        if let Ok(out) = take_writer(writer) {
-            block(out.abort())?;
+        if let Ok(writing) = take_writer(writer) {
+            block(writing.out.abort())?;
         }
         Ok(())
     })
 }
 
-fn take_writer(writer: jlong) -> Result<MapOutput> {
+fn take_writer(writer: jlong) -> Result<Writing> {
     let slot = WRITERS
         .remove(writer)
         .ok_or_else(|| Failure::new("Closed", "the map writer was committed or aborted"))?;
@@ -561,9 +593,12 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// `openReader(engine, shuffle, startPartition, endPartition, startMap, endMap, sorter)`:
-/// the records of partitions `startPartition..endPartition` written by maps
-/// `startMap..endMap` (bounded by the shuffle's maps), as they come (`sorter` null) or sorted by the sorter it names.
+/// `openReader(engine, shuffle, startPartition, endPartition, startMap, endMap, attempts,
+/// sorter)`: the records of partitions `startPartition..endPartition` written by maps
+/// `startMap..endMap` (bounded by the shuffle's maps), or, when `attempts` is not null, by
+/// exactly the maps it names as `[map, attempt, map, attempt, ...]` (Spark's map statuses: a
+/// map committed by another attempt is a fetch failure); as they come (`sorter` null) or
+/// sorted by the sorter it names.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
@@ -575,11 +610,13 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
     end_partition: jint,
     start_map: jint,
     end_map: jint,
+    attempts: JLongArray<'l>,
     sorter: JString<'l>,
 ) -> jlong {
     guard(&mut env, 0, |env| {
         let crail = ENGINES.get(engine)?;
         let sorter = string(env, &sorter)?;
+        let attempts = map_attempts(env, &attempts)?;
         let shuffle = unsigned(shuffle, "shuffle")?;
         let partitions =
             unsigned(start_partition, "partition")?..unsigned(end_partition, "partition")?;
@@ -593,7 +630,10 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
                 .format()
                 .fixed_lens()
                 .map(|(k, v)| k + v);
-            let options = shuffle.reader(partitions).maps(maps);
+            let options = match attempts {
+                Some(attempts) => shuffle.reader(partitions).attempts(attempts),
+                None => shuffle.reader(partitions).maps(maps),
+            };
             let source = match sorter {
                 Some(name) => Source::Sorted(options.sorted(&name).read_sorted().await?, 0),
                 None => Source::Stream(Box::new(options.open().await?)),
@@ -602,6 +642,34 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
         })??;
         Ok(READERS.insert(Mutex::new(reader)))
     })
+}
+
+/// `[map, attempt, ...]` as pairs; `None` for a null array.
+fn map_attempts(env: &mut JNIEnv<'_>, array: &JLongArray<'_>) -> Result<Option<Vec<(u32, u64)>>> {
+    if array.is_null() {
+        return Ok(None);
+    }
+    let len = env.get_array_length(array)?;
+    let mut flat = vec![0i64; len as usize];
+    env.get_long_array_region(array, 0, &mut flat)?;
+    if !flat.len().is_multiple_of(2) {
+        return Err(Failure::new(
+            "InvalidArgument",
+            format!("{} numbers are no (map, attempt) pairs", flat.len()),
+        ));
+    }
+    flat.chunks_exact(2)
+        .map(|pair| {
+            let map = u32::try_from(pair[0]).map_err(|_| {
+                Failure::new(
+                    "InvalidArgument",
+                    format!("map {} is out of range", pair[0]),
+                )
+            })?;
+            Ok((map, pair[1] as u64))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn with_reader<T>(reader: jlong, work: impl FnOnce(&mut Reader) -> Result<T>) -> Result<T> {

@@ -68,7 +68,13 @@ public final class CrailNative {
 
   public static native void endApplication(long engine);
 
-  public static native long openWriter(long engine, int shuffle, int map, long attempt);
+  /**
+   * A map task's output: attempt {@code attempt} of map {@code map} in generation {@code
+   * generation} (the stage attempt: a rerun of the stage replaces the earlier run's output, map
+   * by map, and a late task of the earlier run cannot commit over it).
+   */
+  public static native long openWriter(long engine, int shuffle, int map, long attempt,
+      int generation);
 
   /** Appends whole records already encoded by the shuffle's serializer. */
   public static native void write(long writer, int partition, byte[] data, int off, int len);
@@ -76,15 +82,22 @@ public final class CrailNative {
   /** Appends one record with an empty key and these bytes as its value. */
   public static native void writeRecord(long writer, int partition, byte[] data, int off, int len);
 
-  /** Commits the map output; returns the bytes written to each partition. */
-  public static native long[] commit(long writer);
+  /**
+   * Commits the map output with Spark's checksum of it (0 for none); returns the output that
+   * stands for the map, {@code [attempt, checksum, bytes of partition 0, 1, ...]}: this
+   * attempt's, or that of another attempt of the same generation that committed first.
+   */
+  public static native long[] commit(long writer, long checksum);
 
   public static native void abort(long writer);
 
-  /** Partitions [startPartition, endPartition) of maps [startMap, endMap); sorter null: as
-   * the records come. */
+  /**
+   * Partitions [startPartition, endPartition) of maps [startMap, endMap), or when {@code
+   * attempts} is not null of exactly the maps it names, {@code [map, attempt, ...]} (a map
+   * committed by another attempt fails as a fetch failure); sorter null: as the records come.
+   */
   public static native long openReader(long engine, int shuffle, int startPartition,
-      int endPartition, int startMap, int endMap, String sorter);
+      int endPartition, int startMap, int endMap, long[] attempts, String sorter);
 
   /** The next record's value, null at the end. */
   public static native byte[] nextValue(long reader);

@@ -5,7 +5,7 @@ import java.io.ByteArrayInputStream
 import io.crail.spark.{CrailConf, CrailException, CrailNative}
 import org.apache.spark.{InterruptibleIterator, SparkEnv, TaskContext}
 import org.apache.spark.shuffle.{BaseShuffleHandle, FetchFailedException, ShuffleReader, ShuffleReadMetricsReporter}
-import org.apache.spark.storage.BlockManagerId
+import org.apache.spark.storage.{BlockManagerId, ShuffleBlockId}
 import org.apache.spark.util.CompletionIterator
 import org.apache.spark.util.collection.ExternalSorter
 
@@ -56,11 +56,32 @@ private[spark] class CrailShuffleReader[K, C](
     }
   }
 
+  /**
+   * The maps to read and the attempt each must have been committed by, `[map, attempt, ...]`:
+   * the map statuses Spark holds (maps with nothing in these partitions left out, as Spark's
+   * own reader does). Reading exactly what Spark registered means a reader never mixes the
+   * outputs of two runs of a stage; a missing status is Spark's MetadataFetchFailedException.
+   */
+  private def mapAttempts(): Array[Long] = {
+    val attempts = scala.collection.mutable.LinkedHashMap[Int, Long]()
+    SparkEnv.get.mapOutputTracker
+      .getMapSizesByExecutorId(handle.shuffleId, startMap, endMap, startPartition, endPartition)
+      .foreach { case (_, blocks) =>
+        blocks.foreach {
+          case (ShuffleBlockId(_, mapId, _), _, mapIndex) => attempts(mapIndex) = mapId
+          case (other, _, _) => throw new IllegalStateException(
+            s"crail: the map output tracker lists $other, not a shuffle block")
+        }
+      }
+    attempts.iterator.flatMap { case (map, attempt) => Iterator(map.toLong, attempt) }.toArray
+  }
+
   override def read(): Iterator[Product2[K, C]] = {
     val crailSorted = settings.fixed.isDefined && settings.crailSorter.isDefined
     val sorter = if (crailSorted) settings.crailSorter.get else null
+    val attempts = mapAttempts()
     val reader = fetching(withEngine(CrailNative.openReader(_, handle.shuffleId, startPartition,
-      endPartition, startMap, endMap, sorter)))
+      endPartition, startMap, endMap, attempts, sorter)))
     var open = true
     def close(): Unit = if (open) { open = false; CrailNative.closeReader(reader) }
     context.addTaskCompletionListener[Unit](_ => close())

@@ -7,6 +7,7 @@ import org.apache.spark.TaskContext
 import org.apache.spark.scheduler.MapStatus
 import org.apache.spark.serializer.SerializationStream
 import org.apache.spark.shuffle.{BaseShuffleHandle, ShuffleWriteMetricsReporter, ShuffleWriter}
+import org.apache.spark.shuffle.checksum.RowBasedChecksum
 import org.apache.spark.storage.BlockManagerId
 
 /** A buffer whose bytes can be handed on without a copy. */
@@ -30,8 +31,14 @@ private[spark] class CrailShuffleWriter[K, V, C](
 
   private val dep = handle.dependency
   private val partitioner = dep.partitioner
+  // Spark's order-independent checksum of each partition's rows, where the shuffle asks for
+  // one (SQL, spark.sql.shuffle.orderIndependentChecksum.enabled): Spark compares a map's
+  // attempts with it to tell whether a rerun wrote other output. Kept with the commit.
+  private val checksums = dep.rowBasedChecksums
+  // The stage attempt is the output's generation: when Spark runs a stage again whole (an
+  // indeterminate stage after a fetch failure), the new run's output replaces the old one.
   private var writer = CrailNative.openWriter(
-    engine, handle.shuffleId, context.partitionId(), context.taskAttemptId())
+    engine, handle.shuffleId, context.partitionId(), mapId, context.stageAttemptNumber())
   private var lengths: Array[Long] = Array.emptyLongArray
   private var status: MapStatus = null
 
@@ -49,11 +56,16 @@ private[spark] class CrailShuffleWriter[K, V, C](
       case Some((k, v)) => writeFixed(input, k, v)
       case None => writeFrames(input)
     }
-    lengths = CrailNative.commit(writer)
+    // The output that stands for the map: this attempt's, or one committed first in this
+    // stage attempt (whose attempt id the status then names, so readers check for it).
+    val committed = CrailNative.commit(writer,
+      RowBasedChecksum.getAggregatedChecksumValue(dep.rowBasedChecksums))
     writer = 0L
+    lengths = java.util.Arrays.copyOfRange(committed, 2, committed.length)
     metrics.incBytesWritten(lengths.sum)
     metrics.incWriteTime(System.nanoTime() - start)
-    status = MapStatus(CrailShuffleWriter.location(CrailEngine.host(engine)), lengths, mapId, 0L)
+    status = MapStatus(CrailShuffleWriter.location(CrailEngine.host(engine)), lengths,
+      committed(0), committed(1))
   }
 
   private def writeFrames(records: Iterator[Product2[Any, Any]]): Unit = {
@@ -71,6 +83,7 @@ private[spark] class CrailShuffleWriter[K, V, C](
     while (records.hasNext) {
       val r = records.next()
       val p = partitioner.getPartition(r._1)
+      if (checksums.nonEmpty) checksums(p).update(r._1, r._2)
       if (streams(p) == null) {
         frames(p) = new Frame(math.min(settings.bufferSize + 4096, 1 << 16))
         streams(p) = ser.serializeStream(frames(p))
@@ -104,6 +117,7 @@ private[spark] class CrailShuffleWriter[K, V, C](
       val key = bytes(r._1, k, "key")
       val value = bytes(r._2, v, "value")
       val p = partitioner.getPartition(key)
+      if (checksums.nonEmpty) checksums(p).update(key, value)
       if (buffers(p) == null) buffers(p) = new Array[Byte](room)
       val at = filled(p)
       System.arraycopy(key, 0, buffers(p), at, k)
