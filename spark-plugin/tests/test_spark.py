@@ -23,12 +23,13 @@ CRAIL_SPARK = {
 
 def forget_failed_settings():
     """A SparkContext that failed in its constructor leaves its settings behind as JVM system
-    properties, which every later SparkConf in this process reads: the crail ones go."""
+    properties, which every later SparkConf in this process reads: the crail ones, and the
+    shuffle and dynamic allocation ones the tests set, go."""
     jvm = SparkContext._jvm
     if jvm is None:
         return
     for name in list(jvm.System.getProperties().stringPropertyNames()):
-        if name.startswith("spark.crail."):
+        if name.startswith(("spark.crail.", "spark.shuffle.", "spark.dynamicAllocation.")):
             jvm.System.clearProperty(name)
 
 
@@ -50,6 +51,17 @@ def session(extra):
     for k, v in extra.items():
         builder = builder.config(k, v)
     return builder.getOrCreate()
+
+
+def crail_session(cluster, jar, settings=None):
+    """A session on crail's shuffle through the cluster of config file `cluster`."""
+    return session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.config": cluster,
+        **(settings or {}),
+    })
 
 
 def jobs(spark, flaky=False):
@@ -117,12 +129,7 @@ def vanilla():
 @pytest.fixture(scope="module")
 def crail_spark(cluster, jar):
     """A session on crail's shuffle; at its end the application's shuffles are gone."""
-    spark = session({
-        **CRAIL_SPARK,
-        "spark.jars": jar,
-        "spark.executor.extraClassPath": jar,
-        "spark.crail.config": cluster,
-    })
+    spark = crail_session(cluster, jar)
     app = spark.sparkContext.applicationId
     try:
         yield spark

@@ -12,7 +12,7 @@ import pytest
 
 pyspark = pytest.importorskip("pyspark")
 from crail_cluster import HOSTS, crail_cluster, kill_node, signal_node  # noqa: E402
-from test_spark import CRAIL_SPARK, session  # noqa: E402
+from test_spark import crail_session  # noqa: E402
 
 
 @pytest.fixture
@@ -22,12 +22,7 @@ def doomed_cluster(tmp_path):
 
 
 def run_through_a_lost_node(cluster: str, lose, jar: str) -> None:
-    spark = session({
-        **CRAIL_SPARK,
-        "spark.jars": jar,
-        "spark.executor.extraClassPath": jar,
-        "spark.crail.config": cluster,
-    })
+    spark = crail_session(cluster, jar)
     try:
         sc = spark.sparkContext
         sums = sc.parallelize(range(200_000), 8).map(lambda x: (x % 997, x)) \
@@ -72,12 +67,7 @@ def test_an_indeterminate_stage_run_again_whole_replaces_its_output(cluster, jar
     # runs every map of it again under a new stage attempt (and the stages after it). Each
     # run's commits are a new generation of the shuffle: no AlreadyCommitted, and readers see
     # one run, never a mix.
-    spark = session({
-        **CRAIL_SPARK,
-        "spark.jars": jar,
-        "spark.executor.extraClassPath": jar,
-        "spark.crail.config": cluster,
-    })
+    spark = crail_session(cluster, jar)
     try:
         n = 100_000
         lines = list(spark.sparkContext._jvm.org.apache.spark.shuffle.crail.ShuffleChecks.rerun(
@@ -99,13 +89,7 @@ def test_map_statuses_carry_sparks_row_checksum(cluster, jar):
     # other output (and with spark.sql.shuffle.orderIndependentChecksum.enableFullRetryOnMismatch,
     # on by default in 4.3, runs the stages after it again). The checksum is over the rows,
     # whatever their order; crail keeps it with the commit.
-    spark = session({
-        **CRAIL_SPARK,
-        "spark.jars": jar,
-        "spark.executor.extraClassPath": jar,
-        "spark.crail.config": cluster,
-        "spark.sql.adaptive.enabled": "false",
-    })
+    spark = crail_session(cluster, jar, {"spark.sql.adaptive.enabled": "false"})
     try:
         checks = spark.sparkContext._jvm.org.apache.spark.shuffle.crail.ShuffleChecks
 

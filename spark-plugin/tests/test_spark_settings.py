@@ -11,26 +11,17 @@ import pytest
 
 pyspark = pytest.importorskip("pyspark")
 from py4j.protocol import Py4JJavaError  # noqa: E402
-from test_spark import CRAIL_SPARK, session  # noqa: E402
+from test_spark import CRAIL_SPARK, crail_session, session  # noqa: E402
 
 TERASORT = os.environ.get(
     "TERASORT_BIN", str(Path(__file__).parents[2] / "target" / "debug" / "terasort"))
 
 
-def crail_session(cluster, jar, **settings):
-    return session({
-        **CRAIL_SPARK,
-        "spark.jars": jar,
-        "spark.executor.extraClassPath": jar,
-        "spark.crail.config": cluster,
-        **settings,
-    })
-
 
 def test_terasort_records_sorted_by_crail(cluster, jar, tmp_path):
     subprocess.run([TERASORT, "gen", "--size", "20MiB", "--out", str(tmp_path / "in"),
                     "--parts", "4"], check=True, stdout=subprocess.DEVNULL)
-    spark = crail_session(cluster, jar, **{
+    spark = crail_session(cluster, jar, {
         "spark.crail.shuffle.serializer": "fixed:10:90",
         "spark.crail.shuffle.sorter": "radix",
     })
@@ -61,7 +52,7 @@ def test_terasort_records_sorted_by_crail(cluster, jar, tmp_path):
 ])
 def test_bad_settings_fail_at_start(cluster, jar, key, value, words):
     with pytest.raises(Py4JJavaError) as err:
-        crail_session(cluster, jar, **{key: value})
+        crail_session(cluster, jar, {key: value})
     assert f"{key}={value}" in str(err.value) and words in str(err.value)
 
 
@@ -89,7 +80,7 @@ def test_store_settings_as_spark_keys_need_no_file(cluster, jar):
 ])
 def test_bad_store_settings_fail_at_start_naming_the_key(cluster, jar, key, value, words):
     with pytest.raises(Py4JJavaError) as err:
-        crail_session(cluster, jar, **{key: value})
+        crail_session(cluster, jar, {key: value})
     assert key in str(err.value) and words in str(err.value)
 
 

@@ -73,8 +73,12 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       context, metrics, settings, withEngine)
   }
 
+  /** Crail's shuffle IO plugin, when set, removes shuffles and the application's output. */
+  private val driverComponents = CrailShuffleIO.inUse(conf)
+
   override def unregisterShuffle(shuffleId: Int): Boolean = {
-    if (isDriver) withEngine(CrailNative.unregisterShuffle(_, shuffleId)) else true
+    if (isDriver && !driverComponents) withEngine(CrailNative.unregisterShuffle(_, shuffleId))
+    else true
   }
 
   override val shuffleBlockResolver: ShuffleBlockResolver = new ShuffleBlockResolver {
@@ -92,7 +96,7 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
   }
 
   override def stop(): Unit = {
-    if (isDriver && conf.contains("spark.app.id")) {
+    if (isDriver && !driverComponents && conf.contains("spark.app.id")) {
       try withEngine(CrailNative.endApplication(_))
       catch { case e: CrailException => log.warn(s"crail: cleaning up failed: ${e.getMessage}") }
     }
