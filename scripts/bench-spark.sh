@@ -4,6 +4,7 @@
 # target/py and builds crail, terasort and the plugin jar in release mode first.
 #
 #   SIZE=1GB ROUNDS=3 ./scripts/bench-spark.sh
+#   MODES=spark,crail,crail-frames,crail-frames-raw ./scripts/bench-spark.sh   # and compression
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x target/py/bin/python ] || python3 -m venv target/py
@@ -13,4 +14,4 @@ SPARK_HOME=$(target/py/bin/python -c 'import os, pyspark; print(os.path.dirname(
 export SPARK_HOME
 (cd spark-plugin && mvn -q -B package)
 target/py/bin/python spark-plugin/bench/terasort.py --size "${SIZE:-1GB}" \
-  --rounds "${ROUNDS:-3}" --json
+  --rounds "${ROUNDS:-3}" --modes "${MODES:-spark,crail}" --json

@@ -14,6 +14,18 @@ pub enum Framing {
     Crc,
     /// As `Crc`, the payload lz4-compressed.
     Lz4,
+    /// As `Crc`, the payload zstd-compressed (smaller than lz4, slower to write).
+    Zstd,
+}
+
+impl Framing {
+    fn compression(self) -> frame::Compression {
+        match self {
+            Framing::None | Framing::Crc => frame::Compression::None,
+            Framing::Lz4 => frame::Compression::Lz4,
+            Framing::Zstd => frame::Compression::Zstd,
+        }
+    }
 }
 
 /// A record format and its framing: what engines name in their configuration.
@@ -38,7 +50,8 @@ impl Serializer {
     }
 
     /// The serializer a name selects: `fixed:KEY:VALUE` (byte lengths), `kv`, each optionally
-    /// followed by `+crc` (checksummed frames) or `+lz4` (checksummed, compressed frames).
+    /// followed by `+crc` (checksummed frames), `+lz4` or `+zstd` (checksummed, compressed
+    /// frames).
     pub fn by_name(name: &str) -> Result<Self> {
         let bad = |reason: &str| Error::UnknownFormat {
             name: name.to_owned(),
@@ -48,7 +61,8 @@ impl Serializer {
             None => (name, Framing::None),
             Some((base, "crc")) => (base, Framing::Crc),
             Some((base, "lz4")) => (base, Framing::Lz4),
-            Some(_) => return Err(bad("the framing after + must be crc or lz4")),
+            Some((base, "zstd")) => (base, Framing::Zstd),
+            Some(_) => return Err(bad("the framing after + must be crc, lz4 or zstd")),
         };
         let format: Arc<dyn Format> = match base.split(':').collect::<Vec<_>>()[..] {
             ["kv"] => Arc::new(KeyValue),
@@ -73,6 +87,7 @@ impl Serializer {
             Framing::None => "",
             Framing::Crc => "+crc",
             Framing::Lz4 => "+lz4",
+            Framing::Zstd => "+zstd",
         };
         format!("{}{framing}", self.format.name())
     }
@@ -161,7 +176,7 @@ impl Encoder {
 
     fn close_frame(&mut self) -> Result<()> {
         if !self.open.is_empty() {
-            frame::write(&self.open, self.ser.framing == Framing::Lz4, &mut self.out)?;
+            frame::write(&self.open, self.ser.framing.compression(), &mut self.out)?;
             self.open.clear();
         }
         Ok(())
@@ -403,7 +418,14 @@ mod tests {
 
     #[test]
     fn names_select_formats_and_framings() {
-        for name in ["kv", "kv+lz4", "kv+crc", "fixed:10:90", "fixed:4:0+lz4"] {
+        for name in [
+            "kv",
+            "kv+lz4",
+            "kv+zstd",
+            "kv+crc",
+            "fixed:10:90",
+            "fixed:4:0+lz4",
+        ] {
             assert_eq!(Serializer::by_name(name).unwrap().name(), name);
         }
         assert_eq!(
@@ -415,7 +437,7 @@ mod tests {
         );
         for (name, says) in [
             ("json", "no such format"),
-            ("kv+zstd", "crc or lz4"),
+            ("kv+gzip", "crc, lz4 or zstd"),
             ("fixed:10", "no such format"),
             ("fixed:a:90", "two byte lengths"),
             ("fixed:0:0", "at least one byte"),

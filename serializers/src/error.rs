@@ -61,7 +61,7 @@ pub enum Error {
     },
     /// A name the registry does not know.
     #[error(
-        "unknown serializer {name:?}: {reason} (known: fixed:KEY:VALUE, kv; add +crc or +lz4 for frames)"
+        "unknown serializer {name:?}: {reason} (known: fixed:KEY:VALUE, kv; add +crc, +lz4 or +zstd for frames)"
     )]
     UnknownFormat {
         /// The name asked for.

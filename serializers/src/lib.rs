@@ -3,7 +3,7 @@
 //! A [`Format`] turns key-value records into bytes and back: [`Fixed`] records of a set key and
 //! value length with no per-record metadata (TeraSort: `fixed:10:90`), and [`KeyValue`]
 //! records with varint lengths (`kv`). Either can be wrapped in [frames](frame) of whole
-//! records, each with a crc32c and optionally lz4-compressed (`kv+lz4`, `fixed:10:90+crc`).
+//! records, each with a crc32c and optionally compressed (`kv+lz4`, `kv+zstd`, `fixed:10:90+crc`).
 //! [`Serializer::by_name`] maps those names to implementations, so an engine selects one
 //! from a configuration string.
 //!

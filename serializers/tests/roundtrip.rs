@@ -72,7 +72,7 @@ proptest! {
         records in kv_records(),
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
-        for name in ["kv", "kv+crc", "kv+lz4"] {
+        for name in ["kv", "kv+crc", "kv+lz4", "kv+zstd"] {
             let ser = named(name);
             let bytes = encode(&ser, &records);
             prop_assert_eq!(&decode(&ser, &bytes, &cuts).unwrap(), &records, "{}", name);
@@ -84,7 +84,7 @@ proptest! {
         records in fixed_records(10, 90),
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
-        for name in ["fixed:10:90", "fixed:10:90+crc", "fixed:10:90+lz4"] {
+        for name in ["fixed:10:90", "fixed:10:90+crc", "fixed:10:90+lz4", "fixed:10:90+zstd"] {
             let ser = named(name);
             let bytes = encode(&ser, &records);
             if name == "fixed:10:90" {
@@ -100,7 +100,7 @@ proptest! {
         cut in any::<usize>(),
         cuts in prop::collection::vec(any::<usize>(), 0..6),
     ) {
-        for name in ["kv", "kv+crc", "kv+lz4", "fixed:10:90"] {
+        for name in ["kv", "kv+crc", "kv+lz4", "kv+zstd", "fixed:10:90"] {
             let ser = named(name);
             let records: Records = if name.starts_with("fixed") {
                 records.iter().map(|(k, v)| {
@@ -134,7 +134,7 @@ proptest! {
         flip in 1u8..=255,
     ) {
         prop_assume!(!records.is_empty());
-        for name in ["kv+crc", "kv+lz4"] {
+        for name in ["kv+crc", "kv+lz4", "kv+zstd"] {
             let ser = named(name);
             let mut bytes = encode(&ser, &records);
             let at = at % bytes.len();
@@ -148,7 +148,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..2000),
         cuts in prop::collection::vec(any::<usize>(), 0..6),
     ) {
-        for name in ["kv", "kv+crc", "kv+lz4", "fixed:3:5"] {
+        for name in ["kv", "kv+crc", "kv+lz4", "kv+zstd", "fixed:3:5"] {
             let _ = decode(&named(name), &bytes, &cuts);
         }
     }
@@ -183,7 +183,7 @@ fn errors_say_where() {
 }
 
 #[test]
-fn lz4_frames_shrink_compressible_records_and_store_the_rest_raw() {
+fn compressed_frames_shrink_compressible_records_and_store_the_rest_raw() {
     let records: Records = (0..2000u32)
         .map(|i| {
             (
@@ -195,6 +195,8 @@ fn lz4_frames_shrink_compressible_records_and_store_the_rest_raw() {
     let raw = encode(&Serializer::by_name("kv").unwrap(), &records);
     let lz4 = encode(&Serializer::by_name("kv+lz4").unwrap(), &records);
     assert!(lz4.len() * 3 < raw.len(), "{} vs {}", lz4.len(), raw.len());
+    let zstd = encode(&Serializer::by_name("kv+zstd").unwrap(), &records);
+    assert!(zstd.len() < lz4.len(), "{} vs {}", zstd.len(), lz4.len());
     // Incompressible records: stored raw, 16 bytes of header per frame only.
     let noise: Records = (0..500u64)
         .map(|i| {
@@ -207,6 +209,11 @@ fn lz4_frames_shrink_compressible_records_and_store_the_rest_raw() {
         })
         .collect();
     let raw = encode(&Serializer::by_name("kv").unwrap(), &noise);
-    let lz4 = encode(&Serializer::by_name("kv+lz4").unwrap(), &noise);
-    assert!(lz4.len() <= raw.len() + 16 * (raw.len() / 65_536 + 1));
+    for name in ["kv+lz4", "kv+zstd"] {
+        let framed = encode(&Serializer::by_name(name).unwrap(), &noise);
+        assert!(
+            framed.len() <= raw.len() + 16 * (raw.len() / 65_536 + 1),
+            "{name}"
+        );
+    }
 }

@@ -1,5 +1,7 @@
 """Spark TeraSort with crail's shuffle (fixed-length serializer, radix sorter) against Spark's
-own sort shuffle, on the same gensort input, in the same run.
+own sort shuffle, on the same gensort input, in the same run; with `--modes`, also crail with
+Spark's serializer (frames compressed as Spark's blocks: lz4 by default) and without
+compression, with the bytes each shuffle stored.
 
 Generates the input with `terasort gen` (gensort's records), starts a 3-node `crail cluster`,
 then runs `io.crail.spark.examples.TeraSort` with spark-submit in local-cluster mode (two
@@ -40,7 +42,7 @@ def spark_submit(spark_home, master, conf, jar, args, log):
     if done.returncode != 0:
         raise SystemExit(f"spark-submit failed ({done.returncode}); see {log}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["seconds"], wall, result["records"]
+    return result["seconds"], wall, result["records"], result["shuffle_bytes"]
 
 
 def main():
@@ -52,6 +54,10 @@ def main():
     p.add_argument("--jar", default=str(ROOT / "spark-plugin/target/crail-spark-0.1.0.jar"))
     p.add_argument("--bin", default=str(ROOT / "target/release"),
                    help="directory of the crail and terasort binaries")
+    p.add_argument("--modes", default="spark,crail",
+                   help="comma-separated: spark (Spark's sort shuffle), crail (fixed:10:90, "
+                        "radix), crail-frames (Spark's serializer, spark.shuffle.compress on), "
+                        "crail-frames-raw (the same, compression off)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     spark_home = os.environ.get("SPARK_HOME")
@@ -69,24 +75,35 @@ def main():
         records = sum(f.stat().st_size for f in (tmp / "in").iterdir()) // 100
         print(f"input: {records:,} gensort records ({records * 100 / 1e9:.2f} GB)", flush=True)
         gb = records * 100 / 1e9
-        times = {"spark": [], "crail": []}
+        modes = args.modes.split(",")
+        unknown = set(modes) - {"spark", "crail", "crail-frames", "crail-frames-raw"}
+        if unknown or "spark" not in modes:
+            raise SystemExit(f"--modes: spark and any of crail, crail-frames, "
+                             f"crail-frames-raw (not {','.join(sorted(unknown))})")
+        times = {m: [] for m in modes}
+        stored = {m: [] for m in modes}
         with crail_cluster(tmp, "3GiB") as config:
-            crail_conf = {
+            on_crail = {
                 "spark.jars": args.jar,
                 "spark.driver.extraClassPath": args.jar,
                 "spark.executor.extraClassPath": args.jar,
                 "spark.shuffle.manager": "io.crail.spark.CrailShuffleManager",
                 "spark.crail.config": config,
-                "spark.crail.shuffle.serializer": "fixed:10:90",
-                "spark.crail.shuffle.sorter": "radix",
+            }
+            confs = {
+                "spark": {},
+                "crail": {**on_crail, "spark.crail.shuffle.serializer": "fixed:10:90",
+                          "spark.crail.shuffle.sorter": "radix"},
+                "crail-frames": on_crail,
+                "crail-frames-raw": {**on_crail, "spark.shuffle.compress": "false"},
             }
             for r in range(args.rounds):
-                order = ["spark", "crail"] if r % 2 == 0 else ["crail", "spark"]
+                order = modes if r % 2 == 0 else modes[::-1]
                 line = []
                 for which in order:
                     out = tmp / f"out-{which}-{r}"
-                    conf = crail_conf if which == "crail" else {}
-                    secs, wall, n = spark_submit(
+                    conf = confs[which]
+                    secs, wall, n, shuffled = spark_submit(
                         spark_home, args.master, conf, args.jar,
                         [str(tmp / "in"), str(out), str(args.partitions)],
                         tmp / f"{which}-{r}.log")
@@ -98,16 +115,19 @@ def main():
                         raise SystemExit(f"{which}: invalid output: {v.stdout}{v.stderr}")
                     shutil.rmtree(out)
                     times[which].append(secs)
-                    line.append(f"{which} {secs:.1f} s (wall {wall:.1f} s)")
-                print(f"round {r + 1}: " + ", ".join(line) + ", both valid", flush=True)
+                    stored[which].append(shuffled)
+                    line.append(f"{which} {secs:.1f} s (wall {wall:.1f} s, "
+                                f"{shuffled / 1e6:,.0f} MB shuffled)")
+                print(f"round {r + 1}: " + ", ".join(line) + ", all valid", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"median of {args.rounds}: Spark's sort shuffle {med['spark']:.1f} s "
-          f"({gb / med['spark']:.3f} GB/s), crail {med['crail']:.1f} s "
-          f"({gb / med['crail']:.3f} GB/s): {med['spark'] / med['crail']:.2f}x")
+    print(f"median of {args.rounds}: " + ", ".join(
+        f"{m} {med[m]:.1f} s ({gb / med[m]:.3f} GB/s, {med['spark'] / med[m]:.2f}x Spark's, "
+        f"{statistics.median(stored[m]) / 1e6:,.0f} MB shuffled)" for m in modes))
     if args.json:
-        print(json.dumps({"records": records, "gb": gb, "spark_seconds": times["spark"],
-                          "crail_seconds": times["crail"],
-                          "speedup": med["spark"] / med["crail"]}))
+        print(json.dumps({"records": records, "gb": gb,
+                          **{f"{m}_seconds": times[m] for m in modes},
+                          **{f"{m}_shuffle_bytes": stored[m] for m in modes},
+                          **{f"{m}_speedup": med["spark"] / med[m] for m in modes}}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 radix sort (output checked by `terasort validate`), and bad settings or an unreachable cluster
 failing the application at start with one line naming the cause."""
 
+import operator
 import os
 import re
 import subprocess
@@ -92,3 +93,58 @@ def test_an_unreachable_cluster_fails_at_start(jar, tmp_path):
     text = str(err.value)
     assert "crail: cannot connect" in text and f"spark.crail.config={config}" in text
     assert "127.0.0.99" in text
+
+
+def test_frames_are_compressed_and_encrypted_as_sparks_own_blocks(cluster, jar):
+    # Spark's settings for its shuffle blocks apply to crail's frames: the same results, and
+    # the bytes in crail (the map statuses' sizes) shrink with every codec.
+    def run(settings):
+        spark = crail_session(cluster, jar, settings)
+        try:
+            sc = spark.sparkContext
+            words = sc.parallelize(range(200_000), 4) \
+                .map(lambda x: (x % 101, f"record {x % 1000} of a rather repetitive text"))
+            got = sorted(words.groupByKey(4).mapValues(lambda v: sorted(v)[:3]).collect())
+            return got, sc._jvm.org.apache.spark.shuffle.crail.ShuffleChecks.shuffleBytes(0, 4)
+        finally:
+            spark.stop()
+
+    want, raw = run({"spark.shuffle.compress": "false"})
+    for settings in [{},  # Spark's default: lz4
+                     {"spark.io.compression.codec": "zstd"},
+                     {"spark.io.compression.codec": "snappy"},
+                     {"spark.io.encryption.enabled": "true"}]:
+        got, stored = run(settings)
+        assert got == want, settings
+        if "spark.io.encryption.enabled" not in settings:
+            assert stored * 3 < raw, (settings, stored, raw)
+    # Fixed-length records are stored as their bytes for crail to sort: no encryption.
+    with pytest.raises(Py4JJavaError) as err:
+        crail_session(cluster, jar, {"spark.crail.shuffle.serializer": "fixed:10:90",
+                                     "spark.io.encryption.enabled": "true"})
+    assert "cannot be encrypted" in str(err.value)
+
+
+def test_shuffles_fall_back_to_sparks_own_when_crail_cannot_be_reached(jar, capfd):
+    # Nothing listens at this namenode address: with spark.crail.fallback the application
+    # starts anyway and every shuffle goes through Spark's sort shuffle, one warning each.
+    spark = session({
+        **CRAIL_SPARK,
+        "spark.jars": jar,
+        "spark.executor.extraClassPath": jar,
+        "spark.crail.namenode": "127.0.0.1:9",
+        "spark.crail.fallback": "true",
+    })
+    try:
+        sc = spark.sparkContext
+        sums = sc.parallelize(range(50_000), 4).map(lambda x: (x % 13, x)) \
+            .reduceByKey(operator.add, 3).collect()
+        assert sorted(sums) == [(k, sum(range(k, 50_000, 13))) for k in range(13)]
+        counts = spark.range(0, 10_000, 1, 3).selectExpr("id % 7 AS k").groupBy("k").count()
+        assert sorted(tuple(r) for r in counts.collect()) == \
+            [(k, len(range(k, 10_000, 7))) for k in range(7)]
+    finally:
+        spark.stop()
+    err = capfd.readouterr().err
+    assert "goes through Spark's sort shuffle" in err, err[-2000:]
+

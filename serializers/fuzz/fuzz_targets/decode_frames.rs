@@ -1,4 +1,4 @@
-//! Framed decoders (+crc, +lz4) on any bytes, and on valid frames with bytes changed: a record
+//! Framed decoders (+crc, +lz4, +zstd) on any bytes, and on valid frames with bytes changed: a record
 //! or a typed error, never a panic, never corrupted data passed as records.
 #![no_main]
 
@@ -9,7 +9,7 @@ fuzz_target!(|input: &[u8]| {
     let Some((&choice, rest)) = input.split_first() else {
         return;
     };
-    let name = ["kv+crc", "kv+lz4", "fixed:2:6+lz4"][usize::from(choice % 3)];
+    let name = ["kv+crc", "kv+lz4", "fixed:2:6+lz4", "kv+zstd"][usize::from(choice % 4)];
     let Ok(ser) = Serializer::by_name(name) else {
         return;
     };

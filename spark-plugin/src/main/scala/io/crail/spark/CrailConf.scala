@@ -11,7 +11,8 @@ final case class CrailConf(
     serializer: String,
     sorter: String,
     bufferSize: Int,
-    store: Seq[(String, String)] = Nil) {
+    store: Seq[(String, String)] = Nil,
+    fallback: Boolean = false) {
 
   /** The store settings given as Spark keys, one `key=value` a line, for the native side. */
   def storeSettings: String =
@@ -35,6 +36,9 @@ object CrailConf {
   val BufferSize = "spark.crail.shuffle.bufferSize"
   val Namenode = "spark.crail.namenode"
   val Secret = "spark.crail.secret"
+  val Fallback = "spark.crail.fallback"
+  /** Spark's own key: its shuffle blocks (and crail's frames of them) are encrypted. */
+  val IoEncryption = "spark.io.encryption.enabled"
   /** Prefixes of keys that set the store client's configuration: `[client]`, `[security]`. */
   val StorePrefixes = Seq("spark.crail.client.", "spark.crail.security.")
 
@@ -45,8 +49,11 @@ object CrailConf {
     (Host, "the config's local_host, else this host's crail node, else one picked per executor",
       "the address of the crail node this JVM uses"),
     (Serializer, "spark",
-      "`spark`: records go through the job's Spark serializer; `fixed:K:V`: records are " +
-        "(byte[K], byte[V]) pairs stored as K+V bytes, nothing else (TeraSort)"),
+      "`spark`: records go through the job's Spark serializer, in frames compressed and " +
+        "encrypted as Spark's shuffle blocks (spark.shuffle.compress, " +
+        "spark.io.compression.codec, spark.io.encryption.enabled); `fixed:K:V`: records are " +
+        "(byte[K], byte[V]) pairs stored as K+V bytes, nothing else (TeraSort; not " +
+        "compressed, and refused with encryption)"),
     (Sorter, "spark",
       "`spark`: Spark sorts reduce input where the job asks (ExternalSorter); `radix`, " +
         "`radsort`, `comparison`: crail sorts fixed-length records by their key bytes " +
@@ -59,6 +66,10 @@ object CrailConf {
     (Secret, "the config's security.secret",
       "the cluster's shared secret (Spark redacts it in its UI and logs, as every key " +
         "naming a secret)"),
+    (Fallback, "false",
+      "`true`: a shuffle registered while crail cannot be reached (and every shuffle, if it " +
+        "cannot be reached at start) goes through Spark's own sort shuffle, with one warning " +
+        "line; `false`: the application fails at start, a shuffle at registration"),
     ("spark.crail.client.<key>, spark.crail.security.<key>", "the config's",
       "any key of the client configuration's [client] or [security] section " +
         "(docs/config.md), e.g. spark.crail.client.rpc_timeout=10s; over the file's value"))
@@ -80,6 +91,12 @@ object CrailConf {
     if (serializer != "spark" && fixedLens(serializer).isEmpty) {
       bad(Serializer, "expected spark or fixed:KEY:VALUE (byte lengths, KEY at least 1)")
     }
+    // Fixed-length records are stored as their bytes (crail sorts them by their keys), so
+    // they cannot be encrypted; Spark-serialized frames are, as Spark's own blocks.
+    if (fixedLens(serializer).isDefined && conf.getBoolean(IoEncryption, false)) {
+      bad(Serializer, s"fixed-length records are stored as their bytes and cannot be " +
+        s"encrypted: with $IoEncryption=true use $Serializer=spark")
+    }
     val sorter = conf.get(Sorter, "spark").trim
     if (!Sorters(sorter)) bad(Sorter, s"expected one of ${Sorters.toSeq.sorted.mkString(", ")}")
     if (sorter != "spark" && serializer == "spark") {
@@ -98,7 +115,9 @@ object CrailConf {
     store.foreach { case (k, v) =>
       if (v.contains('\n')) bad(k, "expected one line")
     }
+    val fallback = Try(conf.getBoolean(Fallback, false)).getOrElse(
+      bad(Fallback, "expected true or false"))
     CrailConf(conf.getOption(Config).map(_.trim).filter(_.nonEmpty), host, serializer, sorter,
-      bufferSize.toInt, store)
+      bufferSize.toInt, store, fallback)
   }
 }

@@ -19,7 +19,8 @@ import org.apache.spark.{Partitioner, SparkConf, SparkContext}
  * With crail's shuffle, set `spark.crail.shuffle.serializer=fixed:10:90` and
  * `spark.crail.shuffle.sorter=radix`: records then cross the shuffle as their 100 bytes and
  * crail sorts each partition. Prints one line of JSON: records, seconds (from when the
- * executors are up to the last part written).
+ * executors are up to the last part written), shuffle_bytes (what the map tasks wrote, as
+ * stored: compressed where the shuffle compresses).
  */
 object TeraSort {
   val Key = 10
@@ -122,12 +123,18 @@ object TeraSort {
       sys.exit(2)
     }
     val sc = new SparkContext(new SparkConf().setAppName("TeraSort"))
+    val shuffled = sc.longAccumulator("shuffle bytes")
+    sc.addSparkListener(new org.apache.spark.scheduler.SparkListener {
+      override def onTaskEnd(end: org.apache.spark.scheduler.SparkListenerTaskEnd): Unit =
+        Option(end.taskMetrics).foreach(m => shuffled.add(m.shuffleWriteMetrics.bytesWritten))
+    })
     try {
       awaitExecutors(sc)
       val start = System.nanoTime()
       val written = run(sc, in, out, if (args.length == 3) args(2).toInt else 0)
       val secs = (System.nanoTime() - start) / 1e9
-      println(f"""{"records": $written, "seconds": $secs%.3f}""")
+      org.apache.spark.shuffle.crail.ShuffleChecks.awaitListeners(sc)
+      println(f"""{"records": $written, "seconds": $secs%.3f, "shuffle_bytes": ${shuffled.value}}""")
     } finally sc.stop()
   }
 }

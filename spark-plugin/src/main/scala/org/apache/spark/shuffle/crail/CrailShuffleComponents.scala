@@ -1,15 +1,28 @@
 package org.apache.spark.shuffle.crail
 
 import java.util.{Collections, Map => JMap, Optional}
+import java.util.concurrent.ConcurrentHashMap
 
 import io.crail.spark.{CrailEngine, CrailException, CrailNative, CrailShuffleDataIO, CrailShuffleManager}
 import org.apache.spark.SparkConf
 import org.apache.spark.shuffle.api.{ShuffleDriverComponents, ShuffleExecutorComponents, ShuffleMapOutputWriter, SingleSpillShuffleMapOutputWriter}
+import org.apache.spark.shuffle.sort.io.LocalDiskShuffleExecutorComponents
 
 /** Whether crail's [[CrailShuffleDataIO]] is Spark's shuffle IO plugin in `conf`. */
 private[spark] object CrailShuffleIO {
   val PluginKey = "spark.shuffle.sort.io.plugin.class"
   val ManagerKey = "spark.shuffle.manager"
+
+  /** The shuffles of this JVM's application that fell back to Spark's sort shuffle (on the
+   * driver): crail has nothing to remove for them. */
+  val fellBack: java.util.Set[Int] = ConcurrentHashMap.newKeySet[Int]()
+
+  /** Whether `e` says crail cannot be reached (rather than refused the request). */
+  def unreachable(e: Throwable): Boolean = e match {
+    case c: CrailException => c.kind == "ServiceError" || c.isNodeLost
+    case _: IllegalStateException => Option(e.getMessage).exists(_.startsWith("crail: cannot"))
+    case _ => false
+  }
 
   def inUse(conf: SparkConf): Boolean =
     conf.getOption(PluginKey).map(_.trim).contains(classOf[CrailShuffleDataIO].getName)
@@ -48,6 +61,7 @@ private[spark] class CrailShuffleDriverComponents(conf: SparkConf)
   }
 
   override def removeShuffle(shuffleId: Int, blocking: Boolean): Unit = {
+    if (CrailShuffleIO.fellBack.remove(shuffleId)) return
     try CrailEngine.call(conf, CrailEngine.appOf(conf))(CrailNative.unregisterShuffle(_, shuffleId))
     catch {
       case e: CrailException =>
@@ -59,25 +73,31 @@ private[spark] class CrailShuffleDriverComponents(conf: SparkConf)
 }
 
 /**
- * The executors' side of [[CrailShuffleDataIO]]: nothing, since crail's shuffle manager writes
- * map output itself. Spark's own sort shuffle, which would write through it, is refused.
+ * The executors' side of [[CrailShuffleDataIO]]: crail's shuffle manager writes its map output
+ * itself; these write the shuffles that fell back to Spark's sort shuffle
+ * (`spark.crail.fallback`) to local disk, as Spark's default plugin does. Only under crail's
+ * shuffle manager.
  */
 private[spark] class CrailShuffleExecutorComponents(conf: SparkConf)
     extends ShuffleExecutorComponents {
+  private val local = new LocalDiskShuffleExecutorComponents(conf)
+
   override def initializeExecutor(
       appId: String,
       execId: String,
-      extraConfigs: JMap[String, String]): Unit = CrailShuffleIO.requireManager(conf)
+      extraConfigs: JMap[String, String]): Unit = {
+    CrailShuffleIO.requireManager(conf)
+    local.initializeExecutor(appId, execId, extraConfigs)
+  }
 
   override def createMapOutputWriter(
       shuffleId: Int,
       mapTaskId: Long,
-      numPartitions: Int): ShuffleMapOutputWriter = refuse()
+      numPartitions: Int): ShuffleMapOutputWriter =
+    local.createMapOutputWriter(shuffleId, mapTaskId, numPartitions)
 
   override def createSingleFileMapOutputWriter(
       shuffleId: Int,
-      mapId: Long): Optional[SingleSpillShuffleMapOutputWriter] = refuse()
-
-  private def refuse(): Nothing = throw new UnsupportedOperationException(
-    "crail's shuffle manager writes map output itself: no map output writer here")
+      mapId: Long): Optional[SingleSpillShuffleMapOutputWriter] =
+    local.createSingleFileMapOutputWriter(shuffleId, mapId)
 }

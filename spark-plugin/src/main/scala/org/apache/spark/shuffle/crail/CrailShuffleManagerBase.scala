@@ -2,10 +2,14 @@ package org.apache.spark.shuffle.crail
 
 import io.crail.spark.{CrailConf, CrailEngine, CrailException, CrailNative}
 import org.apache.spark.{ShuffleDependency, SparkConf, TaskContext}
-import org.apache.spark.network.buffer.ManagedBuffer
-import org.apache.spark.network.shuffle.MergedBlockMeta
 import org.apache.spark.shuffle._
-import org.apache.spark.storage.{BlockId, ShuffleMergedBlockId}
+import org.apache.spark.shuffle.sort.SortShuffleManager
+
+/** The handle of a shuffle through crail (one that fell back has Spark's own). */
+private[spark] class CrailShuffleHandle[K, V, C](
+    shuffleId: Int,
+    dependency: ShuffleDependency[K, V, C])
+  extends BaseShuffleHandle(shuffleId, dependency)
 
 /**
  * The shuffle manager's work (`io.crail.spark.CrailShuffleManager` is its public name: Spark's
@@ -28,10 +32,19 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
 
   private val settings = CrailConf(conf)
 
-  if (isDriver) {
-    // Fail at start, with one line naming the setting or address, if crail is not there.
-    CrailNative.close(CrailEngine.connect(settings, "spark-start-check"))
+  /** Spark's own sort shuffle, for the shuffles that fall back to it (`spark.crail.fallback`):
+   * their handles are its, and executors serve their blocks through its resolver. */
+  private lazy val sort = new SortShuffleManager(conf)
 
+  if (isDriver) {
+    // Fail at start, with one line naming the setting or address, if crail is not there
+    // (unless shuffles may fall back to Spark's own).
+    try CrailNative.close(CrailEngine.connect(settings, "spark-start-check"))
+    catch {
+      case e: IllegalStateException if settings.fallback =>
+        log.warn(s"${e.getMessage}: shuffles go through Spark's sort shuffle while it cannot " +
+          s"be reached (${CrailConf.Fallback}=true)")
+    }
   }
 
   /** Runs `work` with this JVM's engine, on another crail node if its own is gone. */
@@ -43,20 +56,29 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       dependency: ShuffleDependency[K, V, C]): ShuffleHandle = {
     val maps = dependency.rdd.partitions.length
     val partitions = dependency.partitioner.numPartitions
-    withEngine(CrailNative.registerShuffle(_, shuffleId, maps, partitions,
-      settings.crailSerializer))
+    try {
+      withEngine(CrailNative.registerShuffle(_, shuffleId, maps, partitions,
+        settings.crailSerializer))
+    } catch {
+      case e: Exception if settings.fallback && CrailShuffleIO.unreachable(e) =>
+        log.warn(s"crail: shuffle $shuffleId goes through Spark's sort shuffle: " +
+          s"${e.getMessage}")
+        CrailShuffleIO.fellBack.add(shuffleId)
+        return sort.registerShuffle(shuffleId, dependency)
+    }
     log.info(s"crail: shuffle $shuffleId registered ($maps maps, $partitions partitions, " +
       s"${settings.crailSerializer})")
-    new BaseShuffleHandle(shuffleId, dependency)
+    new CrailShuffleHandle(shuffleId, dependency)
   }
 
   override def getWriter[K, V](
       handle: ShuffleHandle,
       mapId: Long,
       context: TaskContext,
-      metrics: ShuffleWriteMetricsReporter): ShuffleWriter[K, V] = {
-    val base = handle.asInstanceOf[BaseShuffleHandle[K, V, _]]
-    withEngine(new CrailShuffleWriter(_, base, mapId, context, metrics, settings))
+      metrics: ShuffleWriteMetricsReporter): ShuffleWriter[K, V] = handle match {
+    case crail: CrailShuffleHandle[K @unchecked, V @unchecked, _] =>
+      withEngine(new CrailShuffleWriter(_, crail, mapId, context, metrics, settings))
+    case fellBack => sort.getWriter(fellBack, mapId, context, metrics)
   }
 
   override def getReader[K, C](
@@ -67,33 +89,29 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       endPartition: Int,
       context: TaskContext,
       metrics: ShuffleReadMetricsReporter): ShuffleReader[K, C] = {
-    // endMapIndex is Int.MaxValue for every map; the bridge bounds it by the shuffle's maps.
-    val base = handle.asInstanceOf[BaseShuffleHandle[K, _, C]]
-    new CrailShuffleReader(base, startMapIndex, endMapIndex, startPartition, endPartition,
-      context, metrics, settings, withEngine)
+    handle match {
+      case crail: CrailShuffleHandle[K @unchecked, _, C @unchecked] =>
+        // endMapIndex is Int.MaxValue for every map; the bridge bounds it by the shuffle's
+        // maps.
+        new CrailShuffleReader(crail, startMapIndex, endMapIndex, startPartition,
+          endPartition, context, metrics, settings, withEngine)
+      case fellBack => sort.getReader(fellBack, startMapIndex, endMapIndex, startPartition,
+        endPartition, context, metrics)
+    }
   }
 
   /** Crail's shuffle IO plugin, when set, removes shuffles and the application's output. */
   private val driverComponents = CrailShuffleIO.inUse(conf)
 
   override def unregisterShuffle(shuffleId: Int): Boolean = {
-    if (isDriver && !driverComponents) withEngine(CrailNative.unregisterShuffle(_, shuffleId))
-    else true
+    sort.unregisterShuffle(shuffleId)
+    if (CrailShuffleIO.fellBack.remove(shuffleId) || !isDriver || driverComponents) true
+    else withEngine(CrailNative.unregisterShuffle(_, shuffleId))
   }
 
-  override val shuffleBlockResolver: ShuffleBlockResolver = new ShuffleBlockResolver {
-    private def none = throw new UnsupportedOperationException(
-      "crail holds the shuffle data: executors serve no shuffle blocks")
-    override def getBlockData(blockId: BlockId, dirs: Option[Array[String]]): ManagedBuffer =
-      none
-    override def getMergedBlockData(
-        blockId: ShuffleMergedBlockId,
-        dirs: Option[Array[String]]): Seq[ManagedBuffer] = none
-    override def getMergedBlockMeta(
-        blockId: ShuffleMergedBlockId,
-        dirs: Option[Array[String]]): MergedBlockMeta = none
-    override def stop(): Unit = {}
-  }
+  /** Executors serve only the blocks of shuffles that fell back to Spark's: crail holds the
+   * others, under locations no executor has. */
+  override def shuffleBlockResolver: ShuffleBlockResolver = sort.shuffleBlockResolver
 
   override def stop(): Unit = {
     if (isDriver && !driverComponents && conf.contains("spark.app.id")) {
@@ -101,5 +119,6 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
       catch { case e: CrailException => log.warn(s"crail: cleaning up failed: ${e.getMessage}") }
     }
     CrailEngine.close()
+    sort.stop()
   }
 }

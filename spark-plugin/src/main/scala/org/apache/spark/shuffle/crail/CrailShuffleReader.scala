@@ -117,9 +117,12 @@ private[spark] class CrailShuffleReader[K, C](
     }
   }
 
-  /** Records of Spark-serialized frames, one frame (a serialization stream) at a time. */
+  /** Records of Spark-serialized frames, one frame (a serialization stream, compressed and
+   * encrypted as the writer's Spark did) at a time. */
   private def frames(reader: Long): Iterator[Product2[Any, Any]] = {
     val ser = dep.serializer.newInstance()
+    val blocks = SparkEnv.get.serializerManager
+    val block = ShuffleBlockId(handle.shuffleId, 0L, startPartition)
     new Iterator[Iterator[Product2[Any, Any]]] {
       private var next0: Array[Byte] = fetching(CrailNative.nextValue(reader))
       override def hasNext: Boolean = next0 != null
@@ -128,7 +131,8 @@ private[spark] class CrailShuffleReader[K, C](
         metrics.incRemoteBytesRead(frame.length)
         metrics.incRemoteBlocksFetched(1)
         next0 = fetching(CrailNative.nextValue(reader))
-        ser.deserializeStream(new ByteArrayInputStream(frame)).asKeyValueIterator
+        ser.deserializeStream(blocks.wrapStream(block, new ByteArrayInputStream(frame)))
+          .asKeyValueIterator
           .asInstanceOf[Iterator[Product2[Any, Any]]]
       }
     }.flatten

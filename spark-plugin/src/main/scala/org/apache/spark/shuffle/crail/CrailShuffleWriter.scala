@@ -3,12 +3,12 @@ package org.apache.spark.shuffle.crail
 import java.io.ByteArrayOutputStream
 
 import io.crail.spark.{CrailConf, CrailEngine, CrailNative}
-import org.apache.spark.TaskContext
+import org.apache.spark.{SparkEnv, TaskContext}
 import org.apache.spark.scheduler.MapStatus
 import org.apache.spark.serializer.SerializationStream
 import org.apache.spark.shuffle.{BaseShuffleHandle, ShuffleWriteMetricsReporter, ShuffleWriter}
 import org.apache.spark.shuffle.checksum.RowBasedChecksum
-import org.apache.spark.storage.BlockManagerId
+import org.apache.spark.storage.{BlockManagerId, ShuffleBlockId}
 
 /** A buffer whose bytes can be handed on without a copy. */
 private class Frame(size: Int) extends ByteArrayOutputStream(size) {
@@ -18,7 +18,9 @@ private class Frame(size: Int) extends ByteArrayOutputStream(size) {
 /**
  * A map task's output to crail. With Spark's serializer, each partition's records are
  * serialized into frames of about `spark.crail.shuffle.bufferSize` bytes, each an independent
- * serialization stream sent as one crail record; with `fixed:K:V`, (byte[K], byte[V]) records
+ * serialization stream, compressed and encrypted as Spark's own shuffle blocks are
+ * (`spark.shuffle.compress`, `spark.io.compression.codec`, `spark.io.encryption.enabled`), sent
+ * as one crail record; with `fixed:K:V`, (byte[K], byte[V]) records
  * are packed as they are. Map-side combining, if the job asks for it, happens first.
  */
 private[spark] class CrailShuffleWriter[K, V, C](
@@ -70,6 +72,9 @@ private[spark] class CrailShuffleWriter[K, V, C](
 
   private def writeFrames(records: Iterator[Product2[Any, Any]]): Unit = {
     val ser = dep.serializer.newInstance()
+    // Spark compresses and encrypts by the kind of block; every frame is a shuffle block's.
+    val blocks = SparkEnv.get.serializerManager
+    val block = ShuffleBlockId(handle.shuffleId, mapId, 0)
     val n = partitioner.numPartitions
     val frames = new Array[Frame](n)
     val streams = new Array[SerializationStream](n)
@@ -86,7 +91,7 @@ private[spark] class CrailShuffleWriter[K, V, C](
       if (checksums.nonEmpty) checksums(p).update(r._1, r._2)
       if (streams(p) == null) {
         frames(p) = new Frame(math.min(settings.bufferSize + 4096, 1 << 16))
-        streams(p) = ser.serializeStream(frames(p))
+        streams(p) = ser.serializeStream(blocks.wrapStream(block, frames(p)))
       }
       streams(p).writeKey(r._1)
       streams(p).writeValue(r._2)

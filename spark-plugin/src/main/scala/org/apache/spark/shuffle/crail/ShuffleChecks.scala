@@ -46,7 +46,7 @@ object ShuffleChecks {
     }
     val summed = checked.map { case (k, v) => (k % 7, v) }.reduceByKey(_ + _, 3)
     val result = summed.collect().sortBy(_._1)
-    sc.listenerBus.waitUntilEmpty()
+    awaitListeners(sc)
     val runs = Seq(firstShuffle(spread), firstShuffle(summed)).map { dep =>
       val s = dep.shuffleId
       val attempts = SparkEnv.get.mapOutputTracker
@@ -68,6 +68,17 @@ object ShuffleChecks {
   def checksums(shuffle: Int): Array[Long] = {
     val tracker = SparkEnv.get.mapOutputTracker.asInstanceOf[MapOutputTrackerMaster]
     tracker.shuffleStatuses(shuffle).mapStatuses.map(s => if (s == null) -1L else s.checksumValue)
+  }
+
+  /** Waits until Spark's listeners have seen every event so far (task ends with metrics). */
+  def awaitListeners(sc: org.apache.spark.SparkContext): Unit = sc.listenerBus.waitUntilEmpty()
+
+  /** The bytes the map statuses of shuffle `shuffle` (of `partitions` partitions) say its maps
+   * wrote (on the driver; each size as Spark keeps it, within about 10%). */
+  def shuffleBytes(shuffle: Int, partitions: Int): Long = {
+    val tracker = SparkEnv.get.mapOutputTracker.asInstanceOf[MapOutputTrackerMaster]
+    val statuses = tracker.shuffleStatuses(shuffle).mapStatuses.filter(_ != null)
+    statuses.map(s => (0 until partitions).map(p => s.getSizeForBlock(p)).sum).sum
   }
 
   /** The shuffle nearest `rdd` in its lineage. */
