@@ -97,6 +97,8 @@ def test_a_200_partition_sql_workload_beyond_dram_equals_sparks_own_shuffle(
         "spark.jars": jar,
         "spark.executor.extraClassPath": jar,
         "spark.crail.config": wide_cluster,
+        # Uncompressed, so the shuffles outgrow the DRAM tier (compressed they fit in it).
+        "spark.shuffle.compress": "false",
     })
     app = spark.sparkContext.applicationId
     try:

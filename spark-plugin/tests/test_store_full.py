@@ -3,6 +3,7 @@ the typed error crosses the node's service and the JNI bridge as StoreFull, and 
 does not take it for a lost node (no failover to another node, which would be full too)."""
 
 import operator
+import os
 
 import pytest
 
@@ -32,7 +33,8 @@ def test_a_full_store_fails_the_job_with_a_store_full_error(small_cluster, jar):
     )
     try:
         sc = spark.sparkContext
-        data = sc.parallelize(range(200_000), 2).map(lambda x: (x, b"v" * 100))
+        # Values that do not compress (Spark's shuffle compression is on).
+        data = sc.parallelize(range(200_000), 2).map(lambda x: (x, os.urandom(100)))
         with pytest.raises(Exception) as failed:
             data.reduceByKey(operator.add, 64).count()
         text = str(failed.value)

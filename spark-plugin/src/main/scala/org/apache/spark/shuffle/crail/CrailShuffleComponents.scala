@@ -56,7 +56,10 @@ private[spark] class CrailShuffleDriverComponents(conf: SparkConf)
   override def cleanupApplication(): Unit = {
     if (conf.contains("spark.app.id")) {
       try CrailEngine.call(conf, CrailEngine.appOf(conf))(CrailNative.endApplication(_))
-      catch { case e: CrailException => log.warn(s"crail: cleaning up failed: ${e.getMessage}") }
+      catch {
+        case e @ (_: CrailException | _: IllegalStateException) =>
+          log.warn(s"crail: cleaning up failed: ${e.getMessage}")
+      }
     }
   }
 
@@ -64,7 +67,7 @@ private[spark] class CrailShuffleDriverComponents(conf: SparkConf)
     if (CrailShuffleIO.fellBack.remove(shuffleId)) return
     try CrailEngine.call(conf, CrailEngine.appOf(conf))(CrailNative.unregisterShuffle(_, shuffleId))
     catch {
-      case e: CrailException =>
+      case e @ (_: CrailException | _: IllegalStateException) =>
         log.warn(s"crail: shuffle $shuffleId could not be removed: ${e.getMessage}")
     }
   }

@@ -116,7 +116,10 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
   override def stop(): Unit = {
     if (isDriver && !driverComponents && conf.contains("spark.app.id")) {
       try withEngine(CrailNative.endApplication(_))
-      catch { case e: CrailException => log.warn(s"crail: cleaning up failed: ${e.getMessage}") }
+      catch {
+        case e @ (_: CrailException | _: IllegalStateException) =>
+          log.warn(s"crail: cleaning up failed: ${e.getMessage}")
+      }
     }
     CrailEngine.close()
     sort.stop()

@@ -21,7 +21,9 @@ private class Frame(size: Int) extends ByteArrayOutputStream(size) {
  * serialization stream, compressed and encrypted as Spark's own shuffle blocks are
  * (`spark.shuffle.compress`, `spark.io.compression.codec`, `spark.io.encryption.enabled`), sent
  * as one crail record; with `fixed:K:V`, (byte[K], byte[V]) records
- * are packed as they are. Map-side combining, if the job asks for it, happens first.
+ * are packed as they are. Map-side combining, if the job asks for it, happens first. Each
+ * partition's open buffer counts against the task's execution memory ([[BufferMemory]]):
+ * when Spark has none left, the fullest buffers go to crail early.
  */
 private[spark] class CrailShuffleWriter[K, V, C](
     engine: Long,
@@ -78,27 +80,42 @@ private[spark] class CrailShuffleWriter[K, V, C](
     val n = partitioner.numPartitions
     val frames = new Array[Frame](n)
     val streams = new Array[SerializationStream](n)
-    def flush(p: Int): Unit = {
+    def send(p: Int): Unit = {
       streams(p).close()
       CrailNative.writeRecord(writer, p, frames(p).bytes, 0, frames(p).size())
       frames(p) = null
       streams(p) = null
     }
+    // A frame grows to bufferSize and a bit (the record that crosses it); a compressing
+    // stream holds its block and the block compressed (lz4's 32 KiB each by default).
+    val codec = if (SparkEnv.get.conf.getBoolean("spark.shuffle.compress", true)) 128L << 10
+      else 0L
+    val memory = new BufferMemory(context.taskMemoryManager(), n,
+      settings.bufferSize + 4096L + codec, p => frames(p).size().toLong, send)
     var count = 0L
-    while (records.hasNext) {
-      val r = records.next()
-      val p = partitioner.getPartition(r._1)
-      if (checksums.nonEmpty) checksums(p).update(r._1, r._2)
-      if (streams(p) == null) {
-        frames(p) = new Frame(math.min(settings.bufferSize + 4096, 1 << 16))
-        streams(p) = ser.serializeStream(blocks.wrapStream(block, frames(p)))
+    try {
+      while (records.hasNext) {
+        val r = records.next()
+        val p = partitioner.getPartition(r._1)
+        if (checksums.nonEmpty) checksums(p).update(r._1, r._2)
+        if (streams(p) == null) {
+          memory.opening(p)
+          frames(p) = new Frame(math.min(settings.bufferSize + 4096, 4096))
+          streams(p) = ser.serializeStream(blocks.wrapStream(block, frames(p)))
+        }
+        streams(p).writeKey(r._1)
+        streams(p).writeValue(r._2)
+        count += 1
+        if (frames(p).size() >= settings.bufferSize) {
+          send(p)
+          memory.closed(p)
+        }
       }
-      streams(p).writeKey(r._1)
-      streams(p).writeValue(r._2)
-      count += 1
-      if (frames(p).size() >= settings.bufferSize) flush(p)
-    }
-    for (p <- 0 until n if streams(p) != null) flush(p)
+      for (p <- 0 until n if streams(p) != null) {
+        send(p)
+        memory.closed(p)
+      }
+    } finally memory.done()
     metrics.incRecordsWritten(count)
   }
 
@@ -108,6 +125,13 @@ private[spark] class CrailShuffleWriter[K, V, C](
     val room = math.max(1, settings.bufferSize / record) * record
     val buffers = new Array[Array[Byte]](n)
     val filled = new Array[Int](n)
+    def send(p: Int): Unit = {
+      if (filled(p) > 0) CrailNative.write(writer, p, buffers(p), 0, filled(p))
+      buffers(p) = null
+      filled(p) = 0
+    }
+    val memory = new BufferMemory(context.taskMemoryManager(), n, room.toLong,
+      p => filled(p).toLong, send)
     var count = 0L
     def bytes(x: Any, len: Int, what: String): Array[Byte] = x match {
       case b: Array[Byte] if b.length == len => b
@@ -117,24 +141,33 @@ private[spark] class CrailShuffleWriter[K, V, C](
         s"${CrailConf.Serializer}=${settings.serializer} takes (byte[], byte[]) records, " +
           s"not a $what of ${if (other == null) "null" else other.getClass.getName}")
     }
-    while (records.hasNext) {
-      val r = records.next()
-      val key = bytes(r._1, k, "key")
-      val value = bytes(r._2, v, "value")
-      val p = partitioner.getPartition(key)
-      if (checksums.nonEmpty) checksums(p).update(key, value)
-      if (buffers(p) == null) buffers(p) = new Array[Byte](room)
-      val at = filled(p)
-      System.arraycopy(key, 0, buffers(p), at, k)
-      System.arraycopy(value, 0, buffers(p), at + k, v)
-      filled(p) = at + record
-      count += 1
-      if (filled(p) == room) {
-        CrailNative.write(writer, p, buffers(p), 0, room)
-        filled(p) = 0
+    try {
+      while (records.hasNext) {
+        val r = records.next()
+        val key = bytes(r._1, k, "key")
+        val value = bytes(r._2, v, "value")
+        val p = partitioner.getPartition(key)
+        if (checksums.nonEmpty) checksums(p).update(key, value)
+        if (buffers(p) == null) {
+          memory.opening(p)
+          buffers(p) = new Array[Byte](room)
+        }
+        val at = filled(p)
+        System.arraycopy(key, 0, buffers(p), at, k)
+        System.arraycopy(value, 0, buffers(p), at + k, v)
+        filled(p) = at + record
+        count += 1
+        if (filled(p) == room) {
+          // Kept for the partition's next records: full buffers are sent, not given back.
+          CrailNative.write(writer, p, buffers(p), 0, room)
+          filled(p) = 0
+        }
       }
-    }
-    for (p <- 0 until n if filled(p) > 0) CrailNative.write(writer, p, buffers(p), 0, filled(p))
+      for (p <- 0 until n if buffers(p) != null) {
+        send(p)
+        memory.closed(p)
+      }
+    } finally memory.done()
     metrics.incRecordsWritten(count)
   }
 
