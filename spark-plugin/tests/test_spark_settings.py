@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 pyspark = pytest.importorskip("pyspark")
+import crail  # noqa: E402
+from conftest import HOSTS  # noqa: E402
 from py4j.protocol import Py4JJavaError  # noqa: E402
 from test_spark import CRAIL_SPARK, crail_session, session  # noqa: E402
 
@@ -50,6 +52,8 @@ def test_terasort_records_sorted_by_crail(cluster, jar, tmp_path):
     ("spark.crail.shuffle.serializer", "fixed:10", "expected spark or fixed:KEY:VALUE"),
     ("spark.crail.shuffle.bufferSize", "12q", "expected a size"),
     ("spark.crail.host", "not-an-address", "expected an IP address"),
+    ("spark.crail.shuffle.replication", "4", "expected a number from 1 to 3"),
+    ("spark.crail.shuffle.prefetch", "none", "expected a number from 1 to 64"),
 ])
 def test_bad_settings_fail_at_start(cluster, jar, key, value, words):
     with pytest.raises(Py4JJavaError) as err:
@@ -147,3 +151,20 @@ def test_shuffles_fall_back_to_sparks_own_when_crail_cannot_be_reached(jar):
     finally:
         spark.stop()
 
+
+
+def test_replicated_shuffles_and_prefetch_as_spark_keys(cluster, jar):
+    spark = crail_session(cluster, jar, {"spark.crail.shuffle.replication": "2",
+                                         "spark.crail.shuffle.prefetch": "1"})
+    try:
+        sc = spark.sparkContext
+        sums = sc.parallelize(range(50_000), 4).map(lambda x: (x % 13, x)) \
+            .reduceByKey(operator.add, 3).collect()
+        assert sorted(sums) == [(k, sum(range(k, 50_000, 13))) for k in range(13)]
+        # Every group file has its second copy beside it.
+        with crail.Client.connect(cluster, "spark-test-check", host=HOSTS[0]) as c:
+            files = c.list(f"/crail-shuffle/{sc.applicationId}/0/g")
+        copies = [f for f in files if f.endswith(".r1")]
+        assert copies and len(copies) * 2 == len(files), files
+    finally:
+        spark.stop()

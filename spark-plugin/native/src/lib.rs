@@ -354,7 +354,8 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_close<'l>(
     })
 }
 
-/// `registerShuffle(engine, shuffle, maps, partitions, serializer)`.
+/// `registerShuffle(engine, shuffle, maps, partitions, serializer, replication)`: copies of
+/// every group file (1: none).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_io_crail_spark_CrailNative_registerShuffle<'l>(
     mut env: JNIEnv<'l>,
@@ -364,6 +365,7 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_registerShuffle<'l>(
     maps: jint,
     partitions: jint,
     serializer: JString<'l>,
+    replication: jint,
 ) {
     guard(&mut env, (), |env| {
         let crail = ENGINES.get(engine)?;
@@ -373,7 +375,9 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_registerShuffle<'l>(
             unsigned(maps, "maps")?,
             unsigned(partitions, "partitions")?,
         );
-        block(crail.register_shuffle(shuffle, maps, partitions, &serializer))??;
+        let meta = crail_shuffle::Meta::new(maps, partitions, serializer)
+            .replication(unsigned(replication, "replication")?);
+        block(crail.register_shuffle_with(shuffle, meta))??;
         Ok(())
     })
 }
@@ -594,7 +598,7 @@ impl std::fmt::Debug for Reader {
 }
 
 /// `openReader(engine, shuffle, startPartition, endPartition, startMap, endMap, attempts,
-/// sorter)`: the records of partitions `startPartition..endPartition` written by maps
+/// sorter, prefetch)` (group files fetched at once): the records of partitions `startPartition..endPartition` written by maps
 /// `startMap..endMap` (bounded by the shuffle's maps), or, when `attempts` is not null, by
 /// exactly the maps it names as `[map, attempt, map, attempt, ...]` (Spark's map statuses: a
 /// map committed by another attempt is a fetch failure); as they come (`sorter` null) or
@@ -612,11 +616,13 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
     end_map: jint,
     attempts: JLongArray<'l>,
     sorter: JString<'l>,
+    prefetch: jint,
 ) -> jlong {
     guard(&mut env, 0, |env| {
         let crail = ENGINES.get(engine)?;
         let sorter = string(env, &sorter)?;
         let attempts = map_attempts(env, &attempts)?;
+        let prefetch = unsigned(prefetch, "prefetch")? as usize;
         let shuffle = unsigned(shuffle, "shuffle")?;
         let partitions =
             unsigned(start_partition, "partition")?..unsigned(end_partition, "partition")?;
@@ -633,7 +639,8 @@ pub extern "system" fn Java_io_crail_spark_CrailNative_openReader<'l>(
             let options = match attempts {
                 Some(attempts) => shuffle.reader(partitions).attempts(attempts),
                 None => shuffle.reader(partitions).maps(maps),
-            };
+            }
+            .prefetch(prefetch);
             let source = match sorter {
                 Some(name) => Source::Sorted(options.sorted(&name).read_sorted().await?, 0),
                 None => Source::Stream(Box::new(options.open().await?)),

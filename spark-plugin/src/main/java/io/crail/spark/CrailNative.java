@@ -61,8 +61,9 @@ public final class CrailNative {
 
   public static native void close(long engine);
 
+  /** Registers a shuffle whose group files have {@code replication} copies (1: none). */
   public static native void registerShuffle(long engine, int shuffle, int maps, int partitions,
-      String serializer);
+      String serializer, int replication);
 
   public static native boolean unregisterShuffle(long engine, int shuffle);
 
@@ -94,10 +95,11 @@ public final class CrailNative {
   /**
    * Partitions [startPartition, endPartition) of maps [startMap, endMap), or when {@code
    * attempts} is not null of exactly the maps it names, {@code [map, attempt, ...]} (a map
-   * committed by another attempt fails as a fetch failure); sorter null: as the records come.
+   * committed by another attempt fails as a fetch failure); sorter null: as the records come;
+   * {@code prefetch} group files fetched at once.
    */
   public static native long openReader(long engine, int shuffle, int startPartition,
-      int endPartition, int startMap, int endMap, long[] attempts, String sorter);
+      int endPartition, int startMap, int endMap, long[] attempts, String sorter, int prefetch);
 
   /** The next record's value, null at the end. */
   public static native byte[] nextValue(long reader);

@@ -12,7 +12,9 @@ final case class CrailConf(
     sorter: String,
     bufferSize: Int,
     store: Seq[(String, String)] = Nil,
-    fallback: Boolean = false) {
+    fallback: Boolean = false,
+    replication: Int = 1,
+    prefetch: Int = 4) {
 
   /** The store settings given as Spark keys, one `key=value` a line, for the native side. */
   def storeSettings: String =
@@ -34,6 +36,8 @@ object CrailConf {
   val Serializer = "spark.crail.shuffle.serializer"
   val Sorter = "spark.crail.shuffle.sorter"
   val BufferSize = "spark.crail.shuffle.bufferSize"
+  val Replication = "spark.crail.shuffle.replication"
+  val Prefetch = "spark.crail.shuffle.prefetch"
   val Namenode = "spark.crail.namenode"
   val Secret = "spark.crail.secret"
   val Fallback = "spark.crail.fallback"
@@ -60,6 +64,10 @@ object CrailConf {
         "(unsigned), needs serializer fixed:K:V"),
     (BufferSize, "64k",
       "bytes a map task gathers per partition before sending them to crail"),
+    (Replication, "1",
+      "copies of every map output, each on another crail node (1 to 3): with 2, a dead node " +
+        "loses no output and no map runs again"),
+    (Prefetch, "4", "group files a reduce task reads at once (1 to 64)"),
     (Namenode, "the config's client.namenode",
       "the namenode's address, host:port: with it (and the secret if the cluster has one) " +
         "no configuration file is needed on any host"),
@@ -117,7 +125,10 @@ object CrailConf {
     }
     val fallback = Try(conf.getBoolean(Fallback, false)).getOrElse(
       bad(Fallback, "expected true or false"))
+    def count(key: String, default: Int, max: Int): Int =
+      Try(conf.getInt(key, default)).toOption.filter(n => n >= 1 && n <= max).getOrElse(
+        bad(key, s"expected a number from 1 to $max"))
     CrailConf(conf.getOption(Config).map(_.trim).filter(_.nonEmpty), host, serializer, sorter,
-      bufferSize.toInt, store, fallback)
+      bufferSize.toInt, store, fallback, count(Replication, 1, 3), count(Prefetch, 4, 64))
   }
 }

@@ -58,7 +58,7 @@ abstract class CrailShuffleManagerBase(conf: SparkConf, isDriver: Boolean)
     val partitions = dependency.partitioner.numPartitions
     try {
       withEngine(CrailNative.registerShuffle(_, shuffleId, maps, partitions,
-        settings.crailSerializer))
+        settings.crailSerializer, settings.replication))
     } catch {
       case e: Exception if settings.fallback && CrailShuffleIO.unreachable(e) =>
         log.warn(s"crail: shuffle $shuffleId goes through Spark's sort shuffle: " +

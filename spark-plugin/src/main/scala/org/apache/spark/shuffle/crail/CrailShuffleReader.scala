@@ -81,7 +81,7 @@ private[spark] class CrailShuffleReader[K, C](
     val sorter = if (crailSorted) settings.crailSorter.get else null
     val attempts = mapAttempts()
     val reader = fetching(withEngine(CrailNative.openReader(_, handle.shuffleId, startPartition,
-      endPartition, startMap, endMap, attempts, sorter)))
+      endPartition, startMap, endMap, attempts, sorter, settings.prefetch)))
     var open = true
     def close(): Unit = if (open) { open = false; CrailNative.closeReader(reader) }
     context.addTaskCompletionListener[Unit](_ => close())
