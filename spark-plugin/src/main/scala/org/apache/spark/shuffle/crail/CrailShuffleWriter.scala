@@ -100,7 +100,7 @@ private[spark] class CrailShuffleWriter[K, V, C](
         if (checksums.nonEmpty) checksums(p).update(r._1, r._2)
         if (streams(p) == null) {
           memory.opening(p)
-          frames(p) = new Frame(math.min(settings.bufferSize + 4096, 4096))
+          frames(p) = new Frame(4096)
           streams(p) = ser.serializeStream(blocks.wrapStream(block, frames(p)))
         }
         streams(p).writeKey(r._1)
